@@ -1,0 +1,133 @@
+"""Typed catalog entries. Every real-world figure carries a source and a date.
+
+These types are the contract between the catalog (data), perf (step times, power) and
+economics ($/Mtok, J/token). They are plain, frozen pydantic models: no I/O here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Sourced(_Frozen):
+    """Where a figure comes from: a URL or document name, and the date it was read (YYYY-MM[-DD])."""
+
+    source: str
+    date: str
+
+
+class RentalPrice(_Frozen):
+    """Price to rent one accelerator for one hour from one provider."""
+
+    provider: str
+    usd_per_hour: float = Field(gt=0)
+    kind: Literal["on-demand", "spot", "reserved", "capacity-block", "committed"] = "on-demand"
+    source: str
+    date: str
+
+
+class PurchasePrice(_Frozen):
+    """Price to buy one accelerator (the card/chip share of a server, for ownership cost)."""
+
+    usd: float = Field(gt=0)
+    source: str
+    date: str
+
+
+class Accelerator(_Frozen):
+    id: str  # catalog key, e.g. "h100"
+    name: str  # e.g. "NVIDIA H100 SXM 80GB"
+    vendor: str
+    bf16_tflops: float = Field(gt=0)  # dense
+    fp8_tflops: float | None = None  # dense; None when the chip has no fp8 path
+    memory_gb: float = Field(gt=0)
+    memory_tb_per_s: float = Field(gt=0)
+    tdp_watts: float | None = None  # None where the vendor publishes none (TPU v5e, Inferentia2)
+    idle_watts: float | None = None  # measured or estimated idle draw
+    interconnect_gb_per_s: float = Field(gt=0)  # per-device, one direction (NVLink, IF, ICI, PCIe)
+    max_count: int = 8  # devices per node that the interconnect joins
+    rental_prices: tuple[RentalPrice, ...] = ()
+    purchase: PurchasePrice | None = None
+    profile: str | None = None  # name of a measured profile directory in perf/profiles/
+    source: str
+    date: str
+
+
+class ModelArch(_Frozen):
+    id: str  # catalog key, e.g. "llama-3-8b"
+    name: str
+    family: str
+    n_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    n_heads: int = Field(gt=0)
+    n_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)  # dense MLP width (per expert for MoE: see moe_intermediate_size)
+    vocab_size: int = Field(gt=0)
+    total_params_b: float = Field(gt=0)  # billions, all experts
+    active_params_b: float = Field(gt=0)  # billions, per token
+    context_length: int = Field(gt=0)
+    n_experts: int = 0  # 0 = dense
+    n_active_experts: int = 0
+    moe_intermediate_size: int | None = None
+    n_shared_experts: int = 0
+    kv_lora_rank: int | None = None  # MLA (DeepSeek): compressed KV width per layer
+    source: str
+    date: str
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
+
+
+class Site(_Frozen):
+    id: str  # e.g. "us-va"
+    name: str
+    country: str
+    region: str | None = None  # cloud region or grid region, informative
+    usd_per_kwh: float = Field(gt=0)
+    pue: float = Field(ge=1.0)
+    gco2_per_kwh: float = Field(ge=0)
+    power_cap_mw: float | None = None
+    sources: dict[str, Sourced]  # keys: "price", "pue", "carbon" (and "power_cap" when set)
+
+
+TokenCategory = Literal[
+    "input", "cached_input", "cache_write", "output", "reasoning"
+]
+PriceTier = Literal["standard", "batch", "priority"]
+
+
+class TokenPrices(_Frozen):
+    """USD per token for each token category of one API model, one tier."""
+
+    input: float
+    output: float
+    cached_input: float | None = None  # None: charged as input
+    cache_write: float | None = None  # None: charged as input
+    reasoning: float | None = None  # None: charged as output
+
+    def usd_per_token(self, category: TokenCategory) -> float:
+        value = getattr(self, category)
+        if value is not None:
+            return float(value)
+        return self.output if category == "reasoning" else self.input
+
+
+class ApiModelPrice(_Frozen):
+    """One API model's prices, normalised from a LiteLLM-format price map."""
+
+    id: str  # the price map's key, e.g. "gpt-4o" or "together_ai/meta-llama/..."
+    provider: str
+    mode: str | None = None
+    tiers: dict[str, TokenPrices]  # "standard" always; "batch"/"priority" when listed
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    source: str
+    date: str
