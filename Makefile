@@ -1,27 +1,35 @@
-# Two commands on a fresh machine:
-#   make run   -> bootstrap .venv and start the gateway (tokenomy up)
-#   make test  -> bootstrap .venv (with test extras) and run the whole test suite
+# Two commands on a fresh machine (each bootstraps what it needs into .venv):
+#   make run   -> install pinned runtime deps and start the gateway (tokenomy up)
+#   make test  -> install pinned runtime + test deps (and the llama.cpp engine) and run the whole suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-dev.lock pyproject.toml | sha1sum | cut -c1-12)
+HASH   := $(shell cat requirements.lock requirements-dev.lock pyproject.toml | sha1sum | cut -c1-12)
+RUN_STAMP  := $(VENV)/.run-$(HASH)
+TEST_STAMP := $(VENV)/.test-$(HASH)
 
 .PHONY: run test venv clean
 
-$(STAMP):
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
-	$(BIN)/python -m pip install --quiet -r requirements.lock -r requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
-	@rm -f $(VENV)/.installed-* && touch $@
 
-venv: $(STAMP)
+$(RUN_STAMP): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/python -m pip install --quiet --no-deps -e .
+	@rm -f $(VENV)/.run-* && touch $@
 
-run: venv
+$(TEST_STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	@rm -f $(VENV)/.test-* && touch $@
+
+venv: $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/tokenomy up $(ARGS)
 
-test: venv
-	bash scripts/test.sh
+test: $(TEST_STAMP)
+	bash scripts/test.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -30,6 +30,7 @@ class RentalPrice(_Frozen):
     kind: Literal["on-demand", "spot", "reserved", "capacity-block", "committed"] = "on-demand"
     source: str
     date: str
+    note: str | None = None  # e.g. which instance the per-device price was derived from
 
 
 class PurchasePrice(_Frozen):
@@ -38,6 +39,7 @@ class PurchasePrice(_Frozen):
     usd: float = Field(gt=0)
     source: str
     date: str
+    note: str | None = None  # e.g. "street-price estimate"
 
 
 class Accelerator(_Frozen):
@@ -57,6 +59,9 @@ class Accelerator(_Frozen):
     profile: str | None = None  # name of a measured profile directory in perf/profiles/
     source: str
     date: str
+    # Per-figure sources where a figure does not come from the main datasheet (`source`),
+    # keyed by field name, e.g. "idle_watts", "interconnect_gb_per_s".
+    sources: dict[str, Sourced] = Field(default_factory=dict)
 
 
 class ModelArch(_Frozen):
@@ -78,12 +83,35 @@ class ModelArch(_Frozen):
     moe_intermediate_size: int | None = None
     n_shared_experts: int = 0
     kv_lora_rank: int | None = None  # MLA (DeepSeek): compressed KV width per layer
+    # MLA (DeepSeek) details: the KV cache holds kv_lora_rank + qk_rope_head_dim values per
+    # token per layer (one shared latent, not per head); head_dim above is the value head dim.
+    qk_rope_head_dim: int | None = None
+    qk_nope_head_dim: int | None = None
+    v_head_dim: int | None = None
+    q_lora_rank: int | None = None
+    n_dense_layers: int = 0  # MoE models whose first layers use a dense MLP (DeepSeek: 3)
+    sliding_window: int | None = None  # attention window (Mistral-7B v0.1: 4096); None = full
     source: str
     date: str
 
     @property
     def is_moe(self) -> bool:
         return self.n_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+    @property
+    def kv_elements_per_token(self) -> int:
+        """KV-cache values stored per token across all layers (multiply by bytes per value).
+
+        GQA/MHA: K and V for every KV head; MLA: one compressed latent plus the RoPE key.
+        Sliding windows are ignored here (they cap tokens held, not values per token).
+        """
+        if self.kv_lora_rank is not None:
+            return self.n_layers * (self.kv_lora_rank + (self.qk_rope_head_dim or 0))
+        return self.n_layers * 2 * self.n_kv_heads * self.head_dim
 
 
 class Site(_Frozen):
@@ -96,6 +124,7 @@ class Site(_Frozen):
     gco2_per_kwh: float = Field(ge=0)
     power_cap_mw: float | None = None
     sources: dict[str, Sourced]  # keys: "price", "pue", "carbon" (and "power_cap" when set)
+    note: str | None = None
 
 
 TokenCategory = Literal[

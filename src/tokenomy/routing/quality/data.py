@@ -1,0 +1,154 @@
+"""Evaluation rows in RouteLLM's format and loaders for the shared routing data.
+
+A row is one prompt with the quality (in [0, 1]) the weak and the strong model reached on it:
+``{"id", "prompt", "weak", "strong"}`` plus an optional ``"source"`` (benchmark name) used for
+leave-one-source-out validation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenomy.errors import TokenomyError
+
+# AlpacaEval 1 entries that must not be used (see shared/data/README.md): the falcon AE1
+# annotations are duplicated in the source, NullModel is adversarial.
+ALPACAEVAL_EXCLUDED = frozenset({"falcon-7b-instruct", "falcon-40b-instruct", "NullModel"})
+ALPACAEVAL_DEFAULT_WEAK = "llama-2-7b-chat-hf"
+ALPACAEVAL_DEFAULT_STRONG = "gpt4"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: str
+    prompt: str
+    weak: float
+    strong: float
+    source: str = ""
+
+    def to_json(self) -> dict:
+        out = {"id": self.id, "prompt": self.prompt, "weak": self.weak, "strong": self.strong}
+        if self.source:
+            out["source"] = self.source
+        return out
+
+
+def _row_from_obj(obj: dict, where: str) -> Row:
+    try:
+        weak, strong = float(obj["weak"]), float(obj["strong"])
+        row = Row(str(obj["id"]), str(obj["prompt"]), weak, strong, str(obj.get("source") or ""))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TokenomyError(f"{where}: need id, prompt, weak, strong ({exc!r})") from None
+    if not (0.0 <= weak <= 1.0 and 0.0 <= strong <= 1.0):
+        raise TokenomyError(f"{where}: weak/strong quality must be in [0, 1]")
+    return row
+
+
+def read_rows(path: Path | str) -> list[Row]:
+    """Read evaluation rows from a JSONL file (blank lines ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TokenomyError(f"no such data file: {path}")
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TokenomyError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
+            rows.append(_row_from_obj(obj, f"{path}:{n}"))
+    if not rows:
+        raise TokenomyError(f"{path}: no rows")
+    return rows
+
+
+def write_rows(rows: Iterable[Row], path: Path | str) -> int:
+    n = 0
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def _jsonl(path: Path) -> Iterator[dict]:
+    if not path.is_file():
+        raise TokenomyError(f"no such file: {path}")
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def convert_routellm(path: Path | str) -> list[Row]:
+    """RouteLLM MMLU/GSM8K correctness (Mixtral-8x7B weak, GPT-4-1106 strong); drops contaminated."""
+    rows = []
+    for obj in _jsonl(Path(path)):
+        if obj.get("contaminated"):
+            continue
+        bench = obj["benchmark"]
+        rows.append(Row(f"{bench}/{obj['subset']}/{obj['idx']}", obj["prompt"],
+                        float(obj["weak"]), float(obj["strong"]), bench))
+    return rows
+
+
+def alpacaeval_models(path: Path | str, field: str = "ae1_win_vs_davinci003") -> list[str]:
+    """Models with scores in `field`, minus the excluded entries, sorted."""
+    seen: set[str] = set()
+    for obj in _jsonl(Path(path)):
+        seen.update(obj.get(field) or {})
+    return sorted(seen - ALPACAEVAL_EXCLUDED)
+
+
+def convert_alpacaeval(path: Path | str, weak: str = ALPACAEVAL_DEFAULT_WEAK,
+                       strong: str = ALPACAEVAL_DEFAULT_STRONG,
+                       field: str = "ae1_win_vs_davinci003") -> list[Row]:
+    """AlpacaEval per-instruction scores of two models of a size ladder (rows lacking either dropped)."""
+    for name in (weak, strong):
+        if name in ALPACAEVAL_EXCLUDED:
+            raise TokenomyError(f"model '{name}' is excluded from AlpacaEval data (unreliable source entry)")
+    known = alpacaeval_models(path, field)
+    for name in (weak, strong):
+        if name not in known:
+            from tokenomy.errors import UnknownNameError
+
+            raise UnknownNameError("AlpacaEval model", name, known)
+    rows = []
+    for i, obj in enumerate(_jsonl(Path(path))):
+        scores = obj.get(field) or {}
+        w, s = scores.get(weak), scores.get(strong)
+        if w is None or s is None:
+            continue
+        rows.append(Row(f"alpacaeval/{obj.get('dataset', '')}/{i}", obj["instruction"],
+                        float(w), float(s), "alpacaeval"))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class QualityMatrix:
+    """Prompts x models quality matrix (NaN = missing) for the multi-model router."""
+
+    prompts: list[str]
+    models: list[str]
+    scores: "object"  # numpy float array, shape (len(prompts), len(models)), NaN where unknown
+
+
+def load_alpacaeval_matrix(path: Path | str, field: str = "ae1_win_vs_davinci003") -> QualityMatrix:
+    import numpy as np
+
+    models = alpacaeval_models(path, field)
+    col = {m: j for j, m in enumerate(models)}
+    prompts, mat = [], []
+    for obj in _jsonl(Path(path)):
+        row = np.full(len(models), np.nan)
+        for m, v in (obj.get(field) or {}).items():
+            if v is not None and m in col:
+                row[col[m]] = float(v)
+        prompts.append(obj["instruction"])
+        mat.append(row)
+    return QualityMatrix(prompts, models, np.array(mat))
