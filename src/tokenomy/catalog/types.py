@@ -130,7 +130,7 @@ class Site(_Frozen):
 TokenCategory = Literal[
     "input", "cached_input", "cache_write", "output", "reasoning"
 ]
-PriceTier = Literal["standard", "batch", "priority"]
+PriceTier = Literal["standard", "batch", "priority", "flex"]
 
 
 class TokenPrices(_Frozen):
@@ -160,3 +160,15 @@ class ApiModelPrice(_Frozen):
     max_output_tokens: int | None = None
     source: str
     date: str
+    # Long-context premium: prompts above this many input tokens are billed at
+    # `long_context[tier]` (LiteLLM `*_above_<N>k_tokens` fields; the lowest threshold listed).
+    long_context_above_tokens: int | None = None
+    long_context: dict[str, TokenPrices] = Field(default_factory=dict)
+
+    def prices(self, tier: str = "standard", *, input_tokens: int = 0) -> TokenPrices:
+        """Prices for `tier` (falling back to standard), long-context prices when they apply."""
+        if self.long_context_above_tokens is not None and input_tokens > self.long_context_above_tokens:
+            lc = self.long_context.get(tier) or self.long_context.get("standard")
+            if lc is not None and (tier in self.long_context or tier not in self.tiers):
+                return lc
+        return self.tiers.get(tier) or self.tiers["standard"]
