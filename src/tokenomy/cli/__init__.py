@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 # One module per area; each exposes register(app). Order is the order in --help.
-_AREAS = ("gateway", "keys", "emulate", "perf", "cost", "route", "fleet")
+_AREAS = ("gateway", "keys", "emulate", "perf", "cost", "route", "fleet", "bench", "billing")
 
 
 def _register_all() -> None:

@@ -1,0 +1,1 @@
+"""tokenomy.billing: plans, rating, invoices, margins, pricing simulation."""

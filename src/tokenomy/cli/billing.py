@@ -1,0 +1,9 @@
+"""CLI commands: billing (filled in by its area)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass
