@@ -1,0 +1,440 @@
+"""Metering: authentication, rate limits, budgets (reserve -> settle) and the usage ledger.
+
+Hot-path calls (authenticate, check_rate, reserve, release, warnings) are synchronous and
+in-memory after the first look-up; `commit` awaits the group-commit writer, so it returns
+only once the event is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from tokenomy.metering import keyfmt
+from tokenomy.metering.counters import InProcessCounters
+from tokenomy.metering.errors import AuthError, BudgetExceeded, NotFound, RateLimited
+from tokenomy.metering.money import from_pusd, money_str, to_pusd
+from tokenomy.metering.periods import period_bounds, period_key
+from tokenomy.metering.records import (
+    budget_dict, check_event, check_limit, check_name, iso_utc, key_dict, parse_budget, tenant_dict, usd_text,
+)
+from tokenomy.metering.store import AuditRecord, CounterStore, Ledger, Scope
+from tokenomy.metering.types import Budget, KeyRecord, Principal, Reservation, TenantRecord, UsageEvent
+from tokenomy.metering.usage import summarize
+from tokenomy.metering.writer import GroupCommitWriter, Pending, blocking_future
+
+ENV_ADMIN_KEY = "TOKENOMY_ADMIN_KEY"
+ADMIN_TENANT = "admin"
+
+
+class Metering:
+    def __init__(
+        self,
+        ledger: Ledger,
+        counters: CounterStore | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        cache_ttl_s: float = 1.0,
+        max_batch: int = 512,
+        commit_linger_s: float = 0.0,
+    ):
+        self._ledger = ledger
+        self._counters: CounterStore = counters if counters is not None else InProcessCounters()
+        self._clock = clock
+        self._monotonic = monotonic
+        self._ttl = cache_ttl_s
+        self._keys: dict[str, tuple[float, KeyRecord]] = {}
+        self._tenants: dict[str, tuple[float, TenantRecord]] = {}
+        self._admin: tuple[float, str | None] = (-math.inf, None)
+        self._apply_lock = threading.Lock()  # ledger commit + counter update vs. spend loads
+        self._settle_lock = threading.Lock()
+        self._rid = itertools.count(1)
+        self._soft_recorded: set[tuple[Scope, int]] = set()
+        # ids whose commit raised: it may have landed anyway, so a retry that finds the id
+        # recorded still counts its spend in-process (once)
+        self._uncertain: set[str] = set()
+        self._writer = GroupCommitWriter(self._apply, max_batch=max_batch, linger_s=commit_linger_s)
+        self.generated_admin_key: str | None = None
+        self.data_dir: Path | None = None
+        self._closed = False
+
+    # construction ------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path | str,
+        *,
+        admin_key: str | None = None,
+        ensure_admin: bool = True,
+        synchronous: str = "FULL",
+        **kwargs,
+    ) -> "Metering":
+        """Open (creating if needed) the SQLite ledger in data_dir/ledger.db.
+
+        Admin key: argument, else env TOKENOMY_ADMIN_KEY, else (ensure_admin) one generated
+        on first open and stored hashed; `generated_admin_key` holds it for this call only.
+        The CLI passes ensure_admin=False so only `tokenomy up` generates (and prints) it."""
+        from tokenomy.metering.sqlite_ledger import SqliteLedger
+
+        ledger = SqliteLedger.open(Path(data_dir), synchronous=synchronous)
+        m = cls(ledger, **kwargs)
+        m.data_dir = Path(data_dir)
+        m._init_admin(admin_key, ensure_admin)
+        return m
+
+    @classmethod
+    def in_memory(cls, *, admin_key: str | None = None, ensure_admin: bool = True, **kwargs) -> "Metering":
+        from tokenomy.metering.memory_ledger import MemoryLedger
+
+        m = cls(MemoryLedger(), **kwargs)
+        m._init_admin(admin_key, ensure_admin)
+        return m
+
+    def _init_admin(self, admin_key: str | None, ensure_admin: bool) -> None:
+        key = admin_key or os.environ.get(ENV_ADMIN_KEY) or None
+        stored = self._ledger.get_admin_hash()
+        if key:
+            wanted = keyfmt.hash_admin_key(key)
+            if stored is None or not keyfmt.same_hash(stored, wanted):
+                self._ledger.set_admin_hash(wanted, replace=True)
+        elif stored is None and ensure_admin:
+            key = keyfmt.new_admin_key()
+            wanted = keyfmt.hash_admin_key(key)
+            if keyfmt.same_hash(self._ledger.set_admin_hash(wanted, replace=False), wanted):
+                self.generated_admin_key = key  # else another process generated one first
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
+
+    async def start(self) -> None:
+        self._ensure_writer()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.shutdown)
+
+    def shutdown(self) -> None:
+        """Synchronous close: commit what is pending, stop the writer, close the ledger."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.stop()
+        self._ledger.close()
+
+    def __enter__(self) -> "Metering":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # cached look-ups (another process may create/revoke: TTL keeps us within ~1 s) ---------
+    def _key(self, key_id: str) -> KeyRecord | None:
+        now = self._monotonic()
+        hit = self._keys.get(key_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = self._ledger.get_key(key_id)
+        if record is None:
+            self._keys.pop(key_id, None)  # unknown ids are not cached (no unbounded growth)
+        else:
+            self._keys[key_id] = (now + self._ttl, record)
+        return record
+
+    def _tenant(self, name: str) -> TenantRecord | None:
+        now = self._monotonic()
+        hit = self._tenants.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = self._ledger.get_tenant(name)
+        if record is None:
+            self._tenants.pop(name, None)
+        else:
+            self._tenants[name] = (now + self._ttl, record)
+        return record
+
+    def _admin_hash(self) -> str | None:
+        now = self._monotonic()
+        if self._admin[0] <= now:
+            self._admin = (now + self._ttl, self._ledger.get_admin_hash())
+        return self._admin[1]
+
+    # authentication ----------------------------------------------------------------------
+    def authenticate(self, secret: str | None) -> Principal:
+        if not secret:
+            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+        parsed = keyfmt.parse_key(secret)
+        if parsed is not None and parsed[0] != keyfmt.ADMIN_KEY_ID:
+            record = self._key(parsed[0])
+            if record is not None and keyfmt.same_hash(record.secret_hash, keyfmt.hash_secret(*parsed)):
+                if record.revoked_at is not None:
+                    raise AuthError(f"API key {record.key_id} was revoked at {iso_utc(record.revoked_at)}")
+                return Principal(record.key_id, record.tenant, False)
+        admin = self._admin_hash()
+        if admin is not None and keyfmt.same_hash(admin, keyfmt.hash_admin_key(secret)):
+            return Principal(keyfmt.ADMIN_KEY_ID, ADMIN_TENANT, True)
+        raise AuthError("invalid API key")
+
+    # rate limits -------------------------------------------------------------------------
+    def check_rate(self, p: Principal, tokens: int) -> None:
+        """Take one request and `tokens` tokens from the key's per-minute token buckets."""
+        if p.is_admin:
+            return
+        record = self._key(p.key_id)
+        if record is None or (record.rpm is None and record.tpm is None):
+            return
+        buckets = []
+        if record.rpm is not None:
+            buckets.append((f"rpm:{p.key_id}", float(record.rpm), record.rpm / 60.0, 1.0))
+        if record.tpm is not None and tokens > 0:
+            buckets.append((f"tpm:{p.key_id}", float(record.tpm), record.tpm / 60.0, float(tokens)))
+        if not buckets:
+            return
+        wait = self._counters.take(buckets, self._monotonic())
+        if wait == 0.0:
+            return
+        if math.isinf(wait):
+            raise RateLimited(
+                f"request of {tokens} tokens exceeds the limit of key {p.key_id} ({record.tpm} tokens/min); "
+                "lower max_tokens or the prompt size", retry_after_s=None)
+        limits = ", ".join(
+            f"{v} {unit}/min" for v, unit in ((record.rpm, "requests"), (record.tpm, "tokens")) if v is not None)
+        raise RateLimited(
+            f"rate limit of key {p.key_id} reached ({limits}); retry in {wait:.2f}s", retry_after_s=wait)
+
+    # budgets -----------------------------------------------------------------------------
+    def _budgets(self, p: Principal) -> list[tuple[str, str, Budget]]:
+        out = []
+        record = self._key(p.key_id)
+        if record is not None:
+            out.append(("key", p.key_id, record.budget))
+        tenant = self._tenant(p.tenant)
+        if tenant is not None:
+            out.append(("tenant", p.tenant, tenant.budget))
+        return out
+
+    def _ensure_loaded(self, scope: Scope, now: float) -> None:
+        if self._counters.is_loaded(scope):
+            return
+        kind, subject, period, _ = scope
+        since, until = period_bounds(period, now)
+        with self._apply_lock:  # no commit can land between this read and the load
+            spent = self._ledger.spend_pusd(kind=kind, subject=subject, since=since, until=until)
+            self._counters.load(scope, spent)
+
+    def reserve(self, p: Principal, worst_case_usd: Decimal) -> Reservation:
+        """Hold the worst-case cost against the key's and the tenant's hard budgets."""
+        amount = max(0, to_pusd(worst_case_usd))
+        now = self._clock()
+        limits: list[tuple[Scope, int]] = []
+        if not p.is_admin:
+            for kind, subject, budget in self._budgets(p):
+                if budget.budget_pusd is None:
+                    continue
+                scope = (kind, subject, budget.period, period_key(budget.period, now))
+                self._ensure_loaded(scope, now)
+                limits.append((scope, budget.budget_pusd))
+        refused = self._counters.try_reserve(limits, amount)
+        if refused is not None:
+            raise BudgetExceeded(self._budget_message(p, refused, amount, now), retry_after_s=None)
+        return Reservation(
+            id=next(self._rid), key_id=p.key_id, tenant=p.tenant, amount_usd=from_pusd(amount),
+            amount_pusd=amount, scopes=tuple(scope for scope, _ in limits))
+
+    @staticmethod
+    def _budget_message(p: Principal, refused, amount: int, now: float) -> str:
+        (kind, subject, period, pkey), limit, spent, reserved = refused
+        who = f"key {subject} (tenant '{p.tenant}')" if kind == "key" else f"tenant '{subject}'"
+        when = {"total": "total", "daily": f"daily ({pkey} UTC)", "monthly": f"monthly ({pkey} UTC)"}[period]
+        reset = ""
+        if period != "total":
+            reset = f"; resets at {iso_utc(period_bounds(period, now)[1])}"
+        return (
+            f"budget exceeded for {who}: {when} budget {usd_text(limit)}, spent {usd_text(spent)}"
+            f" + {usd_text(reserved)} reserved by requests in flight; this request may cost up to {usd_text(amount)}{reset}")
+
+    def release(self, reservation: Reservation | None) -> None:
+        if reservation is None:
+            return
+        with self._settle_lock:
+            if reservation.settled:
+                return
+            reservation.settled = True
+        self._counters.unreserve(reservation.scopes, reservation.amount_pusd)
+
+    def warnings(self, p: Principal) -> list[str]:
+        """Soft-limit warnings (committed spend >= soft budget); each recorded once per period."""
+        if p.is_admin:
+            return []
+        out = []
+        now = self._clock()
+        for kind, subject, budget in self._budgets(p):
+            soft = budget.soft_budget_pusd
+            if soft is None:
+                continue
+            scope = (kind, subject, budget.period, period_key(budget.period, now))
+            self._ensure_loaded(scope, now)
+            spent, _ = self._counters.spent(scope)
+            if spent < soft:
+                continue
+            who = f"key {subject}" if kind == "key" else f"tenant '{subject}'"
+            hard = f" (hard budget {usd_text(budget.budget_pusd)})" if budget.budget_pusd is not None else ""
+            message = f"{who} has spent {usd_text(spent)} of its {budget.period} soft budget of {usd_text(soft)}{hard}"
+            out.append(message)
+            if (scope, soft) not in self._soft_recorded:
+                self._soft_recorded.add((scope, soft))
+                audit = AuditRecord("soft_limit", kind, subject, f"{budget.period}:{scope[3]}", now, message)
+                if not self._writer.submit_audit(audit):
+                    self._append_audits([audit])
+        return out
+
+    # events ------------------------------------------------------------------------------
+    @staticmethod
+    def _event_scopes(event: UsageEvent) -> list[Scope]:
+        day = datetime.fromtimestamp(event.ts, timezone.utc).strftime("%Y-%m-%d")
+        keys = (("total", "all"), ("daily", day), ("monthly", day[:7]))
+        return [(kind, subject, period, pk) for kind, subject in (("key", event.key_id), ("tenant", event.tenant))
+                for period, pk in keys]
+
+    def _apply(self, batch: Sequence[Pending], audits: Sequence[AuditRecord]) -> list[bool | BaseException]:
+        """Writer thread: one durable transaction, then settle reservations and spend. If the
+        transaction fails, each event is retried alone so one bad event cannot fail the others."""
+        with self._apply_lock:
+            try:
+                outcomes: list[bool | BaseException] = list(self._ledger.append([i.event for i in batch], audits))
+            except BaseException:
+                self._uncertain.update(item.event.id for item in batch)
+                if len(batch) == 1:
+                    raise
+                outcomes = [self._append_one(item.event) for item in batch]
+                if audits:
+                    self._append_audits(audits)
+            for item, outcome in zip(batch, outcomes):
+                if isinstance(outcome, BaseException):
+                    continue  # not recorded: the reservation stays until retried or released
+                self.release(item.reservation)  # settled; the actual price is added below
+                event = item.event
+                counted_now = outcome
+                if event.id in self._uncertain:  # an earlier failed attempt may have landed it
+                    self._uncertain.discard(event.id)
+                    counted_now = True
+                if counted_now:
+                    self._counters.add_spent(self._event_scopes(event), to_pusd(event.price_usd))
+        return outcomes
+
+    def _append_one(self, event: UsageEvent) -> bool | BaseException:
+        try:
+            return self._ledger.append([event])[0]
+        except BaseException as exc:
+            return exc
+
+    def _append_audits(self, audits: Sequence[AuditRecord]) -> None:
+        try:
+            self._ledger.append([], audits)
+        except Exception:  # audit rows are best effort; the warning itself was already returned
+            pass
+
+    async def commit(self, event: UsageEvent, reservation: Reservation | None = None) -> bool:
+        """Record the event durably (group commit) and settle the reservation at its price.
+        True if recorded now, False if an event with this id was already recorded. On an
+        exception nothing was recorded and the reservation is still held: retry or release."""
+        check_event(event)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._ensure_writer()
+        # Queued now: even if the awaiting task is cancelled, the event is still recorded.
+        self._writer.submit(Pending(event, reservation, future, loop))
+        return await future
+
+    def _ensure_writer(self) -> None:
+        if self._closed:
+            raise RuntimeError("metering is closed")
+        if not self._writer.running:
+            self._writer.start()
+
+    def commit_blocking(self, event: UsageEvent, reservation: Reservation | None = None) -> bool:
+        """Same as commit, for threads without an event loop."""
+        check_event(event)
+        future = blocking_future()
+        self._ensure_writer()
+        self._writer.submit(Pending(event, reservation, future, None))
+        return future.result()
+
+    # reports -----------------------------------------------------------------------------
+    def _require_tenant(self, tenant: str) -> None:
+        if self._ledger.get_tenant(tenant) is None:
+            raise NotFound("tenant", tenant, [t.name for t in self._ledger.list_tenants()])
+
+    def usage(self, tenant: str | None, since: float | None = None, until: float | None = None) -> dict:
+        """Totals over [since, until) (epoch s): requests, tokens by category, cost_usd and
+        price_usd (exact, as str), energy_joules, by_model and by_deployment."""
+        if tenant is not None:
+            self._require_tenant(tenant)
+        out = summarize(self._ledger.usage_rows(tenant, since, until))
+        out.update(tenant=tenant, since=iso_utc(since), until=iso_utc(until))
+        return out
+
+    def events(self, tenant: str | None = None, since: float | None = None, until: float | None = None,
+               limit: int = 100) -> list[UsageEvent]:
+        """Events newest first."""
+        return self._ledger.events(tenant, since, until, max(0, int(limit)))
+
+    def audits(self, kind: str | None = None) -> list[AuditRecord]:
+        return self._ledger.audits(kind)
+
+    def spend(self, p: Principal) -> dict:
+        """Current committed and reserved spend of the key and its tenant, per budget."""
+        out = {}
+        now = self._clock()
+        for kind, subject, budget in self._budgets(p):
+            scope = (kind, subject, budget.period, period_key(budget.period, now))
+            self._ensure_loaded(scope, now)
+            spent, reserved = self._counters.spent(scope)
+            out[kind] = {"spent_usd": money_str(from_pusd(spent)), "reserved_usd": money_str(from_pusd(reserved)),
+                         **budget_dict(budget)}
+        return out
+
+    # tenants and keys --------------------------------------------------------------------
+    def create_tenant(self, name: str, *, budget_usd=None, budget_period: str = "total", soft_budget_usd=None,
+                      exist_ok: bool = False) -> dict:
+        record = TenantRecord(check_name("tenant", name), self._clock(), parse_budget(budget_usd, budget_period, soft_budget_usd))
+        self._ledger.create_tenant(record, exist_ok=exist_ok)
+        self._tenants.pop(name, None)
+        return tenant_dict(self._ledger.get_tenant(name))
+
+    def list_tenants(self) -> list[dict]:
+        return [tenant_dict(t) for t in self._ledger.list_tenants()]
+
+    def create_key(self, tenant: str, *, budget_usd=None, budget_period: str = "total", rpm: int | None = None,
+                   tpm: int | None = None, soft_budget_usd=None, name: str | None = None) -> tuple[str, str]:
+        """Create a key (and its tenant if missing); returns (key_id, key). Only the hash is stored."""
+        budget = parse_budget(budget_usd, budget_period, soft_budget_usd)
+        rpm, tpm = check_limit("rpm", rpm), check_limit("tpm", tpm)
+        if self._ledger.get_tenant(tenant) is None:
+            self.create_tenant(tenant, exist_ok=True)
+        key_id, secret = keyfmt.new_key_id(), keyfmt.new_secret()
+        self._ledger.insert_key(KeyRecord(
+            key_id=key_id, tenant=tenant, name=name, secret_hash=keyfmt.hash_secret(key_id, secret),
+            created=self._clock(), revoked_at=None, budget=budget, rpm=rpm, tpm=tpm))
+        return key_id, keyfmt.format_key(key_id, secret)
+
+    def list_keys(self, tenant: str | None = None) -> list[dict]:
+        if tenant is not None:
+            self._require_tenant(tenant)
+        return [key_dict(k) for k in self._ledger.list_keys(tenant)]
+
+    def revoke_key(self, key_id: str) -> None:
+        if not self._ledger.revoke_key(key_id, self._clock()):
+            raise NotFound("key id", key_id, [k.key_id for k in self._ledger.list_keys(None)])
+        self._keys.pop(key_id, None)
+
+
+__all__ = ["Metering", "key_dict", "tenant_dict"]
