@@ -1,0 +1,105 @@
+"""Margins: revenue (invoice charges) vs serving cost (ledger cost_usd) and energy, per tenant,
+plan or model, and the share of tenants whose margin is negative.
+
+Revenue is the period's charges before prepaid credits and without corrections to other periods
+(credits are money already received; corrections belong to their own period). Revenue is split
+across models by each model's share of the tenant's list price (price_usd), else of its tokens."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tokenomy.billing.events import BillableEvent
+from tokenomy.billing.money import ZERO, line_amount, usd_str
+from tokenomy.billing.periods import Period
+from tokenomy.billing.rating import CHARGE_KINDS
+from tokenomy.billing.service import Billing
+
+BY = ("tenant", "plan", "model")
+
+
+class _Acc:
+    __slots__ = ("revenue", "cost", "energy", "requests", "tokens", "tenants")
+
+    def __init__(self):
+        self.revenue, self.cost, self.energy, self.requests, self.tokens = ZERO, ZERO, 0.0, 0, 0
+        self.tenants: set[str] = set()
+
+    def row(self, key: str) -> dict:
+        margin = self.revenue - self.cost
+        return {"key": key, "tenants": len(self.tenants), "requests": self.requests, "tokens": self.tokens,
+                "revenue_usd": usd_str(line_amount(self.revenue)), "cost_usd": usd_str(line_amount(self.cost)),
+                "margin_usd": usd_str(line_amount(margin)),
+                "margin_share": None if self.revenue == 0 else round(float(margin / self.revenue), 6),
+                "energy_kwh": round(self.energy / 3.6e6, 6)}
+
+
+def _split_by_model(revenue: Decimal, events: list[BillableEvent]) -> dict[str, Decimal]:
+    weights: dict[str, Decimal] = {}
+    use_price = sum((e.price_usd for e in events), ZERO) > 0
+    for e in events:
+        weights[e.model] = weights.get(e.model, ZERO) + (e.price_usd if use_price else Decimal(e.tokens))
+    total = sum(weights.values(), ZERO)
+    if total == 0:
+        return {"(none)": revenue} if revenue else {}
+    return {m: revenue * w / total for m, w in weights.items()}
+
+
+def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
+    if by not in BY:
+        from tokenomy.errors import TokenomyError
+
+        raise TokenomyError(f"--by must be one of {', '.join(BY)}, not '{by}'")
+    events_by_tenant = billing.source.events_by_tenant(period.start, period.end)
+    groups: dict[str, _Acc] = {}
+    per_tenant: dict[str, _Acc] = {}
+    for tenant in billing.tenants():
+        inv = billing.invoice(tenant, period)
+        events = events_by_tenant.get(tenant, [])
+        charges = [li for li in inv.lines if li.kind in CHARGE_KINDS]
+        revenue = sum((li.amount_usd for li in charges), ZERO)
+        t_acc = per_tenant.setdefault(tenant, _Acc())
+        t_acc.revenue += revenue
+        for e in events:
+            t_acc.cost += e.cost_usd
+            t_acc.energy += e.energy_joules
+            t_acc.requests += 1
+            t_acc.tokens += e.tokens
+        t_acc.tenants.add(tenant)
+        if by == "tenant":
+            groups[tenant] = t_acc
+            continue
+        if by == "plan":
+            rev_parts: dict[str, Decimal] = {}
+            for li in charges:
+                rev_parts[li.plan or "(none)"] = rev_parts.get(li.plan or "(none)", ZERO) + li.amount_usd
+            key_of = lambda e: billing.book.plan_at(tenant, e.ts)  # noqa: E731
+        else:
+            rev_parts = _split_by_model(revenue, events)
+            key_of = lambda e: e.model  # noqa: E731
+        for key, amount in rev_parts.items():
+            acc = groups.setdefault(key, _Acc())
+            acc.revenue += amount
+            acc.tenants.add(tenant)
+        for e in events:
+            acc = groups.setdefault(key_of(e), _Acc())
+            acc.cost += e.cost_usd
+            acc.energy += e.energy_joules
+            acc.requests += 1
+            acc.tokens += e.tokens
+            acc.tenants.add(tenant)
+    active = {t: a for t, a in per_tenant.items() if a.revenue != 0 or a.cost != 0}
+    negative = sorted(t for t, a in active.items() if a.revenue - a.cost < 0)
+    total = _Acc()
+    for t, a in per_tenant.items():
+        total.revenue += a.revenue
+        total.cost += a.cost
+        total.energy += a.energy
+        total.requests += a.requests
+        total.tokens += a.tokens
+        total.tenants |= a.tenants
+    rows = [groups[k].row(k) for k in sorted(groups)]
+    return {"period": period.label, "by": by, "rows": rows, "total": total.row("total"),
+            "tenants": len(active), "negative_margin_tenants": negative,
+            "negative_margin_share": round(len(negative) / len(active), 6) if active else 0.0,
+            "revenue_basis": "invoice charges before credits; cost = ledger cost_usd"}
