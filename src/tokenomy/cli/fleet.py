@@ -1,9 +1,272 @@
-"""CLI commands: fleet (filled in by its area)."""
+"""CLI commands: `tokenomy simulate` (a deployment on a trace) and `tokenomy plan` (fleet mix)."""
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
+from typing import Optional
+
 import typer
+
+from tokenomy.errors import TokenomyError
+
+TRACE_HELP = ("CSV trace (arrived_at,num_prefill_tokens,num_decode_tokens), 'conv' / 'code' (shipped Splitwise "
+              "traces), or synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...'")
+
+
+@contextmanager
+def _progress(description: str, enabled: bool):
+    """A rich progress bar on stderr; yields a callback(done, total)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _load_workload(trace: str, rate_scale: float, start: float, end: Optional[float], limit: Optional[int],
+                   seed: int = 0):
+    from tokenomy.fleet.workload import head, load_workload, scale_rate, window
+
+    tr = load_workload(trace, seed=seed)
+    if start > 0 or end is not None:
+        tr = window(tr, start, end)
+    if limit is not None:
+        tr = head(tr, limit)
+    if rate_scale != 1.0:
+        tr = scale_rate(tr, rate_scale)
+    return tr
+
+
+def _parse_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _parse_power_caps(values: list[str]) -> dict[str, float]:
+    caps: dict[str, float] = {}
+    for item in values:
+        site, sep, mw = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            caps[site.strip()] = float(mw.strip().lower().removesuffix("mw"))
+        except ValueError:
+            raise TokenomyError(f"bad --power-cap '{item}': expected SITE=MW, e.g. us-va=0.5") from None
+    return caps
+
+
+def _parse_prices(values: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in values:
+        acc, sep, usd = item.partition("=")
+        try:
+            if not sep or float(usd) <= 0:
+                raise ValueError
+            out[acc.strip()] = float(usd)
+        except ValueError:
+            raise TokenomyError(f"bad --price '{item}': expected ACCELERATOR=USD_PER_HOUR, e.g. h100=6.88") from None
+    return out
+
+
+def _parse_growth(value: str) -> float:
+    v = value.strip().lower().replace(" ", "").removesuffix("/month").removesuffix("/mo")
+    try:
+        return float(v.removesuffix("%")) / 100.0 if v.endswith("%") else float(v)
+    except ValueError:
+        raise TokenomyError(f"bad --growth '{value}': expected e.g. 8%/month") from None
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("simulate")
+    def simulate_cmd(
+        trace: str = typer.Option(..., "--trace", help=TRACE_HELP),
+        model: str = typer.Option("llama-3-8b", "--model", help="catalog model id"),
+        accelerator: str = typer.Option("h100", "--accelerator", help="catalog accelerator id"),
+        replicas: int = typer.Option(1, "--replicas", min=1, help="replicas behind the load balancer"),
+        count: int = typer.Option(1, "--count", min=1, help="devices per replica (tensor parallel)"),
+        dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp8 | ..."),
+        site: Optional[str] = typer.Option(None, "--site", help="catalog site id: energy x PUE x price in the cost"),
+        provider: Optional[str] = typer.Option(None, "--provider", help="rental price of this provider (default: cheapest on-demand)"),
+        rate_scale: float = typer.Option(1.0, "--rate-scale", help="multiply the arrival rate"),
+        start: float = typer.Option(0.0, "--start", help="window start (s after the trace start)"),
+        end: Optional[float] = typer.Option(None, "--end", help="window end (s)"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="first N requests only"),
+        seed: int = typer.Option(0, "--seed", help="seed of synthetic workloads"),
+        slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms"),
+        slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms"),
+        max_num_seqs: int = typer.Option(256, "--max-num-seqs", help="max running sequences per replica"),
+        max_batched_tokens: int = typer.Option(2048, "--max-batched-tokens", help="token budget per step"),
+        kv_policy: str = typer.Option("preempt", "--kv-policy", help="preempt (vLLM recompute) | reserve"),
+        lb: str = typer.Option("least-loaded", "--lb", help="least-loaded | round-robin"),
+        engine_efficiency: float = typer.Option(1.0, "--engine-efficiency"),
+        plot: Optional[str] = typer.Option(None, "--plot", help="write a latency CDF plot (PNG)"),
+        as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    ) -> None:
+        """Simulate replicas of one deployment serving a request trace (continuous batching)."""
+        from tokenomy.catalog import load_catalog
+        from tokenomy.fleet.deployment import make_deployment
+        from tokenomy.fleet.metrics import latency_cdf_plot, summarize
+        from tokenomy.fleet.simulator import SchedulerConfig, simulate
+
+        cat = load_catalog()
+        site_obj = cat.site(site) if site else None
+        dep = make_deployment(model, accelerator, count=count, dtype=dtype,
+                              engine_efficiency=engine_efficiency, provider=provider, catalog=cat)
+        tr = _load_workload(trace, rate_scale, start, end, limit, seed)
+        cfg = SchedulerConfig(max_num_seqs=max_num_seqs, max_batched_tokens=max_batched_tokens,
+                              kv_policy=kv_policy, lb=lb)
+        with _progress(f"simulating {len(tr)} requests", not as_json) as cb:
+            result = simulate(tr, dep.step_model, replicas=replicas, config=cfg, progress=cb)
+        report = {
+            "deployment": {"model": dep.model.id, "accelerator": dep.accelerator.id, "count": count,
+                           "dtype": dtype, "replicas": replicas, "site": site,
+                           "replica_usd_per_hour": round(dep.usd_per_hour, 6),
+                           "max_kv_tokens": int(dep.step_model.max_kv_tokens),
+                           "perf_source": getattr(dep.step_model, "source", None)},
+            "trace": tr.summary(),
+            **summarize(result, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
+                        replica_usd_per_hour=dep.usd_per_hour, site=site_obj),
+        }
+        if plot:
+            latency_cdf_plot(result, plot, title=f"{dep.label} x{replicas} on {tr.name}",
+                             slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
+            report["plot"] = plot
+        if as_json:
+            typer.echo(json.dumps(report))
+            return
+        _print_simulation(report)
+
+    @app.command("plan")
+    def plan_cmd(
+        trace: str = typer.Option(..., "--trace", help=TRACE_HELP),
+        model: str = typer.Option("llama-3-8b", "--model"),
+        slo_tpot_ms: float = typer.Option(..., "--slo-tpot-ms", help="time per output token SLO"),
+        slo_ttft_ms: float = typer.Option(2000.0, "--slo-ttft-ms", help="time to first token SLO"),
+        accelerators: str = typer.Option("l4,a10g,a100-80g,h100", "--accelerators", help="comma-separated catalog ids"),
+        sites: Optional[str] = typer.Option(None, "--sites", help="comma-separated catalog site ids (default: none, rental only)"),
+        power_cap: list[str] = typer.Option([], "--power-cap", help="SITE=MW facility power cap (repeatable)"),
+        rate_scale: float = typer.Option(1.0, "--rate-scale"),
+        dtype: str = typer.Option("bf16", "--dtype", help="comma-separated dtypes to consider, e.g. bf16,fp8"),
+        counts: str = typer.Option("1,2,4,8", "--counts", help="tensor-parallel degrees to consider"),
+        provider: Optional[str] = typer.Option(None, "--provider", help="rental prices of this provider where listed"),
+        price: list[str] = typer.Option([], "--price", help="ACCELERATOR=USD per device-hour, overrides the catalog (repeatable)"),
+        growth: Optional[str] = typer.Option(None, "--growth", help="traffic growth, e.g. 8%/month"),
+        months: int = typer.Option(12, "--months", help="horizon for --growth"),
+        attainment_target: float = typer.Option(0.99, "--attainment", help="simulated SLO attainment to reach"),
+        no_verify: bool = typer.Option(False, "--no-verify", help="skip the simulation check"),
+        plot: Optional[str] = typer.Option(None, "--plot", help="write the plan composition plot (PNG)"),
+        slo_sweep: Optional[str] = typer.Option(None, "--slo-sweep", help="also plan at these TPOT SLOs (ms), e.g. 20,40,80,120"),
+        sweep_plot: Optional[str] = typer.Option(None, "--sweep-plot", help="write the cost vs TPOT SLO plot (PNG)"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Cheapest accelerator mix (and sites) that serves a trace under TTFT/TPOT SLOs (MILP)."""
+        from tokenomy.catalog import load_catalog
+        from tokenomy.fleet.planner import PlanRequest, plan_fleet, plan_growth
+
+        cat = load_catalog()
+        tr = _load_workload(trace, rate_scale, 0.0, None, None)
+        req = PlanRequest(
+            model=cat.model(model),
+            accelerators=tuple(cat.accelerator(a) for a in _parse_list(accelerators)),
+            sites=tuple(cat.site(s) for s in _parse_list(sites)) if sites else (),
+            power_caps_mw=_parse_power_caps(power_cap),
+            dtypes=tuple(_parse_list(dtype)),
+            counts=tuple(int(c) for c in _parse_list(counts)),
+            slo_tpot_ms=slo_tpot_ms,
+            slo_ttft_ms=slo_ttft_ms,
+            provider=provider,
+            usd_per_hour_overrides=_parse_prices(price),
+            attainment_target=attainment_target,
+        )
+        with _progress("planning", not as_json) as cb:
+            result = plan_fleet(tr, req, verify=not no_verify, progress=cb)
+            if growth:
+                result["growth"] = plan_growth(tr, req, monthly_growth=_parse_growth(growth), months=months)
+            if slo_sweep:
+                from tokenomy.fleet.planner import cost_vs_slo
+
+                try:
+                    slos = [float(v) for v in _parse_list(slo_sweep)]
+                except ValueError:
+                    raise TokenomyError(f"bad --slo-sweep '{slo_sweep}': expected e.g. 20,40,80") from None
+                result["cost_vs_slo"] = cost_vs_slo(tr, req, slos, verify=not no_verify)
+        if plot:
+            from tokenomy.fleet.plots import plan_composition_plot
+
+            plan_composition_plot(result, plot)
+            result["plot"] = plot
+        if sweep_plot and result.get("cost_vs_slo"):
+            from tokenomy.fleet.plots import cost_vs_slo_plot
+
+            cost_vs_slo_plot([p for p in result["cost_vs_slo"] if p["feasible"]], sweep_plot,
+                             title=f"{model} on {tr.name}: cost vs TPOT SLO")
+            result["sweep_plot"] = sweep_plot
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        _print_plan(result)
+
+
+def _fmt(p: dict) -> str:
+    return " / ".join("-" if p[k] is None else f"{p[k]:.1f}" for k in ("p50", "p90", "p99"))
+
+
+def _print_simulation(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    d = r["deployment"]
+    t = Table(title=f"{d['model']} on {d['replicas']} x ({d['count']} x {d['accelerator']}, {d['dtype']})", show_header=False)
+    t.add_row("requests completed", f"{r['requests_completed']} / {r['requests']}")
+    t.add_row("TTFT ms p50/p90/p99", _fmt(r["ttft_ms"]))
+    t.add_row("TPOT ms p50/p90/p99", _fmt(r["tpot_ms"]))
+    t.add_row("E2E ms p50/p90/p99", _fmt(r["e2e_ms"]))
+    t.add_row("SLO attainment", f"{r['slo_attainment']:.2%}")
+    t.add_row("utilization", f"{r['utilization']:.1%}")
+    t.add_row("energy (IT)", f"{r['energy_kwh']:.3f} kWh")
+    t.add_row("cost", f"${r['cost_usd']:.4f}  (${r['usd_per_mtok']:.4f}/Mtok)" if r["usd_per_mtok"] else f"${r['cost_usd']:.4f}")
+    t.add_row("preemptions", str(r["preemptions"]))
+    Console().print(t)
+
+
+def _print_plan(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    t = Table(title=f"plan: ${r['usd_per_hour']:.2f}/h, ${r['usd_per_mtok']:.4f}/Mtok, "
+                    f"SLO attainment {r['slo_attainment'] if r['slo_attainment'] is None else format(r['slo_attainment'], '.2%')}")
+    for col in ("accelerator", "count", "dtype", "site", "replicas", "$/h", "load"):
+        t.add_column(col)
+    for a in r["assignments"]:
+        t.add_row(a["accelerator"], str(a["count"]), a["dtype"], a["site"] or "-", str(a["replicas"]),
+                  f"{a['usd_per_hour']:.2f}", f"{a['utilization_planned']:.0%}")
+    c.print(t)
+    b = r["best_single"]
+    c.print(f"best single type: {b['accelerator']} ${b['usd_per_hour']:.2f}/h -> saving {r['saving_fraction']:.1%}")
+    for s, mw in (r.get("site_mw") or {}).items():
+        c.print(f"site {s}: {mw:.4f} MW")
+    for m in (r.get("growth") or {}).get("months", []):
+        if m["feasible"]:
+            c.print(f"month {m['month']:>2}: ${m['usd_per_hour']:.2f}/h ${m['usd_per_mtok']:.4f}/Mtok "
+                    f"{' '.join(f'{k}={v}' for k, v in m['replicas'].items())}"
+                    + (f"  cap binds: {', '.join(m['caps_binding'])}" if m["caps_binding"] else ""))
+        else:
+            c.print(f"month {m['month']:>2}: infeasible ({m['binding']} binds)")
+    for p in r.get("cost_vs_slo") or []:
+        if p["feasible"]:
+            c.print(f"TPOT {p['slo_tpot_ms']:g} ms: ${p['usd_per_hour']:.2f}/h vs best single "
+                    f"{p['best_single_accelerator']} ${p['best_single_usd_per_hour']:.2f}/h (saving {p['saving_fraction']:.1%})")
+        else:
+            c.print(f"TPOT {p['slo_tpot_ms']:g} ms: infeasible: {p['reason']}")

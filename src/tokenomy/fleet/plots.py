@@ -1,0 +1,75 @@
+"""Plots of plans (PNG): plan composition, cost vs SLO, plan over time."""
+
+from __future__ import annotations
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plan_composition_plot(plan: dict, path: str) -> None:
+    """Stacked $/h bars: the mixed plan vs the best single-type plan, by accelerator config and site;
+    and a panel of $/h per month when the plan has a growth trajectory."""
+    plt = _plt()
+    growth = [m for m in (plan.get("growth") or {}).get("months", []) if m.get("feasible")]
+    fig, axes = plt.subplots(1, 2 if growth else 1, figsize=(12 if growth else 6.5, 4.2))
+    ax = axes[0] if growth else axes
+    bars = [("mixed plan", plan["assignments"])]
+    if plan.get("best_single"):
+        bars.append((f"best single ({plan['best_single']['accelerator']})", plan["best_single"]["assignments"]))
+    labels = sorted({_label(a) for _, assigns in bars for a in assigns})
+    colors = {lab: plt.cm.tab20(i % 20) for i, lab in enumerate(labels)}
+    for x, (name, assigns) in enumerate(bars):
+        bottom = 0.0
+        for a in sorted(assigns, key=_label):
+            ax.bar(x, a["usd_per_hour"], bottom=bottom, color=colors[_label(a)], edgecolor="white")
+            ax.text(x, bottom + a["usd_per_hour"] / 2, f"{a['replicas']}x", ha="center", va="center", fontsize=8)
+            bottom += a["usd_per_hour"]
+        ax.text(x, bottom, f"${bottom:.2f}/h", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars])
+    ax.set_ylabel("USD per hour")
+    sat = plan.get("slo_attainment")
+    ax.set_title(f"{plan['model']}: TPOT {plan['slo_tpot_ms']:g} ms, TTFT {plan['slo_ttft_ms']:g} ms"
+                 + (f", attainment {sat:.1%}" if sat is not None else ""), fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[lab]) for lab in labels]
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if growth:
+        gx = axes[1]
+        gx.plot([m["month"] for m in growth], [m["usd_per_hour"] for m in growth], marker="o", label="$/h")
+        gx.set_xlabel("month")
+        gx.set_ylabel("USD per hour")
+        g2 = gx.twinx()
+        g2.plot([m["month"] for m in growth], [m["usd_per_mtok"] for m in growth], color="tab:orange",
+                marker=".", label="$/Mtok")
+        g2.set_ylabel("USD per Mtok")
+        gx.set_title("plan over time", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _label(a: dict) -> str:
+    site = f"@{a['site']}" if a.get("site") else ""
+    return f"{a['accelerator']}x{a['count']}/{a['dtype']}{site}"
+
+
+def cost_vs_slo_plot(points: list[dict], path: str, *, title: str = "") -> None:
+    """points: [{"slo_tpot_ms", "usd_per_hour", "best_single_usd_per_hour"}] -> line plot."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = [p["slo_tpot_ms"] for p in points]
+    ax.plot(xs, [p["usd_per_hour"] for p in points], marker="o", label="mixed plan")
+    ax.plot(xs, [p["best_single_usd_per_hour"] for p in points], marker="s", label="best single type")
+    ax.set_xlabel("TPOT SLO (ms)")
+    ax.set_ylabel("USD per hour")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
