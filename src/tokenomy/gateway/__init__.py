@@ -1,1 +1,22 @@
-"""tokenomy.gateway"""
+"""tokenomy.gateway: the OpenAI-compatible gateway (aiohttp) with cost-aware routing and metering.
+
+    from tokenomy.gateway.app import build_app      # build_app(config | None, metering) -> aiohttp app
+
+HTTP API
+- POST /v1/chat/completions, POST /v1/completions (stream and not), GET /v1/models (model groups),
+  GET /health, GET /metrics (Prometheus), GET /admin/usage?tenant=&since=&until= (admin key: any
+  tenant; a tenant key: its own only, else 403), POST /admin/keys and GET /admin/keys (admin key).
+- Auth: `Authorization: Bearer <key>`. Errors are OpenAI-style {"error": {message, type, param, code}}.
+- Response headers: x-tokenomy-request-id (= the usage event id), x-tokenomy-deployment,
+  x-tokenomy-cost-usd, x-tokenomy-energy-j, and when relevant x-tokenomy-warning (soft budget)
+  and x-tokenomy-slo (cost-under-slo found no deployment meeting the SLO).
+- Streams: headers go out before the cost is known, so cost and energy come at the end: an SSE
+  comment `: x-tokenomy {"request_id", "deployment", "cost_usd", "energy_joules", ...}` right
+  before `data: [DONE]`, and, when the client asked for `stream_options.include_usage`, the same
+  object as the field `x_tokenomy` of the usage chunk. Without include_usage the client sees no
+  choices-less chunk (`chunk.choices[0]` is always safe); the gateway still asks the upstream
+  for usage to meter exactly.
+- Durability: the non-stream body and the final `data: [DONE]` are sent only after the request's
+  usage event is committed to the ledger. A stream that breaks after its first byte ends with
+  an `data: {"error": ...}` event instead of [DONE] (no failover once bytes reached the client).
+"""

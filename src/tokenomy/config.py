@@ -1,0 +1,324 @@
+"""The one configuration model of tokenomy, loaded from one YAML file.
+
+Every default works with no file at all: `load_config(None)` returns the default emulated
+fleet (see `default_config`). Validation errors become one `ConfigError` whose message names
+the field path (e.g. `deployments[1].pricing.list.output: Input should be a valid number`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tokenomy.errors import ConfigError
+
+Policy = Literal["cost", "latency", "cost-under-slo", "weighted"]
+BudgetPeriod = Literal["total", "daily", "monthly"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ListPricing(_Strict):
+    """List prices in USD per million tokens of each category."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)  # None: charged as input
+    cache_write: float | None = Field(default=None, ge=0)
+    reasoning: float | None = Field(default=None, ge=0)  # None: charged as output
+
+
+class SelfHostedPricing(_Strict):
+    """Priced by the cost model: accelerator x count at a site (tokenomy.economics)."""
+
+    model: str
+    accelerator: str
+    count: int = Field(default=1, ge=1)
+    site: str = "us-va"
+    dtype: str = "bf16"
+    utilization: float = Field(default=1.0, gt=0, le=1)
+    slo_tpot_ms: float | None = Field(default=None, gt=0)
+    context: int = Field(default=2048, gt=0)
+
+
+class Pricing(_Strict):
+    """Exactly one of: `list` (USD/Mtok), `price_map` (id in the price map), `self_hosted`."""
+
+    list_: ListPricing | None = Field(default=None, alias="list")
+    price_map: str | None = None
+    tier: str = "standard"  # price-map tier
+    self_hosted: SelfHostedPricing | None = None
+    # Energy per token when known (overrides the cost model / 0 for API providers).
+    joules_per_token_input: float | None = Field(default=None, ge=0)
+    joules_per_token_output: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Pricing":
+        given = [n for n, v in (("list", self.list_), ("price_map", self.price_map),
+                                ("self_hosted", self.self_hosted)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of list, price_map, self_hosted"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class Emulate(_Strict):
+    """Start an in-process emulator for this deployment (tokenomy.emulator) instead of base_url."""
+
+    model: str = "llama-3-8b"
+    accelerator: str = "h100"
+    count: int = Field(default=1, ge=1)
+    dtype: str = "bf16"
+    time_scale: float = Field(default=1.0, gt=0)
+    max_batch: int | None = Field(default=None, ge=1)
+    engine_efficiency: float = Field(default=1.0, gt=0)
+    fault_rate_500: float = Field(default=0.0, ge=0, le=1)  # random upstream faults, to try fallbacks
+    fault_rate_429: float = Field(default=0.0, ge=0, le=1)
+    seed: int = 0
+
+
+class Deployment(_Strict):
+    name: str = Field(min_length=1)
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    api_key_env: str | None = None  # env var holding the upstream key
+    model: str | None = None  # model name sent upstream; default: the deployment name
+    pricing: Pricing
+    emulate: Emulate | None = None
+    headers: dict[str, str] = Field(default_factory=dict)  # extra headers sent upstream
+    # Ask for a usage chunk in streams (stream_options.include_usage); turn off for servers
+    # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
+    stream_usage: bool = True
+    max_in_flight: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _target(self) -> "Deployment":
+        if (self.base_url is None) == (self.emulate is None):
+            raise ValueError("give exactly one of base_url, emulate")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
+        return self
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+
+class Slo(_Strict):
+    ttft_ms: float | None = Field(default=None, gt=0)
+    tpot_ms: float | None = Field(default=None, gt=0)
+
+
+class ModelGroup(_Strict):
+    deployments: list[str] = Field(min_length=1)
+    policy: Policy = "cost"
+    weights: dict[str, float] | None = None  # policy weighted
+    slo: Slo | None = None  # policy cost-under-slo
+    max_in_flight: dict[str, int] | int | None = None  # per deployment (dict) or for all
+
+    @model_validator(mode="after")
+    def _policy_args(self) -> "ModelGroup":
+        if self.policy == "weighted":
+            if not self.weights:
+                raise ValueError("policy weighted needs weights: {deployment: weight}")
+            unknown = set(self.weights) - set(self.deployments)
+            if unknown:
+                raise ValueError(f"weights name deployments not in this group: {sorted(unknown)}")
+            if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
+                raise ValueError("weights must be >= 0 with a positive sum")
+        if self.policy == "cost-under-slo" and (self.slo is None or
+                                                (self.slo.ttft_ms is None and self.slo.tpot_ms is None)):
+            raise ValueError("policy cost-under-slo needs slo: {ttft_ms, tpot_ms}")
+        return self
+
+    def in_flight_limit(self, deployment: str, default: int | None) -> int | None:
+        if isinstance(self.max_in_flight, int):
+            return self.max_in_flight
+        if isinstance(self.max_in_flight, dict) and deployment in self.max_in_flight:
+            return self.max_in_flight[deployment]
+        return default
+
+
+class Tenant(_Strict):
+    name: str = Field(min_length=1)
+    budget_usd: float | None = Field(default=None, ge=0)
+    budget_period: BudgetPeriod = "total"
+    soft_budget_usd: float | None = Field(default=None, ge=0)
+
+
+class Key(_Strict):
+    """An API key imported at start (stored hashed) — the secret comes from an env var or inline."""
+
+    tenant: str
+    secret_env: str | None = None
+    secret: str | None = None
+    name: str | None = None
+    budget_usd: float | None = Field(default=None, ge=0)
+    budget_period: BudgetPeriod = "total"
+    soft_budget_usd: float | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "Key":
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of secret, secret_env")
+        return self
+
+
+class Defaults(_Strict):
+    max_tokens: int = Field(default=4096, ge=1)  # worst-case output for budget reservations
+    predicted_output_tokens: float = Field(default=256, gt=0)  # routing prior before observations
+
+
+class Ledger(_Strict):
+    path: str | None = None  # data directory; default: tokenomy.metering.paths.default_data_dir()
+    # SQLite WAL sync mode. NORMAL: a committed event survives a crash of the gateway process
+    # (kill -9) without an fsync per group commit; FULL: also survives power loss / OS crash,
+    # at one fsync (~2-12 ms on a typical disk) per group commit on the response path.
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+
+
+class Timeouts(_Strict):
+    connect_s: float = Field(default=5.0, gt=0)
+    first_byte_s: float = Field(default=60.0, gt=0)  # response headers + first stream event
+    total_s: float = Field(default=600.0, gt=0)  # whole non-stream response / idle gap in streams
+
+
+class Retry(_Strict):
+    max_attempts: int = Field(default=3, ge=1)  # per request, first try included
+    budget_ratio: float = Field(default=0.2, ge=0)  # retries earned per request (global budget)
+    min_budget: float = Field(default=10, ge=0)  # retries always allowed in a burst
+
+
+class Breaker(_Strict):
+    failure_threshold: int = Field(default=5, ge=1)  # consecutive failures that open it
+    cooldown_s: float = Field(default=30.0, gt=0)  # then one half-open probe
+
+
+class Server(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    shutdown_timeout_s: float = Field(default=30.0, ge=0)
+
+
+class GatewayConfig(_Strict):
+    deployments: list[Deployment] = Field(min_length=1)
+    model_groups: dict[str, ModelGroup] = Field(default_factory=dict)
+    tenants: list[Tenant] = Field(default_factory=list)
+    keys: list[Key] = Field(default_factory=list)
+    defaults: Defaults = Defaults()
+    ledger: Ledger = Ledger()
+    timeouts: Timeouts = Timeouts()
+    retry: Retry = Retry()
+    breaker: Breaker = Breaker()
+    server: Server = Server()
+
+    @model_validator(mode="after")
+    def _references(self) -> "GatewayConfig":
+        names = [d.name for d in self.deployments]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"deployments: duplicate names {dup}")
+        for alias, group in self.model_groups.items():
+            for d in group.deployments:
+                if d not in names:
+                    raise ValueError(f"model_groups.{alias}.deployments: unknown deployment '{d}' "
+                                     f"(known: {', '.join(names)})")
+        tenants = {t.name for t in self.tenants}
+        for i, k in enumerate(self.keys):
+            if tenants and k.tenant not in tenants:
+                raise ValueError(f"keys[{i}].tenant: unknown tenant '{k.tenant}'")
+        return self
+
+    def groups(self) -> dict[str, ModelGroup]:
+        """Model groups, plus one implicit single-deployment group per deployment name not
+        already used as an alias (so a deployment can be addressed directly)."""
+        out = dict(self.model_groups)
+        for d in self.deployments:
+            out.setdefault(d.name, ModelGroup(deployments=[d.name]))
+        return out
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            part = "list" if part == "list_" else str(part)
+            out += ("." if out else "") + part
+    return out
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if p not in ("function-after[_references(), GatewayConfig]",))
+        msg = err["msg"].removeprefix("Value error, ")
+        where = _path(loc)
+        lines.append(f"{where}: {msg}" if where else msg)
+    head = f"invalid config {source}: "
+    return head + lines[0] if len(lines) == 1 else head + "; ".join(lines)
+
+
+def parse_config(data: object, source: str = "<dict>") -> GatewayConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None) -> GatewayConfig:
+    """Load and validate a YAML config; None -> the default emulated fleet."""
+    if path is None:
+        return default_config()
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML in {p}: {exc}") from None
+    return parse_config(data if data is not None else {}, str(p))
+
+
+def default_config(time_scale: float = 1.0) -> GatewayConfig:
+    """The default emulated fleet: llama-3-8b on L4 and on H100 (one group, policy cost),
+    llama-3-70b on 4 x H100, and gpt-4o-mini emulated but priced from the real price map."""
+
+    def emu(name: str, model: str, acc: str, count: int, pricing: dict, served: str) -> dict:
+        return {"name": name, "model": served,
+                "emulate": {"model": model, "accelerator": acc, "count": count, "time_scale": time_scale},
+                "pricing": pricing}
+
+    sh = lambda m, a, c: {"self_hosted": {"model": m, "accelerator": a, "count": c, "site": "us-va"}}  # noqa: E731
+    data = {
+        "deployments": [
+            emu("llama-3-8b@l4", "llama-3-8b", "l4", 1, sh("llama-3-8b", "l4", 1), "llama-3-8b"),
+            emu("llama-3-8b@h100", "llama-3-8b", "h100", 1, sh("llama-3-8b", "h100", 1), "llama-3-8b"),
+            emu("llama-3-70b@4xh100", "llama-3-70b", "h100", 4, sh("llama-3-70b", "h100", 4), "llama-3-70b"),
+            # An API provider's model: emulated here (timing of an 8B-class model on H100),
+            # but priced from the real price map.
+            emu("gpt-4o-mini@openai-emulated", "llama-3-8b", "h100", 1, {"price_map": "gpt-4o-mini"},
+                "gpt-4o-mini"),
+        ],
+        "model_groups": {
+            "llama-3-8b": {"deployments": ["llama-3-8b@l4", "llama-3-8b@h100"], "policy": "cost"},
+            "llama-3-70b": {"deployments": ["llama-3-70b@4xh100"]},
+            "gpt-4o-mini": {"deployments": ["gpt-4o-mini@openai-emulated"]},
+        },
+    }
+    return parse_config(data, "<default fleet>")

@@ -1,0 +1,213 @@
+"""The aiohttp application: OpenAI endpoints, health, metrics, admin API.
+
+`build_app(config, metering)` returns an app that owns its lifecycle: on startup it starts
+the in-process emulators of emulated deployments, the metering writer and ONE shared
+upstream ClientSession; on cleanup (after in-flight requests drained) it closes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tokenomy.config import GatewayConfig, default_config
+from tokenomy.errors import TokenomyError, UnknownNameError
+from tokenomy.gateway.errors import ApiError, error_response
+from tokenomy.gateway.proxy import Gateway
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+
+
+def _json_default(o: Any):
+    if isinstance(o, Decimal):
+        return format(o, "f")
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data, default=_json_default),
+                        content_type="application/json")
+
+
+def _gw(request: web.Request) -> Gateway:
+    return request.app[GATEWAY_KEY]
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _gw(request).handle(request, "chat")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _gw(request).handle(request, "completions")
+
+
+async def models(request: web.Request) -> web.Response:
+    gw = _gw(request)
+    try:
+        gw.authenticate(request)
+    except ApiError as err:
+        return error_response(err)
+    data = [{"id": alias, "object": "model", "created": 0, "owned_by": "tokenomy", "policy": g.policy,
+             "deployments": [d.name for d in g.deployments]} for alias, g in gw.groups.items()]
+    return _json({"object": "list", "data": data})
+
+
+async def health(request: web.Request) -> web.Response:
+    from tokenomy.gateway.health import STATE_NAMES
+
+    gw = _gw(request)
+    deps = {d.name: {"breaker": STATE_NAMES[d.breaker.state], "in_flight": d.in_flight,
+                     "ttft_ms_ewma": d.ttft_ms.value, "tpot_ms_ewma": d.tpot_ms.value, "base_url": d.base_url,
+                     "price": d.price.source}
+            for d in gw.deployments.values()}
+    ok = any(d.breaker.available() for d in gw.deployments.values())
+    return _json({"status": "ok" if ok else "degraded", "in_flight": gw.in_flight, "deployments": deps})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    body = _gw(request).metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# ------------------------------------------------------------------------- admin
+def _admin(request: web.Request):
+    p = _gw(request).authenticate(request)
+    if not p.is_admin:
+        raise ApiError(403, "this endpoint needs the admin key", code="permission_denied")
+    return p
+
+
+def _float_q(request: web.Request, name: str) -> float | None:
+    """Unix seconds, an ISO date/datetime (UTC unless zoned) or an age like 24h / 7d."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    import time
+
+    from tokenomy.metering.timeparse import parse_time
+
+    try:
+        return parse_time(raw, now=time.time(), option=name)
+    except TokenomyError as exc:
+        raise ApiError(400, str(exc), param=name, code="invalid_value") from None
+
+
+async def admin_usage(request: web.Request) -> web.Response:
+    gw = _gw(request)
+    try:
+        p = gw.authenticate(request)
+        tenant = request.query.get("tenant") or None
+        if not p.is_admin:
+            if tenant is not None and tenant != p.tenant:
+                raise ApiError(403, f"a key of tenant '{p.tenant}' cannot read the usage of tenant '{tenant}'",
+                               code="permission_denied")
+            tenant = p.tenant
+        try:
+            usage = gw.metering.usage(tenant, since=_float_q(request, "since"), until=_float_q(request, "until"))
+        except UnknownNameError as exc:
+            raise ApiError(404, str(exc), param="tenant", code="tenant_not_found") from None
+        return _json({"tenant": tenant, **usage})
+    except ApiError as err:
+        return error_response(err)
+
+
+async def admin_create_key(request: web.Request) -> web.Response:
+    from tokenomy.metering import MeteringError
+
+    gw = _gw(request)
+    try:
+        _admin(request)
+        from tokenomy.gateway.validate import parse_body
+
+        body = parse_body(await request.read())
+        tenant = body.get("tenant")
+        if not isinstance(tenant, str) or not tenant:
+            raise ApiError(400, "missing required field 'tenant' (string)", param="tenant",
+                           code="missing_required_parameter")
+        kwargs = {}
+        for field, typ in (("budget_usd", (int, float, str)), ("soft_budget_usd", (int, float, str)),
+                           ("budget_period", str), ("rpm", int), ("tpm", int), ("name", str)):
+            val = body.get(field)
+            if val is None:
+                continue
+            if not isinstance(val, typ) or isinstance(val, bool):
+                raise ApiError(400, f"'{field}' has the wrong type", param=field, code="invalid_type")
+            kwargs[field] = val
+        try:
+            key_id, secret = gw.metering.create_key(tenant, **kwargs)  # creates the tenant if new
+        except MeteringError as exc:
+            raise ApiError(exc.status, exc.message, code=exc.code) from None
+        except (TokenomyError, ValueError, TypeError) as exc:
+            raise ApiError(400, str(exc), code="invalid_value") from None
+        return _json({"key_id": key_id, "key": secret, "tenant": tenant}, status=201)
+    except ApiError as err:
+        return error_response(err)
+
+
+async def admin_list_keys(request: web.Request) -> web.Response:
+    gw = _gw(request)
+    try:
+        _admin(request)
+        try:
+            keys = gw.metering.list_keys(request.query.get("tenant") or None)
+        except UnknownNameError as exc:
+            raise ApiError(404, str(exc), param="tenant", code="tenant_not_found") from None
+        # Never echo a secret hash either: it is not needed to manage keys.
+        return _json({"object": "list", "data": [_public_key(k) for k in keys]})
+    except ApiError as err:
+        return error_response(err)
+
+
+def _public_key(k: Any) -> dict:
+    if not isinstance(k, dict):
+        import dataclasses
+
+        k = dataclasses.asdict(k) if dataclasses.is_dataclass(k) else dict(k)
+    return {key: val for key, val in k.items() if "hash" not in key and "secret" not in key}
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return error_response(ApiError(404, f"no such endpoint: {request.method} {request.path}", code="not_found"))
+
+
+# ------------------------------------------------------------------------- app
+def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
+    """The gateway as an aiohttp app. `metering`: a tokenomy.metering.Metering (opened, not started)."""
+    config = config or default_config()
+    gw = Gateway(config, metering)
+    app = web.Application(client_max_size=config.server.max_body_bytes, handler_args={"max_field_size": 16384})
+    app[GATEWAY_KEY] = gw
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/usage", admin_usage)
+    app.router.add_post("/admin/keys", admin_create_key)
+    app.router.add_get("/admin/keys", admin_list_keys)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application):
+    from tokenomy.gateway.fleet import start_emulators
+
+    gw = app[GATEWAY_KEY]
+    async with contextlib.AsyncExitStack() as stack:
+        await start_emulators(gw, stack)
+        await gw.metering.start()
+        stack.push_async_callback(gw.metering.close)
+        await gw.start()
+        stack.push_async_callback(gw.close)
+        yield

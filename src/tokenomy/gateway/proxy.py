@@ -1,0 +1,384 @@
+"""The request path: authenticate, validate, route, reserve, dispatch with fallbacks, meter.
+
+One `Gateway` per app. The order of a request is fixed:
+auth -> body -> validate -> model group -> rank deployments -> rate limit -> reserve worst case
+-> try deployments (breaker, retry budget) -> build ONE UsageEvent -> `await metering.commit`
+-> only then send the body (non-stream) or the final `data: [DONE]` (stream; see streaming.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from tokenomy.config import GatewayConfig
+from tokenomy.errors import ConfigError, TokenomyError
+from tokenomy.gateway import validate as v
+from tokenomy.gateway.context import _Ctx, _fmt_usd, _header_safe
+from tokenomy.gateway.errors import ApiError, error_response
+from tokenomy.gateway.health import RetryBudget
+from tokenomy.gateway.metrics import Metrics
+from tokenomy.gateway.pricing import latency_prior_ms, resolve_price
+from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, build_groups
+from tokenomy.gateway.streaming import StreamingMixin
+from tokenomy.gateway.upstream import reported_energy_joules, usage_counts
+from tokenomy.metering import MeteringError, UsageEvent
+from tokenomy.tokens import count_chat_tokens, count_tokens
+
+log = logging.getLogger("tokenomy.gateway")
+_ZERO = Decimal(0)
+_PICO = Decimal("1e-12")
+# Reserve a little above our own input estimate: an upstream's tokenizer may count more.
+_INPUT_MARGIN = 1.1
+_INPUT_SLACK_TOKENS = 16
+
+
+class Gateway(StreamingMixin):
+    def __init__(self, config: GatewayConfig, metering: Any):
+        self.config, self.metering = config, metering
+        self.deployments: dict[str, DeploymentRuntime] = {}
+        for i, d in enumerate(config.deployments):
+            try:
+                price = resolve_price(d)
+            except TokenomyError as exc:  # e.g. an unknown accelerator or price-map id
+                raise ConfigError(f"invalid config: deployments[{i}].pricing ({d.name}): {exc}") from None
+            rt = self.deployments[d.name] = DeploymentRuntime(d, price, config)
+            try:
+                prior = latency_prior_ms(d)
+            except TokenomyError:
+                prior = None  # no prior: the first observations decide
+            if prior is not None:
+                rt.ttft_ms.value, rt.tpot_ms.value = prior
+        for d in self.deployments.values():
+            if d.cfg.api_key_env:
+                key = os.environ.get(d.cfg.api_key_env)
+                if key:
+                    d.headers["Authorization"] = f"Bearer {key}"
+        self.groups: dict[str, GroupRuntime] = build_groups(config, self.deployments)
+        self.metrics = Metrics(lambda: self.deployments.values())
+        self.retry_budget = RetryBudget(config.retry.budget_ratio, config.retry.min_budget)
+        self.session: aiohttp.ClientSession | None = None
+        t = config.timeouts
+        self.unary_timeout = aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s)
+        self.stream_timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=t.total_s)
+        self.first_byte_s = t.first_byte_s
+        self.default_max_tokens = config.defaults.max_tokens
+        self.max_attempts = config.retry.max_attempts
+        self.in_flight = 0  # requests being handled (for graceful drain)
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(connector=conn, json_serialize=lambda o: orjson.dumps(o).decode(),
+                                             skip_auto_headers=("User-Agent",), auto_decompress=True)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # ---------------------------------------------------------------- auth
+    def authenticate(self, request: web.Request):
+        auth = request.headers.get("Authorization")
+        if not auth:
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+        scheme, _, secret = auth.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise ApiError(401, "malformed Authorization header: expected 'Bearer <key>'",
+                           code="invalid_api_key")
+        try:
+            return self.metering.authenticate(secret.strip())
+        except MeteringError as exc:
+            raise ApiError(exc.status, exc.message, code=exc.code) from None
+
+    # ---------------------------------------------------------------- inference
+    async def handle(self, request: web.Request, kind: str) -> web.StreamResponse:
+        """kind: "chat" (/v1/chat/completions) or "completions" (/v1/completions)."""
+        t0 = time.perf_counter()
+        rid = "req_" + os.urandom(12).hex()
+        self.in_flight += 1
+        try:
+            return await self._handle(request, kind, rid, t0)
+        except ApiError as err:
+            if err.status == 429:
+                self.metrics.rejected(err.code or "429")
+            return error_response(err, {"x-tokenomy-request-id": rid})
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            raise
+        except Exception as exc:  # e.g. the ledger cannot commit: never report success then
+            log.exception("request %s failed", rid)
+            return error_response(ApiError(500, f"internal error, the request was not completed: "
+                                                f"{type(exc).__name__}: {exc}", code="internal_error"),
+                                  {"x-tokenomy-request-id": rid})
+        finally:
+            self.in_flight -= 1
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.server.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, f"request body too large: {request.content_length} bytes > limit {limit}",
+                           code="request_too_large")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, f"request body too large: > limit {limit} bytes",
+                           code="request_too_large") from None
+
+    async def _handle(self, request: web.Request, kind: str, rid: str, t0: float) -> web.StreamResponse:
+        principal = self.authenticate(request)
+        body = v.parse_body(await self._read_body(request))
+        alias = v.require_str(body, "model")
+        stream = v.opt_bool(body, "stream")
+        max_tokens = v.max_tokens(body)
+        if kind == "chat":
+            input_tokens = count_chat_tokens(v.chat_messages(body))
+            tools = body.get("tools") or body.get("functions")
+            if tools:  # tool schemas are prompt tokens too (budgets must not under-reserve)
+                input_tokens += count_tokens(orjson.dumps(tools).decode())
+        else:
+            prompt = v.completion_prompt(body)
+            input_tokens = prompt if isinstance(prompt, int) else count_tokens(prompt)
+        so = body.get("stream_options")
+        if so is not None and not isinstance(so, dict):
+            raise ApiError(400, "'stream_options' must be an object", param="stream_options", code="invalid_type")
+        group = self.groups.get(alias)
+        if group is None:
+            raise ApiError(404, f"unknown model '{alias}'; available: {', '.join(sorted(self.groups))}",
+                           param="model", code="model_not_found")
+        decision = group.rank(input_tokens, max_tokens)
+        m = self.metering
+        n_choices = v.opt_pos_int(body, "n") or 1
+        worst = self._worst_case_usd(group, input_tokens, (max_tokens or self.default_max_tokens) * n_choices)
+        try:
+            m.check_rate(principal, input_tokens + int(decision.predicted_output_tokens))
+            reservation = m.reserve(principal, worst)
+        except MeteringError as exc:
+            headers = {}
+            if exc.retry_after_s is not None:
+                headers["Retry-After"] = str(max(1, int(-(-exc.retry_after_s // 1))))
+            raise ApiError(exc.status, exc.message, code=exc.code, headers=headers) from None
+        extra_headers = {"x-tokenomy-request-id": rid}
+        warnings = m.warnings(principal)
+        if warnings:
+            extra_headers["x-tokenomy-warning"] = _header_safe("; ".join(warnings))
+        if decision.slo_met is False:
+            extra_headers["x-tokenomy-slo"] = "unmet: no deployment currently meets the group SLO; least-bad chosen"
+        self.retry_budget.deposit()
+        ctx = _Ctx(rid, t0, principal, group, body, stream, input_tokens, reservation, extra_headers, kind,
+                   client_usage=bool(so and so.get("include_usage")))
+        committed = False
+        try:
+            if stream:
+                resp = await self._stream(request, ctx, decision.order)
+            else:
+                resp = await self._unary(ctx, decision.order)
+            committed = True
+            return resp
+        finally:
+            if not committed and not ctx.committed:
+                m.release(reservation)
+
+    def _worst_case_usd(self, group: GroupRuntime, input_tokens: int, max_tokens: int) -> Decimal:
+        """Worst case over every deployment a fallback might reach: no cache hits, all of
+        max_tokens generated at the highest output/reasoning price."""
+        inp = int(input_tokens * _INPUT_MARGIN) + _INPUT_SLACK_TOKENS
+        best = 0.0
+        for d in group.deployments:  # floats: the input margin dwarfs any rounding
+            c = inp * d.p_in + max_tokens * (d.p_out if d.p_out >= d.p_reason else d.p_reason)
+            if c > best:
+                best = c
+        return Decimal(repr(best))
+
+    # ---------------------------------------------------------------- dispatch helpers
+    def _candidates(self, order: list[DeploymentRuntime]):
+        """Yield deployments to try, honouring breakers, max_attempts and the retry budget."""
+        tried = 0
+        for d in order:
+            if tried >= self.max_attempts:
+                return
+            if tried and not self.retry_budget.try_spend():
+                return
+            if not d.breaker.acquire():
+                continue
+            tried += 1
+            yield d
+
+    def _payload(self, ctx: "_Ctx", d: DeploymentRuntime) -> bytes:
+        body = ctx.body
+        body["model"] = d.model
+        if ctx.stream:
+            so = body.get("stream_options") or {}
+            if d.cfg.stream_usage:
+                if not so.get("include_usage"):
+                    body["stream_options"] = {**so, "include_usage": True}
+            elif so:
+                body.pop("stream_options", None)
+        return orjson.dumps(body)
+
+    def _url(self, ctx: "_Ctx", d: DeploymentRuntime) -> str:
+        return d.base_url + ("/chat/completions" if ctx.kind == "chat" else "/completions")
+
+    def _fail(self, d: DeploymentRuntime, ctx: "_Ctx", kind: str, message: str) -> None:
+        d.breaker.failure()
+        self.metrics.upstream_error(d.name, kind)
+        ctx.attempts.append({"deployment": d.name, "error": kind, "message": message[:200]})
+        ctx.last_error = (kind, f"{d.name}: {message}")
+
+    def _all_failed(self, ctx: "_Ctx", any_tried: bool) -> ApiError:
+        if not any_tried:
+            return ApiError(503, f"no available deployment for model '{ctx.group.alias}': circuit breakers "
+                                 f"open on {', '.join(d.name for d in ctx.group.deployments)}",
+                            code="no_healthy_deployment")
+        kind, msg = ctx.last_error or ("connection", "no upstream answered")
+        tried = ", ".join(a["deployment"] for a in ctx.attempts)
+        if kind == "timeout":
+            return ApiError(504, f"upstream timed out ({msg}); tried: {tried}", code="upstream_timeout")
+        if kind == "http_429":
+            return ApiError(429, f"all deployments of '{ctx.group.alias}' are rate limited upstream ({msg})",
+                            code="upstream_rate_limited", headers={"Retry-After": _retry_after(ctx.retry_after)})
+        code = "upstream_garbage" if kind == "garbage" else "upstream_error"
+        return ApiError(502, f"upstream error ({msg}); tried: {tried}", code=code)
+
+    def _event(self, ctx: "_Ctx", d: DeploymentRuntime | None, *, counts: tuple[int, int, int, int],
+               status: str, http_status: int, estimated: bool, ttft_ms: float | None,
+               energy: float | None = None, billable: bool = True) -> UsageEvent:
+        inp, cached, out, reasoning = counts
+        if d is not None and billable:
+            # Rounded to the ledger's resolution (1e-12 USD) so headers and ledger agree exactly.
+            cost = d.price.cost_usd(inp, cached, out, reasoning).quantize(_PICO)
+            joules = energy if energy is not None else d.price.energy_joules(inp, out)
+        else:
+            cost, joules = _ZERO, 0.0
+        extra: dict = {"policy": ctx.group.policy}
+        if ctx.attempts:
+            extra["attempts"] = ctx.attempts
+        return UsageEvent(
+            id=ctx.rid, ts=time.time(), tenant=ctx.principal.tenant, key_id=ctx.principal.key_id,
+            model=ctx.group.alias, deployment=d.name if d is not None else "", input_tokens=inp,
+            cached_input_tokens=cached, output_tokens=out, reasoning_tokens=reasoning, cost_usd=cost,
+            price_usd=cost, energy_joules=joules, ttft_ms=ttft_ms,
+            latency_ms=(time.perf_counter() - ctx.t0) * 1000.0, status=status, estimated=estimated,
+            http_status=http_status, extra=extra)
+
+    async def _commit(self, ctx: "_Ctx", ev) -> None:
+        """Durably record the event (settling the reservation) — before the client sees the end."""
+        await self.metering.commit(ev, ctx.reservation)
+        ctx.committed = True
+        self.metrics.observe(ev)
+
+    def _learn(self, ctx: "_Ctx", d: DeploymentRuntime, counts, ttft_ms: float | None, t_first: float | None,
+               t_start: float) -> None:
+        inp, cached, out, _ = counts
+        if inp > 0:
+            d.cached_frac.update(cached / inp)
+        ctx.group.observe_output(out)
+        now = time.perf_counter()
+        if ttft_ms is not None:
+            d.ttft_ms.update(ttft_ms)
+            if out > 1 and t_first is not None:
+                d.tpot_ms.update((now - t_first) * 1000.0 / (out - 1))
+        elif out > 0:
+            # Non-stream: no TTFT seen; attribute what the known TTFT does not explain to decode.
+            lat = (now - t_start) * 1000.0
+            d.tpot_ms.update(max(0.0, lat - (d.ttft_ms.value or 0.0)) / out)
+
+    async def _error_event(self, ctx: "_Ctx", err: ApiError, d: DeploymentRuntime | None) -> None:
+        ev = self._event(ctx, d, counts=(0, 0, 0, 0), status="upstream_error", http_status=err.status,
+                         estimated=False, ttft_ms=None, billable=False)
+        await self._commit(ctx, ev)
+
+    # ---------------------------------------------------------------- non-stream
+    async def _unary(self, ctx: "_Ctx", order: list[DeploymentRuntime]) -> web.Response:
+        session = self.session
+        assert session is not None, "gateway not started"
+        last: DeploymentRuntime | None = None
+        for d in self._candidates(order):
+            last = d
+            t_start = time.perf_counter()
+            d.in_flight += 1
+            try:
+                async with session.post(self._url(ctx, d), data=self._payload(ctx, d), headers=d.headers,
+                                        timeout=self.unary_timeout) as resp:
+                    status = resp.status
+                    raw = await resp.read()
+                    ctype = resp.headers.get("Content-Type", "application/json")
+                    energy_hdr = resp.headers.get("x-emulator-energy-j")
+                    if status == 429:
+                        ctx.retry_after = resp.headers.get("Retry-After") or ctx.retry_after
+            except (asyncio.TimeoutError, TimeoutError):
+                self._fail(d, ctx, "timeout", f"no response within {self.config.timeouts.total_s:g} s")
+                continue
+            except (aiohttp.ClientError, OSError) as exc:
+                self._fail(d, ctx, "connection", f"{type(exc).__name__}: {exc}")
+                continue
+            finally:
+                d.in_flight -= 1
+            if status == 429 or status >= 500:
+                self._fail(d, ctx, "http_429" if status == 429 else "http_5xx", f"HTTP {status}: {raw[:200]!r}")
+                continue
+            if status >= 400:  # the request itself is bad for this upstream: pass it through, no fallback
+                d.breaker.success()
+                ev = self._event(ctx, d, counts=(0, 0, 0, 0), status="error", http_status=status,
+                                 estimated=False, ttft_ms=None, billable=False)
+                await self._commit(ctx, ev)
+                return web.Response(status=status, body=raw, content_type="application/json",
+                                    headers={**ctx.headers, "x-tokenomy-deployment": d.name})
+            try:
+                obj = orjson.loads(raw)
+                if not isinstance(obj, dict):
+                    raise ValueError("not a JSON object")
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                self._fail(d, ctx, "garbage", f"invalid JSON in response: {exc}")
+                continue
+            counts = usage_counts(obj.get("usage"))
+            estimated = counts is None
+            if counts is None:
+                counts = (ctx.input_tokens, 0, count_tokens(_response_text(obj, ctx.kind)), 0)
+            energy = reported_energy_joules(obj)
+            if energy is None and energy_hdr:
+                try:
+                    energy = float(energy_hdr)
+                except ValueError:
+                    energy = None
+            d.breaker.success()
+            self._learn(ctx, d, counts, None, None, t_start)
+            ev = self._event(ctx, d, counts=counts, status="ok", http_status=200, estimated=estimated,
+                             ttft_ms=None, energy=energy)
+            await self._commit(ctx, ev)
+            return web.Response(status=200, body=raw, content_type=ctype.split(";")[0],
+                                headers={**ctx.headers, "x-tokenomy-deployment": d.name,
+                                         "x-tokenomy-cost-usd": _fmt_usd(ev.cost_usd),
+                                         "x-tokenomy-energy-j": f"{ev.energy_joules:.6g}"})
+        err = self._all_failed(ctx, last is not None)
+        await self._error_event(ctx, err, last)
+        return error_response(err, {**ctx.headers, **({"x-tokenomy-deployment": last.name} if last else {})})
+
+
+def _retry_after(value: str | None) -> str:
+    """An upstream's Retry-After in whole seconds (>= 1); 1 when absent or an HTTP date."""
+    try:
+        return str(max(1, int(-(-float(value) // 1)))) if value else "1"
+    except ValueError:
+        return "1"
+
+
+def _response_text(obj: dict, kind: str) -> str:
+    parts = []
+    for c in obj.get("choices") or ():
+        if not isinstance(c, dict):
+            continue
+        if kind == "chat":
+            msg = c.get("message")
+            if isinstance(msg, dict) and isinstance(msg.get("content"), str):
+                parts.append(msg["content"])
+        elif isinstance(c.get("text"), str):
+            parts.append(c["text"])
+    return "".join(parts)

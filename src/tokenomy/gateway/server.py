@@ -1,0 +1,117 @@
+"""Running the gateway: open the ledger, bootstrap identities, serve until SIGTERM/SIGINT.
+
+Graceful shutdown: stop accepting, let in-flight requests finish (their events commit),
+then stop the ledger writer (it flushes what is pending) and the emulators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+from tokenomy.config import GatewayConfig
+
+
+def _secrets(admin_key: str | None, demo_key: str | None, emit: Callable[[str], None]) -> None:
+    # Printed as soon as they exist (before the server starts): they cannot be shown again.
+    if admin_key:
+        emit(f"admin key (shown once, stored hashed): {admin_key}")
+    if demo_key:
+        emit(f"demo tenant 'demo' API key (shown once, stored hashed): {demo_key}")
+
+
+def _banner(host: str, port: int, data_dir: Path, demo_key: str | None,
+            config: GatewayConfig, emit: Callable[[str], None]) -> None:
+    base = f"http://{host}:{port}"
+    groups = config.groups()
+    model = next(iter(config.model_groups or groups))
+    key = demo_key or "<your key>"
+    emit(f"tokenomy gateway on {base}/v1   (ledger: {data_dir})")
+    for alias, g in config.model_groups.items():
+        emit(f"  model {alias!r}: {', '.join(g.deployments)}  [policy {g.policy}]")
+    emit("try it:")
+    emit(f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+         f"-H 'Content-Type: application/json' "
+         f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}' -i")
+    emit("  python -c \"from openai import OpenAI; "
+         f"c = OpenAI(base_url='{base}/v1', api_key='{key}'); "
+         f"print(c.chat.completions.create(model='{model}', "
+         "messages=[{'role': 'user', 'content': 'Hello!'}]).choices[0].message.content)\"")
+    emit(f"  usage: curl -s {base}/admin/usage -H 'Authorization: Bearer {key}'   metrics: {base}/metrics")
+
+
+async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
+                emit: Callable[[str], None] = print, create_demo: bool | None = None) -> None:
+    from aiohttp import web
+
+    from tokenomy.gateway.app import build_app
+    from tokenomy.gateway.bootstrap import apply_identities
+    from tokenomy.metering import Metering
+
+    check_pricing(config)  # fail on a bad price before the ledger generates any key
+    metering = Metering.open(data_dir, synchronous=config.ledger.synchronous)
+    if create_demo is None:
+        create_demo = not config.tenants and not config.keys
+    boot = apply_identities(config, metering, create_demo=create_demo)
+    _secrets(metering.generated_admin_key, boot.demo_key, emit)
+    app = build_app(config, metering)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.server.shutdown_timeout_s,
+                           access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        from tokenomy.errors import TokenomyError
+
+        raise TokenomyError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port  # type: ignore[union-attr]
+    _banner(host, bound, data_dir, boot.demo_key, config, emit)
+    # Start-up objects (catalog, price map, config) live forever: keep them out of GC scans,
+    # so full collections stay short on the request path.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        emit("shutting down: draining in-flight requests ...")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()  # stop listening, drain handlers, then app cleanup (ledger, emulators)
+    emit("stopped")
+
+
+def check_pricing(config: GatewayConfig) -> None:
+    from tokenomy.errors import ConfigError, TokenomyError
+    from tokenomy.gateway.pricing import resolve_price
+
+    for i, d in enumerate(config.deployments):
+        try:
+            resolve_price(d)
+        except TokenomyError as exc:
+            raise ConfigError(f"invalid config: deployments[{i}].pricing ({d.name}): {exc}") from None
+
+
+def run(config: GatewayConfig, *, host: str, port: int, data_dir: Path) -> None:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - Windows
+        runner = asyncio.run
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+
+    runner(serve(config, host=host, port=port, data_dir=data_dir, emit=emit))
+    sys.stdout.flush()

@@ -1,0 +1,100 @@
+"""Hand validation of the few request fields the gateway needs (no pydantic on the hot path).
+
+Each failure raises ApiError(400) naming the field, OpenAI-style (`param`)."""
+
+from __future__ import annotations
+
+import orjson
+
+from tokenomy.gateway.errors import ApiError
+
+
+def _bad(param: str, message: str, code: str = "invalid_type") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def parse_body(raw: bytes) -> dict:
+    if not raw:
+        raise ApiError(400, "request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _type_name(v: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+            float: "number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def require_str(body: dict, field: str) -> str:
+    v = body.get(field)
+    if v is None:
+        raise _bad(field, f"missing required field '{field}'", "missing_required_parameter")
+    if not isinstance(v, str):
+        raise _bad(field, f"'{field}' must be a string, got {_type_name(v)}")
+    return v
+
+
+def opt_bool(body: dict, field: str) -> bool:
+    v = body.get(field)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise _bad(field, f"'{field}' must be a boolean, got {_type_name(v)}")
+    return v
+
+
+def opt_pos_int(body: dict, field: str) -> int | None:
+    v = body.get(field)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(field, f"'{field}' must be an integer, got {_type_name(v)}")
+    if v < 1:
+        raise _bad(field, f"'{field}' must be >= 1, got {v}", "invalid_value")
+    return v
+
+
+def chat_messages(body: dict) -> list:
+    msgs = body.get("messages")
+    if msgs is None:
+        raise _bad("messages", "missing required field 'messages'", "missing_required_parameter")
+    if not isinstance(msgs, list):
+        raise _bad("messages", f"'messages' must be an array, got {_type_name(msgs)}")
+    if not msgs:
+        raise _bad("messages", "'messages' must contain at least one message", "invalid_value")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise _bad(f"messages[{i}]", f"'messages[{i}]' must be an object, got {_type_name(m)}")
+        role = m.get("role")
+        if not isinstance(role, str):
+            raise _bad(f"messages[{i}].role", f"'messages[{i}].role' must be a string, got {_type_name(role)}"
+                       if role is not None else f"missing required field 'messages[{i}].role'")
+        c = m.get("content")
+        if c is not None and not isinstance(c, (str, list)):
+            raise _bad(f"messages[{i}].content",
+                       f"'messages[{i}].content' must be a string or an array, got {_type_name(c)}")
+    return msgs
+
+
+def completion_prompt(body: dict) -> str | int:
+    """The prompt as text (for token counting), or its token count when given as token ids."""
+    p = body.get("prompt")
+    if p is None:
+        raise _bad("prompt", "missing required field 'prompt'", "missing_required_parameter")
+    if isinstance(p, str):
+        return p
+    if isinstance(p, list) and all(isinstance(x, str) for x in p):
+        return "\n".join(p)
+    if isinstance(p, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in p):
+        return len(p)
+    raise _bad("prompt", f"'prompt' must be a string or an array of strings, got {_type_name(p)}")
+
+
+def max_tokens(body: dict) -> int | None:
+    mt = opt_pos_int(body, "max_completion_tokens")
+    return mt if mt is not None else opt_pos_int(body, "max_tokens")
