@@ -1,12 +1,32 @@
 #!/usr/bin/env bash
 # The whole test suite (make test). Fails when any test fails; "no tests ran" (pytest exit 5) fails too.
+#
+# Besides Python packages (installed by make from the lock files) the suite uses:
+#  - the real llama.cpp engine (llama-cpp-python, built once and cached: scripts/engine.sh);
+#  - PostgreSQL and Redis on 127.0.0.1 (scripts/services.sh starts them when installed but stopped);
+#  - Debian's Chromium for the dashboard's browser tests (installed here when running as root).
+# In CI (CI=true) none of these may be missing: the tests that need them fail instead of skipping.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p test-artifacts
-# The real inference engine (llama-cpp-python) for the engine-in-the-loop tests: built once, cached.
-if [ -f scripts/engine.sh ]; then
-  bash scripts/engine.sh || { echo "engine setup failed" >&2; exit 1; }
+ci=${CI:-}
+
+bash scripts/engine.sh || { echo "test.sh: engine setup failed" >&2; exit 1; }
+
+if [ -f scripts/services.sh ]; then
+  bash scripts/services.sh || { [ -n "$ci" ] && { echo "test.sh: PostgreSQL/Redis unavailable in CI" >&2; exit 1; }; }
 fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing Debian's chromium for the browser tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "test.sh: could not install chromium" >&2
+  else
+    echo "test.sh: /usr/bin/chromium missing (install Debian's chromium); browser tests will skip" >&2
+  fi
+fi
+
 .venv/bin/python -m pytest -q "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi
