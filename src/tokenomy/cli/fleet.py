@@ -11,7 +11,9 @@ import typer
 from tokenomy.errors import TokenomyError
 
 TRACE_HELP = ("CSV trace (arrived_at,num_prefill_tokens,num_decode_tokens), 'conv' / 'code' (shipped Splitwise "
-              "traces), or synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...'")
+              "traces), synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...', or 'ledger[:DATA_DIR]' "
+              "(the gateway's ok events; see --since/--until/--tenant)")
+DATA_DIR_HELP = "data dir of the metering ledger and saved plans (default: TOKENOMY_DATA_DIR or ./.tokenomy)"
 
 
 @contextmanager
@@ -35,11 +37,69 @@ def _progress(description: str, enabled: bool):
         yield update
 
 
+class LedgerOpts:
+    """Where and which ledger events: --from-ledger / --trace ledger[:DIR], --data-dir, --since, --until, --tenant."""
+
+    def __init__(self, from_ledger: bool, data_dir: Optional[str], since: Optional[str], until: Optional[str],
+                 tenant: Optional[str]):
+        import time
+
+        from tokenomy.metering.timeparse import parse_time
+
+        now = time.time()
+        self.from_ledger = from_ledger
+        self.data_dir_opt = data_dir
+        self.since = parse_time(since, now=now, option="--since") if since else None
+        self.until = parse_time(until, now=now, option="--until") if until else None
+        self.tenant = tenant
+
+    def data_dir(self, trace: Optional[str] = None):
+        from pathlib import Path
+
+        from tokenomy.metering.paths import default_data_dir
+
+        if trace and trace.startswith("ledger:") and trace.partition(":")[2]:
+            return Path(trace.partition(":")[2]).expanduser()
+        return Path(self.data_dir_opt).expanduser() if self.data_dir_opt else default_data_dir()
+
+    def save_dir(self, trace: Optional[str] = None):
+        """--data-dir if given, else the ledger's dir of --trace ledger:DIR, else the default."""
+        from pathlib import Path
+
+        return Path(self.data_dir_opt).expanduser() if self.data_dir_opt else self.data_dir(trace)
+
+
+def _is_ledger(trace: Optional[str]) -> bool:
+    return trace is not None and (trace == "ledger" or trace.startswith("ledger:"))
+
+
+def _resolve_trace(trace: Optional[str], lo: LedgerOpts, growth_from_ledger: bool = False) -> str:
+    if lo.from_ledger:
+        if trace is not None and not _is_ledger(trace):
+            raise TokenomyError("give either --trace or --from-ledger, not both")
+        return trace or "ledger"
+    if trace is None:
+        raise TokenomyError("missing --trace (a CSV, conv, code, poisson:RATE, ledger[:DATA_DIR]) or --from-ledger")
+    if not _is_ledger(trace):
+        if lo.since is not None and growth_from_ledger:
+            raise TokenomyError("--since selects the ledger trace; to window the growth fit use --growth ledger:90d")
+        if not growth_from_ledger and (lo.since is not None or lo.until is not None or lo.tenant):
+            raise TokenomyError("--since/--until/--tenant select ledger events: use them with --trace ledger, "
+                                "--from-ledger or --growth ledger")
+    return trace
+
+
 def _load_workload(trace: str, rate_scale: float, start: float, end: Optional[float], limit: Optional[int],
-                   seed: int = 0):
+                   seed: int = 0, lo: Optional[LedgerOpts] = None):
     from tokenomy.fleet.workload import head, load_workload, scale_rate, window
 
-    tr = load_workload(trace, seed=seed)
+    if _is_ledger(trace):
+        from tokenomy.fleet.ledger import load_ledger_workload
+
+        lo = lo or LedgerOpts(True, None, None, None, None)
+        tr = load_ledger_workload(lo.data_dir(trace), since=lo.since, until=lo.until, tenant=lo.tenant)
+    else:
+        tr = load_workload(trace, seed=seed)
     if start > 0 or end is not None:
         tr = window(tr, start, end)
     if limit is not None:
@@ -79,6 +139,26 @@ def _parse_prices(values: list[str]) -> dict[str, float]:
     return out
 
 
+def _growth_from_ledger(value: str, lo: LedgerOpts, trace: str) -> dict:
+    """`--growth ledger[:WINDOW]`: fit the ledger's daily tokens (WINDOW e.g. 90d; default all
+    of it, same --until/--tenant as the trace)."""
+    import time
+
+    from tokenomy.fleet.ledger import ledger_growth
+    from tokenomy.metering.timeparse import parse_time
+
+    window = value.strip().partition(":")[2]
+    since = parse_time(window, now=time.time(), option="--growth ledger:WINDOW") if window else None
+    return ledger_growth(lo.data_dir(trace if _is_ledger(trace) else None), since=since, until=lo.until,
+                         tenant=lo.tenant)
+
+
+def _save(data_dir, name: str, doc: dict) -> str:
+    from tokenomy.fleet.saved import save_result
+
+    return str(save_result(data_dir, name, doc))
+
+
 def _parse_growth(value: str) -> float:
     v = value.strip().lower().replace(" ", "").removesuffix("/month").removesuffix("/mo")
     try:
@@ -90,7 +170,13 @@ def _parse_growth(value: str) -> float:
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_cmd(
-        trace: str = typer.Option(..., "--trace", help=TRACE_HELP),
+        trace: Optional[str] = typer.Option(None, "--trace", help=TRACE_HELP),
+        from_ledger: bool = typer.Option(False, "--from-ledger", help="the workload is the metering ledger's ok events"),
+        data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+        since: Optional[str] = typer.Option(None, "--since", help="ledger events from (7d, 24h, 2026-11-01)"),
+        until: Optional[str] = typer.Option(None, "--until", help="ledger events before"),
+        tenant: Optional[str] = typer.Option(None, "--tenant", help="ledger events of this tenant only"),
+        save: Optional[str] = typer.Option(None, "--save", help="also write the JSON to <data-dir>/plans/NAME.json (dashboard)"),
         model: str = typer.Option("llama-3-8b", "--model", help="catalog model id"),
         accelerator: str = typer.Option("h100", "--accelerator", help="catalog accelerator id"),
         replicas: int = typer.Option(1, "--replicas", min=1, help="replicas behind the load balancer"),
@@ -123,7 +209,9 @@ def register(app: typer.Typer) -> None:
         site_obj = cat.site(site) if site else None
         dep = make_deployment(model, accelerator, count=count, dtype=dtype,
                               engine_efficiency=engine_efficiency, provider=provider, catalog=cat)
-        tr = _load_workload(trace, rate_scale, start, end, limit, seed)
+        lo = LedgerOpts(from_ledger, data_dir, since, until, tenant)
+        trace = _resolve_trace(trace, lo)
+        tr = _load_workload(trace, rate_scale, start, end, limit, seed, lo)
         cfg = SchedulerConfig(max_num_seqs=max_num_seqs, max_batched_tokens=max_batched_tokens,
                               kv_policy=kv_policy, lb=lb)
         with _progress(f"simulating {len(tr)} requests", not as_json) as cb:
@@ -142,6 +230,9 @@ def register(app: typer.Typer) -> None:
             latency_cdf_plot(result, plot, title=f"{dep.label} x{replicas} on {tr.name}",
                              slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
             report["plot"] = plot
+        report["kind"] = "fleet-simulation"
+        if save:
+            report["saved"] = _save(lo.save_dir(trace), save, report)
         if as_json:
             typer.echo(json.dumps(report))
             return
@@ -149,7 +240,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("plan")
     def plan_cmd(
-        trace: str = typer.Option(..., "--trace", help=TRACE_HELP),
+        trace: Optional[str] = typer.Option(None, "--trace", help=TRACE_HELP),
+        from_ledger: bool = typer.Option(False, "--from-ledger", help="the workload is the metering ledger's ok events"),
+        data_dir: Optional[str] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+        since: Optional[str] = typer.Option(None, "--since", help="ledger events from (7d, 24h, 2026-11-01)"),
+        until: Optional[str] = typer.Option(None, "--until", help="ledger events before"),
+        tenant: Optional[str] = typer.Option(None, "--tenant", help="ledger events of this tenant only"),
+        save: Optional[str] = typer.Option(None, "--save", help="also write the JSON to <data-dir>/plans/NAME.json (dashboard)"),
         model: str = typer.Option("llama-3-8b", "--model"),
         slo_tpot_ms: float = typer.Option(..., "--slo-tpot-ms", help="time per output token SLO"),
         slo_ttft_ms: float = typer.Option(2000.0, "--slo-ttft-ms", help="time to first token SLO"),
@@ -161,13 +258,16 @@ def register(app: typer.Typer) -> None:
         counts: str = typer.Option("1,2,4,8", "--counts", help="tensor-parallel degrees to consider"),
         provider: Optional[str] = typer.Option(None, "--provider", help="rental prices of this provider where listed"),
         price: list[str] = typer.Option([], "--price", help="ACCELERATOR=USD per device-hour, overrides the catalog (repeatable)"),
-        growth: Optional[str] = typer.Option(None, "--growth", help="traffic growth, e.g. 8%/month"),
+        growth: Optional[str] = typer.Option(None, "--growth", help="traffic growth, e.g. 8%/month, or 'ledger[:WINDOW]' "
+                                             "(fitted to the ledger's daily tokens, e.g. ledger:90d)"),
         months: int = typer.Option(12, "--months", help="horizon for --growth"),
         attainment_target: float = typer.Option(0.99, "--attainment", help="simulated SLO attainment to reach"),
         no_verify: bool = typer.Option(False, "--no-verify", help="skip the simulation check"),
         plot: Optional[str] = typer.Option(None, "--plot", help="write the plan composition plot (PNG)"),
         slo_sweep: Optional[str] = typer.Option(None, "--slo-sweep", help="also plan at these TPOT SLOs (ms), e.g. 20,40,80,120"),
         sweep_plot: Optional[str] = typer.Option(None, "--sweep-plot", help="write the cost vs TPOT SLO plot (PNG)"),
+        rate_sweep: Optional[str] = typer.Option(None, "--rate-sweep", help="also plan at these rate scales, e.g. 1,2,4,8"),
+        rate_plot: Optional[str] = typer.Option(None, "--rate-plot", help="write the cost vs rate plot (PNG; default sweep 1,2,4,8)"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Cheapest accelerator mix (and sites) that serves a trace under TTFT/TPOT SLOs (MILP)."""
@@ -175,7 +275,24 @@ def register(app: typer.Typer) -> None:
         from tokenomy.fleet.planner import PlanRequest, plan_fleet, plan_growth
 
         cat = load_catalog()
-        tr = _load_workload(trace, rate_scale, 0.0, None, None)
+        lo = LedgerOpts(from_ledger, data_dir, since, until, tenant)
+        growth_from_ledger = bool(growth) and growth.strip().lower().startswith("ledger")
+        trace = _resolve_trace(trace, lo, growth_from_ledger)
+        rate_scales = None
+        if rate_sweep or rate_plot:
+            try:
+                rate_scales = [float(v) for v in _parse_list(rate_sweep or "1,2,4,8")]
+                if not rate_scales or min(rate_scales) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise TokenomyError(f"bad --rate-sweep '{rate_sweep}': expected scales > 0, e.g. 1,2,4,8") from None
+        growth_fit = None
+        if growth_from_ledger:
+            growth_fit = _growth_from_ledger(growth, lo, trace)  # fails fast, before planning
+            monthly_growth = growth_fit["monthly_growth"]
+        elif growth:
+            monthly_growth = _parse_growth(growth)
+        tr = _load_workload(trace, rate_scale, 0.0, None, None, lo=lo)
         req = PlanRequest(
             model=cat.model(model),
             accelerators=tuple(cat.accelerator(a) for a in _parse_list(accelerators)),
@@ -192,7 +309,13 @@ def register(app: typer.Typer) -> None:
         with _progress("planning", not as_json) as cb:
             result = plan_fleet(tr, req, verify=not no_verify, progress=cb)
             if growth:
-                result["growth"] = plan_growth(tr, req, monthly_growth=_parse_growth(growth), months=months)
+                result["growth"] = plan_growth(tr, req, monthly_growth=monthly_growth, months=months)
+                if growth_fit is not None:
+                    result["growth"]["fit"] = growth_fit
+            if rate_scales:
+                from tokenomy.fleet.planner import cost_vs_rate
+
+                result["cost_vs_rate"] = cost_vs_rate(tr, req, rate_scales, verify=not no_verify)
             if slo_sweep:
                 from tokenomy.fleet.planner import cost_vs_slo
 
@@ -212,6 +335,18 @@ def register(app: typer.Typer) -> None:
             cost_vs_slo_plot([p for p in result["cost_vs_slo"] if p["feasible"]], sweep_plot,
                              title=f"{model} on {tr.name}: cost vs TPOT SLO")
             result["sweep_plot"] = sweep_plot
+        if rate_plot:
+            from tokenomy.fleet.plots import cost_vs_rate_plot
+
+            feasible = [p for p in result["cost_vs_rate"] if p["feasible"]]
+            if not feasible:
+                raise TokenomyError("no feasible plan at any --rate-sweep scale: nothing to plot")
+            cost_vs_rate_plot(feasible, rate_plot, title=f"{model} on {tr.name}: cost vs arrival rate "
+                                                         f"(TPOT {slo_tpot_ms:g} ms, TTFT {slo_ttft_ms:g} ms)")
+            result["rate_plot"] = rate_plot
+        result["kind"] = "fleet-plan"
+        if save:
+            result["saved"] = _save(lo.save_dir(trace), save, result)
         if as_json:
             typer.echo(json.dumps(result))
             return
@@ -237,6 +372,8 @@ def _print_simulation(r: dict) -> None:
     t.add_row("energy (IT)", f"{r['energy_kwh']:.3f} kWh")
     t.add_row("cost", f"${r['cost_usd']:.4f}  (${r['usd_per_mtok']:.4f}/Mtok)" if r["usd_per_mtok"] else f"${r['cost_usd']:.4f}")
     t.add_row("preemptions", str(r["preemptions"]))
+    if r.get("saved"):
+        t.add_row("saved", r["saved"])
     Console().print(t)
 
 
@@ -264,6 +401,19 @@ def _print_plan(r: dict) -> None:
                     + (f"  cap binds: {', '.join(m['caps_binding'])}" if m["caps_binding"] else ""))
         else:
             c.print(f"month {m['month']:>2}: infeasible ({m['binding']} binds)")
+    fit = (r.get("growth") or {}).get("fit")
+    if fit:
+        c.print(f"growth fitted to {fit['days']} days of ledger tokens ({fit['first_day']} .. {fit['last_day']}): "
+                f"{fit['daily_growth']:+.2%}/day = {fit['monthly_growth']:+.1%}/month (R^2 {fit['r2']:.2f})")
+    for p in r.get("cost_vs_rate") or []:
+        if p["feasible"]:
+            c.print(f"rate x{p['rate_scale']:g} ({p['rate_per_s']:g}/s): ${p['usd_per_hour']:.2f}/h "
+                    f"${p['usd_per_mtok']:.4f}/Mtok vs best single {p['best_single_accelerator']} "
+                    f"${p['best_single_usd_per_hour']:.2f}/h")
+        else:
+            c.print(f"rate x{p['rate_scale']:g}: infeasible: {p['reason']}")
+    if r.get("saved"):
+        c.print(f"saved: {r['saved']}")
     for p in r.get("cost_vs_slo") or []:
         if p["feasible"]:
             c.print(f"TPOT {p['slo_tpot_ms']:g} ms: ${p['usd_per_hour']:.2f}/h vs best single "

@@ -307,7 +307,7 @@ def plan_growth(trace: Trace, req: PlanRequest, *, monthly_growth: float, months
                    req.power_caps_mw[s.id] - d["site_mw"].get(s.id, 0.0) < smallest_mw[s.id]]
         out.append({"month": m, "rate_scale": round(scale, 4), "feasible": True, "usd_per_hour": d["usd_per_hour"],
                     "usd_per_mtok": d["usd_per_mtok"], "site_mw": d["site_mw"], "caps_binding": binding,
-                    "replicas": {f"{a['accelerator']}x{a['count']}/{a['dtype']}@{a['site']}": a["replicas"]
+                    "replicas": {f"{a['accelerator']}x{a['count']}/{a['dtype']}" + (f"@{a['site']}" if a["site"] else ""): a["replicas"]
                                  for a in d["assignments"]}})
     first_bind: dict[str, int] = {}
     for m in out:
@@ -353,4 +353,35 @@ def cost_vs_slo(trace: Trace, req: PlanRequest, slos_tpot_ms: list[float], *, ve
         point["saving_fraction"] = round(max(0.0, 1 - point["usd_per_hour"] / b), 6) if b else 0.0
         points.append(point)
         prev = point
+    return points
+
+
+def cost_vs_rate(trace: Trace, req: PlanRequest, rate_scales: list[float], *, verify: bool = False) -> list[dict]:
+    """The plan's and the best single type's $/h and $/Mtok with the trace's arrival rate scaled
+    by each factor (same requests, time compressed); infeasible scales are marked with the reason."""
+    from tokenomy.fleet.workload import scale_rate
+
+    points: list[dict] = []
+    for x in sorted(float(v) for v in rate_scales):
+        if not x > 0:
+            raise TokenomyError(f"rate scales must be > 0, got {x:g}")
+        scaled = scale_rate(trace, x)
+        try:
+            r = plan_fleet(scaled, req, verify=verify)
+        except TokenomyError as exc:
+            points.append({"rate_scale": x, "rate_per_s": round(scaled.rate_per_s, 4), "feasible": False,
+                           "reason": str(exc)})
+            continue
+        b = r["best_single"]
+        points.append({
+            "rate_scale": x, "rate_per_s": round(scaled.rate_per_s, 4), "feasible": True,
+            "usd_per_hour": r["usd_per_hour"], "usd_per_mtok": r["usd_per_mtok"],
+            "slo_attainment": r["slo_attainment"],
+            "best_single_accelerator": b["accelerator"] if b else None,
+            "best_single_usd_per_hour": b["usd_per_hour"] if b else None,
+            "best_single_usd_per_mtok": b["usd_per_mtok"] if b else None,
+            "saving_fraction": r["saving_fraction"],
+            "mix": {f"{a['accelerator']}x{a['count']}/{a['dtype']}" + (f"@{a['site']}" if a["site"] else ""):
+                    a["replicas"] for a in r["assignments"]},
+        })
     return points

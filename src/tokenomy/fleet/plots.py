@@ -1,4 +1,4 @@
-"""Plots of plans (PNG): plan composition, cost vs SLO, plan over time."""
+"""Plots of plans (PNG): plan composition, cost vs SLO, cost vs rate, plan over time."""
 
 from __future__ import annotations
 
@@ -70,6 +70,44 @@ def cost_vs_slo_plot(points: list[dict], path: str, *, title: str = "") -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cost_vs_rate_plot(points: list[dict], path: str, *, title: str = "") -> None:
+    """points: feasible cost_vs_rate points -> $/h (left) and $/Mtok (right) vs the rate scale,
+    for the mixed plan and the best single type, with the mix annotated at each rate."""
+    plt = _plt()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    xs = [p["rate_scale"] for p in points]
+    ax.plot(xs, [p["usd_per_hour"] for p in points], marker="o", label="mixed plan")
+    ax.plot(xs, [p["best_single_usd_per_hour"] for p in points], marker="s", ls="--", label="best single type")
+    for i, p in enumerate(points):
+        mix = "\n".join(f"{n} × {k}" for k, n in p["mix"].items())  # replicas × accelerator x TP / dtype
+        right = i >= len(points) / 2  # keep the labels inside the axes
+        ax.annotate(mix, (p["rate_scale"], p["usd_per_hour"]), textcoords="offset points",
+                    xytext=(-6 if right else 6, 4 if right else -4), ha="right" if right else "left",
+                    va="bottom" if right else "top", fontsize=6.5, color="dimgray")
+    ax.set_ylabel("USD per hour")
+    ax.set_title("fleet cost", fontsize=10)
+    bx.plot(xs, [p["usd_per_mtok"] for p in points], marker="o", label="mixed plan")
+    bx.plot(xs, [p["best_single_usd_per_mtok"] for p in points], marker="s", ls="--", label="best single type")
+    bx.set_ylabel("USD per million tokens")
+    bx.set_title("unit cost", fontsize=10)
+    for a, keys in ((ax, ("usd_per_hour", "best_single_usd_per_hour")),
+                    (bx, ("usd_per_mtok", "best_single_usd_per_mtok"))):
+        top = max((p[k] for p in points for k in keys if p.get(k) is not None), default=1.0)
+        if xs and min(xs) > 0 and max(xs) / min(xs) >= 4:
+            a.set_xscale("log", base=2)
+        a.set_xticks(xs, [f"{x:g}x\n{p['rate_per_s']:.3g}/s" for x, p in zip(xs, points)], fontsize=8)
+        a.minorticks_off()
+        a.set_xlabel("arrival rate (x trace rate, requests/s)")
+        a.set_ylim(0, top * 1.15)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8, loc="upper left" if a is ax else "lower left")
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
