@@ -1,1 +1,30 @@
-"""tokenomy.dashboard"""
+"""Web dashboard served by the gateway at /dashboard (pages) and /dashboard/api/ (JSON/CSV).
+
+    from tokenomy.dashboard import mount
+    mount(app, metering)            # one line in the gateway's app factory
+
+Pages read pre-aggregated rollups kept in the ledger's SQLite file (tables `rollup_*`),
+folded incrementally from the events; no raw-event scans on the page path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenomy.dashboard.api import DashboardConfig
+
+
+def mount(app, metering: Any, *, config: DashboardConfig | dict | None = None) -> None:
+    """Add the dashboard routes to an aiohttp app (before it starts).
+
+    `metering`: the tokenomy.metering.Metering the app uses (opened with Metering.open(data_dir));
+    `config`: a DashboardConfig or a dict of its fields (strong_model, single_deployment, ...)."""
+    from tokenomy.dashboard.api import Dashboard
+    from tokenomy.dashboard.routes import add_routes
+
+    if isinstance(config, dict):
+        config = DashboardConfig(**config)
+    add_routes(app, Dashboard(metering, config or DashboardConfig()))
+
+
+__all__ = ["DashboardConfig", "mount"]

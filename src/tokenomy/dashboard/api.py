@@ -1,0 +1,241 @@
+"""The dashboard's data API under /dashboard/api/: JSON by default, CSV with ?format=csv.
+
+Every route needs `Authorization: Bearer <admin key | tenant key>`. The admin sees every
+tenant (and may filter with ?tenant=); a tenant key sees only its own tenant: asking for
+another one is a 403. Time window: ?range=1h|6h|24h|7d|30d|90d|all (default 24h) or
+?since=&until= (unix seconds or ISO 8601); ?res=minute|hour|day overrides the resolution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tokenomy.dashboard import queries
+from tokenomy.dashboard.baselines import Rates
+from tokenomy.dashboard.rollups import RESOLUTIONS, Rollups
+
+RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "90d": 90 * 86400}
+DEFAULT_RANGE = "24h"
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 503: "service_unavailable"}
+
+
+@dataclass
+class DashboardConfig:
+    """Optional settings; every default works with none given."""
+
+    strong_model: str | None = None          # all-strong baseline model (default: the priciest seen)
+    single_deployment: dict[str, str] = field(default_factory=dict)  # model -> pinned deployment
+    near_limit_fraction: float = 0.8         # "near a limit" from this share of a budget / cap
+    refresh_s: int = 30                      # auto-refresh period of the pages
+    min_fold_interval_s: float = 1.0         # rollups catch up with the ledger at most this often
+    plans_dir: Path | None = None            # default <data_dir>/plans
+
+
+class DashError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+def error_response(err: DashError) -> web.Response:
+    body = {"error": {"message": err.message, "type": _ERROR_TYPES.get(err.status, "api_error"),
+                      "param": err.param, "code": err.code}}
+    return web.Response(status=err.status, body=orjson.dumps(body), content_type="application/json")
+
+
+class Dashboard:
+    """Per-app state: metering (auth, tenants, keys), rollups (lazily opened) and config."""
+
+    def __init__(self, metering: Any, config: DashboardConfig):
+        self.metering = metering
+        self.config = config
+        self._rollups: Rollups | None = None
+        self._open_lock = asyncio.Lock()
+
+    @property
+    def data_dir(self) -> Path | None:
+        d = getattr(self.metering, "data_dir", None)
+        return Path(d) if d is not None else None
+
+    def _open_rollups(self) -> Rollups:
+        path = getattr(getattr(self.metering, "ledger", None), "path", None)
+        if path is None:
+            raise DashError(503, "the dashboard needs the SQLite ledger (metering opened with Metering.open(data_dir))",
+                            code="no_ledger")
+        return Rollups(path, min_interval_s=self.config.min_fold_interval_s)
+
+    async def rollups(self, fold: bool = True) -> Rollups:
+        if self._rollups is None:
+            async with self._open_lock:
+                if self._rollups is None:
+                    self._rollups = await asyncio.to_thread(self._open_rollups)
+        if fold:
+            await asyncio.to_thread(self._rollups.maybe_fold)
+        return self._rollups
+
+    @staticmethod
+    def rollup_meta(r: Rollups) -> dict:
+        """{"behind": events not folded yet} — non-zero while a large ledger is being caught up."""
+        return {"behind": max(0, r.behind())}
+
+    async def close(self) -> None:
+        if self._rollups is not None:
+            await asyncio.to_thread(self._rollups.close)
+            self._rollups = None
+
+    # request helpers ---------------------------------------------------------------------
+    def principal(self, request: web.Request):
+        from tokenomy.metering import MeteringError
+
+        header = request.headers.get("Authorization", "")
+        secret = header[7:].strip() if header[:7].lower() == "bearer " else None
+        try:
+            return self.metering.authenticate(secret)
+        except MeteringError as exc:
+            raise DashError(getattr(exc, "status", 401), exc.message, code=getattr(exc, "code", None)) from None
+
+    @staticmethod
+    def scope(request: web.Request, p) -> str | None:
+        """The tenant this request may see: None = all (admin only)."""
+        wanted = request.query.get("tenant") or None
+        if p.is_admin:
+            return wanted
+        if wanted is not None and wanted != p.tenant:
+            raise DashError(403, f"a key of tenant '{p.tenant}' cannot see tenant '{wanted}'", code="permission_denied",
+                            param="tenant")
+        return p.tenant
+
+    async def window(self, request: web.Request, r: Rollups) -> queries.Window:
+        q = request.query
+        now = time.time()
+        res = q.get("res") or None
+        if res is not None and res not in RESOLUTIONS:
+            raise DashError(400, f"res must be one of {', '.join(RESOLUTIONS)}", param="res", code="invalid_value")
+        if q.get("since") or q.get("until"):
+            until = _time_param(q, "until", now)
+            since = _time_param(q, "since", until - 86400)
+        else:
+            name = q.get("range") or DEFAULT_RANGE
+            until = now
+            if name == "all":
+                first = (await asyncio.to_thread(r.query, "SELECT MIN(bucket) FROM rollup_day"))[0][0]
+                since = float(first) if first is not None else now - 86400
+            elif name in RANGES:
+                since = now - RANGES[name]
+            else:
+                raise DashError(400, f"range must be one of {', '.join([*RANGES, 'all'])}", param="range",
+                                code="invalid_value")
+        if since >= until:
+            raise DashError(400, "since must be before until", param="since", code="invalid_value")
+        return queries.make_window(since, until, res)
+
+    def context(self, request: web.Request) -> queries.Context:
+        known: dict[str, Rates] = {}
+        live: dict[str, dict] = {}
+        first: dict[str, str] = {}
+        gw = _gateway(request.app)
+        if gw is not None:
+            from tokenomy.gateway.health import STATE_NAMES
+
+            for name, d in gw.deployments.items():
+                known[name] = Rates(d.p_in, d.p_cached, d.p_out, d.p_reason)
+                live[name] = {"breaker": STATE_NAMES.get(d.breaker.state, str(d.breaker.state)),
+                              "in_flight": d.in_flight, "max_in_flight": d.max_in_flight,
+                              "ttft_ms_ewma": d.ttft_ms.value, "tpot_ms_ewma": d.tpot_ms.value}
+            first = {alias: g.deployments[0].name for alias, g in gw.groups.items() if g.deployments}
+        c = self.config
+        return queries.Context(known_rates=known, strong_model=c.strong_model, pinned=c.single_deployment,
+                               group_first=first, live=live, near_limit_fraction=c.near_limit_fraction)
+
+    def plans_dir(self) -> Path | None:
+        if self.config.plans_dir is not None:
+            return Path(self.config.plans_dir)
+        return self.data_dir / "plans" if self.data_dir is not None else None
+
+
+def _gateway(app: web.Application):
+    """The gateway's live state, when the dashboard is mounted on the gateway app."""
+    try:
+        from tokenomy.gateway.app import GATEWAY_KEY
+    except Exception:  # pragma: no cover - gateway not importable
+        return None
+    try:
+        return app.get(GATEWAY_KEY)
+    except Exception:
+        return None
+
+
+def _time_param(q, name: str, default: float) -> float:
+    raw = q.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise DashError(400, f"'{name}' must be unix seconds or an ISO 8601 time, not '{raw}'", param=name,
+                        code="invalid_value") from None
+    if dt.tzinfo is None:
+        from datetime import timezone
+
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _json_default(o: Any):
+    from decimal import Decimal
+
+    if isinstance(o, Decimal):
+        return format(o, "f")
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def render(request: web.Request, data: dict) -> web.Response:
+    """JSON, or one of data["tables"] as CSV (?format=csv[&table=NAME])."""
+    fmt = request.query.get("format", "json")
+    headers = {"Cache-Control": "no-store"}
+    if fmt == "json":
+        return web.Response(body=orjson.dumps(data, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY),
+                            content_type="application/json", headers=headers)
+    if fmt != "csv":
+        raise DashError(400, "format must be json or csv", param="format", code="invalid_value")
+    tables = data.get("tables") or {}
+    name = request.query.get("table") or next(iter(tables), None)
+    if name not in tables:
+        raise DashError(404, f"no table '{name}'; tables: {', '.join(tables) or 'none'}", param="table",
+                        code="unknown_table")
+    return web.Response(text=to_csv(tables[name]), content_type="text/csv",
+                        headers={**headers, "Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+def to_csv(rows: list[dict]) -> str:
+    cols: list[str] = []
+    for row in rows:
+        for k in row:
+            if k not in cols:
+                cols.append(k)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for row in rows:
+        w.writerow(["" if row.get(c) is None else
+                    json.dumps(row[c], default=str) if isinstance(row.get(c), (dict, list)) else row.get(c)
+                    for c in cols])
+    return buf.getvalue()

@@ -1,0 +1,459 @@
+"use strict";
+// tokenomy dashboard: fetches /dashboard/api/<page> with the key kept in sessionStorage and
+// draws tables, KPI cards, uPlot time series (canvas) and small SVG bar charts.
+// Every chart container gets data-points = the number of data points drawn (used by tests).
+
+const KEY = "tokenomy_key";
+const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563", "#65a30d", "#ea580c"];
+const PAGE = document.body.dataset.page;
+const state = {who: null, charts: [], timer: null, loading: false, plan: null};
+
+// ---------------------------------------------------------------- helpers
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined) continue;
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+const num = (x) => (x === null || x === undefined || x === "") ? null : Number(x);
+function fmtNum(x, digits = 0) {
+  x = num(x); if (x === null || !isFinite(x)) return "–";
+  const a = Math.abs(x);
+  if (a >= 1e9) return (x / 1e9).toFixed(2) + "G";
+  if (a >= 1e6) return (x / 1e6).toFixed(2) + "M";
+  if (a >= 1e4) return (x / 1e3).toFixed(1) + "k";
+  return x.toLocaleString(undefined, {maximumFractionDigits: digits});
+}
+function fmtUSD(x) {
+  x = num(x); if (x === null || !isFinite(x)) return "–";
+  const a = Math.abs(x), sign = x < 0 ? "-$" : "$";
+  if (a >= 1000) return sign + a.toLocaleString(undefined, {maximumFractionDigits: 0});
+  if (a >= 1) return sign + a.toFixed(2);
+  if (a >= 0.01) return sign + a.toFixed(4);
+  if (a === 0) return "$0";
+  return sign + a.toPrecision(3);
+}
+const fmtPct = (x) => (num(x) === null ? "–" : (100 * x).toFixed(1) + "%");
+const fmtMs = (x) => (num(x) === null ? "–" : (x >= 1000 ? (x / 1000).toFixed(2) + " s" : x.toFixed(0) + " ms"));
+const fmtJ = (x) => (num(x) === null ? "–" : (x >= 100 ? x.toFixed(0) : x.toPrecision(3)) + " J");
+const fmtFix = (d) => (x) => (num(x) === null ? "–" : Number(x).toFixed(d));
+
+function params() {
+  const p = new URLSearchParams(location.search);
+  const out = new URLSearchParams();
+  out.set("range", p.get("range") || document.getElementById("range").value || "24h");
+  if (p.get("tenant")) out.set("tenant", p.get("tenant"));
+  for (const k of ["since", "until", "res", "model", "slo_tpot_ms", "context", "plan"]) if (p.get(k)) out.set(k, p.get(k));
+  return out;
+}
+function setParam(k, v) {
+  const p = new URLSearchParams(location.search);
+  if (v) p.set(k, v); else p.delete(k);
+  history.replaceState(null, "", location.pathname + (p.toString() ? "?" + p : ""));
+}
+function toLogin() {
+  location.href = "/dashboard/login?next=" + encodeURIComponent(location.pathname + location.search);
+}
+async function api(path, query) {
+  const key = sessionStorage.getItem(KEY);
+  if (!key) { toLogin(); throw new Error("not logged in"); }
+  const url = "/dashboard/api/" + path + (query && query.toString() ? "?" + query : "");
+  const r = await fetch(url, {headers: {Authorization: "Bearer " + key}, cache: "no-store"});
+  if (r.status === 401) { sessionStorage.removeItem(KEY); toLogin(); throw new Error("unauthorised"); }
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error((body.error && body.error.message) || ("HTTP " + r.status));
+  if (body.meta && body.meta.rollups) state.last = body;
+  return body;
+}
+function showError(msg) {
+  const s = document.getElementById("status");
+  s.replaceChildren(msg ? el("div", {class: "error", text: msg}) : "");
+}
+
+// ---------------------------------------------------------------- building blocks
+function cards(items) {
+  return el("div", {class: "cards"}, items.map(([label, value, sub, cls]) =>
+    el("div", {class: "card kpi"}, el("div", {class: "label", text: label}),
+      el("div", {class: "value " + (cls || ""), text: value}), sub ? el("div", {class: "sub", text: sub}) : null)));
+}
+function panel(title, body, extraClass) {
+  return el("section", {class: "card " + (extraClass || "")}, el("h2", {text: title}), body);
+}
+function empty(text) { return el("div", {class: "empty", text}); }
+function table(rows, cols, opts) {
+  if (!rows || !rows.length) return empty((opts && opts.empty) || "No rows.");
+  const head = el("tr", {}, cols.map((c) => el("th", {class: c.num ? "num" : "", text: c.label})));
+  const body = rows.map((r) => el("tr", {}, cols.map((c) => {
+    const v = c.render ? c.render(r) : (c.fmt ? c.fmt(r[c.key]) : (r[c.key] ?? "–"));
+    return el("td", {class: c.num ? "num" : ""}, v instanceof Node ? v : String(v));
+  })));
+  return el("div", {class: "table-wrap"}, el("table", {}, el("thead", {}, head), el("tbody", {}, body)));
+}
+function usageBar(frac) {
+  if (num(frac) === null) return "–";
+  const hot = frac >= 0.8;
+  return el("span", {}, el("span", {class: "bar" + (hot ? " hot" : "")}, el("span", {style: "width:" + Math.min(100, 100 * frac).toFixed(1) + "%"})),
+    fmtPct(frac));
+}
+
+// Time series with uPlot (canvas). series: [{label, values, color?, fmt?}]
+function lineChart(title, xs, series, yFmt, emptyText) {
+  const box = el("div", {class: "chart", "data-chart": title});
+  const points = series.reduce((n, s) => n + s.values.filter((v) => v !== null && v !== undefined).length, 0);
+  box.dataset.points = String(points);
+  const wrap = panel(title, box);
+  if (!xs.length || points === 0) { box.append(empty(emptyText || "No data in this range.")); return wrap; }
+  requestAnimationFrame(() => {
+    const width = Math.max(300, box.clientWidth - 4);
+    const opts = {
+      width, height: 230, legend: {show: true},
+      scales: {x: {time: true}},
+      axes: [{stroke: "#6b7280", grid: {stroke: "#eef0f3"}},
+             {stroke: "#6b7280", grid: {stroke: "#eef0f3"}, size: 70, values: (u, vals) => vals.map((v) => yFmt ? yFmt(v) : fmtNum(v, 2))}],
+      series: [{}, ...series.map((s, i) => ({label: s.label, stroke: s.color || PALETTE[i % PALETTE.length], width: 2,
+        scale: s.scale || "y", spanGaps: false, points: {show: xs.length < 60},
+        value: (u, v) => (v === null || v === undefined ? "–" : ((s.fmt || yFmt) ? (s.fmt || yFmt)(v) : fmtNum(v, 2)))}))],
+    };
+    // a series on its own scale (e.g. J/token next to $/Mtok) gets an axis on the right
+    for (const s of series.filter((s) => s.scale)) {
+      opts.axes.push({scale: s.scale, side: 1, stroke: s.color || "#6b7280", grid: {show: false}, size: 70,
+        values: (u, vals) => vals.map((v) => (s.fmt ? s.fmt(v) : fmtNum(v, 3)))});
+    }
+    const u = new uPlot(opts, [xs, ...series.map((s) => s.values)], box);
+    state.charts.push(u);
+  });
+  return wrap;
+}
+// Horizontal bar chart as SVG. bars: [{label, value}], optional second series via opts.second
+function barChart(title, bars, fmt, opts) {
+  opts = opts || {};
+  const box = el("div", {class: "chart", "data-chart": title});
+  const items = bars.filter((b) => num(b.value) !== null);
+  box.dataset.points = String(items.length);
+  const wrap = panel(title, box);
+  if (!items.length) { box.append(empty(opts.empty || "No data in this range.")); return wrap; }
+  const ns = "http://www.w3.org/2000/svg";
+  const rowH = opts.second ? 30 : 22, labelW = opts.labelW || 190, w = 640, valueW = 90;
+  const h = items.length * rowH + 24;
+  const max = Math.max(...items.map((b) => Math.max(Number(b.value), num(b.value2) || 0)), 1e-12);
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`); svg.setAttribute("width", "100%");
+  svg.setAttribute("class", "legend-svg");
+  const mk = (tag, a) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(a)) e.setAttribute(k, v); return e; };
+  items.forEach((b, i) => {
+    const y = i * rowH + 4, plotW = w - labelW - valueW;
+    const t = mk("text", {x: labelW - 6, y: y + 13, "text-anchor": "end"}); t.textContent = b.label; svg.append(t);
+    const bw = Math.max(1, plotW * Number(b.value) / max);
+    const r = mk("rect", {x: labelW, y, width: bw, height: opts.second ? 11 : 15, fill: b.color || PALETTE[0], rx: 2, "data-value": b.value});
+    const tip = mk("title", {}); tip.textContent = `${b.label}: ${fmt(b.value)}`; r.append(tip); svg.append(r);
+    if (opts.second && num(b.value2) !== null) {
+      svg.append(mk("rect", {x: labelW, y: y + 13, width: Math.max(1, plotW * Number(b.value2) / max), height: 11, fill: PALETTE[1], rx: 2}));
+    }
+    const vt = mk("text", {x: labelW + bw + 5, y: y + 13}); vt.textContent = fmt(b.value) + (opts.second && num(b.value2) !== null ? " / " + fmt(b.value2) : ""); svg.append(vt);
+  });
+  if (opts.second) {
+    const ly = h - 6;
+    svg.append(mk("rect", {x: labelW, y: ly - 9, width: 10, height: 10, fill: PALETTE[0]}));
+    const a = mk("text", {x: labelW + 14, y: ly}); a.textContent = opts.first; svg.append(a);
+    svg.append(mk("rect", {x: labelW + 150, y: ly - 9, width: 10, height: 10, fill: PALETTE[1]}));
+    const b2 = mk("text", {x: labelW + 164, y: ly}); b2.textContent = opts.second; svg.append(b2);
+  }
+  box.append(svg);
+  return wrap;
+}
+const xsOf = (series) => series.map((p) => p.ts);
+const col = (series, k) => series.map((p) => (p[k] === undefined ? null : p[k]));
+
+// ---------------------------------------------------------------- pages
+const PAGES = {};
+
+PAGES.overview = async (q) => {
+  const d = await api("overview", q);
+  const t = d.totals, s = d.tables.series, sv = t.savings;
+  const xs = xsOf(s);
+  const strongTxt = sv.all_strong.strong_model ? "all on " + sv.all_strong.strong_model : "no strong model seen";
+  const saveCls = (f) => (num(f) === null ? "" : f >= 0 ? "good" : "bad");
+  return [
+    cards([
+      ["Requests", fmtNum(t.requests), fmtNum(t.errors) + " errors"],
+      ["Tokens", fmtNum(t.tokens), fmtNum(t.input_tokens) + " in · " + fmtNum(t.output_tokens) + " out"],
+      ["Spend (serving cost)", fmtUSD(t.cost_usd), "billed " + fmtUSD(t.price_usd)],
+      ["$/Mtok", fmtUSD(t.usd_per_mtok), "billed " + fmtUSD(t.price_usd_per_mtok) + "/Mtok"],
+      ["J/token", fmtJ(t.joules_per_token), fmtNum(t.energy_joules / 3.6e6, 3) + " kWh"],
+      ["Saved vs all-strong", fmtUSD(sv.all_strong.saved_usd), fmtPct(sv.all_strong.saved_fraction) + " · " + strongTxt, saveCls(sv.all_strong.saved_fraction)],
+      ["Saved vs single deployment", fmtUSD(sv.single_deployment.saved_usd), fmtPct(sv.single_deployment.saved_fraction) + " of " + fmtUSD(sv.single_deployment.baseline_usd) + " · " +
+        Object.entries(sv.single_deployment.pinned).map(([m, d]) => m + " on " + d).join(", "), saveCls(sv.single_deployment.saved_fraction)],
+    ]),
+    el("div", {class: "grid2"},
+      lineChart("Requests", xs, [{label: "requests", values: col(s, "requests")}, {label: "errors", values: col(s, "errors"), color: PALETTE[1]}], (v) => fmtNum(v)),
+      lineChart("Spend vs baselines (USD per bucket)", xs, [
+        {label: "actual", values: col(s, "cost_usd")},
+        {label: "all-strong", values: col(s, "all_strong_usd"), color: PALETTE[1]},
+        {label: "single deployment", values: col(s, "single_deployment_usd"), color: PALETTE[3]}], fmtUSD),
+      lineChart("Tokens", xs, [{label: "input", values: col(s, "input_tokens")}, {label: "output", values: col(s, "output_tokens"), color: PALETTE[2]}], (v) => fmtNum(v)),
+      lineChart("$/Mtok and J/token", xs, [{label: "$/Mtok", values: col(s, "usd_per_mtok"), fmt: fmtUSD},
+        {label: "J/token", values: col(s, "joules_per_token"), color: PALETTE[4], scale: "J", fmt: fmtJ}], fmtUSD),
+    ),
+  ];
+};
+
+PAGES.routing = async (q) => {
+  const d = await api("routing", q);
+  const t = d.totals, s = d.tables.series, xs = xsOf(s);
+  const mixSeries = t.models.map((m) => ({label: m, values: col(s, m)}));
+  const quality = d.tables.quality;
+  const out = [
+    cards([
+      ["Requests", fmtNum(t.requests), t.models.length + " models"],
+      ["Strong-call share", fmtPct(t.strong_share), fmtNum(t.routed) + " routed requests"],
+      ["Predicted quality", num(t.predicted_quality_mean) === null ? "–" : t.predicted_quality_mean.toFixed(3), "mean over routed requests"],
+      ["Feedback labels", fmtNum(t.feedback_n), "POST /v1/feedback"],
+    ]),
+    el("div", {class: "grid2"},
+      lineChart("Model mix (requests)", xs, mixSeries, (v) => fmtNum(v)),
+      lineChart("Strong-call share", xs, [{label: "strong share", values: col(s, "strong_share")}], fmtPct,
+        "No routing decisions recorded in this range (requests name a model directly)."),
+      barChart("Requests by model and deployment", d.tables.mix.map((m, i) => ({label: m.model + " · " + m.deployment, value: m.requests, color: PALETTE[i % PALETTE.length]})), (v) => fmtNum(v)),
+      quality.length
+        ? barChart("Predicted vs observed quality (feedback)", quality.map((r) => ({label: r.model + " (n=" + r.n + ")", value: r.predicted_mean, value2: r.observed_mean})), fmtFix(3), {first: "predicted", second: "observed"})
+        : panel("Predicted vs observed quality", el("div", {class: "empty", "data-empty": "quality", text: "No quality feedback yet. Labels sent with POST /v1/feedback {request_id, score} appear here, next to the router's predicted quality."})),
+    ),
+    panel("Model mix", table(d.tables.mix, [
+      {key: "model", label: "model"}, {key: "deployment", label: "deployment"},
+      {key: "requests", label: "requests", num: true, fmt: fmtNum}, {key: "share", label: "share", num: true, fmt: fmtPct},
+      {key: "tokens", label: "tokens", num: true, fmt: fmtNum}, {key: "cost_usd", label: "cost", num: true, fmt: fmtUSD}], {empty: "No requests in this range."})),
+  ];
+  if (d.tables.calibration.length) out.push(panel("Calibration (predicted quality bins)", table(d.tables.calibration, [
+    {key: "bin", label: "predicted"}, {key: "n", label: "n", num: true}, {key: "predicted_mean", label: "predicted mean", num: true, fmt: fmtFix(3)},
+    {key: "observed_mean", label: "observed mean", num: true, fmt: fmtFix(3)}])));
+  return out;
+};
+
+PAGES.deployments = async (q) => {
+  const d = await api("deployments", q);
+  const rows = d.tables.deployments, names = d.totals.deployments;
+  const rq = d.tables.requests, lat = d.tables.latency;
+  const breaker = (r) => r.breaker ? el("span", {class: "badge " + r.breaker, text: r.breaker}) : el("span", {class: "muted", text: "n/a"});
+  return [
+    cards([
+      ["Deployments", String(names.length), d.meta.live ? "live state from the gateway" : "from the ledger only"],
+      ["Open breakers", String(d.totals.open_breakers.length), d.totals.open_breakers.join(", ") || "none", d.totals.open_breakers.length ? "bad" : "good"],
+    ]),
+    panel("Deployments", table(rows, [
+      {key: "deployment", label: "deployment"}, {label: "breaker", render: breaker},
+      {key: "in_flight", label: "in flight", num: true, fmt: (v) => (v === null || v === undefined ? "–" : String(v))},
+      {key: "mean_in_flight", label: "mean in flight", num: true, fmt: (v) => (num(v) === null ? "–" : Number(v).toPrecision(3))},
+      {key: "utilization", label: "utilisation", num: true, fmt: fmtPct},
+      {key: "requests", label: "requests", num: true, fmt: fmtNum},
+      {key: "error_rate", label: "errors", num: true, fmt: fmtPct},
+      {key: "latency_ms_p50", label: "p50", num: true, fmt: fmtMs}, {key: "latency_ms_p99", label: "p99", num: true, fmt: fmtMs},
+      {key: "ttft_ms_p50", label: "TTFT p50", num: true, fmt: fmtMs},
+      {key: "usd_per_mtok", label: "$/Mtok", num: true, fmt: fmtUSD}, {key: "joules_per_token", label: "J/token", num: true, fmt: fmtJ},
+      {key: "cost_usd", label: "cost", num: true, fmt: fmtUSD}], {empty: "No deployments seen in this range."})),
+    el("div", {class: "grid2"},
+      lineChart("Requests per deployment", xsOf(rq), names.map((n) => ({label: n, values: col(rq, n)})), (v) => fmtNum(v)),
+      lineChart("Mean latency per deployment", xsOf(lat), names.map((n) => ({label: n, values: col(lat, n)})), fmtMs),
+      barChart("Latency p50 / p99", rows.filter((r) => r.latency_ms_p50 !== null).map((r) => ({label: r.deployment, value: r.latency_ms_p50, value2: r.latency_ms_p99})), fmtMs, {first: "p50", second: "p99"}),
+      barChart("$/Mtok by deployment", rows.map((r, i) => ({label: r.deployment, value: r.usd_per_mtok, color: PALETTE[i % PALETTE.length]})), fmtUSD),
+    ),
+  ];
+};
+
+PAGES.tenants = async (q) => {
+  const d = await api("tenants", q);
+  const t = d.totals, rows = d.tables.tenants;
+  return [
+    cards([
+      ["Tenants", String(t.tenants)], ["Serving cost", fmtUSD(t.cost_usd)], ["Revenue", fmtUSD(t.revenue_usd)],
+      ["Margin", fmtUSD(t.margin_usd), t.negative_margin_tenants.length + " tenants below zero", num(t.margin_usd) < 0 ? "bad" : ""],
+      ["Near a limit", String(t.near_limit), "at ≥ " + fmtPct(d.meta.near_limit_fraction) + " of a budget or cap", t.near_limit ? "warn" : "good"],
+    ]),
+    panel("Near a limit", table(d.tables.near_limit, [
+      {key: "tenant", label: "tenant"}, {key: "kind", label: "limit"}, {key: "subject", label: "subject"},
+      {label: "used", render: (r) => usageBar(r.used)}, {key: "detail", label: "detail"}], {empty: "Nobody is near a limit."})),
+    el("div", {class: "grid2"},
+      barChart("Serving cost vs revenue by tenant", rows.map((r) => ({label: r.tenant, value: num(r.cost_usd), value2: num(r.revenue_usd)})), fmtUSD, {first: "cost", second: "revenue"}),
+      barChart("Requests by tenant", rows.map((r, i) => ({label: r.tenant, value: r.requests, color: PALETTE[i % PALETTE.length]})), (v) => fmtNum(v)),
+    ),
+    panel("Tenants", table(rows, [
+      {key: "tenant", label: "tenant"}, {key: "requests", label: "requests", num: true, fmt: fmtNum},
+      {key: "tokens", label: "tokens", num: true, fmt: fmtNum}, {key: "cost_usd", label: "cost", num: true, fmt: fmtUSD},
+      {key: "revenue_usd", label: "revenue", num: true, fmt: fmtUSD}, {key: "margin_usd", label: "margin", num: true, fmt: fmtUSD},
+      {key: "margin_fraction", label: "margin %", num: true, fmt: fmtPct},
+      {key: "budget_usd", label: "budget", num: true, fmt: fmtUSD}, {key: "budget_period", label: "period"},
+      {key: "period_spend_usd", label: "spent (period)", num: true, fmt: fmtUSD},
+      {label: "budget used", render: (r) => usageBar(r.budget_used)}], {empty: "No tenants."})),
+    panel("Keys", table(d.tables.keys, [
+      {key: "key_id", label: "key"}, {key: "tenant", label: "tenant"}, {key: "name", label: "name"},
+      {key: "active", label: "active", fmt: (v) => (v ? "yes" : "revoked")},
+      {key: "budget_usd", label: "budget", num: true, fmt: fmtUSD}, {label: "budget used", render: (r) => usageBar(r.budget_used)},
+      {key: "rpm", label: "RPM cap", num: true, fmt: (v) => (v ? fmtNum(v) : "–")}, {key: "rpm_peak_last_hour", label: "peak RPM (1 h)", num: true, fmt: fmtNum},
+      {key: "tpm", label: "TPM cap", num: true, fmt: (v) => (v ? fmtNum(v) : "–")}, {key: "tpm_peak_last_hour", label: "peak TPM (1 h)", num: true, fmt: fmtNum}],
+      {empty: "No keys."})),
+  ];
+};
+
+PAGES["unit-cost"] = async (q) => {
+  const d = await api("unit-cost", q);
+  const m = d.meta, rows = d.tables.rows;
+  const modelSel = el("select", {name: "model", id: "uc-model"}, m.models.map((x) => el("option", {value: x, text: x})));
+  modelSel.value = m.model;
+  const slo = el("input", {name: "slo_tpot_ms", id: "uc-slo", type: "number", min: "1", step: "any", placeholder: "none", value: m.slo_tpot_ms ?? ""});
+  const ctx = el("input", {name: "context", id: "uc-context", type: "number", min: "1", value: m.context});
+  const form = el("form", {class: "inline", id: "uc-form", onsubmit: (ev) => {
+    ev.preventDefault(); setParam("model", modelSel.value); setParam("slo_tpot_ms", slo.value); setParam("context", ctx.value); refresh();
+  }}, el("label", {}, "model", modelSel), el("label", {}, "SLO: max ms per output token", slo), el("label", {}, "context tokens", ctx),
+    el("button", {type: "submit", text: "Compare"}));
+  const label = (r) => `${r.count}×${r.accelerator} @ ${r.site}`;
+  const top = rows.slice(0, 20);
+  const apiBars = d.tables.api.map((r) => ({label: "API " + (r.model || r.price_provider || "").slice(0, 44), value: r.usd_per_mtok_output, color: PALETTE[3]}));
+  const cheapest = d.totals.cheapest;
+  return [
+    form,
+    cards([
+      ["Options", String(d.totals.rows), "accelerator × site, cheapest devices per accelerator"],
+      ["Cheapest $/Mtok output", cheapest ? fmtUSD(cheapest.usd_per_mtok_output) : "–", cheapest ? label(cheapest) : "nothing meets the SLO"],
+      ["Its J/token", cheapest ? fmtJ(cheapest.joules_per_token_output) : "–", cheapest ? fmtNum(cheapest.tokens_per_s) + " tok/s" : ""],
+    ]),
+    barChart("$/Mtok output (20 cheapest" + (apiBars.length ? ", and API offers" : "") + ")", [...top.map((r, i) => ({label: label(r), value: r.usd_per_mtok_output, color: PALETTE[0]})), ...apiBars], fmtUSD,
+      {labelW: 230, empty: "No deployment meets this SLO."}),
+    panel("Unit cost (tokenomy cost compare)" + (rows.length > 40 && !state.allRows ? ` — 40 cheapest of ${rows.length}` : ""), el("div", {},
+      rows.length > 40 && !state.allRows ? el("button", {type: "button", id: "uc-all", text: "show all " + rows.length, onclick: () => { state.allRows = true; refresh(); }}) : null,
+      table(state.allRows ? rows : rows.slice(0, 40), [
+      {key: "accelerator", label: "accelerator"}, {key: "count", label: "devices", num: true}, {key: "site", label: "site"},
+      {key: "usd_per_mtok_input", label: "$/Mtok in", num: true, fmt: fmtFix(4)}, {key: "usd_per_mtok_output", label: "$/Mtok out", num: true, fmt: fmtFix(4)},
+      {key: "joules_per_token_output", label: "J/token out", num: true, fmt: fmtFix(4)}, {key: "tokens_per_s", label: "tok/s", num: true, fmt: fmtNum},
+      {key: "max_batch", label: "batch", num: true}, {key: "tpot_ms", label: "TPOT ms", num: true, fmt: fmtFix(1)},
+      {key: "usd_per_hour", label: "$/h", num: true, fmt: fmtFix(3)}, {key: "price_provider", label: "provider"}, {key: "source", label: "calibration"}],
+      {empty: "No deployment meets this SLO."}))),
+    d.tables.skipped.length ? panel("Skipped accelerators", table(d.tables.skipped, [{key: "accelerator", label: "accelerator"}, {key: "reason", label: "reason"}])) : null,
+  ];
+};
+
+PAGES.plans = async (q) => {
+  const d = await api("plans", q);
+  const items = d.tables.plans;
+  if (!items.length) {
+    return [el("div", {class: "empty", "data-empty": "plans"},
+      "No saved fleet plans or pricing simulations yet. Save one from the CLI as JSON into " + (d.meta.dir || "<data_dir>/plans") +
+      ", e.g. tokenomy fleet plan ... --json > " + (d.meta.dir || "plans") + "/my-plan.json")];
+  }
+  const chosen = q.get("plan") || items[0].name;
+  const out = [panel("Saved plans (" + (d.meta.dir || "") + ")", table(items, [
+    {label: "name", render: (r) => el("a", {class: "plan-link", href: "?plan=" + encodeURIComponent(r.name) + "&range=" + (q.get("range") || "24h"), text: r.name})},
+    {key: "kind", label: "kind"}, {key: "modified", label: "saved", fmt: (v) => new Date(v * 1000).toISOString().slice(0, 16).replace("T", " ")},
+    {key: "bytes", label: "bytes", num: true, fmt: fmtNum}]))];
+  const p = await api("plans/" + encodeURIComponent(chosen), new URLSearchParams());
+  const body = [];
+  if (p.meta.kind === "fleet-plan") {
+    const a = p.tables.assignments;
+    const lab = (r) => [r.accelerator, r.config, r.site].filter((x) => x).join(" · ") || "assignment";
+    const valKey = ["count", "replicas", "devices", "usd_per_hour"].find((k) => a.some((r) => num(r[k]) !== null));
+    body.push(barChart("Assignments (" + (valKey || "count") + ")", a.map((r, i) => ({label: lab(r), value: valKey ? r[valKey] : 1, color: PALETTE[i % PALETTE.length]})), (v) => fmtNum(v, 2)));
+    body.push(panel("Assignments", table(a, Object.keys(a[0] || {}).map((k) => ({key: k, label: k})))));
+  } else if (p.meta.kind === "pricing-simulation") {
+    const rows = p.tables.plans;
+    body.push(barChart("Revenue vs serving cost per plan", rows.map((r) => ({label: r.plan, value: r.revenue_usd, value2: r.cost_usd})), fmtUSD, {first: "revenue", second: "cost"}));
+    body.push(barChart("Unprofitable users share", rows.map((r, i) => ({label: r.plan, value: r.unprofitable_share, color: PALETTE[i % PALETTE.length]})), fmtPct));
+    body.push(panel("Plans", table(rows, Object.keys(rows[0] || {}).map((k) => ({key: k, label: k, num: k !== "plan", fmt: (v) => (typeof v === "number" ? fmtNum(v, 3) : v ?? "–")})))));
+  }
+  body.push(panel("Summary", table(p.tables.summary, [{key: "field", label: "field"}, {key: "value", label: "value"}], {empty: "No top-level figures."})));
+  out.push(el("h2", {text: chosen + " (" + p.meta.kind + ")"}), el("div", {class: "grid2"}, body));
+  return out;
+};
+
+// ---------------------------------------------------------------- lifecycle
+async function refresh() {
+  if (state.loading) return;
+  state.loading = true;
+  const q = params();
+  const apiPath = "/dashboard/api/" + (PAGE === "plans" && q.get("plan") ? "plans/" + encodeURIComponent(q.get("plan")) : PAGE);
+  document.getElementById("api-json").href = apiPath + "?" + q;
+  const qc = new URLSearchParams(q); qc.set("format", "csv");
+  document.getElementById("api-csv").href = apiPath + "?" + qc;
+  try {
+    const parts = await PAGES[PAGE](q);
+    for (const c of state.charts) c.destroy();
+    state.charts = [];
+    showError("");
+    const behind = state.last && state.last.meta && state.last.meta.rollups ? state.last.meta.rollups.behind : 0;
+    if (behind > 0) {
+      document.getElementById("status").replaceChildren(el("div", {class: "notice", text:
+        `Catching up with the ledger: ${fmtNum(behind)} recorded events are not in these figures yet (they will be in a moment).`}));
+    }
+    document.getElementById("content").replaceChildren(...parts.filter((x) => x));
+    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+    document.body.dataset.loaded = String(Date.now());
+  } catch (e) {
+    showError(String(e.message || e));
+    document.getElementById("content").replaceChildren();
+    document.body.dataset.loaded = "error";
+  } finally {
+    state.loading = false;
+  }
+}
+
+function schedule() {
+  clearInterval(state.timer);
+  const secs = Number(document.body.dataset.refresh || 30);
+  if (document.getElementById("auto").checked && PAGE !== "unit-cost" && PAGE !== "plans") {
+    state.timer = setInterval(refresh, secs * 1000);
+  }
+}
+
+// The data links need the key too: fetch with Authorization and hand the body over as a download.
+async function download(ev) {
+  ev.preventDefault();
+  const a = ev.currentTarget;
+  try {
+    const r = await fetch(a.href, {headers: {Authorization: "Bearer " + sessionStorage.getItem(KEY)}, cache: "no-store"});
+    if (!r.ok) { const b = await r.json().catch(() => ({})); throw new Error((b.error && b.error.message) || "HTTP " + r.status); }
+    const url = URL.createObjectURL(await r.blob());
+    const link = el("a", {href: url, download: PAGE + (a.id === "api-csv" ? ".csv" : ".json")});
+    document.body.append(link); link.click(); link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (e) { showError(String(e.message || e)); }
+}
+
+async function init() {
+  if (!sessionStorage.getItem(KEY)) return toLogin();
+  const p = new URLSearchParams(location.search);
+  const rangeSel = document.getElementById("range"), tenantSel = document.getElementById("tenant");
+  if (p.get("range")) rangeSel.value = p.get("range");
+  let who;
+  try { who = await api("whoami"); } catch (e) { showError(String(e.message || e)); return; }
+  state.who = who;
+  document.getElementById("who").textContent = who.is_admin ? "admin" : "tenant " + who.tenant;
+  if (who.is_admin) {
+    tenantSel.append(el("option", {value: "", text: "all tenants"}), ...who.tenants.map((t) => el("option", {value: t, text: t})));
+  } else {
+    tenantSel.append(el("option", {value: who.tenant, text: who.tenant}));
+    tenantSel.disabled = true;
+  }
+  if (p.get("tenant")) {
+    if (![...tenantSel.options].some((o) => o.value === p.get("tenant"))) tenantSel.append(el("option", {value: p.get("tenant"), text: p.get("tenant")}));
+    tenantSel.value = p.get("tenant");
+  }
+  // carry range and tenant across pages
+  for (const a of document.querySelectorAll("nav a")) a.addEventListener("click", (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    q.set("range", rangeSel.value);
+    if (tenantSel.value && who.is_admin) q.set("tenant", tenantSel.value);
+    location.href = a.getAttribute("href") + "?" + q;
+  });
+  rangeSel.addEventListener("change", () => { setParam("range", rangeSel.value); refresh(); });
+  tenantSel.addEventListener("change", () => { setParam("tenant", tenantSel.value); refresh(); });
+  document.getElementById("auto").addEventListener("change", schedule);
+  for (const id of ["api-json", "api-csv"]) document.getElementById(id).addEventListener("click", download);
+  document.getElementById("logout").addEventListener("click", () => { sessionStorage.removeItem(KEY); location.href = "/dashboard/login"; });
+  window.addEventListener("resize", () => { clearTimeout(state.rs); state.rs = setTimeout(refresh, 300); });
+  await refresh();
+  schedule();
+}
+
+document.addEventListener("DOMContentLoaded", init);

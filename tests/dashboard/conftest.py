@@ -1,0 +1,162 @@
+"""Dashboard fixtures: a real SQLite ledger seeded through the Metering API and a real aiohttp
+server (in a background thread, so sync Playwright tests can drive it)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tokenomy.dashboard import mount
+from tokenomy.metering import Metering, UsageEvent
+from tokenomy.metering.periods import period_bounds
+
+ADMIN_KEY = "tk-admin-dashboard-test-secret"
+# USD per Mtok (input, output) of each deployment, and the model it serves
+DEPLOYMENTS = {
+    "small@l4": ("small", 0.08, 0.16),
+    "small@h100": ("small", 0.12, 0.25),
+    "large@h100": ("large", 1.5, 4.5),
+    "large@api": ("large", 2.5, 10.0),
+}
+MARKUP = Decimal("1.3")
+
+
+def make_event(i: int, ts: float, tenant: str, key_id: str, deployment: str, *, input_tokens: int, output_tokens: int,
+               latency_ms: float, ttft_ms: float | None = None, status: str = "ok", route: dict | None = None) -> UsageEvent:
+    model, p_in, p_out = DEPLOYMENTS[deployment]
+    cost = (Decimal(input_tokens) * Decimal(str(p_in)) + Decimal(output_tokens) * Decimal(str(p_out))) / Decimal(10**6)
+    cost = cost.quantize(Decimal("1e-12"))
+    extra = {"policy": "cost"}
+    if route is not None:
+        extra["route"] = route
+    return UsageEvent(id=f"ev-{i}", ts=ts, tenant=tenant, key_id=key_id, model=model, deployment=deployment,
+                      input_tokens=input_tokens, cached_input_tokens=0, output_tokens=output_tokens, reasoning_tokens=0,
+                      cost_usd=cost, price_usd=(cost * MARKUP).quantize(Decimal("1e-12")),
+                      energy_joules=0.3 * (input_tokens + output_tokens) * (3.0 if model == "large" else 1.0),
+                      ttft_ms=ttft_ms, latency_ms=latency_ms, status=status, extra=extra)
+
+
+def synthetic_events(keys: dict[str, str], now: float, n: int = 1200, seed: int = 7) -> list[UsageEvent]:
+    """Deterministic traffic over the last 24 h (plus a week's tail) for tenants acme/globex/initech."""
+    rng = random.Random(seed)
+    tenants = list(keys)
+    out = []
+    for i in range(n):
+        age = rng.random() ** 2 * 86400 if i % 5 else rng.random() * 6 * 86400  # all within 7 days
+        tenant = tenants[i % len(tenants)]
+        strong = rng.random() < 0.3
+        dep = rng.choice(["large@h100", "large@api"] if strong else ["small@l4", "small@l4", "small@h100"])
+        slow = 3.0 if strong else 1.0
+        out.append(make_event(
+            i, now - age, tenant, keys[tenant], dep, input_tokens=rng.randint(50, 2000), output_tokens=rng.randint(10, 600),
+            latency_ms=slow * rng.uniform(200, 900), ttft_ms=slow * rng.uniform(30, 150),
+            status="upstream_error" if rng.random() < 0.03 else "ok",
+            route={"strong": strong, "predicted_quality": round(rng.uniform(0.6, 0.95), 3)} if i % 10 < 7 else None))
+    return out
+
+
+@dataclass
+class Seeded:
+    data_dir: Path
+    metering: Metering
+    admin_key: str
+    secrets: dict[str, str]     # tenant -> API key
+    key_ids: dict[str, str]     # tenant -> key id
+    events: list[UsageEvent] = field(default_factory=list)
+    now: float = 0.0
+
+
+def seed(data_dir: Path, *, n: int = 1200, now: float | None = None) -> Seeded:
+    """Tenants, keys and events through the real Metering API (events committed via commit())."""
+    now = time.time() if now is None else now
+    m = Metering.open(data_dir, admin_key=ADMIN_KEY, synchronous="OFF")
+    m.create_tenant("acme", budget_usd="50", budget_period="monthly", soft_budget_usd="0.5")
+    m.create_tenant("initech")
+    ids, secrets = {}, {}
+    for tenant in ("acme", "initech"):
+        ids[tenant], secrets[tenant] = m.create_key(tenant, rpm=600, name=f"{tenant}-main")
+    # globex gets a daily budget it has used 90% of (today, UTC), so it is "near a limit"
+    ids["globex"] = "pending"
+    events = synthetic_events({"acme": ids["acme"], "globex": "kglobex", "initech": ids["initech"]}, now, n)
+    day0, _ = period_bounds("daily", now)
+    globex_today = sum((e.price_usd for e in events if e.tenant == "globex" and e.ts >= day0), Decimal(0))
+    budget = (globex_today / Decimal("0.9")).quantize(Decimal("1e-6"))
+    m.create_tenant("globex", budget_usd=str(budget), budget_period="daily")
+    ids["globex"], secrets["globex"] = m.create_key("globex", rpm=10, tpm=5000, name="globex-main")
+    events = [_rekey(e, ids["globex"]) if e.tenant == "globex" else e for e in events]
+
+    async def commit_all():
+        await m.start()
+        await asyncio.gather(*(m.commit(e) for e in events))
+
+    asyncio.run(commit_all())
+    return Seeded(data_dir, m, ADMIN_KEY, secrets, ids, events, now)
+
+
+def _rekey(e: UsageEvent, key_id: str) -> UsageEvent:
+    from dataclasses import replace
+
+    return replace(e, key_id=key_id)
+
+
+class ServerThread:
+    """An aiohttp app with the dashboard mounted, served on 127.0.0.1 from its own thread/loop."""
+
+    def __init__(self, metering: Metering, config=None, app: web.Application | None = None):
+        self.metering, self.config = metering, config
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.url = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        app = self.app if self.app is not None else web.Application()
+        mount(app, self.metering, config=self.config)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        assert self._ready.wait(30), "dashboard server did not start"
+        return self
+
+    def call(self, coro, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.call(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Seeded:
+    s = seed(tmp_path_factory.mktemp("dash-ledger"))
+    yield s
+    s.metering.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(seeded) -> ServerThread:
+    srv = ServerThread(seeded.metering, config={"min_fold_interval_s": 0.0}).start()
+    yield srv
+    srv.stop()

@@ -1,0 +1,232 @@
+"""Browser tests: Playwright for Python driving Debian's Chromium (no browser download).
+
+Screenshots go to test-artifacts/dashboard/. Without /usr/bin/chromium the tests fail in CI
+(CI=true) and are skipped elsewhere with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import ServerThread, make_event
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+PAGES = ["overview", "routing", "deployments", "tenants", "unit-cost", "plans"]
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(f"{CHROMIUM} is missing: CI must `apt-get install -y chromium` for the dashboard browser tests")
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[dev]')")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def plans_saved(seeded):
+    d = seeded.data_dir / "plans"
+    d.mkdir(exist_ok=True)
+    (d / "fleet-llama8b.json").write_text(json.dumps({
+        "usd_per_hour": 41.2, "usd_per_mtok": 0.061, "saving_fraction": 0.27, "slo_attainment": 0.994,
+        "best_single": {"accelerator": "h100", "usd_per_hour": 56.4},
+        "assignments": [{"accelerator": "l4", "count": 6, "site": "se", "usd_per_hour": 4.8},
+                        {"accelerator": "h100", "count": 4, "site": "us-va", "usd_per_hour": 36.4}]}))
+    (d / "pricing-2026.json").write_text(json.dumps({"plans": {
+        "flat-20": {"revenue_usd": 200000, "cost_usd": 231000, "margin_usd": -31000, "unprofitable_share": 0.18},
+        "metered": {"revenue_usd": 150000, "cost_usd": 98000, "margin_usd": 52000, "unprofitable_share": 0.0}}}))
+    return d
+
+
+def _login(page, url: str, key: str) -> None:
+    page.goto(url + "/dashboard/overview")
+    page.wait_for_url("**/dashboard/login**")
+    page.fill("#key", key)
+    page.click("#login-btn")
+    page.wait_for_url("**/dashboard/overview**")
+
+
+def _loaded(page) -> None:
+    page.wait_for_selector("body[data-loaded]", state="attached")
+
+
+def _points(page, title: str) -> int:
+    return int(page.get_attribute(f'[data-chart="{title}"]', "data-points"))
+
+
+def _canvases(page) -> int:
+    return page.locator(".uplot canvas").count()
+
+
+def test_admin_sees_every_page_with_charts(server, seeded, browser, plans_saved):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    external: list[str] = []
+    page.on("request", lambda r: external.append(r.url) if not r.url.startswith(server.url) else None)
+    _login(page, server.url, seeded.admin_key)
+
+    for name in PAGES:
+        page.goto(f"{server.url}/dashboard/{name}?range=7d")
+        _loaded(page)
+        assert page.get_attribute("body", "data-loaded") != "error", page.inner_text("#status")
+        if name == "overview":
+            page.wait_for_selector(".uplot canvas")
+            assert _points(page, "Requests") > 0
+            assert _points(page, "Spend vs baselines (USD per bucket)") > 0
+            assert _canvases(page) >= 4
+            assert "1,200" in page.inner_text(".cards")  # every seeded request in 7 days
+        elif name == "routing":
+            page.wait_for_selector(".uplot canvas")
+            assert _points(page, "Model mix (requests)") > 0
+            assert _points(page, "Strong-call share") > 0
+            assert page.locator('[data-chart="Requests by model and deployment"] svg rect').count() == 4
+            assert page.locator('[data-empty="quality"]').count() == 1  # no feedback: empty state
+        elif name == "deployments":
+            page.wait_for_selector(".uplot canvas")
+            assert _points(page, "Requests per deployment") > 0
+            assert _points(page, "Latency p50 / p99") == 4
+            for dep in ("small@l4", "small@h100", "large@h100", "large@api"):
+                assert dep in page.inner_text("main")
+        elif name == "tenants":
+            assert _points(page, "Requests by tenant") == 3
+            near = page.inner_text("main")
+            assert "globex" in near and "tenant budget" in near
+        elif name == "unit-cost":
+            assert _points(page, "$/Mtok output (20 cheapest, and API offers)") > 0 or \
+                _points(page, "$/Mtok output (20 cheapest)") > 0
+            page.select_option("#uc-model", "llama-3-70b")
+            page.fill("#uc-slo", "50")
+            with page.expect_response(lambda r: "api/unit-cost" in r.url and "llama-3-70b" in r.url):
+                page.click("#uc-form button")
+            page.wait_for_url("**slo_tpot_ms=50**")
+            assert "llama-3-70b" in page.url and "slo_tpot_ms=50" in page.url
+            assert page.locator("table tbody tr").count() > 5
+        elif name == "plans":
+            assert page.locator("a.plan-link").count() == 2
+            page.click("a.plan-link >> text=pricing-2026")
+            _loaded(page)
+            page.wait_for_selector('[data-chart="Revenue vs serving cost per plan"]')
+            assert _points(page, "Revenue vs serving cost per plan") == 2
+            page.click("a.plan-link >> text=fleet-llama8b")
+            _loaded(page)
+            page.wait_for_selector('[data-chart="Assignments (count)"]')
+            assert _points(page, "Assignments (count)") == 2
+        page.screenshot(path=str(ARTIFACTS / f"admin-{name}.png"), full_page=True)
+
+    assert errors == [], errors
+    assert external == [], f"requests left the server (CDN?): {external}"
+    ctx.close()
+
+
+def test_csv_link_downloads_with_the_key(server, seeded, browser):
+    ctx = browser.new_context(accept_downloads=True)
+    page = ctx.new_page()
+    _login(page, server.url, seeded.admin_key)
+    page.goto(f"{server.url}/dashboard/tenants?range=7d")
+    _loaded(page)
+    with page.expect_download() as dl:
+        page.click("#api-csv")
+    text = Path(dl.value.path()).read_text()
+    assert text.splitlines()[0].startswith("tenant,requests,tokens,cost_usd")
+    assert len(text.splitlines()) == 4  # header + acme, globex, initech
+    ctx.close()
+
+
+def test_range_selector_and_tenant_filter(server, seeded, browser):
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = ctx.new_page()
+    _login(page, server.url, seeded.admin_key)
+    _loaded(page)
+    with page.expect_response(lambda r: "api/overview" in r.url and "range=1h" in r.url):
+        page.select_option("#range", "1h")
+    assert "range=1h" in page.url
+    with page.expect_response(lambda r: "api/overview" in r.url and "tenant=initech" in r.url) as resp:
+        page.select_option("#tenant", "initech")
+    body = resp.value.json()
+    assert body["meta"]["tenant"] == "initech"
+    ctx.close()
+
+
+def test_tenant_key_sees_only_its_tenant(server, seeded, browser):
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = ctx.new_page()
+    _login(page, server.url, seeded.secrets["acme"])
+    page.goto(f"{server.url}/dashboard/tenants?range=7d")
+    _loaded(page)
+    text = page.inner_text("main")
+    assert "acme" in text and "globex" not in text and "initech" not in text
+    assert page.is_disabled("#tenant")
+    page.screenshot(path=str(ARTIFACTS / "tenant-acme-tenants.png"), full_page=True)
+
+    # another tenant's page: the API says 403 and the page shows it, with no data
+    page.goto(f"{server.url}/dashboard/overview?range=7d&tenant=globex")
+    _loaded(page)
+    assert page.get_attribute("body", "data-loaded") == "error"
+    assert "cannot see tenant 'globex'" in page.inner_text("#status")
+    assert page.locator(".uplot").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "tenant-acme-forbidden.png"), full_page=True)
+
+    key = seeded.secrets["acme"]
+    r = page.request.get(f"{server.url}/dashboard/api/tenants?tenant=globex", headers={"Authorization": f"Bearer {key}"})
+    assert r.status == 403
+    r = page.request.get(f"{server.url}/dashboard/api/plans", headers={"Authorization": f"Bearer {key}"})
+    assert r.status == 403
+    ctx.close()
+
+
+def test_bad_key_is_refused_at_login(server, browser):
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(server.url + "/dashboard/login")
+    page.fill("#key", "tk-not-a-real-key")
+    page.click("#login-btn")
+    page.wait_for_selector("#login-error:not(:empty)")
+    assert "invalid API key" in page.inner_text("#login-error")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "login-refused.png"))
+    assert page.evaluate("sessionStorage.getItem('tokenomy_key')") is None
+    ctx.close()
+
+
+def test_auto_refresh_shows_new_events(seeded, browser):
+    import time
+
+    server = ServerThread(seeded.metering, config={"min_fold_interval_s": 0.0, "refresh_s": 1}).start()
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    try:
+        page = ctx.new_page()
+        _login(page, server.url, seeded.admin_key)
+        # a fixed window (a sliding "last hour" would drop old events as minutes pass)
+        t0 = int(time.time())
+        page.goto(f"{server.url}/dashboard/overview?since={t0 - 3600}&until={t0 + 3600}")
+        _loaded(page)
+        requests_kpi = page.locator(".cards .kpi .value").first
+        before = int(requests_kpi.inner_text().replace(",", ""))
+        loads = page.get_attribute("body", "data-loaded")
+        now = time.time()
+        for i in range(3):
+            e = make_event(900_000 + i, now, "acme", seeded.key_ids["acme"], "small@l4", input_tokens=10,
+                           output_tokens=10, latency_ms=10.0)
+            assert server.call(seeded.metering.commit(e))
+        # no reload: the page refreshes itself (every second here)
+        sync_api.expect(requests_kpi).to_have_text(f"{before + 3:,}", timeout=60_000)
+        assert page.get_attribute("body", "data-loaded") != loads
+    finally:
+        ctx.close()
+        server.stop()
