@@ -195,7 +195,11 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     app.router.add_get("/admin/usage", admin_usage)
     app.router.add_post("/admin/keys", admin_create_key)
     app.router.add_get("/admin/keys", admin_list_keys)
-    app.router.add_route("*", "/{tail:.*}", not_found)
+    # The dashboard (pages + data API under /dashboard) reads pre-aggregated rollups of the ledger.
+    from tokenomy.dashboard import mount as mount_dashboard
+
+    mount_dashboard(app, metering)
+    app.router.add_route("*", "/{tail:.*}", not_found)  # last: everything else is a clear 404
     app.cleanup_ctx.append(_lifecycle)
     return app
 
