@@ -149,6 +149,9 @@ class Tenant(_Strict):
     budget_usd: float | None = Field(default=None, ge=0)
     budget_period: BudgetPeriod = "total"
     soft_budget_usd: float | None = Field(default=None, ge=0)
+    # Billing plan (a name in `plans:`) from the start of time; or give the tenant dated
+    # subscriptions in the plans file instead (invoices read that file).
+    plan: str | None = Field(default=None, min_length=1)
 
 
 class Key(_Strict):
@@ -219,6 +222,9 @@ class GatewayConfig(_Strict):
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
     server: Server = Server()
+    # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to
+    # a plans YAML (relative to this config file) or the same mapping inline (tokenomy.billing.plans).
+    plans: str | dict | list | None = None
 
     @model_validator(mode="after")
     def _references(self) -> "GatewayConfig":
@@ -232,6 +238,9 @@ class GatewayConfig(_Strict):
                     raise ValueError(f"model_groups.{alias}.deployments: unknown deployment '{d}' "
                                      f"(known: {', '.join(names)})")
         tenants = {t.name for t in self.tenants}
+        for i, t in enumerate(self.tenants):
+            if t.plan is not None and self.plans is None:
+                raise ValueError(f"tenants[{i}].plan: no plans configured (add `plans:`, a plans file or inline)")
         for i, k in enumerate(self.keys):
             if tenants and k.tenant not in tenants:
                 raise ValueError(f"keys[{i}].tenant: unknown tenant '{k.tenant}'")
@@ -292,6 +301,10 @@ def load_config(path: str | Path | None) -> GatewayConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML in {p}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("plans"), str):
+        plans = Path(data["plans"]).expanduser()
+        if not plans.is_absolute():
+            data = {**data, "plans": str(p.parent / plans)}
     return parse_config(data if data is not None else {}, str(p))
 
 

@@ -12,7 +12,7 @@ Single-threaded use (the gateway's event loop); in-process only (one gateway pro
 from __future__ import annotations
 
 from tokenomy.billing.caps import CapDecision, RollingCounter, check_caps, max_window_seconds
-from tokenomy.billing.plans import PlanBook
+from tokenomy.billing.plans import Plan, PlanBook
 
 
 class CapEnforcer:
@@ -33,12 +33,25 @@ class CapEnforcer:
             self._counters[tenant] = c
         return c
 
-    def check(self, tenant: str, now: float) -> CapDecision:
-        plan = self.book.plan(self.book.plan_at(tenant, now))
+    def check(self, tenant: str, now: float, plan: Plan | None = None, *, pending_requests: int = 0) -> CapDecision:
+        """`plan`: the tenant's plan at `now` when the caller already looked it up (cached);
+        `pending_requests`: admitted requests not recorded yet (in flight), counted as made now.
+        O(log n) per call (RollingCounter.view)."""
+        if plan is None:
+            plan = self.book.plan(self.book.plan_at(tenant, now))
         if not plan.caps:
             return CapDecision("allow")
-        return check_caps(plan, self._counter(tenant, now).window(now))
+        return check_caps(plan, self._counter(tenant, now).view(now, pending_requests))
 
     def record(self, tenant: str, ts: float, tokens: int, requests: int = 1) -> None:
-        if self.horizon_seconds > 0:
-            self._counter(tenant, ts).add(ts, requests=requests, tokens=tokens)
+        """Count a committed event. With a ledger source and no counter yet, nothing to do: the
+        first check() warms the counter from the ledger, which already holds this event (adding
+        it here too would count it twice)."""
+        if self.horizon_seconds <= 0:
+            return
+        c = self._counters.get(tenant)
+        if c is None:
+            if self.source is not None:
+                return
+            c = self._counter(tenant, ts)
+        c.add(ts, requests=requests, tokens=tokens)

@@ -16,6 +16,7 @@ can be priced like a category.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -34,6 +35,7 @@ _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _WINDOW_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+@functools.lru_cache(maxsize=256)  # pure; called per capped request on the gateway's hot path
 def window_seconds(text: str) -> float:
     m = _WINDOW.match(str(text))
     if not m:

@@ -10,6 +10,11 @@ HTTP API
 - Response headers: x-tokenomy-request-id (= the usage event id), x-tokenomy-deployment,
   x-tokenomy-cost-usd, x-tokenomy-energy-j, and when relevant x-tokenomy-warning (soft budget)
   and x-tokenomy-slo (cost-under-slo found no deployment meeting the SLO).
+- Billing plans (config `plans:`, gateway/plans.py): at a tenant's cap, block -> 429
+  `plan_cap_reached` naming the cap, with Retry-After and x-tokenomy-cap-reset (ISO UTC);
+  downgrade -> served by the cap's cheaper model group, x-tokenomy-downgraded: <from>-><to>;
+  overage -> served, x-tokenomy-overage: true. With plans, x-tokenomy-price-usd (and `price_usd`
+  in the stream's x-tokenomy object) is the tenant's price recorded as the event's price_usd.
 - Streams: headers go out before the cost is known, so cost and energy come at the end: an SSE
   comment `: x-tokenomy {"request_id", "deployment", "cost_usd", "energy_joules", ...}` right
   before `data: [DONE]`, and, when the client asked for `stream_options.include_usage`, the same

@@ -25,7 +25,8 @@ class _Ctx:
     """Per-request state passed down the dispatch path."""
 
     __slots__ = ("rid", "t0", "principal", "group", "body", "stream", "input_tokens", "reservation",
-                 "headers", "kind", "client_usage", "attempts", "last_error", "committed", "retry_after")
+                 "headers", "kind", "client_usage", "attempts", "last_error", "committed", "retry_after",
+                 "plan")
 
     def __init__(self, rid, t0, principal, group, body, stream, input_tokens, reservation, headers, kind,
                  client_usage):
@@ -36,3 +37,4 @@ class _Ctx:
         self.last_error: tuple[str, str] | None = None
         self.committed = False
         self.retry_after: str | None = None
+        self.plan = None  # gateway.plans.PlanState when billing plans are configured

@@ -1,8 +1,10 @@
 """The request path: authenticate, validate, route, reserve, dispatch with fallbacks, meter.
 
 One `Gateway` per app. The order of a request is fixed:
-auth -> body -> validate -> model group -> rank deployments -> rate limit -> reserve worst case
--> try deployments (breaker, retry budget) -> build ONE UsageEvent -> `await metering.commit`
+auth -> body -> validate -> model group -> plan caps (block / downgrade group / overage; gateway/plans.py)
+-> rank deployments -> rate limit -> reserve worst case
+-> try deployments (breaker, retry budget) -> build ONE UsageEvent (price_usd: the tenant's plan price)
+-> `await metering.commit` -> count it against the plan caps
 -> only then send the body (non-stream) or the final `data: [DONE]` (stream; see streaming.py).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from decimal import Decimal
@@ -26,6 +29,7 @@ from tokenomy.gateway.context import _Ctx, _fmt_usd, _header_safe
 from tokenomy.gateway.errors import ApiError, error_response
 from tokenomy.gateway.health import RetryBudget
 from tokenomy.gateway.metrics import Metrics
+from tokenomy.gateway.plans import PlanGate, PlanState, load_plan_gate
 from tokenomy.gateway.pricing import latency_prior_ms, resolve_price
 from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, build_groups
 from tokenomy.gateway.streaming import StreamingMixin
@@ -63,6 +67,8 @@ class Gateway(StreamingMixin):
                 if key:
                     d.headers["Authorization"] = f"Bearer {key}"
         self.groups: dict[str, GroupRuntime] = build_groups(config, self.deployments)
+        # Billing plans (caps, downgrade, overage, tenant price per event); None without `plans:`.
+        self.plans: PlanGate | None = load_plan_gate(config, self.groups, getattr(metering, "data_dir", None))
         self.metrics = Metrics(lambda: self.deployments.values())
         self.retry_budget = RetryBudget(config.retry.budget_ratio, config.retry.min_budget)
         self.session: aiohttp.ClientSession | None = None
@@ -81,6 +87,8 @@ class Gateway(StreamingMixin):
                                              skip_auto_headers=("User-Agent",), auto_decompress=True)
 
     async def close(self) -> None:
+        if self.plans is not None:
+            self.plans.close()
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -153,38 +161,75 @@ class Gateway(StreamingMixin):
         if group is None:
             raise ApiError(404, f"unknown model '{alias}'; available: {', '.join(sorted(self.groups))}",
                            param="model", code="model_not_found")
-        decision = group.rank(input_tokens, max_tokens)
-        m = self.metering
-        n_choices = v.opt_pos_int(body, "n") or 1
-        worst = self._worst_case_usd(group, input_tokens, (max_tokens or self.default_max_tokens) * n_choices)
+        plan_state, plan_headers = None, None
+        if self.plans is not None:
+            plan_state, group, plan_headers = self._apply_plan(principal, group)
         try:
-            m.check_rate(principal, input_tokens + int(decision.predicted_output_tokens))
-            reservation = m.reserve(principal, worst)
-        except MeteringError as exc:
-            headers = {}
-            if exc.retry_after_s is not None:
-                headers["Retry-After"] = str(max(1, int(-(-exc.retry_after_s // 1))))
-            raise ApiError(exc.status, exc.message, code=exc.code, headers=headers) from None
-        extra_headers = {"x-tokenomy-request-id": rid}
-        warnings = m.warnings(principal)
-        if warnings:
-            extra_headers["x-tokenomy-warning"] = _header_safe("; ".join(warnings))
-        if decision.slo_met is False:
-            extra_headers["x-tokenomy-slo"] = "unmet: no deployment currently meets the group SLO; least-bad chosen"
-        self.retry_budget.deposit()
-        ctx = _Ctx(rid, t0, principal, group, body, stream, input_tokens, reservation, extra_headers, kind,
-                   client_usage=bool(so and so.get("include_usage")))
-        committed = False
-        try:
-            if stream:
-                resp = await self._stream(request, ctx, decision.order)
-            else:
-                resp = await self._unary(ctx, decision.order)
-            committed = True
-            return resp
+            decision = group.rank(input_tokens, max_tokens)
+            m = self.metering
+            n_choices = v.opt_pos_int(body, "n") or 1
+            max_out = (max_tokens or self.default_max_tokens) * n_choices
+            worst = self._worst_case_usd(group, input_tokens, max_out)
+            if plan_state is not None:
+                worst = self.plans.worst_case_usd(plan_state, input_tokens, max_out, worst)  # type: ignore[union-attr]
+            try:
+                m.check_rate(principal, input_tokens + int(decision.predicted_output_tokens))
+                reservation = m.reserve(principal, worst)
+            except MeteringError as exc:
+                headers = {}
+                if exc.retry_after_s is not None:
+                    headers["Retry-After"] = str(max(1, int(-(-exc.retry_after_s // 1))))
+                raise ApiError(exc.status, exc.message, code=exc.code, headers=headers) from None
+            extra_headers = {"x-tokenomy-request-id": rid}
+            if plan_headers:
+                extra_headers.update(plan_headers)
+            warnings = m.warnings(principal)
+            if warnings:
+                extra_headers["x-tokenomy-warning"] = _header_safe("; ".join(warnings))
+            if decision.slo_met is False:
+                extra_headers["x-tokenomy-slo"] = "unmet: no deployment currently meets the group SLO; least-bad chosen"
+            self.retry_budget.deposit()
+            ctx = _Ctx(rid, t0, principal, group, body, stream, input_tokens, reservation, extra_headers, kind,
+                       client_usage=bool(so and so.get("include_usage")))
+            ctx.plan = plan_state
+            committed = False
+            try:
+                if stream:
+                    resp = await self._stream(request, ctx, decision.order)
+                else:
+                    resp = await self._unary(ctx, decision.order)
+                committed = True
+                return resp
+            finally:
+                if not committed and not ctx.committed:
+                    m.release(reservation)
         finally:
-            if not committed and not ctx.committed:
-                m.release(reservation)
+            if plan_state is not None:  # not admitted, or failed before its event: free the slot
+                self.plans.finish(principal.tenant, plan_state)  # type: ignore[union-attr]
+
+    def _apply_plan(self, principal, group: GroupRuntime) -> tuple[PlanState, GroupRuntime, dict[str, str]]:
+        """The tenant's plan caps, before anything is reserved or sent: block raises a 429 naming the
+        cap with Retry-After and x-tokenomy-cap-reset; downgrade swaps in the plan's cheaper group."""
+        from tokenomy.billing.periods import iso
+
+        now = time.time()
+        state = self.plans.check(principal.tenant, now)  # type: ignore[union-attr]
+        d = state.decision
+        headers: dict[str, str] = {}
+        if d.action == "block":
+            retry = d.retry_after_seconds(now) or 0.0
+            headers = {"Retry-After": str(max(1, math.ceil(retry)))}
+            if d.reset_at is not None:
+                headers["x-tokenomy-cap-reset"] = iso(d.reset_at)
+            raise ApiError(429, d.message, code="plan_cap_reached", headers=headers)
+        if d.action == "downgrade":
+            target = self.groups.get(d.downgrade_group or "")
+            if target is not None and target is not group:
+                headers["x-tokenomy-downgraded"] = _header_safe(f"{group.alias}->{target.alias}")
+                group = target
+        elif d.action == "overage":
+            headers["x-tokenomy-overage"] = "true"
+        return state, group, headers
 
     def _worst_case_usd(self, group: GroupRuntime, input_tokens: int, max_tokens: int) -> Decimal:
         """Worst case over every deployment a fallback might reach: no cache hits, all of
@@ -255,24 +300,35 @@ class Gateway(StreamingMixin):
             # Rounded to the ledger's resolution (1e-12 USD) so headers and ledger agree exactly.
             cost = d.price.cost_usd(inp, cached, out, reasoning).quantize(_PICO)
             joules = energy if energy is not None else d.price.energy_joules(inp, out)
+            price = cost if ctx.plan is None else self.plans.price_usd(ctx.plan, counts, cost).quantize(_PICO)
         else:
-            cost, joules = _ZERO, 0.0
+            cost, joules, price = _ZERO, 0.0, _ZERO
         extra: dict = {"policy": ctx.group.policy}
+        if ctx.plan is not None:
+            extra["plan"] = ctx.plan.plan.name
+            if ctx.plan.action != "allow":
+                extra["cap_action"] = ctx.plan.action
+                if "x-tokenomy-downgraded" in ctx.headers:
+                    extra["downgraded"] = ctx.headers["x-tokenomy-downgraded"]
         if ctx.attempts:
             extra["attempts"] = ctx.attempts
         return UsageEvent(
             id=ctx.rid, ts=time.time(), tenant=ctx.principal.tenant, key_id=ctx.principal.key_id,
             model=ctx.group.alias, deployment=d.name if d is not None else "", input_tokens=inp,
             cached_input_tokens=cached, output_tokens=out, reasoning_tokens=reasoning, cost_usd=cost,
-            price_usd=cost, energy_joules=joules, ttft_ms=ttft_ms,
+            price_usd=price, energy_joules=joules, ttft_ms=ttft_ms,
             latency_ms=(time.perf_counter() - ctx.t0) * 1000.0, status=status, estimated=estimated,
             http_status=http_status, extra=extra)
 
     async def _commit(self, ctx: "_Ctx", ev) -> None:
         """Durably record the event (settling the reservation) — before the client sees the end."""
-        await self.metering.commit(ev, ctx.reservation)
+        recorded = await self.metering.commit(ev, ctx.reservation)
         ctx.committed = True
         self.metrics.observe(ev)
+        if ctx.plan is not None:
+            if recorded is not False:
+                self.plans.record(ev)  # type: ignore[union-attr]
+            self.plans.finish(ev.tenant, ctx.plan)  # type: ignore[union-attr]  # now counted as recorded
 
     def _learn(self, ctx: "_Ctx", d: DeploymentRuntime, counts, ttft_ms: float | None, t_first: float | None,
                t_start: float) -> None:
@@ -356,6 +412,7 @@ class Gateway(StreamingMixin):
             return web.Response(status=200, body=raw, content_type=ctype.split(";")[0],
                                 headers={**ctx.headers, "x-tokenomy-deployment": d.name,
                                          "x-tokenomy-cost-usd": _fmt_usd(ev.cost_usd),
+                                         **({"x-tokenomy-price-usd": _fmt_usd(ev.price_usd)} if ctx.plan else {}),
                                          "x-tokenomy-energy-j": f"{ev.energy_joules:.6g}"})
         err = self._all_failed(ctx, last is not None)
         await self._error_event(ctx, err, last)

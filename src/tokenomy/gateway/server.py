@@ -100,6 +100,9 @@ def check_pricing(config: GatewayConfig) -> None:
             resolve_price(d)
         except TokenomyError as exc:
             raise ConfigError(f"invalid config: deployments[{i}].pricing ({d.name}): {exc}") from None
+    from tokenomy.gateway.plans import check_plans
+
+    check_plans(config, config.groups())  # billing plans: valid, and downgrade groups exist
 
 
 def run(config: GatewayConfig, *, host: str, port: int, data_dir: Path) -> None:

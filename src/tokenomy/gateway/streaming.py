@@ -197,6 +197,8 @@ class StreamingMixin:
         tail = {"request_id": ctx.rid, "deployment": d.name, "cost_usd": _fmt_usd(ev.cost_usd),
                 "energy_joules": ev.energy_joules, "input_tokens": ev.input_tokens,
                 "output_tokens": ev.output_tokens, "estimated": ev.estimated}
+        if ctx.plan is not None:
+            tail["price_usd"] = _fmt_usd(ev.price_usd)
         parts = []
         if broken is not None:
             parts.append(b"data: " + error_body(502, f"upstream stream broken ({d.name}): {broken}",
