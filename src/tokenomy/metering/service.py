@@ -129,6 +129,9 @@ class Metering:
         self._closed = True
         self._writer.stop()
         self._ledger.close()
+        close_counters = getattr(self._counters, "close", None)  # e.g. Redis: heartbeat thread
+        if callable(close_counters):
+            close_counters()
 
     def __enter__(self) -> "Metering":
         return self
@@ -320,7 +323,6 @@ class Metering:
             for item, outcome in zip(batch, outcomes):
                 if isinstance(outcome, BaseException):
                     continue  # not recorded: the reservation stays until retried or released
-                self.release(item.reservation)  # settled; the actual price is added below
                 event = item.event
                 counted_now = outcome
                 if event.id in self._uncertain:  # an earlier failed attempt may have landed it
@@ -328,6 +330,9 @@ class Metering:
                     counted_now = True
                 if counted_now:
                     self._counters.add_spent(self._event_scopes(event), to_pusd(event.price_usd))
+                # release only after the spend is counted: a shared counter store (another
+                # replica reserving meanwhile) must never see neither
+                self.release(item.reservation)
         return outcomes
 
     def _append_one(self, event: UsageEvent) -> bool | BaseException:

@@ -1,0 +1,2 @@
+"""Alembic migrations of the PostgreSQL ledger, applied programmatically at open
+(`tokenomy.metering.postgres_ledger.migrate`). Revisions live in versions/."""
