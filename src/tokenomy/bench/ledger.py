@@ -117,13 +117,13 @@ def stats_from_events(events: Iterable, deployments: Iterable[str] | None = None
 def read_ledger(data_dir: Path | str, since: float | None, until: float | None = None,
                 deployments: Iterable[str] | None = None) -> dict[str, DeploymentStats]:
     """Open the gateway's ledger in `data_dir` (must exist) and aggregate its events."""
-    from tokenomy.metering import Metering
+    from tokenomy.metering.backends import ledger_present, open_metering
     from tokenomy.metering.paths import ledger_path
 
     data_dir = Path(data_dir).expanduser()
-    if not ledger_path(data_dir).exists():  # Metering.open would create an empty one
+    if not ledger_present(data_dir):  # opening would create an empty SQLite ledger
         raise TokenomyError(f"no gateway ledger in {data_dir} (expected {ledger_path(data_dir)})")
-    m = Metering.open(data_dir, ensure_admin=False)
+    m = open_metering(data_dir, ensure_admin=False)
     try:
         return stats_from_events(iter_events(m, since, until), deployments)
     finally:

@@ -25,14 +25,14 @@ SoftBudgetUsd = typer.Option(None, "--soft-budget-usd", help="Soft budget in USD
 
 
 def _open(data_dir: Optional[Path], *, must_exist: bool = False):
-    from tokenomy.metering import Metering, default_data_dir
-    from tokenomy.metering.paths import ledger_path
+    from tokenomy.metering import default_data_dir
+    from tokenomy.metering.backends import ledger_present, open_metering
 
     directory = data_dir if data_dir is not None else default_data_dir()
-    if must_exist and not ledger_path(directory).exists():
+    if must_exist and not ledger_present(directory):
         raise TokenomyError(f"no ledger in {directory}: create a tenant or key first, or pass --data-dir")
     # The CLI never generates the admin key: `tokenomy up` does, and prints it once.
-    return Metering.open(directory, ensure_admin=False)
+    return open_metering(directory, ensure_admin=False)  # honours TOKENOMY_LEDGER_URL / _REDIS_URL
 
 
 def _print_json(obj: dict) -> None:

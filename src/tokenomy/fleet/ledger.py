@@ -52,14 +52,14 @@ def read_ledger_rows(data_dir: Path | str, *, since: float | None = None, until:
     Reads through `Metering.events` (newest first) in pages of `page_events`, keeping only four
     columns, so a large ledger never sits in memory as event objects.
     """
-    from tokenomy.metering import Metering
+    from tokenomy.metering.backends import ledger_present, open_metering
     from tokenomy.metering.paths import ledger_path
 
     data_dir = Path(data_dir)
-    if not ledger_path(data_dir).is_file():  # Metering.open would create an empty ledger
+    if not ledger_present(data_dir):  # opening would create an empty SQLite ledger
         raise TokenomyError(f"no metering ledger at {ledger_path(data_dir)} (set --data-dir or TOKENOMY_DATA_DIR)")
     cols: list[tuple[float, float, int, int]] = []
-    with Metering.open(data_dir, ensure_admin=False) as m:
+    with open_metering(data_dir, ensure_admin=False) as m:
         if tenant is not None and m.ledger.get_tenant(tenant) is None:
             known = ", ".join(t.name for t in m.ledger.list_tenants()) or "none"
             raise TokenomyError(f"unknown tenant '{tenant}' in the ledger at {data_dir} (known: {known})")

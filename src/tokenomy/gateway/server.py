@@ -49,10 +49,11 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
 
     from tokenomy.gateway.app import build_app
     from tokenomy.gateway.bootstrap import apply_identities
-    from tokenomy.metering import Metering
+    from tokenomy.metering.backends import open_metering
 
     check_pricing(config)  # fail on a bad price before the ledger generates any key
-    metering = Metering.open(data_dir, synchronous=config.ledger.synchronous)
+    # SQLite by default; PostgreSQL/Redis when TOKENOMY_LEDGER_URL / TOKENOMY_REDIS_URL are set.
+    metering = open_metering(data_dir, synchronous=config.ledger.synchronous)
     if create_demo is None:
         create_demo = not config.tenants and not config.keys
     boot = apply_identities(config, metering, create_demo=create_demo)

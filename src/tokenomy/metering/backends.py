@@ -117,3 +117,12 @@ def describe(m: Metering) -> dict:
 
 __all__ = ["ENV_LEDGER_URL", "ENV_REDIS_FAIL_MODE", "ENV_REDIS_PREFIX", "ENV_REDIS_URL", "describe",
            "open_ledger", "open_metering", "spend_reader"]
+
+
+def ledger_present(data_dir: Path | str) -> bool:
+    """True when a ledger can be read: a configured PostgreSQL URL, or a SQLite file in data_dir.
+
+    Read-only commands use it to refuse creating an empty SQLite ledger by accident."""
+    from tokenomy.metering.paths import ledger_path
+
+    return bool(os.environ.get(ENV_LEDGER_URL)) or ledger_path(Path(data_dir)).exists()
