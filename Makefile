@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(RUN_STAMP): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@rm -f $(VENV)/.run-* && touch $@
 
 $(TEST_STAMP): $(RUN_STAMP)
