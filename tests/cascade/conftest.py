@@ -1,0 +1,17 @@
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    return DATA / "cascade_sample.jsonl"
+
+
+@pytest.fixture(scope="session")
+def sample_rows(sample_path):
+    from tokenomy.routing.cascade.data import read_rows
+
+    return read_rows(sample_path)
