@@ -1,9 +1,241 @@
-"""CLI commands: route (filled in by its area)."""
+"""CLI commands: `tokenomy route data|eval|train|choose` (quality routing)."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from tokenomy.errors import TokenomyError
+
+route_app = typer.Typer(help="Quality routing: build eval data, evaluate and train routers, choose models.",
+                        no_args_is_help=True)
+
+SOURCE_FILES = {"routellm": "routellm_mmlu_gsm8k.jsonl", "alpacaeval": "alpacaeval_per_instruction.jsonl"}
+
+
+def _shared_routing_dir() -> Path:
+    return Path(os.environ.get("TOKENOMY_ROUTING_DATA", "../shared/data/routing"))
+
+
+def _emit(obj: dict) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False))
+
+
+def _progress(total: int, label: str, enabled: bool):
+    """A rich progress bar on stderr (a no-op context when disabled)."""
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    p = Progress(console=Console(stderr=True), transient=True)
+
+    class _Ctx:
+        def __enter__(self):
+            p.__enter__()
+            task = p.add_task(label, total=total)
+            return lambda n=1: p.advance(task, n)
+
+        def __exit__(self, *exc):
+            return p.__exit__(*exc)
+
+    return _Ctx()
+
+
+@route_app.command("data")
+def data_cmd(
+    source: str = typer.Option(..., help="routellm | alpacaeval"),
+    out: Path = typer.Option(..., help="output JSONL {id, prompt, weak, strong, source}"),
+    input: Optional[Path] = typer.Option(None, "--input", help="source file (default: ../shared/data/routing/...)"),
+    weak: str = typer.Option("llama-2-7b-chat-hf", help="alpacaeval: weak model"),
+    strong: str = typer.Option("gpt4", help="alpacaeval: strong model"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Convert shared routing data to evaluation rows (contaminated / excluded entries dropped)."""
+    from tokenomy.routing.quality import data
+
+    if source not in SOURCE_FILES:
+        raise TokenomyError(f"unknown source '{source}'; known: {', '.join(SOURCE_FILES)}")
+    path = input or _shared_routing_dir() / SOURCE_FILES[source]
+    rows = data.convert_routellm(path) if source == "routellm" else data.convert_alpacaeval(path, weak, strong)
+    n = data.write_rows(rows, out)
+    by_source: dict[str, int] = {}
+    for r in rows:
+        by_source[r.source] = by_source.get(r.source, 0) + 1
+    if as_json:
+        _emit({"out": str(out), "n": n, "by_source": by_source})
+    else:
+        typer.echo(f"wrote {n} rows to {out} ({', '.join(f'{k}: {v}' for k, v in by_source.items())})")
+
+
+def _read_many(paths: list[Path]):
+    from tokenomy.routing.quality.data import read_rows
+
+    rows = []
+    for p in paths:
+        rows.extend(read_rows(p))
+    return rows
+
+
+@route_app.command("eval")
+def eval_cmd(
+    data: list[Path] = typer.Option(..., help="evaluation JSONL (repeatable)"),
+    router: str = typer.Option("default", help="default | lexical | mf | embed | random | length | oracle | PATH.npz"),
+    model: Optional[Path] = typer.Option(None, help="trained router artifact (.npz)"),
+    by_source: bool = typer.Option(False, "--by-source", help="also report each source separately"),
+    bootstrap: int = typer.Option(1000, help="bootstrap resamples for the APGR CI (0 = none)"),
+    seed: int = typer.Option(0, help="seed (random router, bootstrap)"),
+    plot: Optional[Path] = typer.Option(None, help="write the quality vs strong-call-share curve (PNG)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """APGR / CPT(50%) / CPT(80%) of a router on labelled rows (RouteLLM's metrics)."""
+    import numpy as np
+
+    from tokenomy.routing.quality import load_router, score_prompts
+    from tokenomy.routing.quality.metrics import curve, evaluate_scores
+
+    rows = _read_many(data)
+    r = load_router(router, model=model, seed=seed, rows=rows)
+    prompts = [x.prompt for x in rows]
+    with _progress(len(rows), f"scoring with {router}", not as_json) as adv:
+        scores = score_prompts(r, prompts, progress=adv)
+    weak = np.array([x.weak for x in rows])
+    strong = np.array([x.strong for x in rows])
+    if strong.mean() <= weak.mean():
+        raise TokenomyError("strong mean quality does not exceed weak mean quality: APGR is undefined")
+    res = evaluate_scores(scores, weak, strong, n_boot=bootstrap, seed=seed)
+    out = {**res.to_json(), "router": router}
+    if by_source:
+        src = np.array([x.source or "all" for x in rows])
+        out["by_source"] = {}
+        for s in sorted(set(src)):
+            j = src == s
+            if strong[j].mean() > weak[j].mean():
+                out["by_source"][s] = evaluate_scores(scores[j], weak[j], strong[j], n_boot=bootstrap, seed=seed).to_json()
+    if plot:
+        from tokenomy.routing.quality.baselines import OracleRouter
+        from tokenomy.routing.quality.plot import plot_curves, random_curve
+
+        oracle = OracleRouter(rows)
+        curves = {router: curve(scores, weak, strong), "random": random_curve(weak, strong),
+                  "oracle": curve([oracle.strong_win_rate(p) for p in prompts], weak, strong)}
+        plot_curves(curves, plot, title=f"{router}: APGR {res.apgr:.3f} (n={res.n})")
+        out["plot"] = str(plot)
+    if as_json:
+        _emit(out)
+        return
+    ci = f" (95% CI {res.apgr_ci[0]:.3f}-{res.apgr_ci[1]:.3f})" if res.apgr_ci else ""
+    fmt = lambda v: "n/a" if v is None else f"{v:.1f}%"
+    typer.echo(f"{router}: n={res.n} APGR={res.apgr:.3f}{ci} CPT(50%)={fmt(res.cpt50)} CPT(80%)={fmt(res.cpt80)} "
+               f"weak={res.weak_mean:.3f} strong={res.strong_mean:.3f}")
+    for s, v in out.get("by_source", {}).items():
+        typer.echo(f"  {s}: n={v['n']} APGR={v['apgr']:.3f} CPT(50%)={fmt(v['cpt50'])} CPT(80%)={fmt(v['cpt80'])}")
+    if plot:
+        typer.echo(f"plot: {plot}")
+
+
+def _print_report(title: str, rep: dict) -> None:
+    typer.echo(title)
+    for s, v in rep["by_source"].items():
+        r, b = v["router"], v["length"]
+        ci = r.get("apgr_ci95")
+        cis = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        typer.echo(f"  {s:<11} n={r['n']:<6} APGR {r['apgr']:.3f}{cis}  length {b['apgr']:.3f}  "
+                   f"diff {v['apgr_minus_length']:+.3f}  CPT50 {r['cpt50']}%  CPT80 {r['cpt80']}%")
+
+
+@route_app.command("train")
+def train_cmd(
+    router: str = typer.Option("lexical", help="lexical | embed | mf"),
+    data: list[Path] = typer.Option(..., help="rows JSONL (lexical/embed, repeatable) or AlpacaEval per-instruction JSONL (mf)"),
+    out: Path = typer.Option(..., help="artifact to write (.npz)"),
+    seed: int = typer.Option(0, help="seed (folds, initialisation)"),
+    c: float = typer.Option(1.0, help="inverse L2 strength (lexical/embed)"),
+    sparse_scale: Optional[float] = typer.Option(None, help="lexical: n-gram value scale (default: FeatureSpec's)"),
+    balance_sources: bool = typer.Option(False, "--balance-sources", help="lexical: equal total weight per source"),
+    cv: int = typer.Option(5, help="folds for the cross-validation report (0 = skip)"),
+    loso: bool = typer.Option(True, "--loso/--no-loso", help="also report leave-one-source-out"),
+    bootstrap: int = typer.Option(300, help="bootstrap resamples for CIs in reports"),
+    weak: str = typer.Option("llama-2-7b-chat-hf", help="mf: weak model of the reported pair"),
+    strong: str = typer.Option("gpt4", help="mf: strong model of the reported pair"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Train a router (seeded, reproducible) with a k-fold CV and leave-one-source-out report."""
+    if out.suffix != ".npz":
+        raise TokenomyError(f"artifact path must end in .npz: {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if router == "mf":
+        from tokenomy.routing.quality.train_mf import train_mf_report
+
+        if len(data) != 1:
+            raise TokenomyError("mf trains on one AlpacaEval per-instruction file")
+        report = train_mf_report(data[0], out, seed=seed, folds=cv, weak=weak, strong=strong, n_boot=bootstrap)
+        if as_json:
+            _emit(report)
+        else:
+            typer.echo(json.dumps(report, indent=1))
+        return
+    from tokenomy.routing.quality.train import cross_validate, leave_one_source_out, make_trainer
+
+    rows = _read_many(data)
+    trainer = make_trainer(router, seed=seed, c=c, sparse_scale=sparse_scale, balance_sources=balance_sources)
+    n_sources = len({r.source for r in rows if r.source})
+    steps = (cv or 0) + (n_sources if loso and n_sources >= 2 else 0) + 1
+    report: dict = {"router": router, "n": len(rows), "seed": seed, "c": c, "out": str(out)}
+    with _progress(steps, f"training {router}", not as_json) as adv:
+        if cv:
+            report["cv"] = cross_validate(rows, trainer, folds=cv, seed=seed, n_boot=bootstrap, progress=adv)
+        if loso and n_sources >= 2:
+            report["loso"] = leave_one_source_out(rows, trainer, seed=seed, n_boot=bootstrap, progress=adv)
+        final = trainer(rows)
+        final.meta["data"] = [p.name for p in data]
+        final.save(out)
+        if adv:
+            adv()
+    if as_json:
+        _emit(report)
+        return
+    if "cv" in report:
+        _print_report(f"{cv}-fold CV (per source, out-of-fold):", report["cv"])
+    if "loso" in report:
+        _print_report("leave-one-source-out (trained on the others):", report["loso"])
+    typer.echo(f"wrote {out}")
+
+
+@route_app.command("choose")
+def choose_cmd(
+    prompt: str = typer.Option(..., help="the prompt"),
+    candidates: str = typer.Option(..., help="model=price,... (price in any one unit, e.g. $/Mtok)"),
+    threshold: float = typer.Option(0.5, help="binary router: strong win-rate threshold; mf: minimum quality"),
+    router: str = typer.Option("default", help="default | mf | PATH.npz"),
+    model: Optional[Path] = typer.Option(None, help="router artifact"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Which candidate model a prompt goes to (the gateway's `auto` decision)."""
+    from tokenomy.routing.quality import choose_model, load_router
+
+    cands = []
+    for part in candidates.split(","):
+        name, sep, price = part.strip().rpartition("=")
+        if not sep or not name:
+            raise TokenomyError(f"candidate '{part}' must be model=price")
+        try:
+            cands.append((name, float(price)))
+        except ValueError:
+            raise TokenomyError(f"candidate '{part}': price is not a number") from None
+    d = choose_model(prompt, cands, threshold, router=load_router(router, model=model))
+    if as_json:
+        _emit(d.to_json())
+    else:
+        pq = "" if d.predicted_quality is None else f" predicted quality {d.predicted_quality:.3f}"
+        typer.echo(f"{d.model} ({d.reason}; strong win rate {d.strong_win_rate:.3f}, threshold {d.threshold}){pq}")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(route_app, name="route")

@@ -1,0 +1,113 @@
+"""Training entry points and validation reports (k-fold CV and leave-one-source-out).
+
+Reports evaluate out-of-fold scores per source (never pooled across sources: a pooled APGR
+would reward learning which benchmark a prompt comes from), each next to the `length`
+baseline on the same rows, with bootstrap confidence intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from tokenomy.errors import TokenomyError
+from tokenomy.routing.quality.baselines import LengthRouter
+from tokenomy.routing.quality.data import Row
+from tokenomy.routing.quality.metrics import evaluate_scores
+
+Trainer = Callable[[Sequence[Row]], object]   # rows -> router with strong_win_rate / scores
+
+
+def source_balanced_weights(rows: Sequence[Row]) -> np.ndarray:
+    """Row weights giving every source the same total weight (mean weight 1)."""
+    src = [r.source for r in rows]
+    counts = {s: src.count(s) for s in set(src)}
+    return np.array([len(rows) / (len(counts) * counts[s]) for s in src])
+
+
+def make_trainer(kind: str, *, seed: int = 0, c: float = 1.0, sparse_scale: float | None = None,
+                 balance_sources: bool = False) -> Trainer:
+    if kind in ("lexical", "default"):
+        from tokenomy.routing.quality.features import FeatureSpec
+        from tokenomy.routing.quality.lexical import FeatureCache, train_lexical
+
+        spec = FeatureSpec() if sparse_scale is None else FeatureSpec(sparse_scale=sparse_scale)
+        cache = FeatureCache(spec)
+        return lambda rows: train_lexical(
+            [r.prompt for r in rows], [r.weak for r in rows], [r.strong for r in rows], c=c, seed=seed,
+            cache=cache, sample_weight=source_balanced_weights(rows) if balance_sources else None,
+            meta={"balance_sources": balance_sources})
+    if kind == "embed":
+        from tokenomy.routing.quality.embed import embed_available, train_embed
+
+        ok, why = embed_available()
+        if not ok:
+            raise TokenomyError(why)
+
+        return lambda rows: train_embed([r.prompt for r in rows], [r.weak for r in rows],
+                                        [r.strong for r in rows], c=c, seed=seed)
+    raise TokenomyError(f"router '{kind}' is not trained from weak/strong rows (use lexical or embed)")
+
+
+def _scores(router, prompts: Sequence[str]) -> np.ndarray:
+    from tokenomy.routing.quality.registry import score_prompts
+
+    return score_prompts(router, prompts)
+
+
+def _report(rows: Sequence[Row], scores: np.ndarray, n_boot: int, seed: int) -> dict:
+    src = np.array([r.source or "all" for r in rows])
+    weak = np.array([r.weak for r in rows])
+    strong = np.array([r.strong for r in rows])
+    length = np.array([LengthRouter().strong_win_rate(r.prompt) for r in rows])
+    out = {}
+    for s in sorted(set(src)):
+        j = src == s
+        if strong[j].mean() <= weak[j].mean():
+            continue
+        router = evaluate_scores(scores[j], weak[j], strong[j], n_boot=n_boot, seed=seed).to_json()
+        base = evaluate_scores(length[j], weak[j], strong[j], n_boot=n_boot, seed=seed).to_json()
+        out[s] = {"router": router, "length": base, "apgr_minus_length": round(router["apgr"] - base["apgr"], 4)}
+    return out
+
+
+def cross_validate(rows: Sequence[Row], trainer: Trainer, *, folds: int = 5, seed: int = 0,
+                   n_boot: int = 300, progress: Callable[[], None] | None = None) -> dict:
+    """k-fold CV (folds stratified by source): per-source out-of-fold APGR vs length."""
+    if len(rows) < folds * 2:
+        raise TokenomyError(f"need at least {folds * 2} rows for {folds}-fold CV")
+    rng = np.random.default_rng(seed)
+    src = np.array([r.source for r in rows])
+    fold_of = np.empty(len(rows), dtype=int)
+    for s in sorted(set(src)):
+        idx = np.flatnonzero(src == s)
+        fold_of[rng.permutation(idx)] = np.arange(idx.size) % folds
+    scores = np.empty(len(rows))
+    for f in range(folds):
+        train = [rows[i] for i in np.flatnonzero(fold_of != f)]
+        test = np.flatnonzero(fold_of == f)
+        router = trainer(train)
+        scores[test] = _scores(router, [rows[i].prompt for i in test])
+        if progress:
+            progress()
+    return {"folds": folds, "seed": seed, "by_source": _report(rows, scores, n_boot, seed)}
+
+
+def leave_one_source_out(rows: Sequence[Row], trainer: Trainer, *, seed: int = 0, n_boot: int = 300,
+                         progress: Callable[[], None] | None = None) -> dict:
+    """Train on all sources but one, test on the held-out one; one entry per source."""
+    src = np.array([r.source for r in rows])
+    sources = sorted(set(src) - {""})
+    if len(sources) < 2:
+        raise TokenomyError("leave-one-source-out needs rows from at least two sources")
+    out = {}
+    for s in sources:
+        train = [r for r in rows if r.source != s]
+        test = [r for r in rows if r.source == s]
+        router = trainer(train)
+        out.update(_report(test, _scores(router, [r.prompt for r in test]), n_boot, seed))
+        out[s]["trained_on"] = sorted(set(sources) - {s})
+        if progress:
+            progress()
+    return {"by_source": out}
