@@ -50,7 +50,7 @@ def _progress(total: int, label: str, enabled: bool):
 
 @route_app.command("data")
 def data_cmd(
-    source: str = typer.Option(..., help="routellm | alpacaeval"),
+    source: str = typer.Option(..., help="routellm | alpacaeval | cascade-alpacaeval | cascade-gsm8k"),
     out: Path = typer.Option(..., help="output JSONL {id, prompt, weak, strong, source}"),
     input: Optional[Path] = typer.Option(None, "--input", help="source file (default: ../shared/data/routing/...)"),
     weak: str = typer.Option("llama-2-7b-chat-hf", help="alpacaeval: weak model"),
@@ -58,8 +58,19 @@ def data_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Convert shared routing data to evaluation rows (contaminated / excluded entries dropped)."""
+    from tokenomy.routing import cascade
     from tokenomy.routing.quality import data
 
+    if source in cascade.CASCADE_SOURCES:  # rows that also carry the weak model's answer
+        crows = cascade.load_source(source, _shared_routing_dir() / "cascade", input=input,
+                                    weak=weak if source == "cascade-alpacaeval" else None,
+                                    strong=None if strong == "gpt4" else strong)
+        n = cascade.write_rows(crows, out)
+        if as_json:
+            _emit({"out": str(out), "n": n, "source": source})
+        else:
+            typer.echo(f"wrote {n} cascade rows to {out}")
+        return
     if source not in SOURCE_FILES:
         raise TokenomyError(f"unknown source '{source}'; known: {', '.join(SOURCE_FILES)}")
     path = input or _shared_routing_dir() / SOURCE_FILES[source]
@@ -92,10 +103,24 @@ def eval_cmd(
     bootstrap: int = typer.Option(1000, help="bootstrap resamples for the APGR CI (0 = none)"),
     seed: int = typer.Option(0, help="seed (random router, bootstrap)"),
     plot: Optional[Path] = typer.Option(None, help="write the quality vs strong-call-share curve (PNG)"),
+    price_ratio: Optional[float] = typer.Option(
+        None, "--price-ratio", help="cascades: strong/weak cost per call; adds the cost view vs a prompt-only gate"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """APGR / CPT(50%) / CPT(80%) of a router on labelled rows (RouteLLM's metrics)."""
+    """APGR / CPT(50%) / CPT(80%) of a router on labelled rows (RouteLLM's metrics).
+
+    Rows that carry `weak_output` with a cascade verifier (--router cascade-default, or a cascade
+    artifact) are scored on (prompt, weak answer): the same metrics over the escalation share."""
     import numpy as np
+
+    from tokenomy.routing import cascade
+
+    if cascade.wants_cascade(router, model):
+        crows = [r for p in data for r in cascade.read_rows(p)]
+        out = cascade.evaluate(crows, model or router, price_ratio=price_ratio, n_boot=bootstrap, seed=seed,
+                               by_source=by_source)
+        _emit(out) if as_json else typer.echo(cascade.format_eval(out))
+        return
 
     from tokenomy.routing.quality import load_router, score_prompts
     from tokenomy.routing.quality.metrics import curve, evaluate_scores
@@ -152,7 +177,7 @@ def _print_report(title: str, rep: dict) -> None:
 
 @route_app.command("train")
 def train_cmd(
-    router: str = typer.Option("lexical", help="lexical | embed | mf"),
+    router: str = typer.Option("lexical", help="lexical | embed | mf | cascade"),
     data: list[Path] = typer.Option(..., help="rows JSONL (lexical/embed, repeatable) or AlpacaEval per-instruction JSONL (mf)"),
     out: Path = typer.Option(..., help="artifact to write (.npz)"),
     seed: int = typer.Option(0, help="seed (folds, initialisation)"),
@@ -170,6 +195,18 @@ def train_cmd(
     if out.suffix != ".npz":
         raise TokenomyError(f"artifact path must end in .npz: {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if router == "cascade":  # the learned answer verifier, on rows carrying weak_output
+        from tokenomy.routing import cascade
+
+        crows = [r for p in data for r in cascade.read_rows(p)]
+        path = cascade.train(crows, seed=seed, out=out, folds=cv, loso=loso, n_boot=bootstrap, price_ratios=(5, 20, 50))
+        rep = cascade.load_verifier(path).meta["report"]
+        if as_json:
+            _emit({"out": str(path), "report": rep})
+        else:
+            typer.echo(cascade.format_report(rep))
+            typer.echo(f"wrote {path}")
+        return
     if router == "mf":
         from tokenomy.routing.quality.train_mf import train_mf_report
 
