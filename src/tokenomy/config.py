@@ -144,6 +144,79 @@ class ModelGroup(_Strict):
         return default
 
 
+class Judge(_Strict):
+    """LLM-as-judge verifier: a model group of this gateway grades the weak answer (its tokens are
+    metered to the same tenant, event id `<request>:judge`)."""
+
+    model: str = Field(min_length=1)
+    rubric: str | None = None  # must contain {prompt} and {answer}; default: the cascade module's
+    max_tokens: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _rubric(self) -> "Judge":
+        if self.rubric is not None and ("{prompt}" not in self.rubric or "{answer}" not in self.rubric):
+            raise ValueError("rubric must contain {prompt} and {answer}")
+        return self
+
+
+class Cascade(_Strict):
+    """Policy cascade: the weakest candidate answers first; escalate to the strongest when the
+    verifier's score of that answer is below `threshold`."""
+
+    verifier: str = "cascade-default"  # a verifier name (tokenomy.routing.cascade) or a .npz artifact
+    judge: Judge | None = None  # instead of `verifier`: an LLM judge
+    threshold: float = Field(default=0.5, ge=0, le=1)
+
+
+class RoutingGroup(_Strict):
+    """An alias (e.g. `auto`) routed per request over candidate model groups, weakest first."""
+
+    candidates: list[str] = Field(min_length=2)  # model groups, weak..strong
+    policy: Literal["router", "cascade"] = "router"
+    router: str = "default"  # default | mf | lexical | a router artifact (.npz)
+    # mf (multi-model) router: the router's name for each candidate group (e.g. llama-3-8b:
+    # llama-2-7b-chat-hf); without it a multi-model router acts as a binary one.
+    router_models: dict[str, str] | None = None
+    # Exactly one threshold kind (policy router):
+    strong_share: float | None = Field(default=None, ge=0, le=1)  # target strong-call share, calibrated at start
+    min_quality: float | None = Field(default=None, ge=0, le=1)  # cheapest candidate predicted >= this
+    threshold: float | None = None  # raw router threshold
+    max_usd_per_request: float | None = Field(default=None, gt=0)  # best candidate whose expected cost fits
+    cascade: Cascade | None = None  # policy cascade
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "RoutingGroup":
+        kinds = [n for n in ("strong_share", "min_quality", "threshold", "max_usd_per_request")
+                 if getattr(self, n) is not None]
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError("candidates: duplicate model groups")
+        if self.policy == "router":
+            if len(kinds) != 1:
+                raise ValueError("give exactly one of strong_share, min_quality, threshold, max_usd_per_request"
+                                 + (f" (got {', '.join(kinds)})" if kinds else ""))
+            if self.cascade is not None:
+                raise ValueError("cascade: only with policy cascade")
+        else:
+            if kinds:
+                raise ValueError(f"policy cascade takes its threshold in cascade.threshold (remove {', '.join(kinds)})")
+        if self.router_models is not None:
+            unknown = set(self.router_models) - set(self.candidates)
+            if unknown:
+                raise ValueError(f"router_models: names groups that are not candidates: {sorted(unknown)}")
+        return self
+
+    @property
+    def cascade_spec(self) -> Cascade:
+        return self.cascade or Cascade()
+
+
+class Routing(_Strict):
+    # Store the prompt text of routed requests (table route_prompts in the ledger database) so
+    # feedback can retrain the router (`tokenomy route train --from-ledger`). Off by default:
+    # prompts may hold personal or confidential data, kept as long as the ledger.
+    store_prompts: bool = False
+
+
 class Tenant(_Strict):
     name: str = Field(min_length=1)
     budget_usd: float | None = Field(default=None, ge=0)
@@ -214,6 +287,9 @@ class Server(_Strict):
 class GatewayConfig(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     model_groups: dict[str, ModelGroup] = Field(default_factory=dict)
+    # Aliases routed per request over candidate model groups (quality router or cascade).
+    routing_groups: dict[str, RoutingGroup] = Field(default_factory=dict)
+    routing: Routing = Routing()
     tenants: list[Tenant] = Field(default_factory=list)
     keys: list[Key] = Field(default_factory=list)
     defaults: Defaults = Defaults()
@@ -237,6 +313,18 @@ class GatewayConfig(_Strict):
                 if d not in names:
                     raise ValueError(f"model_groups.{alias}.deployments: unknown deployment '{d}' "
                                      f"(known: {', '.join(names)})")
+        known_groups = sorted(set(self.model_groups) | set(names))
+        for alias, rg in self.routing_groups.items():
+            if alias in known_groups:
+                raise ValueError(f"routing_groups.{alias}: the alias is already a model group or deployment name")
+            for c in rg.candidates:
+                if c not in known_groups:
+                    raise ValueError(f"routing_groups.{alias}.candidates: unknown model group '{c}' "
+                                     f"(known: {', '.join(known_groups)})")
+            judge = rg.cascade.judge if rg.cascade is not None else None
+            if judge is not None and judge.model not in known_groups:
+                raise ValueError(f"routing_groups.{alias}.cascade.judge.model: unknown model group '{judge.model}' "
+                                 f"(known: {', '.join(known_groups)})")
         tenants = {t.name for t in self.tenants}
         for i, t in enumerate(self.tenants):
             if t.plan is not None and self.plans is None:
@@ -310,7 +398,8 @@ def load_config(path: str | Path | None) -> GatewayConfig:
 
 def default_config(time_scale: float = 1.0) -> GatewayConfig:
     """The default emulated fleet: llama-3-8b on L4 and on H100 (one group, policy cost),
-    llama-3-70b on 4 x H100, and gpt-4o-mini emulated but priced from the real price map."""
+    llama-3-70b on 4 x H100, gpt-4o-mini emulated but priced from the real price map, and the
+    routed alias `auto` (llama-3-8b -> llama-3-70b, quality router, strong_share 0.3)."""
 
     def emu(name: str, model: str, acc: str, count: int, pricing: dict, served: str) -> dict:
         return {"name": name, "model": served,
@@ -332,6 +421,11 @@ def default_config(time_scale: float = 1.0) -> GatewayConfig:
             "llama-3-8b": {"deployments": ["llama-3-8b@l4", "llama-3-8b@h100"], "policy": "cost"},
             "llama-3-70b": {"deployments": ["llama-3-70b@4xh100"]},
             "gpt-4o-mini": {"deployments": ["gpt-4o-mini@openai-emulated"]},
+        },
+        # `model: auto`: the shipped quality router picks llama-3-8b or llama-3-70b per prompt,
+        # sending about 30% of a typical prompt mix to the 70B model.
+        "routing_groups": {
+            "auto": {"candidates": ["llama-3-8b", "llama-3-70b"], "router": "default", "strong_share": 0.3},
         },
     }
     return parse_config(data, "<default fleet>")

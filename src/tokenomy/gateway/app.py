@@ -53,7 +53,43 @@ async def models(request: web.Request) -> web.Response:
         return error_response(err)
     data = [{"id": alias, "object": "model", "created": 0, "owned_by": "tokenomy", "policy": g.policy,
              "deployments": [d.name for d in g.deployments]} for alias, g in gw.groups.items()]
+    data += [{"id": alias, "object": "model", "created": 0, "owned_by": "tokenomy", "policy": r.policy,
+              "candidates": [g.alias for g in r.candidates], "threshold": r.threshold, "threshold_kind": r.kind}
+             for alias, r in gw.routes.items()]
     return _json({"object": "list", "data": data})
+
+
+async def feedback(request: web.Request) -> web.Response:
+    """POST /v1/feedback {"request_id", "score" in [0, 1]}: an outcome label for a request of the
+    caller's tenant (any other tenant's request is a 404, as if it did not exist)."""
+    import asyncio
+
+    from tokenomy.gateway.validate import parse_body
+
+    gw = _gw(request)
+    try:
+        p = gw.authenticate(request)
+        body = parse_body(await request.read())
+        rid = body.get("request_id")
+        if not isinstance(rid, str) or not rid or len(rid) > 200:
+            raise ApiError(400, "'request_id' must be a non-empty string (the x-tokenomy-request-id of a response)",
+                           param="request_id", code="invalid_value")
+        score = body.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
+            raise ApiError(400, "'score' must be a number in [0, 1]", param="score", code="invalid_value")
+        store = gw.feedback
+        if store is None:
+            raise ApiError(503, "feedback store not open", code="unavailable")
+        owner = await asyncio.to_thread(store.event_tenant, rid)
+        if owner is False:  # ledger not in this SQLite file (in-memory / another backend)
+            owner = next((e.tenant for e in gw.metering.events(None if p.is_admin else p.tenant, limit=1_000_000)
+                          if e.id == rid), None)
+        if owner is None or (not p.is_admin and owner != p.tenant):
+            raise ApiError(404, f"no request '{rid}' of this tenant", param="request_id", code="request_not_found")
+        await asyncio.to_thread(store.record_feedback, rid, owner, float(score))
+        return _json({"request_id": rid, "tenant": owner, "score": float(score), "recorded": True})
+    except ApiError as err:
+        return error_response(err)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -190,6 +226,7 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/feedback", feedback)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/usage", admin_usage)

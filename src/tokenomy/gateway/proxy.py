@@ -25,13 +25,13 @@ from aiohttp import web
 from tokenomy.config import GatewayConfig
 from tokenomy.errors import ConfigError, TokenomyError
 from tokenomy.gateway import validate as v
-from tokenomy.gateway.context import _Ctx, _fmt_usd, _header_safe
+from tokenomy.gateway.context import _CallFailed, _Ctx, _fmt_usd, _header_safe, _Unary
 from tokenomy.gateway.errors import ApiError, error_response
 from tokenomy.gateway.health import RetryBudget
 from tokenomy.gateway.metrics import Metrics
 from tokenomy.gateway.plans import PlanGate, PlanState, load_plan_gate
 from tokenomy.gateway.pricing import latency_prior_ms, resolve_price
-from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, build_groups
+from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRuntime, build_groups, build_routes
 from tokenomy.gateway.streaming import StreamingMixin
 from tokenomy.gateway.upstream import reported_energy_joules, usage_counts
 from tokenomy.metering import MeteringError, UsageEvent
@@ -45,7 +45,183 @@ _INPUT_MARGIN = 1.1
 _INPUT_SLACK_TOKENS = 16
 
 
-class Gateway(StreamingMixin):
+class CascadeMixin:
+    """Policy cascade of a routed alias (uses Gateway's _call_unary, _unary_event, _commit, _stream).
+
+    Non-stream: weak call -> verifier -> return it, or call the strong model. Stream: the weak
+    answer is fetched whole (non-stream) and scored before anything is sent; kept answers are
+    then sent as one SSE content chunk, escalated requests stream the strong model. So the TTFT
+    of a streamed cascade request is the weak call's full latency + the verifier's time (+ the
+    strong model's TTFT when escalated): the price of judging the answer, not the prompt.
+
+    Metering: every upstream call is one usage event under the request id: the served answer
+    is `<req>` (settles the reservation; carries extra.route), the unserved weak (or failed
+    strong) call is `<req>:weak` (`<req>:strong`), an LLM judge call `<req>:judge`."""
+
+    async def _commit_aux(self, ctx: "_Ctx", ev: UsageEvent) -> None:
+        """Record an auxiliary call of a request (no reservation of its own: the main event settles it)."""
+        recorded = await self.metering.commit(ev, None)
+        self.metrics.observe(ev)
+        if ctx.plan is not None and recorded is not False:
+            self.plans.record(ev)  # type: ignore[union-attr]
+
+    async def _aux(self, ctx: "_Ctx", sub: "_Ctx", r: _Unary, role: str) -> UsageEvent:
+        sub.rid = f"{ctx.rid}:{role}"
+        sub.part = {"route_part": role, "parent": ctx.rid}
+        ev = self._unary_event(sub, r)
+        await self._commit_aux(ctx, ev)
+        return ev
+
+    async def _cascade(self, request: web.Request, ctx: "_Ctx", route: RouteRuntime, priced,
+                       weak_order: list[DeploymentRuntime], max_tokens: int | None) -> web.StreamResponse:
+        from tokenomy.routing.cascade import run_cascade
+
+        weak_g, strong_g = route.candidates[0], route.candidates[-1]
+        wctx = ctx.sub(ctx.rid, weak_g, stream=False)
+        sctx = ctx.sub(ctx.rid, strong_g, stream=False)
+        judge = None
+        aux_usd = Decimal(0)
+
+        weak_box: list[_Unary] = []
+
+        async def call_weak() -> _Unary:
+            r = await self._call_unary(wctx, weak_order)
+            weak_box.append(r)
+            if r.status != "ok":
+                raise _CallFailed(r)
+            return r
+
+        async def call_strong() -> _Unary | None:
+            if ctx.stream:
+                return None  # streamed below, once the decision is known
+            r = await self._call_unary(sctx, strong_g.rank(ctx.input_tokens, max_tokens).order)
+            if r.status != "ok":
+                raise _CallFailed(r)
+            return r
+
+        verifier = route.verifier
+        if route.judge is not None:
+            judge = verifier = _GatewayJudge(self, ctx, *route.judge)
+        try:
+            res = await run_cascade(call_weak, call_strong, verifier, route.threshold, prompt=ctx.prompt,
+                                    text_of=lambda r: _response_text(r.obj, ctx.kind))
+        except _CallFailed as exc:  # both calls failed (non-stream): the strong failure is the answer
+            await self._aux(ctx, wctx, weak_box[0] if weak_box else _result_of(None, None), "weak")
+            ctx.group = strong_g
+            ctx.route = {**route.route_extra(priced, strong_g), "escalated": True, "score": None,
+                         "threshold": route.threshold, "verifier": route.verifier_name, "served_by": "none"}
+            return await self._finish_unary(ctx, exc.result, {"x-tokenomy-cascade-escalated": "true"})
+        if judge is not None:
+            aux_usd += judge.cost_usd
+        weak_call = res.calls[0]
+        weak_r = weak_call.response if weak_call.error is None else _result_of(weak_call.error, None)
+        served_strong = res.served_by == "strong"
+        served = strong_g if served_strong else weak_g
+        ctx.route = {**route.route_extra(priced, served), "escalated": res.escalated, "served_by": res.served_by,
+                     "score": res.score, "predicted_quality": res.score, "threshold": route.threshold,
+                     "verifier": route.verifier_name, "verifier_ms": round(res.verifier_seconds * 1000.0, 3)}
+        if res.verifier_error:
+            ctx.route["verifier_error"] = res.verifier_error[:200]
+        headers = {**res.headers(), "x-tokenomy-route-alias": route.alias, "x-tokenomy-route-model": served.alias,
+                   "x-tokenomy-cascade-verifier": _header_safe(route.verifier_name)}
+        ctx.group = served
+        if served_strong or (res.escalated and ctx.stream):
+            aux_usd += (await self._aux(ctx, wctx, weak_r, "weak")).cost_usd
+            ctx.headers.update(headers)
+            if ctx.stream:  # escalated: stream the strong model (fallbacks before the first byte)
+                ctx.route["served_by"] = "strong"
+                ctx.route["strong"] = True
+                return await self._stream(request, ctx, strong_g.rank(ctx.input_tokens, max_tokens).order)
+            main = res.calls[-1].response
+        else:  # the weak answer is served (kept, or the strong call failed)
+            if res.strong_error is not None:
+                failed = res.calls[-1].error
+                aux_usd += (await self._aux(ctx, sctx, _result_of(failed, strong_g), "strong")).cost_usd
+                ctx.route["strong_error"] = res.strong_error[:200]
+            main = weak_r
+            ctx.headers.update(headers)
+            if ctx.stream:
+                return await self._sse_from_unary(request, ctx, main, aux_usd)
+        resp = await self._finish_unary(ctx, main)
+        if aux_usd and "x-tokenomy-cost-usd" in resp.headers:
+            resp.headers["x-tokenomy-route-total-cost-usd"] = _fmt_usd(Decimal(resp.headers["x-tokenomy-cost-usd"]) + aux_usd)
+        return resp
+
+    async def _sse_from_unary(self, request: web.Request, ctx: "_Ctx", r: _Unary, aux_usd: Decimal) -> web.StreamResponse:
+        """Send a complete (buffered) answer as an SSE stream: one content chunk, the finish chunk,
+        the usage chunk when asked for, then [DONE] — after its event is committed."""
+        ev = self._unary_event(ctx, r)
+        await self._commit(ctx, ev)
+        obj = r.obj or {}
+        chat = ctx.kind == "chat"
+        choice = (obj.get("choices") or [{}])[0] if isinstance(obj.get("choices"), list) else {}
+        text = _response_text(obj, ctx.kind)
+        head = {"id": obj.get("id", ctx.rid), "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": obj.get("created", int(time.time())), "model": obj.get("model", r.d.model)}
+        finish = choice.get("finish_reason", "stop") if isinstance(choice, dict) else "stop"
+        if chat:
+            chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
+                                            "finish_reason": None}]},
+                      {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}]
+        else:
+            chunks = [{**head, "choices": [{"index": 0, "text": text, "finish_reason": None}]},
+                      {**head, "choices": [{"index": 0, "text": "", "finish_reason": finish}]}]
+        tail = {"request_id": ctx.rid, "deployment": r.d.name, "cost_usd": _fmt_usd(ev.cost_usd),
+                "energy_joules": ev.energy_joules, "input_tokens": ev.input_tokens,
+                "output_tokens": ev.output_tokens, "estimated": ev.estimated,
+                "route_total_cost_usd": _fmt_usd(ev.cost_usd + aux_usd)}
+        if ctx.plan is not None:
+            tail["price_usd"] = _fmt_usd(ev.price_usd)
+        if ctx.client_usage:
+            chunks.append({**head, "choices": [], "x_tokenomy": tail,
+                           "usage": {"prompt_tokens": ev.input_tokens, "completion_tokens": ev.output_tokens,
+                                     "total_tokens": ev.input_tokens + ev.output_tokens}})
+        out = web.StreamResponse(status=200, headers={
+            **ctx.headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "x-tokenomy-deployment": r.d.name})
+        out.enable_chunked_encoding()
+        body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+        try:
+            await out.prepare(request)
+            await out.write(body + b": x-tokenomy " + orjson.dumps(tail) + b"\n\ndata: [DONE]\n\n")
+            await out.write_eof()
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            pass
+        return out
+
+
+class _GatewayJudge:
+    """LLM-as-judge through the gateway's own dispatch: the judge group's deployments, fallbacks
+    and prices apply, and its tokens are metered to the same tenant as `<req>:judge`."""
+
+    def __init__(self, gw, ctx: "_Ctx", group: GroupRuntime, jv):
+        self.gw, self.ctx, self.group, self.jv = gw, ctx, group, jv
+        self.cost_usd = Decimal(0)
+
+    async def ascore(self, prompt: str, answer: str) -> float | None:
+        from tokenomy.routing.cascade.judge import JudgeError, normalize, parse_score
+
+        messages = self.jv.messages(prompt, answer)
+        body = {"model": self.group.alias, "messages": messages, "max_tokens": self.jv.max_tokens, "temperature": 0}
+        jctx = self.ctx.sub(self.ctx.rid, self.group, stream=False, body=body)
+        jctx.kind = "chat"
+        jctx.input_tokens = count_chat_tokens(messages)
+        r = await self.gw._call_unary(jctx, self.group.rank(jctx.input_tokens, self.jv.max_tokens).order)
+        ev = await self.gw._aux(self.ctx, jctx, r, "judge")
+        self.cost_usd += ev.cost_usd
+        if r.status != "ok":
+            raise JudgeError(f"judge {self.group.alias}: {r.err.message if r.err else r.status}")
+        s = parse_score(_response_text(r.obj, "chat"))
+        return None if s is None else normalize(s)
+
+
+def _result_of(exc: BaseException | None, group) -> _Unary:
+    if isinstance(exc, _CallFailed):
+        return exc.result
+    return _Unary("failed", None, err=ApiError(502, f"{type(exc).__name__}: {exc}", code="upstream_error"))
+
+
+class Gateway(StreamingMixin, CascadeMixin):
     def __init__(self, config: GatewayConfig, metering: Any):
         self.config, self.metering = config, metering
         self.deployments: dict[str, DeploymentRuntime] = {}
@@ -67,6 +243,9 @@ class Gateway(StreamingMixin):
                 if key:
                     d.headers["Authorization"] = f"Bearer {key}"
         self.groups: dict[str, GroupRuntime] = build_groups(config, self.deployments)
+        # Routed aliases (`auto`): router and calibrated threshold, or cascade verifier, loaded once.
+        self.routes: dict[str, RouteRuntime] = build_routes(config, self.groups)
+        self.feedback = None  # routing.feedback.FeedbackStore, opened at start
         # Billing plans (caps, downgrade, overage, tenant price per event); None without `plans:`.
         self.plans: PlanGate | None = load_plan_gate(config, self.groups, getattr(metering, "data_dir", None))
         self.metrics = Metrics(lambda: self.deployments.values())
@@ -82,6 +261,9 @@ class Gateway(StreamingMixin):
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        from tokenomy.routing.feedback import FeedbackStore
+
+        self.feedback = FeedbackStore.open(getattr(self.metering, "data_dir", None))
         conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=conn, json_serialize=lambda o: orjson.dumps(o).decode(),
                                              skip_auto_headers=("User-Agent",), auto_decompress=True)
@@ -92,6 +274,9 @@ class Gateway(StreamingMixin):
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self.feedback is not None:
+            self.feedback.close()
+            self.feedback = None
 
     # ---------------------------------------------------------------- auth
     def authenticate(self, request: web.Request):
@@ -158,18 +343,43 @@ class Gateway(StreamingMixin):
         if so is not None and not isinstance(so, dict):
             raise ApiError(400, "'stream_options' must be an object", param="stream_options", code="invalid_type")
         group = self.groups.get(alias)
-        if group is None:
-            raise ApiError(404, f"unknown model '{alias}'; available: {', '.join(sorted(self.groups))}",
+        route = self.routes.get(alias) if group is None else None
+        if group is None and route is None:
+            raise ApiError(404, f"unknown model '{alias}'; available: {', '.join(sorted([*self.groups, *self.routes]))}",
                            param="model", code="model_not_found")
+        route_headers: dict[str, str] = {}
+        route_extra = priced = None
+        prompt = ""
+        if route is not None:
+            prompt = _routed_prompt(body, kind)
+            priced = route.priced(input_tokens, max_tokens)
+            if route.policy == "router":
+                qd, group = route.decide(prompt, priced)
+                route_headers = {**qd.headers(), "x-tokenomy-route-model": group.alias,
+                                 "x-tokenomy-route-alias": alias}
+                if route.kind == "max_usd_per_request":
+                    route_headers["x-tokenomy-route-max-usd"] = f"{route.cfg.max_usd_per_request:g}"
+                route_extra = {**qd.to_json(), **route.route_extra(priced, group), "model": group.alias}
+            else:
+                group = route.candidates[0]  # cascade: the weakest answers first
         plan_state, plan_headers = None, None
         if self.plans is not None:
+            before = group
             plan_state, group, plan_headers = self._apply_plan(principal, group)
+            if route is not None and group is not before:  # the plan's downgrade wins over routing
+                route, route_extra, route_headers = None, None, {}
         try:
             decision = group.rank(input_tokens, max_tokens)
             m = self.metering
             n_choices = v.opt_pos_int(body, "n") or 1
             max_out = (max_tokens or self.default_max_tokens) * n_choices
             worst = self._worst_case_usd(group, input_tokens, max_out)
+            cascade = route is not None and route.policy == "cascade"
+            if cascade:  # the weak call, then maybe the strong one (and a judge call)
+                worst += self._worst_case_usd(route.candidates[-1], input_tokens, max_out)
+                if route.judge is not None:
+                    jv = route.judge[1]
+                    worst += self._worst_case_usd(route.judge[0], input_tokens * 2 + 400, jv.max_tokens)
             if plan_state is not None:
                 worst = self.plans.worst_case_usd(plan_state, input_tokens, max_out, worst)  # type: ignore[union-attr]
             try:
@@ -183,6 +393,7 @@ class Gateway(StreamingMixin):
             extra_headers = {"x-tokenomy-request-id": rid}
             if plan_headers:
                 extra_headers.update(plan_headers)
+            extra_headers.update(route_headers)
             warnings = m.warnings(principal)
             if warnings:
                 extra_headers["x-tokenomy-warning"] = _header_safe("; ".join(warnings))
@@ -192,9 +403,14 @@ class Gateway(StreamingMixin):
             ctx = _Ctx(rid, t0, principal, group, body, stream, input_tokens, reservation, extra_headers, kind,
                        client_usage=bool(so and so.get("include_usage")))
             ctx.plan = plan_state
+            ctx.route, ctx.prompt = route_extra, prompt
+            if route is not None and self.feedback is not None and self.config.routing.store_prompts:
+                await asyncio.to_thread(self.feedback.record_prompt, rid, principal.tenant, prompt)
             committed = False
             try:
-                if stream:
+                if cascade:
+                    resp = await self._cascade(request, ctx, route, priced, decision.order, max_tokens)
+                elif stream:
                     resp = await self._stream(request, ctx, decision.order)
                 else:
                     resp = await self._unary(ctx, decision.order)
@@ -312,6 +528,10 @@ class Gateway(StreamingMixin):
                     extra["downgraded"] = ctx.headers["x-tokenomy-downgraded"]
         if ctx.attempts:
             extra["attempts"] = ctx.attempts
+        if ctx.route is not None:
+            extra["route"] = ctx.route
+        if ctx.part is not None:
+            extra.update(ctx.part)
         return UsageEvent(
             id=ctx.rid, ts=time.time(), tenant=ctx.principal.tenant, key_id=ctx.principal.key_id,
             model=ctx.group.alias, deployment=d.name if d is not None else "", input_tokens=inp,
@@ -353,6 +573,10 @@ class Gateway(StreamingMixin):
 
     # ---------------------------------------------------------------- non-stream
     async def _unary(self, ctx: "_Ctx", order: list[DeploymentRuntime]) -> web.Response:
+        return await self._finish_unary(ctx, await self._call_unary(ctx, order))
+
+    async def _call_unary(self, ctx: "_Ctx", order: list[DeploymentRuntime]) -> _Unary:
+        """Try deployments in order until one answers; nothing is metered here."""
         session = self.session
         assert session is not None, "gateway not started"
         last: DeploymentRuntime | None = None
@@ -382,11 +606,7 @@ class Gateway(StreamingMixin):
                 continue
             if status >= 400:  # the request itself is bad for this upstream: pass it through, no fallback
                 d.breaker.success()
-                ev = self._event(ctx, d, counts=(0, 0, 0, 0), status="error", http_status=status,
-                                 estimated=False, ttft_ms=None, billable=False)
-                await self._commit(ctx, ev)
-                return web.Response(status=status, body=raw, content_type="application/json",
-                                    headers={**ctx.headers, "x-tokenomy-deployment": d.name})
+                return _Unary("client_error", d, raw, err=ApiError(status, f"HTTP {status} from {d.name}"))
             try:
                 obj = orjson.loads(raw)
                 if not isinstance(obj, dict):
@@ -406,17 +626,52 @@ class Gateway(StreamingMixin):
                     energy = None
             d.breaker.success()
             self._learn(ctx, d, counts, None, None, t_start)
-            ev = self._event(ctx, d, counts=counts, status="ok", http_status=200, estimated=estimated,
-                             ttft_ms=None, energy=energy)
-            await self._commit(ctx, ev)
-            return web.Response(status=200, body=raw, content_type=ctype.split(";")[0],
-                                headers={**ctx.headers, "x-tokenomy-deployment": d.name,
-                                         "x-tokenomy-cost-usd": _fmt_usd(ev.cost_usd),
-                                         **({"x-tokenomy-price-usd": _fmt_usd(ev.price_usd)} if ctx.plan else {}),
-                                         "x-tokenomy-energy-j": f"{ev.energy_joules:.6g}"})
-        err = self._all_failed(ctx, last is not None)
-        await self._error_event(ctx, err, last)
-        return error_response(err, {**ctx.headers, **({"x-tokenomy-deployment": last.name} if last else {})})
+            return _Unary("ok", d, raw, ctype, obj, counts, estimated, energy)
+        return _Unary("failed", last, err=self._all_failed(ctx, last is not None))
+
+    def _unary_event(self, ctx: "_Ctx", r: _Unary) -> UsageEvent:
+        if r.status == "ok":
+            return self._event(ctx, r.d, counts=r.counts, status="ok", http_status=200, estimated=r.estimated,
+                               ttft_ms=None, energy=r.energy)
+        if r.status == "client_error":
+            return self._event(ctx, r.d, counts=(0, 0, 0, 0), status="error", http_status=r.err.status,
+                               estimated=False, ttft_ms=None, billable=False)
+        return self._event(ctx, r.d, counts=(0, 0, 0, 0), status="upstream_error", http_status=r.err.status,
+                           estimated=False, ttft_ms=None, billable=False)
+
+    async def _finish_unary(self, ctx: "_Ctx", r: _Unary, extra_headers: dict[str, str] | None = None) -> web.Response:
+        """Meter the main event of a non-stream request (committed before the body is sent), respond."""
+        ev = self._unary_event(ctx, r)
+        await self._commit(ctx, ev)
+        dep = {"x-tokenomy-deployment": r.d.name} if r.d is not None else {}
+        more = extra_headers or {}
+        if r.status == "client_error":
+            return web.Response(status=r.err.status, body=r.raw, content_type="application/json",
+                                headers={**ctx.headers, **dep, **more})
+        if r.status == "failed":
+            return error_response(r.err, {**ctx.headers, **dep, **more})
+        return web.Response(status=200, body=r.raw, content_type=r.ctype.split(";")[0],
+                            headers={**ctx.headers, **dep,
+                                     "x-tokenomy-cost-usd": _fmt_usd(ev.cost_usd),
+                                     **({"x-tokenomy-price-usd": _fmt_usd(ev.price_usd)} if ctx.plan else {}),
+                                     "x-tokenomy-energy-j": f"{ev.energy_joules:.6g}", **more})
+
+
+def _routed_prompt(body: dict, kind: str) -> str:
+    """What a router reads: the last user message (text parts joined), or the completion prompt."""
+    if kind != "chat":
+        p = body.get("prompt")
+        if isinstance(p, list):
+            p = p[-1] if p else ""
+        return p if isinstance(p, str) else ""
+    for m in reversed(body.get("messages") or ()):
+        if isinstance(m, dict) and m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            if isinstance(c, list):
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
 
 
 def _retry_after(value: str | None) -> str:

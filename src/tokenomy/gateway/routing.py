@@ -138,3 +138,148 @@ class GroupRuntime:
 def build_groups(gc: GatewayConfig, deps: dict[str, DeploymentRuntime]) -> dict[str, GroupRuntime]:
     return {alias: GroupRuntime(alias, g, deps, gc.defaults.predicted_output_tokens, seed=i)
             for i, (alias, g) in enumerate(gc.groups().items())}
+
+
+# ------------------------------------------------------------------ routed aliases (quality router, cascade)
+def _calibration_prompts() -> list[str]:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "routing" / "calibration_prompts.json"
+    return list(json.loads(path.read_text(encoding="utf-8"))["prompts"])
+
+
+def _usd_per_mtok(d: DeploymentRuntime) -> list[str]:
+    p = d.price
+    return [format(x.normalize(), "f") for x in (p.usd_per_mtok_input, p.usd_per_mtok_cached_input,
+                                                 p.usd_per_mtok_output, p.usd_per_mtok_reasoning)]
+
+
+class RouteRuntime:
+    """A routed alias (config `routing_groups`): per request, pick one candidate model group
+    (policy router), or answer with the weakest and escalate to the strongest (policy cascade).
+
+    The router and the threshold are resolved once at start: `strong_share` is calibrated on a
+    shipped 300-prompt sample (tokenomy/routing/calibration_prompts.json)."""
+
+    def __init__(self, alias: str, cfg, groups: dict[str, GroupRuntime]):
+        from tokenomy.errors import ConfigError, TokenomyError
+
+        self.alias, self.cfg, self.policy = alias, cfg, cfg.policy
+        self.candidates = [groups[c] for c in cfg.candidates]
+        self.router = None
+        self.verifier = None
+        self.judge = None  # (GroupRuntime, JudgeVerifier used for its rubric and parsing)
+        self.kind = "cascade"
+        self.threshold = 0.0
+        where = f"routing_groups.{alias}"
+        try:
+            if cfg.policy == "cascade":
+                spec = cfg.cascade_spec
+                self.threshold = spec.threshold
+                if spec.judge is not None:
+                    from tokenomy.routing.cascade import JudgeVerifier
+
+                    jv = JudgeVerifier("http://judge.invalid", None, spec.judge.model,
+                                       **({"rubric": spec.judge.rubric} if spec.judge.rubric else {}),
+                                       max_tokens=spec.judge.max_tokens)
+                    self.judge = (groups[spec.judge.model], jv)
+                    self.verifier_name = f"judge:{spec.judge.model}"
+                else:
+                    from tokenomy.routing.cascade import load_verifier
+
+                    self.verifier = load_verifier(spec.verifier)
+                    self.verifier_name = spec.verifier
+            else:
+                from tokenomy.routing.quality.registry import load_router
+
+                self.router = load_router(cfg.router)
+        except TokenomyError as exc:
+            field = "cascade.verifier" if cfg.policy == "cascade" else "router"
+            raise ConfigError(f"invalid config: {where}.{field}: {exc}") from None
+        # Names the router knows the candidates by (multi-model routers).
+        self.names = [(cfg.router_models or {}).get(c, c) for c in cfg.candidates]
+        self.multi = bool(hasattr(self.router, "quality_of") and set(self.names) <= set(getattr(self.router, "models", None) or ()))
+        if cfg.policy == "router":
+            for kind in ("strong_share", "min_quality", "threshold", "max_usd_per_request"):
+                if getattr(cfg, kind) is not None:
+                    self.kind = kind
+            if self.kind == "strong_share":
+                self.threshold = self.calibrate(_calibration_prompts(), cfg.strong_share)
+            elif self.kind in ("min_quality", "threshold"):
+                self.threshold = float(getattr(cfg, self.kind))
+            else:  # max_usd_per_request: best predicted among the affordable candidates
+                self.threshold = 2.0 if self.multi else 0.0
+
+    # ------------------------------------------------------------ calibration
+    def calibrate(self, prompts: list[str], strong_share: float) -> float:
+        """The threshold that sends ~strong_share of `prompts` to the strongest candidate."""
+        from tokenomy.routing.quality.choose import threshold_for_strong_share
+
+        if not self.multi:
+            return threshold_for_strong_share(self.router, prompts, strong_share)
+        import numpy as np
+
+        q = np.array([self.router.quality_of(p, self.names) for p in prompts])  # prompts x candidates
+        lo, hi = 0.0, 1.0 + 1e-9
+        for _ in range(40):  # strong share falls as the quality bar drops: bisect the bar
+            mid = (lo + hi) / 2
+            if self._strong_share(q, mid) > strong_share:
+                hi = mid
+            else:
+                lo = mid
+        return hi if abs(self._strong_share(q, hi) - strong_share) <= abs(self._strong_share(q, lo) - strong_share) else lo
+
+    @staticmethod
+    def _strong_share(q, t: float) -> float:
+        """Share of rows where choose_model (candidates priced weak < .. < strong) picks the last."""
+        import numpy as np
+
+        cheaper_ok = (q[:, :-1] >= t).any(axis=1)
+        strong = ~cheaper_ok & ((q[:, -1] >= t) | (np.argmax(q, axis=1) == q.shape[1] - 1))
+        return float(strong.mean()) if len(q) else 0.0
+
+    def strong_share_on(self, prompts: list[str]) -> float:
+        """Measured share of `prompts` this alias sends to its strongest candidate (equal token counts)."""
+        n = 0
+        for p in prompts:
+            n += self.decide(p, [(g, float(i + 1)) for i, g in enumerate(self.candidates)])[1] is self.candidates[-1]
+        return n / len(prompts) if prompts else 0.0
+
+    # ------------------------------------------------------------ per request
+    def priced(self, input_tokens: int, max_tokens: int | None) -> list[tuple[GroupRuntime, float, DeploymentRuntime]]:
+        """(group, expected USD of this request on it, its cheapest available deployment) per candidate."""
+        out = []
+        for g in self.candidates:
+            pred = g.out_tokens.value or 0.0
+            if max_tokens is not None and max_tokens < pred:
+                pred = float(max_tokens)
+            live = [d for d in g.deployments if d.breaker.available()] or g.deployments
+            best = min(live, key=lambda d: d.expected_cost_usd(input_tokens, pred))
+            out.append((g, best.expected_cost_usd(input_tokens, pred), best))
+        return out
+
+    def decide(self, prompt: str, priced: list[tuple]) -> tuple:
+        """-> (quality Decision, chosen GroupRuntime). `priced`: (group, expected USD[, deployment])."""
+        from tokenomy.routing.quality.choose import choose_model
+
+        cands = [(self.names[self.candidates.index(t[0])], t[1]) for t in priced]
+        if self.kind == "max_usd_per_request":
+            cap = self.cfg.max_usd_per_request
+            fit = [c for c in cands if c[1] <= cap] or [min(cands, key=lambda c: c[1])]
+            cands = fit
+        d = choose_model(prompt, cands, self.threshold, router=self.router)
+        return d, self.candidates[self.names.index(d.model)]
+
+    def route_extra(self, priced: list[tuple], chosen: GroupRuntime) -> dict:
+        """The part of extra.route every policy records: alias, candidates with the expected cost
+        of this request and the USD/Mtok (input, cached input, output, reasoning) of the
+        deployment it would use (so `tokenomy route savings` can re-price the request)."""
+        return {"alias": self.alias, "policy": self.policy, "kind": self.kind,
+                "strong": chosen is self.candidates[-1], "served": chosen.alias,
+                "candidates": [{"model": g.alias, "expected_usd": round(c, 12), "deployment": d.name,
+                                "usd_per_mtok": _usd_per_mtok(d)} for g, c, d in priced]}
+
+
+def build_routes(gc: GatewayConfig, groups: dict[str, GroupRuntime]) -> dict[str, RouteRuntime]:
+    return {alias: RouteRuntime(alias, rg, groups) for alias, rg in gc.routing_groups.items()}

@@ -1,0 +1,278 @@
+"""The gateway's HTTP API as an OpenAPI 3.1 document, served at GET /openapi.json.
+
+`spec()` is the static contract (request schemas mirror gateway/validate.py and the admin
+handlers in app.py: what is rejected with a 400 there is outside the schema here).
+`openapi_handler` serves it with the running gateway's model aliases as the `model` enum, so a
+client (or a fuzzer) learns which names will not 404.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from aiohttp import web
+
+OPENAPI_VERSION = "3.1.0"
+
+_ERROR_STATUSES = {
+    "400": "Invalid request: the body is not a JSON object, or a field has the wrong type or value (`param` names it).",
+    "401": "Missing, malformed, invalid or revoked API key.",
+    "403": "The key may not do this (admin endpoints need the admin key; a tenant key reads only its own tenant).",
+    "404": "Unknown model, tenant, request id or endpoint.",
+    "413": "Request body larger than `server.max_body_bytes`.",
+    "429": "A rate limit, budget or plan cap was reached (see Retry-After), or every upstream is rate limited.",
+    "502": "The upstream failed (5xx, garbage, connection reset) on every deployment tried.",
+    "503": "No deployment available (circuit breakers open) or a store is unavailable.",
+    "504": "The upstream timed out on every deployment tried.",
+}
+
+
+def _err(desc: str) -> dict:
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _errors(*codes: str) -> dict:
+    return {c: {"$ref": f"#/components/responses/E{c}"} for c in codes}
+
+
+def _json_body(ref: str, required: bool = True) -> dict:
+    return {"required": required, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _ok(desc: str, ref: str | None = None, schema: dict | None = None, headers: dict | None = None) -> dict:
+    out: dict[str, Any] = {"description": desc,
+                           "content": {"application/json": {"schema": schema or {"$ref": f"#/components/schemas/{ref}"}}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+_POS_INT_OR_NULL = {"type": ["integer", "null"], "minimum": 1}
+_STR = {"type": "string"}
+_NULLABLE_STR = {"type": ["string", "null"]}
+_MONEY = {"type": "string", "description": "USD, exact decimal"}
+_HDR = {"schema": {"type": "string"}}
+
+_INFERENCE_HEADERS = {
+    "x-tokenomy-request-id": {**_HDR, "description": "The request's usage-event id (send it to POST /v1/feedback)."},
+    "x-tokenomy-deployment": {**_HDR, "description": "The deployment that served the request."},
+    "x-tokenomy-cost-usd": {**_HDR, "description": "What serving it cost (non-stream responses)."},
+    "x-tokenomy-energy-j": {**_HDR, "description": "Energy in joules (non-stream responses)."},
+}
+
+# Fields the gateway itself reads; every other field is passed through to the upstream untouched.
+_COMMON_REQUEST = {
+    "model": {"type": "string", "description": "A model group or route alias from GET /v1/models."},
+    "stream": {"type": ["boolean", "null"], "description": "Server-sent events when true."},
+    "stream_options": {"type": ["object", "null"], "properties": {"include_usage": {"type": ["boolean", "null"]}}},
+    "max_tokens": _POS_INT_OR_NULL,
+    "max_completion_tokens": {**_POS_INT_OR_NULL, "description": "Takes precedence over max_tokens."},
+    "n": _POS_INT_OR_NULL,
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["message", "type", "param", "code"],
+            "properties": {"message": _STR, "type": _STR, "param": _NULLABLE_STR, "code": _NULLABLE_STR}}},
+    },
+    "ChatMessage": {
+        "type": "object", "required": ["role"],
+        "properties": {"role": _STR, "content": {"type": ["string", "array", "null"]}},
+    },
+    "ChatCompletionRequest": {
+        "type": "object", "required": ["model", "messages"],
+        "properties": {**_COMMON_REQUEST,
+                       "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatMessage"}},
+                       "tools": {"type": ["array", "null"]}, "functions": {"type": ["array", "null"]}},
+    },
+    "CompletionRequest": {
+        "type": "object", "required": ["model", "prompt"],
+        "properties": {**_COMMON_REQUEST,
+                       "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
+                                            {"type": "array", "items": {"type": "integer"}}],
+                                  "description": "Text, texts, or token ids."}},
+    },
+    "Usage": {
+        "type": "object",
+        "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+                       "total_tokens": {"type": "integer"}},
+    },
+    "ChatCompletion": {
+        "type": "object", "required": ["choices"],
+        "properties": {"id": _STR, "object": _STR, "created": {"type": "integer"}, "model": _STR,
+                       "choices": {"type": "array", "items": {"type": "object"}},
+                       "usage": {"$ref": "#/components/schemas/Usage"}},
+    },
+    "Completion": {
+        "type": "object", "required": ["choices"],
+        "properties": {"id": _STR, "object": _STR, "created": {"type": "integer"}, "model": _STR,
+                       "choices": {"type": "array", "items": {"type": "object"}},
+                       "usage": {"$ref": "#/components/schemas/Usage"}},
+    },
+    "ModelList": {
+        "type": "object", "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+            "type": "object", "required": ["id", "object", "owned_by", "policy"],
+            "properties": {"id": _STR, "object": {"const": "model"}, "created": {"type": "integer"},
+                           "owned_by": _STR, "policy": _STR,
+                           "deployments": {"type": "array", "items": _STR},
+                           "candidates": {"type": "array", "items": _STR}}}}},
+    },
+    "FeedbackRequest": {
+        "type": "object", "required": ["request_id", "score"],
+        "properties": {"request_id": {"type": "string", "minLength": 1, "maxLength": 200,
+                                      "description": "The x-tokenomy-request-id of a response of the caller's tenant."},
+                       "score": {"type": "number", "minimum": 0, "maximum": 1}},
+    },
+    "FeedbackRecorded": {
+        "type": "object", "required": ["request_id", "tenant", "score", "recorded"],
+        "properties": {"request_id": _STR, "tenant": _STR, "score": {"type": "number", "minimum": 0, "maximum": 1},
+                       "recorded": {"const": True}},
+    },
+    "Health": {
+        "type": "object", "required": ["status", "in_flight", "deployments"],
+        "properties": {"status": {"enum": ["ok", "degraded"]}, "in_flight": {"type": "integer", "minimum": 0},
+                       "deployments": {"type": "object", "additionalProperties": {
+                           "type": "object", "required": ["breaker", "in_flight"],
+                           "properties": {"breaker": _STR, "in_flight": {"type": "integer"}, "base_url": _STR,
+                                          "ttft_ms_ewma": {"type": ["number", "null"]},
+                                          "tpot_ms_ewma": {"type": ["number", "null"]}, "price": _NULLABLE_STR}}}},
+    },
+    "UsageTotals": {
+        "type": "object",
+        "required": ["requests", "errors", "input_tokens", "cached_input_tokens", "output_tokens",
+                     "reasoning_tokens", "cost_usd", "price_usd", "energy_joules"],
+        "properties": {"requests": {"type": "integer", "minimum": 0}, "errors": {"type": "integer", "minimum": 0},
+                       "input_tokens": {"type": "integer", "minimum": 0},
+                       "cached_input_tokens": {"type": "integer", "minimum": 0},
+                       "output_tokens": {"type": "integer", "minimum": 0},
+                       "reasoning_tokens": {"type": "integer", "minimum": 0},
+                       "cost_usd": _MONEY, "price_usd": _MONEY, "energy_joules": {"type": "number"}},
+    },
+    "CreateKeyRequest": {
+        "type": "object", "required": ["tenant"],
+        "properties": {"tenant": {"type": "string", "minLength": 1,
+                                  "description": "1-128 letters, digits and _.@:+- (created if new)."},
+                       "name": {"type": ["string", "null"]},
+                       "budget_usd": {"type": ["number", "string", "null"], "description": "Non-negative USD."},
+                       "soft_budget_usd": {"type": ["number", "string", "null"]},
+                       "budget_period": {"type": ["string", "null"],
+                                         "description": "total, day, week or month (UTC calendar)."},
+                       "rpm": _POS_INT_OR_NULL, "tpm": _POS_INT_OR_NULL},
+    },
+    "CreatedKey": {
+        "type": "object", "required": ["key_id", "key", "tenant"],
+        "properties": {"key_id": _STR, "key": {"type": "string", "description": "The secret; shown only once."},
+                       "tenant": _STR},
+    },
+    "KeyList": {
+        "type": "object", "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+            "type": "object", "required": ["key_id", "tenant", "active"],
+            "properties": {"key_id": _STR, "tenant": _STR, "name": _NULLABLE_STR, "created": _NULLABLE_STR,
+                           "revoked_at": _NULLABLE_STR, "active": {"type": "boolean"},
+                           "budget_usd": _NULLABLE_STR, "budget_period": _STR, "soft_budget_usd": _NULLABLE_STR,
+                           "rpm": {"type": ["integer", "null"]}, "tpm": {"type": ["integer", "null"]}}}}},
+    },
+}
+_SCHEMAS["UsageReport"] = {
+    "allOf": [{"$ref": "#/components/schemas/UsageTotals"}, {
+        "type": "object", "required": ["tenant", "since", "until", "by_model", "by_deployment"],
+        "properties": {"tenant": _NULLABLE_STR, "since": _NULLABLE_STR, "until": _NULLABLE_STR,
+                       "by_model": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/UsageTotals"}},
+                       "by_deployment": {"type": "object",
+                                         "additionalProperties": {"$ref": "#/components/schemas/UsageTotals"}}}}],
+}
+
+_TIME_PARAM = {"in": "query", "required": False, "schema": {"type": "string"},
+               "description": "Unix seconds, an ISO date/datetime (UTC unless zoned) or an age like 24h / 7d."}
+_PUBLIC: list = []  # `security: []`: no key needed
+
+
+def _inference(summary: str, req: str, resp: str) -> dict:
+    return {"post": {
+        "summary": summary, "requestBody": _json_body(req),
+        "responses": {
+            "200": {"description": "The upstream's response (JSON), or server-sent events when `stream` is true.",
+                    "headers": _INFERENCE_HEADERS,
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{resp}"}},
+                                "text/event-stream": {"schema": {"type": "string"}}}},
+            **_errors("400", "401", "403", "404", "413", "429", "502", "503", "504")}}}
+
+
+def spec(models: list[str] | None = None) -> dict:
+    """The OpenAPI document (a fresh dict). `models`: the running gateway's aliases, as the enum of
+    the inference requests' `model` (None: any string)."""
+    paths = {
+        "/v1/chat/completions": _inference("Chat completion (OpenAI-compatible)", "ChatCompletionRequest",
+                                           "ChatCompletion"),
+        "/v1/completions": _inference("Text completion (OpenAI-compatible)", "CompletionRequest", "Completion"),
+        "/v1/models": {"get": {"summary": "Model groups and routes",
+                               "responses": {"200": _ok("The model aliases", "ModelList"), **_errors("401")}}},
+        "/v1/feedback": {"post": {
+            "summary": "Label the outcome of a request of the caller's tenant (trains the quality router)",
+            "requestBody": _json_body("FeedbackRequest"),
+            "responses": {"200": _ok("Recorded", "FeedbackRecorded"), **_errors("400", "401", "404", "503")}}},
+        "/health": {"get": {"summary": "Liveness and per-deployment breaker state", "security": _PUBLIC,
+                            "responses": {"200": _ok("Health", "Health")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "security": _PUBLIC, "responses": {"200": {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/admin/usage": {"get": {
+            "summary": "Usage totals over [since, until) (admin key: any tenant or all; tenant key: its own)",
+            "parameters": [{"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}},
+                           {"name": "since", **_TIME_PARAM}, {"name": "until", **_TIME_PARAM}],
+            "responses": {"200": _ok("Usage", "UsageReport"), **_errors("400", "401", "403", "404")}}},
+        "/admin/keys": {
+            "post": {"summary": "Create an API key (and its tenant if new); admin key only",
+                     "requestBody": _json_body("CreateKeyRequest"),
+                     "responses": {"201": _ok("The new key", "CreatedKey"), **_errors("400", "401", "403")}},
+            "get": {"summary": "List API keys (never secrets); admin key only",
+                    "parameters": [{"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}}],
+                    "responses": {"200": _ok("Keys", "KeyList"), **_errors("401", "403", "404")}},
+        },
+        "/openapi.json": {"get": {"summary": "This document", "security": _PUBLIC,
+                                  "responses": {"200": _ok("OpenAPI 3.1", schema={"type": "object"})}}},
+    }
+    schemas = copy.deepcopy(_SCHEMAS)
+    if models:
+        for name in ("ChatCompletionRequest", "CompletionRequest"):
+            schemas[name]["properties"]["model"]["enum"] = sorted(models)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "tokenomy gateway", "version": _version(),
+                 "description": "OpenAI-compatible LLM gateway with cost-aware routing and metering. Errors are "
+                                "OpenAI-style: {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "description": "A tenant key, or the admin key"}},
+            "schemas": schemas,
+            "responses": {f"E{code}": _err(desc) for code, desc in _ERROR_STATUSES.items()},
+        },
+    }
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tokenomy")
+    except Exception:  # not installed (a source checkout on sys.path)
+        return "0"
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    """GET /openapi.json: the spec with this gateway's model aliases."""
+    from tokenomy.gateway.app import GATEWAY_KEY  # lazy: app.py imports this module
+
+    gw = request.app.get(GATEWAY_KEY)
+    models = [*gw.groups, *gw.routes] if gw is not None else None
+    return web.json_response(spec(models))
+
+
+__all__ = ["OPENAPI_VERSION", "openapi_handler", "spec"]
