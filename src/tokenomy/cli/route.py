@@ -178,7 +178,9 @@ def _print_report(title: str, rep: dict) -> None:
 @route_app.command("train")
 def train_cmd(
     router: str = typer.Option("lexical", help="lexical | embed | mf | cascade"),
-    data: list[Path] = typer.Option(..., help="rows JSONL (lexical/embed, repeatable) or AlpacaEval per-instruction JSONL (mf)"),
+    data: list[Path] = typer.Option([], help="rows JSONL (lexical/embed, repeatable) or AlpacaEval per-instruction JSONL (mf)"),
+    from_ledger: bool = typer.Option(False, "--from-ledger", help="also train on feedback labels stored by the gateway"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="gateway data dir (with --from-ledger)"),
     out: Path = typer.Option(..., help="artifact to write (.npz)"),
     seed: int = typer.Option(0, help="seed (folds, initialisation)"),
     c: float = typer.Option(1.0, help="inverse L2 strength (lexical/embed)"),
@@ -221,6 +223,20 @@ def train_cmd(
     from tokenomy.routing.quality.train import cross_validate, leave_one_source_out, make_trainer
 
     rows = _read_many(data)
+    if from_ledger:  # online improvement loop: outcome labels from POST /v1/feedback
+        from tokenomy.metering.paths import default_data_dir
+        from tokenomy.routing.feedback import load_training_rows
+        from tokenomy.routing.quality.data import Row
+
+        directory = data_dir or default_data_dir()
+        fb = [Row(str(r["id"]), str(r["prompt"]), float(r["weak"]), float(r["strong"]), str(r.get("source") or "ledger"))
+              for r in load_training_rows(directory)]
+        if not fb:
+            raise TokenomyError(f"no feedback with stored prompts in {directory}: set routing.store_prompts: true in the "
+                                "gateway config and send POST /v1/feedback {request_id, score}")
+        rows = rows + fb
+    if not rows:
+        raise TokenomyError("no training rows: pass --data FILE and/or --from-ledger")
     trainer = make_trainer(router, seed=seed, c=c, sparse_scale=sparse_scale, balance_sources=balance_sources)
     n_sources = len({r.source for r in rows if r.source})
     steps = (cv or 0) + (n_sources if loso and n_sources >= 2 else 0) + 1
@@ -243,6 +259,32 @@ def train_cmd(
     if "loso" in report:
         _print_report("leave-one-source-out (trained on the others):", report["loso"])
     typer.echo(f"wrote {out}")
+
+
+@route_app.command("savings")
+def savings_cmd(
+    since: Optional[str] = typer.Option(None, help="start: 24h, 7d, 2026-11-01 or ISO time"),
+    until: Optional[str] = typer.Option(None, help="end (default now)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="gateway data dir (default TOKENOMY_DATA_DIR or ./.tokenomy)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Routed traffic's actual cost vs the all-strong and all-weak baselines (cascades include weak calls)."""
+    import time
+
+    from tokenomy.metering.paths import default_data_dir, ledger_path
+    from tokenomy.metering.timeparse import parse_time
+    from tokenomy.routing.savings import format_savings, savings
+
+    directory = data_dir or default_data_dir()
+    if not ledger_path(directory).exists():
+        raise TokenomyError(f"no gateway ledger in {directory} (pass --data-dir or set TOKENOMY_DATA_DIR)")
+    now = time.time()
+    s = savings(directory, parse_time(since, now=now, option="--since") if since else None,
+                parse_time(until, now=now, option="--until") if until else None)
+    if as_json:
+        _emit(s)
+    else:
+        typer.echo(format_savings(s))
 
 
 @route_app.command("choose")
