@@ -354,32 +354,40 @@ def gateway_config(upstream_base_url: str) -> dict:
     }
 
 
-def start_gateway(procs: Procs, work: Path, upstream_base_url: str) -> tuple[str, str]:
+def _gateway_env(src: str | None) -> dict[str, str]:
+    env = {"TOKENOMY_ADMIN_KEY": ADMIN_KEY}
+    if src:  # run tokenomy from another source tree (e.g. a copy of the previous version)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(src).resolve()), os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_gateway(procs: Procs, work: Path, upstream_base_url: str, name: str = "tokenomy",
+                  src: str | None = None) -> tuple[str, str]:
     """Start `tokenomy up` against the upstream; returns (chat URL, tenant key)."""
     import yaml
 
     tokenomy = str(Path(sys.executable).with_name("tokenomy"))
-    data_dir = work / "gateway-data"
+    data_dir = work / f"{name}-data"
     cfg = work / "tokenomy.yaml"
     cfg.write_text(yaml.safe_dump(gateway_config(upstream_base_url), sort_keys=False))
-    env = {"TOKENOMY_ADMIN_KEY": ADMIN_KEY}
+    env = _gateway_env(src)
     created = subprocess.run([tokenomy, "keys", "create", "--tenant", "bench", "--data-dir", str(data_dir), "--json"],
                              capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
     if created.returncode != 0:
         raise SystemExit(f"tokenomy keys create failed: {created.stderr.strip()}")
     key = json.loads(created.stdout)["key"]
     port = free_port()
-    log = work / "gateway.log"
+    log = work / f"{name}.log"
     proc = procs.start([tokenomy, "up", "--host", "127.0.0.1", "--port", str(port), "--config", str(cfg),
                         "--data-dir", str(data_dir)], log, env)
     wait_ready(f"http://127.0.0.1:{port}/health", proc, log, 60)
     return f"http://127.0.0.1:{port}/v1/chat/completions", key
 
 
-def gateway_usage(work: Path) -> dict | None:
+def gateway_usage(work: Path, name: str = "tokenomy", src: str | None = None) -> dict | None:
     tokenomy = str(Path(sys.executable).with_name("tokenomy"))
-    out = subprocess.run([tokenomy, "usage", "--tenant", "bench", "--data-dir", str(work / "gateway-data"), "--json"],
-                         capture_output=True, text=True, env={**os.environ, "TOKENOMY_ADMIN_KEY": ADMIN_KEY}, timeout=60)
+    out = subprocess.run([tokenomy, "usage", "--tenant", "bench", "--data-dir", str(work / f"{name}-data"), "--json"],
+                         capture_output=True, text=True, env={**os.environ, **_gateway_env(src)}, timeout=60)
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
@@ -433,6 +441,12 @@ def main() -> None:
                    help="stepped rates for the max sustained RPS search ('' to skip)")
     p.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy side by side")
     p.add_argument("--no-gateway", action="store_true", help="skip tokenomy (validate the harness)")
+    p.add_argument("--gateway-src", default=None,
+                   help="run the 'tokenomy' target from this source tree (a src/ dir) instead of the installed one")
+    p.add_argument("--baseline-src", default=None,
+                   help="also run a 'baseline' tokenomy target from this source tree (e.g. the previous version: "
+                        "mkdir -p /tmp/base && git archive HEAD src | tar -x -C /tmp/base; then /tmp/base/src), "
+                        "side by side with alternating slices like every other target")
     p.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     p.add_argument("--nice", type=int, default=0,
                    help="niceness for every process started (e.g. -10 as root on a busy shared machine, "
@@ -473,8 +487,11 @@ def bench(args: argparse.Namespace) -> None:
         targets: dict[str, tuple[str, str]] = {"direct": (f"{upstream_base}/chat/completions", "none")}
         PGIDS["direct"] = up.pid  # each child runs in its own session: pgid == pid
         if not args.no_gateway:
-            targets["tokenomy"] = start_gateway(procs, work, upstream_base)
+            targets["tokenomy"] = start_gateway(procs, work, upstream_base, src=args.gateway_src)
             PGIDS["tokenomy"] = procs.procs[-1].pid
+        if args.baseline_src:
+            targets["baseline"] = start_gateway(procs, work, upstream_base, "baseline", src=args.baseline_src)
+            PGIDS["baseline"] = procs.procs[-1].pid
         if args.litellm:
             targets["litellm"] = start_litellm(procs, work, upstream_base)
             PGIDS["litellm"] = procs.procs[-1].pid
@@ -552,6 +569,9 @@ def bench(args: argparse.Namespace) -> None:
                 what = "upstream" if name == "direct" else name
                 say(f"CPU per request ({what} processes): {per:.3f} ms -> at most {1000 / max(per, 1e-6):.0f} RPS per core")
         cpu = summary["cpu_ms_per_request"]
+        if "tokenomy" in cpu and "baseline" in cpu:
+            summary["baseline_over_tokenomy_cpu"] = cpu["baseline"] / cpu["tokenomy"]
+            say(f"baseline CPU per request / tokenomy CPU per request: {cpu['baseline'] / cpu['tokenomy']:.2f}x")
         if "tokenomy" in cpu and "litellm" in cpu:
             summary["litellm_over_tokenomy_cpu"] = cpu["litellm"] / cpu["tokenomy"]
             say(f"LiteLLM CPU per request / tokenomy CPU per request: {cpu['litellm'] / cpu['tokenomy']:.1f}x")
@@ -575,11 +595,12 @@ def bench(args: argparse.Namespace) -> None:
                 say(f"max sustained RPS ({name}): {best:.0f}"
                     + (" (harness ceiling: the load generator/upstream on 2 cores)" if name == "direct" else ""))
 
-        if "tokenomy" in targets:
-            usage = gateway_usage(work)
-            summary["tokenomy_ledger"] = usage
-            say(f"metering on: ledger holds {usage.get('requests') if usage else '?'} requests for tenant 'bench'; "
-                f"the gateway answered {OK_RESPONSES.get('tokenomy', 0)} with 200")
+        for name in ("tokenomy", "baseline"):
+            if name in targets:
+                usage = gateway_usage(work, name, args.gateway_src if name == "tokenomy" else args.baseline_src)
+                summary[f"{name}_ledger"] = usage
+                say(f"metering on ({name}): ledger holds {usage.get('requests') if usage else '?'} requests for "
+                    f"tenant 'bench'; the gateway answered {OK_RESPONSES.get(name, 0)} with 200")
         summary["elapsed_s"] = time.monotonic() - t0
         summary["loadavg_after"] = os.getloadavg()
         say(f"elapsed {summary['elapsed_s']:.0f} s"

@@ -119,7 +119,8 @@ async def test_cli_json_two_emulated_deployments(tmp_path):
     terms = tmp_path / "terms.yaml"
     terms.write_text("fast:\n  max_usd_per_mtok_output: 100\n  availability_pct: 99\n"
                      "broken:\n  availability_pct: 99\n")
-    async with emulators({"time_scale": 0.2}, {"accelerator": "a10g", "time_scale": 0.2}) as (fast, slow):
+    # real-time steps (time_scale 1): at 0.2 the H100's ~1.5 ms steps drown in scheduling noise on a busy machine
+    async with emulators({"time_scale": 1.0}, {"accelerator": "a10g", "time_scale": 1.0}) as (fast, slow):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tokenomy", "bench",
             "-e", f"fast={fast},price=h100x1@us-va", "-e", f"slow={slow},price=in:0.1/out:0.2",
@@ -140,8 +141,8 @@ async def test_cli_json_two_emulated_deployments(tmp_path):
         assert e["requests_ok"] == 6 and e["output_tokens_per_s"] > 0 and e["goodput_rps"] > 0
     assert eps["slow"]["usd_per_mtok_input"] == 0.1 and eps["slow"]["usd_per_mtok_output"] == 0.2
     assert eps["fast"]["pricing"]["basis"] == "self_hosted" and eps["fast"]["usd_per_mtok_output"] > 0
-    # A10G decodes llama-3-8b ~5x slower than the H100
-    assert eps["slow"]["tpot_ms"]["p50"] > 3 * eps["fast"]["tpot_ms"]["p50"]
+    # the perf model has A10G decoding llama-3-8b ~4x slower than the H100; allow for wall-clock noise
+    assert eps["slow"]["tpot_ms"]["p50"] > 2.5 * eps["fast"]["tpot_ms"]["p50"]
     assert eps["broken"]["errors"]["broken_stream"] == 6 and eps["broken"]["usd_per_mtok_input"] is None
     assert eps["fast"]["compliance"]["compliant"] is True
     assert eps["broken"]["compliance"]["checks"]["availability"]["measured_pct"] == 0.0

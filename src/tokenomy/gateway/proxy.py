@@ -33,7 +33,7 @@ from tokenomy.gateway.plans import PlanGate, PlanState, load_plan_gate
 from tokenomy.gateway.pricing import latency_prior_ms, resolve_price
 from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRuntime, build_groups, build_routes
 from tokenomy.gateway.streaming import StreamingMixin
-from tokenomy.gateway.upstream import reported_energy_joules, usage_counts
+from tokenomy.gateway.upstream import LeanClient, UpstreamResponse, reported_energy_joules, usage_counts
 from tokenomy.metering import MeteringError, UsageEvent
 from tokenomy.tokens import count_chat_tokens, count_tokens
 
@@ -251,6 +251,7 @@ class Gateway(StreamingMixin, CascadeMixin):
         self.metrics = Metrics(lambda: self.deployments.values())
         self.retry_budget = RetryBudget(config.retry.budget_ratio, config.retry.min_budget)
         self.session: aiohttp.ClientSession | None = None
+        self.lean: LeanClient | None = None  # unary calls to plain-http upstreams (aiohttp: the rest)
         t = config.timeouts
         self.unary_timeout = aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s)
         self.stream_timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=t.total_s)
@@ -267,10 +268,14 @@ class Gateway(StreamingMixin, CascadeMixin):
         conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=conn, json_serialize=lambda o: orjson.dumps(o).decode(),
                                              skip_auto_headers=("User-Agent",), auto_decompress=True)
+        self.lean = LeanClient()
 
     async def close(self) -> None:
         if self.plans is not None:
             self.plans.close()
+        if self.lean is not None:
+            self.lean.close()
+            self.lean = None
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -572,6 +577,19 @@ class Gateway(StreamingMixin, CascadeMixin):
         await self._commit(ctx, ev)
 
     # ---------------------------------------------------------------- non-stream
+    async def _post(self, session: aiohttp.ClientSession, d: DeploymentRuntime, url: str,
+                    payload: bytes) -> UpstreamResponse:
+        """One unary upstream call, the whole answer read: the lean client for plain http://,
+        aiohttp for the rest (https, ...). Raises aiohttp.ClientError / OSError / TimeoutError."""
+        t = self.unary_timeout
+        if self.lean is not None:
+            resp = await self.lean.post(url, payload, d.headers, total_s=t.total, connect_s=t.connect)
+            if resp is not None:
+                return resp
+        async with session.post(url, data=payload, headers=d.headers, timeout=t) as r:
+            raw = await r.read()
+            return UpstreamResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, raw)
+
     async def _unary(self, ctx: "_Ctx", order: list[DeploymentRuntime]) -> web.Response:
         return await self._finish_unary(ctx, await self._call_unary(ctx, order))
 
@@ -585,14 +603,12 @@ class Gateway(StreamingMixin, CascadeMixin):
             t_start = time.perf_counter()
             d.in_flight += 1
             try:
-                async with session.post(self._url(ctx, d), data=self._payload(ctx, d), headers=d.headers,
-                                        timeout=self.unary_timeout) as resp:
-                    status = resp.status
-                    raw = await resp.read()
-                    ctype = resp.headers.get("Content-Type", "application/json")
-                    energy_hdr = resp.headers.get("x-emulator-energy-j")
-                    if status == 429:
-                        ctx.retry_after = resp.headers.get("Retry-After") or ctx.retry_after
+                resp = await self._post(session, d, self._url(ctx, d), self._payload(ctx, d))
+                status, raw = resp.status, resp.body
+                ctype = resp.get("Content-Type", "application/json")
+                energy_hdr = resp.get("x-emulator-energy-j")
+                if status == 429:
+                    ctx.retry_after = resp.get("Retry-After") or ctx.retry_after
             except (asyncio.TimeoutError, TimeoutError):
                 self._fail(d, ctx, "timeout", f"no response within {self.config.timeouts.total_s:g} s")
                 continue

@@ -34,7 +34,7 @@ def _banner(host: str, port: int, data_dir: Path, demo_key: str | None,
         emit(f"  model {alias!r}: {', '.join(g.deployments)}  [policy {g.policy}]")
     for alias, r in (config.routing_groups or {}).items():
         emit(f"  model {alias!r}: routes across {', '.join(r.candidates)}  [{r.policy}]")
-    emit(f"dashboard: {base}/dashboard  (log in with the admin key or a tenant key)")
+    emit(f"dashboard: {base}/dashboard  (sign in with an API key)")
     emit("try it:")
     emit(f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
          f"-H 'Content-Type: application/json' "

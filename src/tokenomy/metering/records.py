@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from tokenomy.metering.errors import InvalidInput
 from tokenomy.metering.money import from_pusd, money_str, to_decimal, to_pusd
@@ -84,9 +85,13 @@ def check_event(event: UsageEvent) -> None:
         raise InvalidInput(f"expected a UsageEvent, got {type(event).__name__}")
     if not event.id or not isinstance(event.id, str):
         raise InvalidInput("usage event needs a non-empty string id")
-    for field in ("cost_usd", "price_usd"):
-        check_money(field, getattr(event, field))
+    cost, price = event.cost_usd, event.price_usd
+    # Hot path (every request): finite non-negative Decimals need no conversion to be valid.
+    if not (type(cost) is Decimal and type(price) is Decimal and cost.is_finite() and price.is_finite()
+            and cost >= 0 and price >= 0):
+        for field in ("cost_usd", "price_usd"):
+            check_money(field, getattr(event, field))
     for field in _TOKEN_FIELDS:
         value = getattr(event, field)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if type(value) is not int or value < 0:  # type(): excludes bool (and int subclasses)
             raise InvalidInput(f"usage event {event.id}: {field} must be a non-negative integer, not {value!r}")

@@ -32,6 +32,7 @@ from tokenomy.metering.usage import summarize
 from tokenomy.metering.writer import GroupCommitWriter, Pending, blocking_future
 
 ENV_ADMIN_KEY = "TOKENOMY_ADMIN_KEY"
+_MAX_VERIFIED = 10_000
 ADMIN_TENANT = "admin"
 
 
@@ -55,6 +56,10 @@ class Metering:
         self._keys: dict[str, tuple[float, KeyRecord]] = {}
         self._tenants: dict[str, tuple[float, TenantRecord]] = {}
         self._admin: tuple[float, str | None] = (-math.inf, None)
+        # secret -> (the key record it was verified against, its principal): skips the HMAC
+        # while that cached record is current (a new record, e.g. after a revoke, re-verifies)
+        self._verified: dict[str, tuple[KeyRecord, Principal]] = {}
+        self._day: tuple[int, str] = (-1, "")  # (UTC day number, "YYYY-MM-DD") of the last event
         self._apply_lock = threading.Lock()  # ledger commit + counter update vs. spend loads
         self._settle_lock = threading.Lock()
         self._rid = itertools.count(1)
@@ -63,6 +68,13 @@ class Metering:
         # recorded still counts its spend in-process (once)
         self._uncertain: set[str] = set()
         self._writer = GroupCommitWriter(self._apply, max_batch=max_batch, linger_s=commit_linger_s)
+        # Inline commits (ledgers whose commit never blocks, e.g. SQLite at synchronous NORMAL):
+        # events committed on the event loop itself, one transaction per loop iteration, saving
+        # the two thread hand-offs per request; anything that could block goes to the writer.
+        self._nowait = getattr(ledger, "append_nowait", None) if commit_linger_s == 0 else None
+        self._inline_lock = threading.Lock()  # the pending list vs. shutdown (another thread)
+        self._inline: list[Pending] = []
+        self._inline_loop: asyncio.AbstractEventLoop | None = None
         self.generated_admin_key: str | None = None
         self.data_dir: Path | None = None
         self._closed = False
@@ -127,6 +139,12 @@ class Metering:
         if self._closed:
             return
         self._closed = True
+        with self._inline_lock:  # queued inline events are committed by the writer below
+            pending, self._inline, self._nowait = self._inline, [], None
+        if pending:
+            self._writer.start()
+            for item in pending:
+                self._writer.submit(item)
         self._writer.stop()
         self._ledger.close()
         close_counters = getattr(self._counters, "close", None)  # e.g. Redis: heartbeat thread
@@ -174,13 +192,22 @@ class Metering:
     def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+        hit = self._verified.get(secret)
+        if hit is not None and self._key(hit[0].key_id) is hit[0]:
+            # Same (TTL-cached) key record this secret was verified against: the hash check
+            # would give the same answer, and the record's revocation was checked then.
+            return hit[1]
         parsed = keyfmt.parse_key(secret)
         if parsed is not None and parsed[0] != keyfmt.ADMIN_KEY_ID:
             record = self._key(parsed[0])
             if record is not None and keyfmt.same_hash(record.secret_hash, keyfmt.hash_secret(*parsed)):
                 if record.revoked_at is not None:
                     raise AuthError(f"API key {record.key_id} was revoked at {iso_utc(record.revoked_at)}")
-                return Principal(record.key_id, record.tenant, False)
+                principal = Principal(record.key_id, record.tenant, False)
+                if len(self._verified) >= _MAX_VERIFIED:
+                    self._verified.clear()  # bounded: valid secrets only, re-verified when dropped
+                self._verified[secret] = (record, principal)
+                return principal
         admin = self._admin_hash()
         if admin is not None and keyfmt.same_hash(admin, keyfmt.hash_admin_key(secret)):
             return Principal(keyfmt.ADMIN_KEY_ID, ADMIN_TENANT, True)
@@ -245,7 +272,7 @@ class Metering:
                 scope = (kind, subject, budget.period, period_key(budget.period, now))
                 self._ensure_loaded(scope, now)
                 limits.append((scope, budget.budget_pusd))
-        refused = self._counters.try_reserve(limits, amount)
+        refused = self._counters.try_reserve(limits, amount) if limits else None  # no budget: no lock
         if refused is not None:
             raise BudgetExceeded(self._budget_message(p, refused, amount, now), retry_after_s=None)
         return Reservation(
@@ -300,12 +327,61 @@ class Metering:
         return out
 
     # events ------------------------------------------------------------------------------
-    @staticmethod
-    def _event_scopes(event: UsageEvent) -> list[Scope]:
-        day = datetime.fromtimestamp(event.ts, timezone.utc).strftime("%Y-%m-%d")
+    def _event_scopes(self, event: UsageEvent) -> list[Scope]:
+        day_no = int(event.ts // 86400)
+        cached = self._day
+        if cached[0] == day_no:
+            day = cached[1]
+        else:
+            day = datetime.fromtimestamp(event.ts, timezone.utc).strftime("%Y-%m-%d")
+            self._day = (day_no, day)
         keys = (("total", "all"), ("daily", day), ("monthly", day[:7]))
         return [(kind, subject, period, pk) for kind, subject in (("key", event.key_id), ("tenant", event.tenant))
                 for period, pk in keys]
+
+    def _apply_nowait(self, batch: Sequence[Pending]) -> list[bool] | None:
+        """Event loop: `_apply` if it cannot block (None, nothing recorded, if it could)."""
+        nowait = self._nowait
+        if nowait is None or not self._apply_lock.acquire(blocking=False):
+            return None
+        try:
+            try:
+                outcomes = nowait([i.event for i in batch])
+            except BaseException:
+                self._uncertain.update(item.event.id for item in batch)
+                return None  # the writer retries (and, if need be, isolates the bad event)
+            if outcomes is None:
+                return None
+            for item, counted_now in zip(batch, outcomes):
+                event = item.event
+                if event.id in self._uncertain:
+                    self._uncertain.discard(event.id)
+                    counted_now = True
+                if counted_now:
+                    self._counters.add_spent(self._event_scopes(event), to_pusd(event.price_usd))
+                self.release(item.reservation)
+            return outcomes
+        finally:
+            self._apply_lock.release()
+
+    def _flush_inline(self) -> None:
+        with self._inline_lock:
+            batch, self._inline = self._inline, []
+        if not batch:
+            return
+        outcomes = self._apply_nowait(batch)
+        if outcomes is not None:
+            for item, outcome in zip(batch, outcomes):
+                if not item.future.done():  # else the caller gave up; recorded regardless
+                    item.future.set_result(outcome)
+            return
+        for item in batch:  # the ledger is busy: the writer thread waits for it instead
+            try:
+                self._ensure_writer()
+                self._writer.submit(item)
+            except RuntimeError as exc:
+                if not item.future.done():
+                    item.future.set_exception(exc)
 
     def _apply(self, batch: Sequence[Pending], audits: Sequence[AuditRecord]) -> list[bool | BaseException]:
         """Writer thread: one durable transaction, then settle reservations and spend. If the
@@ -354,6 +430,16 @@ class Metering:
         check_event(event)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        if self._nowait is not None and (self._inline_loop is loop or self._inline_loop is None):
+            with self._inline_lock:
+                queued = self._nowait is not None  # not shut down meanwhile
+                if queued:
+                    self._inline_loop = loop
+                    self._inline.append(Pending(event, reservation, future, loop))
+                    if len(self._inline) == 1:
+                        loop.call_soon(self._flush_inline)  # one transaction per loop iteration
+            if queued:
+                return await future
         self._ensure_writer()
         # Queued now: even if the awaiting task is cancelled, the event is still recorded.
         self._writer.submit(Pending(event, reservation, future, loop))

@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
+
 from tokenomy.errors import TokenomyError
 from tokenomy.metering.errors import Conflict
 from tokenomy.metering.money import from_pusd, to_pusd
@@ -46,8 +48,15 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+def _extra_json(extra: dict) -> str:
+    try:  # orjson: ~10x cheaper than json.dumps, same compact output for these small dicts
+        return orjson.dumps(extra, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # e.g. an int beyond 64 bits
+        return json.dumps(extra, separators=(",", ":"), default=str)
+
+
 def _event_row(e: UsageEvent, now: float) -> tuple:
-    extra = None if e.extra is None else json.dumps(e.extra, separators=(",", ":"), default=str)
+    extra = None if e.extra is None else _extra_json(e.extra)
     return (e.id, e.ts, e.tenant, e.key_id, e.model, e.deployment, int(e.input_tokens), int(e.cached_input_tokens),
             int(e.output_tokens), int(e.reasoning_tokens), to_pusd(e.cost_usd), to_pusd(e.price_usd),
             float(e.energy_joules), e.ttft_ms, float(e.latency_ms), e.status, int(bool(e.estimated)),
@@ -121,6 +130,7 @@ class SqliteLedger:
         self._wconn = _connect(path, synchronous)
         self._wconn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         self._wlock = threading.Lock()
+        self._iconn: sqlite3.Connection | None = None  # append_nowait's (busy_timeout 0), under _wlock
         self._checkpoint_interval_s = checkpoint_interval_s
         self._dirty = threading.Event()
         self._stop = threading.Event()
@@ -147,6 +157,9 @@ class SqliteLedger:
         with self._wlock, self._lock:
             self._wconn.close()
             self._conn.close()
+            if self._iconn is not None:
+                self._iconn.close()
+                self._iconn = None
 
     def _checkpoint_loop(self) -> None:
         conn = _connect(self.path, self._synchronous)
@@ -209,7 +222,43 @@ class SqliteLedger:
                 raise
             if self._checkpointer is None:
                 self._start_checkpointer()
-        self._dirty.set()
+        if not self._dirty.is_set():
+            self._dirty.set()
+        return inserted
+
+    def append_nowait(self, events: Sequence[UsageEvent]) -> list[bool] | None:
+        """`append` for a caller that must not block (the gateway's event loop): None, with
+        nothing written, when the commit could wait: another connection holds the write lock
+        (busy_timeout 0 on this connection), our writer thread is mid-transaction, or the
+        commit would fsync (synchronous FULL/EXTRA). Then use `append` from a thread."""
+        if self._synchronous not in ("OFF", "NORMAL") or self._stop.is_set():
+            return None
+        rows = [_event_row(e, time.time()) for e in events]
+        if not self._wlock.acquire(blocking=False):
+            return None
+        try:
+            conn = self._iconn
+            if conn is None:
+                conn = self._iconn = _connect(self.path, self._synchronous)
+                conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # SQLITE_BUSY: another process is writing
+                return None
+            try:
+                inserted = [conn.execute(_INSERT_EVENT, row).rowcount == 1 for row in rows]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if self._checkpointer is None:
+                self._start_checkpointer()
+        finally:
+            self._wlock.release()
+        if not self._dirty.is_set():
+            self._dirty.set()
         return inserted
 
     def spend_pusd(self, *, kind: str, subject: str, since: float | None, until: float | None) -> int:
