@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenomy.errors import TokenomyError, UnknownNameError
-from tokenomy.routing.quality.data import ALPACAEVAL_EXCLUDED
+from tokenomy.routing.quality.data import ALPACAEVAL_EXCLUDED, _jsonl, read_jsonl_rows, write_rows  # noqa: F401 (write_rows re-exported)
 
 AE_FIELD = "ae1_win_vs_davinci003"
 AE_DEFAULT_WEAK = "llama-2-7b-chat-hf"
@@ -89,40 +89,7 @@ def has_weak_output(path: Path | str) -> bool:
 
 
 def read_rows(path: Path | str) -> list[CascadeRow]:
-    path = Path(path)
-    if not path.is_file():
-        raise TokenomyError(f"no such data file: {path}")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TokenomyError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
-            rows.append(row_from_obj(obj, f"{path}:{n}"))
-    if not rows:
-        raise TokenomyError(f"{path}: no rows")
-    return rows
-
-
-def write_rows(rows: Iterable[CascadeRow], path: Path | str) -> int:
-    n = 0
-    with Path(path).open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
-            n += 1
-    return n
-
-
-def _jsonl(path: Path) -> Iterator[dict]:
-    if not path.is_file():
-        raise TokenomyError(f"no such file: {path}")
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+    return read_jsonl_rows(path, row_from_obj)
 
 
 def convert_alpacaeval_outputs(path: Path | str, weak: str | Sequence[str] = AE_DEFAULT_WEAK,

@@ -49,6 +49,11 @@ def _row_from_obj(obj: dict, where: str) -> Row:
 
 def read_rows(path: Path | str) -> list[Row]:
     """Read evaluation rows from a JSONL file (blank lines ignored)."""
+    return read_jsonl_rows(path, _row_from_obj)
+
+
+def read_jsonl_rows(path: Path | str, parse) -> list:
+    """Rows of a JSONL file, each built by `parse(obj, "file:line")`; clear errors, blank lines ignored."""
     path = Path(path)
     if not path.is_file():
         raise TokenomyError(f"no such data file: {path}")
@@ -61,13 +66,14 @@ def read_rows(path: Path | str) -> list[Row]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise TokenomyError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
-            rows.append(_row_from_obj(obj, f"{path}:{n}"))
+            rows.append(parse(obj, f"{path}:{n}"))
     if not rows:
         raise TokenomyError(f"{path}: no rows")
     return rows
 
 
-def write_rows(rows: Iterable[Row], path: Path | str) -> int:
+def write_rows(rows: Iterable, path: Path | str) -> int:
+    """Write rows (anything with to_json()) as JSONL; returns the count."""
     n = 0
     with Path(path).open("w", encoding="utf-8") as fh:
         for row in rows:
