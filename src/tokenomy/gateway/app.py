@@ -16,6 +16,7 @@ from aiohttp import web
 
 from tokenomy.config import GatewayConfig, default_config
 from tokenomy.errors import TokenomyError, UnknownNameError
+from tokenomy.gateway.openapi import openapi_handler
 from tokenomy.gateway.errors import ApiError, error_response
 from tokenomy.gateway.proxy import Gateway
 
@@ -69,7 +70,7 @@ async def feedback(request: web.Request) -> web.Response:
     gw = _gw(request)
     try:
         p = gw.authenticate(request)
-        body = parse_body(await request.read())
+        body = parse_body(await gw._read_body(request))  # JSON 413 past the size limit
         rid = body.get("request_id")
         if not isinstance(rid, str) or not rid or len(rid) > 200:
             raise ApiError(400, "'request_id' must be a non-empty string (the x-tokenomy-request-id of a response)",
@@ -124,18 +125,27 @@ def _float_q(request: web.Request, name: str) -> float | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        return float(raw)
-    except ValueError:
-        pass
     import time
 
     from tokenomy.metering.timeparse import parse_time
 
     try:
-        return parse_time(raw, now=time.time(), option=name)
-    except TokenomyError as exc:
-        raise ApiError(400, str(exc), param=name, code="invalid_value") from None
+        ts = float(raw)
+    except ValueError:
+        try:
+            ts = parse_time(raw, now=time.time(), option=name)
+        except TokenomyError as exc:
+            raise ApiError(400, str(exc), param=name, code="invalid_value") from None
+        except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+14:00 is before datetime.min in UTC
+            ts = float("nan")
+    # nan/inf/1e400 or an age like 99999999d: not a datetime (it would be a 500 when rendered).
+    if not _MIN_TS <= ts <= _MAX_TS:
+        raise ApiError(400, f"'{name}' is out of range (years 1970-9999): {raw!r}", param=name,
+                       code="invalid_value")
+    return ts
+
+
+_MIN_TS, _MAX_TS = 0.0, 253402300799.0  # 1970-01-01 .. 9999-12-31T23:59:59Z
 
 
 async def admin_usage(request: web.Request) -> web.Response:
@@ -165,7 +175,7 @@ async def admin_create_key(request: web.Request) -> web.Response:
         _admin(request)
         from tokenomy.gateway.validate import parse_body
 
-        body = parse_body(await request.read())
+        body = parse_body(await gw._read_body(request))  # JSON 413 past the size limit
         tenant = body.get("tenant")
         if not isinstance(tenant, str) or not tenant:
             raise ApiError(400, "missing required field 'tenant' (string)", param="tenant",
@@ -229,6 +239,7 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     app.router.add_post("/v1/feedback", feedback)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi_handler)
     app.router.add_get("/admin/usage", admin_usage)
     app.router.add_post("/admin/keys", admin_create_key)
     app.router.add_get("/admin/keys", admin_list_keys)

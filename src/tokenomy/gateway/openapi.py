@@ -13,6 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
+from tokenomy.gateway import validate as _validate
+from tokenomy.metering.periods import PERIODS
+
 OPENAPI_VERSION = "3.1.0"
 
 _ERROR_STATUSES = {
@@ -53,6 +56,10 @@ _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _MONEY = {"type": "string", "description": "USD, exact decimal"}
 _HDR = {"schema": {"type": "string"}}
+_MAX_STORED_INT = 2**63 - 1  # the ledgers store counts and pico-USD as signed 64-bit integers
+_BUDGET_USD = {"type": ["number", "string", "null"], "minimum": 0, "maximum": 9223372.036854775,
+               "description": "USD (a number or a decimal string), 0 .. 9,223,372."}
+_LIMIT = {"type": ["integer", "null"], "minimum": 1, "maximum": _MAX_STORED_INT}
 
 _INFERENCE_HEADERS = {
     "x-tokenomy-request-id": {**_HDR, "description": "The request's usage-event id (send it to POST /v1/feedback)."},
@@ -61,14 +68,24 @@ _INFERENCE_HEADERS = {
     "x-tokenomy-energy-j": {**_HDR, "description": "Energy in joules (non-stream responses)."},
 }
 
+
+def _bounded(maximum: int | None, **extra) -> dict:
+    return {**_POS_INT_OR_NULL, **({"maximum": maximum} if maximum is not None else {}), **extra}
+
+
+# The bounds validate.py enforces (read from it, so the spec cannot drift from the code).
+_MAX_OUT = getattr(_validate, "MAX_OUTPUT_TOKENS", None)
+_MAX_N = getattr(_validate, "MAX_N", None)
+
 # Fields the gateway itself reads; every other field is passed through to the upstream untouched.
 _COMMON_REQUEST = {
     "model": {"type": "string", "description": "A model group or route alias from GET /v1/models."},
     "stream": {"type": ["boolean", "null"], "description": "Server-sent events when true."},
-    "stream_options": {"type": ["object", "null"], "properties": {"include_usage": {"type": ["boolean", "null"]}}},
-    "max_tokens": _POS_INT_OR_NULL,
-    "max_completion_tokens": {**_POS_INT_OR_NULL, "description": "Takes precedence over max_tokens."},
-    "n": _POS_INT_OR_NULL,
+    "stream_options": {"type": ["object", "null"], "properties": {"include_usage": {
+        "description": "Truthy: the usage chunk (with `x_tokenomy`) is sent to the client."}}},
+    "max_tokens": _bounded(_MAX_OUT),
+    "max_completion_tokens": _bounded(_MAX_OUT, description="Takes precedence over max_tokens."),
+    "n": _bounded(_MAX_N),
 }
 
 _SCHEMAS: dict[str, Any] = {
@@ -94,6 +111,12 @@ _SCHEMAS: dict[str, Any] = {
                        "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
                                             {"type": "array", "items": {"type": "integer"}}],
                                   "description": "Text, texts, or token ids."}},
+    },
+    "SseEvent": {  # OpenAPI < 3.2: the schema of ONE server-sent event
+        "type": "object", "required": ["data"],
+        "description": "`data:` is a chunk (JSON), `{\"error\": ...}` if the stream broke, or `[DONE]`. Before "
+                       "[DONE] an SSE comment `: x-tokenomy {request_id, deployment, cost_usd, energy_joules}`.",
+        "properties": {"data": _STR, "event": _STR, "id": _STR, "retry": {"type": "integer"}},
     },
     "Usage": {
         "type": "object",
@@ -154,14 +177,12 @@ _SCHEMAS: dict[str, Any] = {
     },
     "CreateKeyRequest": {
         "type": "object", "required": ["tenant"],
-        "properties": {"tenant": {"type": "string", "minLength": 1,
+        "properties": {"tenant": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$",
                                   "description": "1-128 letters, digits and _.@:+- (created if new)."},
                        "name": {"type": ["string", "null"]},
-                       "budget_usd": {"type": ["number", "string", "null"], "description": "Non-negative USD."},
-                       "soft_budget_usd": {"type": ["number", "string", "null"]},
-                       "budget_period": {"type": ["string", "null"],
-                                         "description": "total, day, week or month (UTC calendar)."},
-                       "rpm": _POS_INT_OR_NULL, "tpm": _POS_INT_OR_NULL},
+                       "budget_usd": _BUDGET_USD, "soft_budget_usd": _BUDGET_USD,
+                       "budget_period": {"enum": [*PERIODS, None], "description": "UTC calendar period of the budgets."},
+                       "rpm": _LIMIT, "tpm": _LIMIT},
     },
     "CreatedKey": {
         "type": "object", "required": ["key_id", "key", "tenant"],
@@ -199,7 +220,7 @@ def _inference(summary: str, req: str, resp: str) -> dict:
             "200": {"description": "The upstream's response (JSON), or server-sent events when `stream` is true.",
                     "headers": _INFERENCE_HEADERS,
                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{resp}"}},
-                                "text/event-stream": {"schema": {"type": "string"}}}},
+                                "text/event-stream": {"schema": {"$ref": "#/components/schemas/SseEvent"}}}},
             **_errors("400", "401", "403", "404", "413", "429", "502", "503", "504")}}}
 
 

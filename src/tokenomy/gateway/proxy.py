@@ -376,7 +376,7 @@ class Gateway(StreamingMixin, CascadeMixin):
         try:
             decision = group.rank(input_tokens, max_tokens)
             m = self.metering
-            n_choices = v.opt_pos_int(body, "n") or 1
+            n_choices = v.n_choices(body)
             max_out = (max_tokens or self.default_max_tokens) * n_choices
             worst = self._worst_case_usd(group, input_tokens, max_out)
             cascade = route is not None and route.policy == "cascade"

@@ -48,7 +48,13 @@ def opt_bool(body: dict, field: str) -> bool:
     return v
 
 
-def opt_pos_int(body: dict, field: str) -> int | None:
+# Upper bounds keep the worst-case reservation (n * max_tokens * price) a finite 64-bit pico-USD
+# amount: 2**64 tokens made Decimal raise InvalidOperation (a 500) and would overflow Redis counters.
+MAX_OUTPUT_TOKENS = 10_000_000
+MAX_N = 128  # OpenAI's own limit
+
+
+def opt_pos_int(body: dict, field: str, maximum: int | None = None) -> int | None:
     v = body.get(field)
     if v is None:
         return None
@@ -56,6 +62,8 @@ def opt_pos_int(body: dict, field: str) -> int | None:
         raise _bad(field, f"'{field}' must be an integer, got {_type_name(v)}")
     if v < 1:
         raise _bad(field, f"'{field}' must be >= 1, got {v}", "invalid_value")
+    if maximum is not None and v > maximum:
+        raise _bad(field, f"'{field}' must be <= {maximum}, got {v}", "invalid_value")
     return v
 
 
@@ -96,5 +104,9 @@ def completion_prompt(body: dict) -> str | int:
 
 
 def max_tokens(body: dict) -> int | None:
-    mt = opt_pos_int(body, "max_completion_tokens")
-    return mt if mt is not None else opt_pos_int(body, "max_tokens")
+    mt = opt_pos_int(body, "max_completion_tokens", MAX_OUTPUT_TOKENS)
+    return mt if mt is not None else opt_pos_int(body, "max_tokens", MAX_OUTPUT_TOKENS)
+
+
+def n_choices(body: dict) -> int:
+    return opt_pos_int(body, "n", MAX_N) or 1

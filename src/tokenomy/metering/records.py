@@ -11,6 +11,8 @@ from tokenomy.metering.money import from_pusd, money_str, to_decimal, to_pusd
 from tokenomy.metering.periods import check_period
 from tokenomy.metering.types import Budget, KeyRecord, TenantRecord, UsageEvent
 
+MAX_STORED_INT = 2**63 - 1  # SQLite INTEGER / PostgreSQL BIGINT
+_MAX_USD = from_pusd(MAX_STORED_INT)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")
 
 
@@ -37,14 +39,16 @@ def check_money(field: str, value) -> int | None:
         raise InvalidInput(f"{field} must be a number of USD, not '{value}'") from None
     if not amount.is_finite() or amount < 0:
         raise InvalidInput(f"{field} must be a non-negative number of USD, not '{value}'")
+    if amount > _MAX_USD:  # checked before scaling: the ledgers store pico-USD in a signed 64-bit integer
+        raise InvalidInput(f"{field} must be at most {money_str(_MAX_USD)} USD, not '{value}'")
     return to_pusd(amount)
 
 
 def check_limit(field: str, value) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidInput(f"{field} must be a positive integer, not '{value}'")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_STORED_INT:
+        raise InvalidInput(f"{field} must be a positive integer (at most {MAX_STORED_INT}), not '{value}'")
     return value
 
 
