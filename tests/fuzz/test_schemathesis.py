@@ -71,8 +71,11 @@ def test_fuzz_operation(schema, fuzz_gateway, method, path):
               suppress_health_check=list(HealthCheck))
     @given(case=cases, key=keys, real_request=st.booleans())
     def run(case, key, real_request):
-        if path == "/v1/feedback" and real_request and isinstance(case.body, dict) and "request_id" in case.body:
-            case.body["request_id"] = fuzz_gateway.request_id  # a request that exists (else always 404)
+        rid = case.body.get("request_id") if isinstance(case.body, dict) else None
+        if path == "/v1/feedback" and real_request and isinstance(rid, str) and 1 <= len(rid) <= 200:
+            # a request that exists (else always 404); only where request_id itself is valid, so a
+            # negative case whose violation *is* the request_id is not turned into a valid request
+            case.body["request_id"] = fuzz_gateway.request_id
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         response = case.call(base_url=fuzz_gateway.url, session=session, headers=headers, timeout=30)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
