@@ -6,6 +6,9 @@ process over the same prompts, and prints the ratios. Prompts come from the in-r
 cover the capped-input path.
 
     .venv/bin/python benchmarks/router_latency.py [--routers default,mf] [--repeat 3] [--json]
+
+`--routers embed` needs the `embed` extra (scripts/embed.sh); without --model it first trains a
+seeded embed router on 200 in-repo sample rows (the weights do not change the decision's cost).
 """
 
 from __future__ import annotations
@@ -39,6 +42,15 @@ def _prompts() -> list[str]:
     long = [(base[i] + "\n") * (8000 // max(len(base[i]), 1) + 1) for i in range(0, 40, 4)]
     longer = [(base[i] + "\n") * (32000 // max(len(base[i]), 1) + 1) for i in range(1, 40, 8)]
     return base + long + longer
+
+
+def _embed_router():
+    """A seeded embed router trained on in-repo rows (there is no shipped embed artifact)."""
+    from tokenomy.routing.quality.data import read_rows
+    from tokenomy.routing.quality.embed import train_embed
+
+    rows = read_rows(ROOT / "tests" / "routing" / "data" / "routing_sample.jsonl")[::5]
+    return train_embed([r.prompt for r in rows], [r.weak for r in rows], [r.strong for r in rows], seed=0)
 
 
 class _NoiseControl:
@@ -82,7 +94,7 @@ def main() -> None:
     out["baseline"]["noise_control"] = measure(_NoiseControl(), prompts, args.repeat)
     base = out["baseline"]["length"]
     for name in args.routers.split(","):
-        r = load_router(name, model=args.model)
+        r = _embed_router() if name == "embed" and args.model is None else load_router(name, model=args.model)
         m = measure(r, prompts, args.repeat)
         m["p50_ratio_vs_length"] = round(m["p50_ms"] / base["p50_ms"], 1)
         m["p99_ratio_vs_length"] = round(m["p99_ms"] / base["p99_ms"], 1)
