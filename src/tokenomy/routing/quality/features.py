@@ -5,7 +5,11 @@ vector), so the two cannot drift. Features, each group scaled by 1/sqrt(its coun
 prompt does not dominate:
 - word unigrams and bigrams (lower-cased \\w+ runs and single punctuation marks);
 - character 3..5-grams of the lower-cased UTF-8 bytes;
-- a few dense shape features (length, digits, newlines, code fences, math symbols).
+- a few dense shape features (length, digits, newlines, code fences, math symbols);
+- optionally (`task_features`) general task-shape features: the length baseline's own score,
+  quantities, multi-step cues, sentences, option count; and (`format_gate`) every dense feature
+  again, split by prompt format (multiple choice or free form), so e.g. length can have one slope
+  for multiple-choice questions and another for word problems.
 Very long prompts are read as their first and last `cap_chars` characters (the question is
 usually at one end); the length features still see the full prompt.
 """
@@ -30,6 +34,14 @@ DENSE_NAMES = ("log_chars", "log_words", "digit_share", "log_lines", "has_code",
 DENSE_SCALE = 5.0
 _NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _DIGIT_RE = re.compile(r"\d")
+TASK_NAMES = ("length_score", "log_quantities", "log_distinct_quantities", "log_step_cues", "log_sentence_ends",
+              "option_count", "is_multiple_choice", "log_money_percent", "log_longest_number")
+_QUANTITY_RE = re.compile(r"\d+(?:[.,]\d+)?")
+_OPTION_RE = re.compile(r"(?m)^\s*\(?[A-Ja-j][.)]\s")
+# words that chain steps in a word problem or instruction (general English, not one benchmark's)
+_STEP_CUE_RE = re.compile(r"\b(each|per|every|total|remaining|left|more than|less than|times|twice|half|percent|"
+                          r"after|then|if|how many|how much|average|rate|profit|cost|costs)\b")
+_SENTENCE_END_RE = re.compile(r"[.?!](?:\s|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +53,13 @@ class FeatureSpec:
     # Multiplies every n-gram value: below 1 the shared L2 penalty holds the n-gram weights
     # back relative to the dense shape features (n-grams fit the training sources, shapes transfer).
     sparse_scale: float = 0.3
+    # Extra dense groups (see module doc); off by default so older artifacts and the MF router
+    # (which reads only the shape features) keep their meaning.
+    task_features: bool = False
+    format_gate: bool = False
+    # n-grams of multiple-choice prompts index the other half of the table (buckets shifted by
+    # half), so a word's weight in an MC question is learned apart from the same word in free form
+    format_gate_ngrams: bool = False
 
     @property
     def buckets(self) -> int:
@@ -54,7 +73,14 @@ class FeatureSpec:
     @classmethod
     def from_json(cls, d: dict) -> "FeatureSpec":
         return cls(int(d["buckets_log2"]), tuple(int(x) for x in d["char_ngrams"]),
-                   bool(d["word_bigrams"]), int(d["cap_chars"]), float(d.get("sparse_scale", 1.0)))
+                   bool(d["word_bigrams"]), int(d["cap_chars"]), float(d.get("sparse_scale", 1.0)),
+                   bool(d.get("task_features", False)), bool(d.get("format_gate", False)),
+                   bool(d.get("format_gate_ngrams", False)))
+
+    @property
+    def dense_size(self) -> int:
+        base = len(DENSE_NAMES) + (len(TASK_NAMES) if self.task_features else 0)
+        return base * 3 if self.format_gate else base
 
 
 def _capped(text: str, cap: int) -> str:
@@ -102,7 +128,10 @@ def sparse_features(text: str, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarra
 
     if not idx_parts:
         return np.empty(0, dtype=np.int64), np.empty(0)
-    return np.concatenate(idx_parts).astype(np.int64), np.concatenate(val_parts)
+    idx = np.concatenate(idx_parts)
+    if spec.format_gate_ngrams and is_multiple_choice(text):
+        idx = (idx + np.uint64(spec.buckets // 2)) & mask
+    return idx.astype(np.int64), np.concatenate(val_parts)
 
 
 def dense_features(text: str, cap_chars: int = 2048) -> np.ndarray:
@@ -123,6 +152,42 @@ def dense_features(text: str, cap_chars: int = 2048) -> np.ndarray:
     ])
 
 
+def is_multiple_choice(text: str) -> bool:
+    """Two or more lettered option lines ("A. ...", "(b) ...")."""
+    return len(_OPTION_RE.findall(text)) >= 2
+
+
+def task_features(text: str) -> np.ndarray:
+    """General task-shape features, each roughly in [0, 1] (unscaled). `is_multiple_choice` (two or
+    more lettered option lines) is also the format gate."""
+    nums = _QUANTITY_RE.findall(text)
+    options = len(_OPTION_RE.findall(text))
+    return np.array([
+        1.0 - math.exp(-len(text) / 1000.0),     # the `length` baseline's score, as an input
+        math.log1p(len(nums)) / 3.0,
+        math.log1p(len(set(nums))) / 3.0,
+        math.log1p(len(_STEP_CUE_RE.findall(text.lower()))) / 3.0,
+        math.log1p(len(_SENTENCE_END_RE.findall(text))) / 3.0,
+        min(options, 10) / 10.0,
+        1.0 if options >= 2 else 0.0,
+        math.log1p(text.count("$") + text.count("%")) / 2.0,
+        math.log1p(max((len(x) for x in nums), default=0)) / 2.0,
+    ])
+
+
+def router_dense(text: str, spec: FeatureSpec) -> np.ndarray:
+    """The dense block the lexical router uses under `spec` (length `spec.dense_size`)."""
+    shape = dense_features(text, spec.cap_chars)
+    if not (spec.task_features or spec.format_gate):
+        return shape
+    task = task_features(text) if spec.task_features else np.empty(0)
+    plain = np.concatenate([shape, DENSE_SCALE * task])
+    if not spec.format_gate:
+        return plain
+    mc = 1.0 if is_multiple_choice(text) else 0.0
+    return np.concatenate([plain, plain * mc, plain * (1.0 - mc)])
+
+
 def featurize_many(texts: list[str], spec: FeatureSpec):
     """Sparse CSR matrix (len(texts) x buckets) and the dense matrix (len(texts) x len(DENSE_NAMES))."""
     from scipy import sparse
@@ -138,5 +203,5 @@ def featurize_many(texts: list[str], spec: FeatureSpec):
     val = np.concatenate(val_all) if val_all else np.empty(0)
     x = sparse.csr_matrix((val, idx, np.asarray(indptr)), shape=(len(texts), spec.buckets))
     x.sum_duplicates()
-    dense = np.array([dense_features(t, spec.cap_chars) for t in texts]).reshape(len(texts), len(DENSE_NAMES))
+    dense = np.array([router_dense(t, spec) for t in texts]).reshape(len(texts), spec.dense_size)
     return x, dense

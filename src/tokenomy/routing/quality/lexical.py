@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenomy.routing.quality.features import DENSE_NAMES, FeatureSpec, dense_features, featurize_many, sparse_features
+from tokenomy.routing.quality.features import FeatureSpec, featurize_many, router_dense, sparse_features
 
 KIND = "lexical-lr"
 
@@ -28,7 +28,7 @@ class LexicalRouter:
 
     def __init__(self, spec: FeatureSpec, weights: np.ndarray, dense_weights: np.ndarray, bias: float,
                  meta: dict | None = None):
-        if weights.shape != (spec.buckets,) or dense_weights.shape != (len(DENSE_NAMES),):
+        if weights.shape != (spec.buckets,) or dense_weights.shape != (spec.dense_size,):
             raise ValueError("weight shapes do not match the feature spec")
         self.spec = spec
         self.weights = np.ascontiguousarray(weights, dtype=np.float64)
@@ -41,7 +41,7 @@ class LexicalRouter:
         # multiply+sum, not `@`: BLAS may fan a long dot product out to threads, which costs
         # tens of ms on a busy machine
         z = float(np.multiply(self.weights[idx], val).sum())
-        return z + float(np.multiply(self.dense_weights, dense_features(prompt, self.spec.cap_chars)).sum()) + self.bias
+        return z + float(np.multiply(self.dense_weights, router_dense(prompt, self.spec)).sum()) + self.bias
 
     def strong_win_rate(self, prompt: str) -> float:
         z = self.logit(prompt)
