@@ -179,7 +179,8 @@ async def test_kill_9_under_load_leaves_one_event_per_complete_response(cluster)
     _, key = obs.create_key("acme")
     urls = await asyncio.to_thread(cluster, 2)
     victim = cluster.gateways[-1]
-    load = asyncio.create_task(_fire(urls * 100, key, 400))
+    # enough requests (100 connections at a time) that the load outlasts the kill by seconds
+    load = asyncio.create_task(_fire(urls * 100, key, 3000))
     await asyncio.sleep(0.5)
     victim.proc.send_signal(signal.SIGKILL)
     results = await load
