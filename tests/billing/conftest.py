@@ -1,4 +1,5 @@
-"""Billing fixtures: a real SQLite ledger written through Metering, and late-arrival helpers."""
+"""Billing fixtures: a real ledger written through Metering (SQLite, and PostgreSQL in a schema
+of this session's own), and late-arrival helpers. Every test using `ledger` runs on both."""
 
 from __future__ import annotations
 
@@ -15,9 +16,27 @@ _ids = itertools.count()
 
 
 class Ledger:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, url: str | None = None):
         self.data_dir = data_dir
-        self.m = Metering.open(data_dir, ensure_admin=False)
+        self.url = url  # the PostgreSQL ledger's URL, None for SQLite
+        if url is None:
+            self.m = Metering.open(data_dir, ensure_admin=False)
+        else:
+            from tokenomy.metering.backends import open_metering
+
+            self.m = open_metering(data_dir, ledger_url=url, ensure_admin=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment of a CLI run on this ledger."""
+        from tokenomy.metering.backends import ENV_LEDGER_URL
+
+        return {ENV_LEDGER_URL: self.url or ""}
+
+    def source(self):
+        from tokenomy.billing.ledger_source import open_ledger_source
+
+        return open_ledger_source(self.data_dir, ledger_url=self.url)
 
     def add(self, tenant: str, ts: float, *, input_tokens: int = 0, output_tokens: int = 0, cached: int = 0,
             cost: str = "0", price: str = "0", model: str = "chat", deployment: str = "d1",
@@ -31,16 +50,38 @@ class Ledger:
             status=status))
         assert ok
         # The ledger stamps recorded_at with the wall clock; tests pin it to model when the event arrived.
-        with sqlite3.connect(self.data_dir / "ledger.db") as conn:
-            conn.execute("UPDATE events SET recorded_at = ? WHERE id = ?", (ts if recorded_at is None else recorded_at, eid))
+        stamp = ts if recorded_at is None else recorded_at
+        if self.url is None:
+            with sqlite3.connect(self.data_dir / "ledger.db") as conn:
+                conn.execute("UPDATE events SET recorded_at = ? WHERE id = ?", (stamp, eid))
+        else:
+            with self.m.ledger.engine.begin() as conn:
+                assert conn.exec_driver_sql("UPDATE events SET recorded_at = %s WHERE id = %s", (stamp, eid)).rowcount == 1
         return eid
 
     def close(self) -> None:
         self.m.shutdown()
 
 
-@pytest.fixture
-def ledger(tmp_path):
-    led = Ledger(tmp_path / "data")
+@pytest.fixture(scope="session")
+def pg_billing_url():
+    from dashboard.pgschema import drop_schema, new_schema_url
+
+    url = new_schema_url("billing")
+    yield url
+    drop_schema(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request, tmp_path):
+    url = None
+    if request.param == "postgres":
+        from dashboard.pgschema import empty_schema
+
+        url = request.getfixturevalue("pg_billing_url")
+        led = Ledger(tmp_path / "data", url)  # creates (migrates) the schema on first use
+        empty_schema(url)
+    else:
+        led = Ledger(tmp_path / "data")
     yield led
     led.close()

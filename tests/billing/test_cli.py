@@ -1,4 +1,5 @@
-"""CLI: JSON shapes of invoice / margins / pricing simulate, determinism, and bad input -> one line, exit 2."""
+"""CLI: JSON shapes of invoice / margins / pricing simulate, determinism, and bad input -> one line, exit 2.
+Every test on a ledger runs on SQLite and on PostgreSQL (TOKENOMY_LEDGER_URL set, no ledger.db)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def filled(ledger):
 def test_invoice_json_shape_and_determinism(filled):
     args = ("invoice", "--tenant", "acme", "--period", "2026-11", "--plans", str(EXAMPLE),
             "--data-dir", str(filled.data_dir), "--json")
-    a, b = invoke(*args), invoke(*args)
+    a, b = invoke(*args, env=filled.env), invoke(*args, env=filled.env)
     assert a == b
     assert set(a) >= {"tenant", "period", "lines", "total_usd", "credits", "segments", "status", "fingerprint"}
     assert [s["plan"] for s in a["segments"]] == ["pro-flat", "payg"]
@@ -61,26 +62,28 @@ def test_invoice_json_shape_and_determinism(filled):
 
 def test_invoice_close_html_pdf(filled, tmp_path):
     d = str(filled.data_dir)
-    env = {"TOKENOMY_BILLING_NOW": "2026-12-05T00:00:00Z"}
+    env = {"TOKENOMY_BILLING_NOW": "2026-12-05T00:00:00Z", **filled.env}
     closed = invoke("invoice", "--tenant", "globex", "--period", "2026-11", "--plans", str(EXAMPLE), "--data-dir", d,
                     "--close", "--json", env=env)
     assert closed["status"] == "closed" and closed["total_usd"] == "500.00"  # enterprise minimum commitment
     html = runner.invoke(app, ["invoice", "--tenant", "globex", "--period", "2026-11", "--plans", str(EXAMPLE),
-                               "--data-dir", d, "--format", "html"])
+                               "--data-dir", d, "--format", "html"], env=filled.env)
     assert html.exit_code == 0 and "<td class=n>500.00</td>" in html.stdout
     pdf = tmp_path / "inv.pdf"
     res = runner.invoke(app, ["invoice", "--tenant", "globex", "--period", "2026-11", "--plans", str(EXAMPLE),
-                              "--data-dir", d, "--format", "pdf", "--output", str(pdf)])
+                              "--data-dir", d, "--format", "pdf", "--output", str(pdf)], env=filled.env)
     assert res.exit_code == 0
     data = pdf.read_bytes()
     again = runner.invoke(app, ["invoice", "--tenant", "globex", "--period", "2026-11", "--plans", str(EXAMPLE),
-                                "--data-dir", d, "--format", "pdf", "--output", str(tmp_path / "again.pdf")])
+                                "--data-dir", d, "--format", "pdf", "--output", str(tmp_path / "again.pdf")],
+                           env=filled.env)
     assert again.exit_code == 0 and (tmp_path / "again.pdf").read_bytes() == data  # deterministic bytes
     assert data.startswith(b"%PDF-1.4") and data.rstrip().endswith(b"%%EOF") and b"(TOTAL USD" in data
 
 
 def test_margins_json_shape(filled):
-    out = invoke("margins", "--period", "2026-11", "--plans", str(EXAMPLE), "--data-dir", str(filled.data_dir), "--json")
+    out = invoke("margins", "--period", "2026-11", "--plans", str(EXAMPLE), "--data-dir", str(filled.data_dir), "--json",
+                 env=filled.env)
     rows = {r["key"]: r for r in out["rows"]}
     assert rows["acme"]["revenue_usd"] == "17" and rows["acme"]["cost_usd"] == "6.2"
     assert rows["acme"]["energy_kwh"] == 1.0
@@ -88,12 +91,12 @@ def test_margins_json_shape(filled):
     assert rows["walkin"]["margin_usd"] == "-0.1"  # list price below its serving cost
     assert out["negative_margin_tenants"] == ["walkin"] and out["negative_margin_share"] == pytest.approx(1 / 3, abs=1e-6)
     by_plan = invoke("margins", "--period", "2026-11", "--by", "plan", "--plans", str(EXAMPLE),
-                     "--data-dir", str(filled.data_dir), "--json")
+                     "--data-dir", str(filled.data_dir), "--json", env=filled.env)
     plan_rows = {r["key"]: r for r in by_plan["rows"]}
     assert plan_rows["pro-flat"]["revenue_usd"] == "10" and plan_rows["pro-flat"]["cost_usd"] == "1.2"
     assert plan_rows["payg"]["cost_usd"] == "5"
     by_model = invoke("margins", "--period", "2026-11", "--by", "model", "--plans", str(EXAMPLE),
-                      "--data-dir", str(filled.data_dir), "--json")
+                      "--data-dir", str(filled.data_dir), "--json", env=filled.env)
     assert {r["key"] for r in by_model["rows"]} == {"chat", "big"}
     assert by_model["total"]["revenue_usd"] == by_plan["total"]["revenue_usd"] == out["total"]["revenue_usd"]
 
@@ -133,15 +136,36 @@ def test_bad_input_is_one_line_exit_2(filled, tmp_path):
          "unknown model group 'tiny'"),
     ]
     for args, message in cases:
-        res = run_cli(*args)
+        res = run_cli(*args, env=filled.env)
         assert res.returncode == 2, (args, res.stderr)
         assert res.stdout == "" and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
 
 
 def test_simulate_usage_from_ledger(filled):
     out = invoke("pricing", "simulate", "--plans", str(EXAMPLE), "--users", "500", "--seed", "4",
-                 "--usage-from-ledger", "--data-dir", str(filled.data_dir), "--json")
+                 "--usage-from-ledger", "--data-dir", str(filled.data_dir), "--json", env=filled.env)
     # three tenant-months in the ledger: acme 2.8 M tokens, globex 2 M, walkin 2 k
     assert out["usage_model"] == "ledger"
     assert out["usage"]["tokens_per_user"]["p90"] == 2_800_000
     assert out["plans"]["pro-flat"]["revenue_usd"] == 500 * 20
+
+
+def test_invoice_in_a_process_with_the_ledger_url(filled, tmp_path):
+    """`tokenomy invoice` as a user runs it: the URL from the environment, a data dir without
+    ledger.db on PostgreSQL; the same invoice on both ledgers."""
+    empty = tmp_path / "no-ledger-here"
+    empty.mkdir()
+    d = str(filled.data_dir if filled.url is None else empty)
+    res = run_cli("invoice", "--tenant", "acme", "--period", "2026-11", "--plans", str(EXAMPLE), "--data-dir", d,
+                  "--json", env=filled.env)
+    assert res.returncode == 0, res.stderr
+    inv = json.loads(res.stdout)
+    assert (inv["charges_usd"], inv["total_usd"], inv["usage"]["requests"]) == ("17", "0.00", 2)
+    assert not (empty / "ledger.db").exists()
+
+
+def test_unreachable_ledger_url_is_one_line_exit_2(tmp_path):
+    res = run_cli("invoice", "--tenant", "acme", "--period", "2026-11", "--data-dir", str(tmp_path),
+                  env={"TOKENOMY_LEDGER_URL": "postgresql://postgres@127.0.0.1:1/test"})
+    assert res.returncode == 2 and res.stdout == "" and res.stderr.count("\n") == 1, res.stderr
+    assert "cannot open the PostgreSQL ledger at postgresql://postgres@127.0.0.1:1/test" in res.stderr

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from tokenomy.billing.caps import check_caps
-from tokenomy.billing.ledger_source import LedgerSource
 from tokenomy.billing.plans import load_plans, parse_plans
 from tokenomy.errors import ConfigError
 
@@ -53,7 +52,7 @@ def test_counter_warmed_from_the_ledger_blocks_after_restart(ledger):
     ledger.add("acme", t - 3600, input_tokens=10)
     ledger.add("acme", t - 60, input_tokens=10)
     ledger.add("acme", t - 6 * 3600, input_tokens=10)  # outside the window
-    counter = LedgerSource(ledger.data_dir).rolling_counter("acme", t, 5 * 3600)
+    counter = ledger.source().rolling_counter("acme", t, 5 * 3600)
     d = check_caps(b.plans["f"], counter.window(t))
     assert d.action == "block" and d.reset_at == (t - 3600) // 60 * 60 + 60 + 5 * 3600
 
@@ -66,7 +65,7 @@ def test_enforcer_per_tenant_plan_and_warm_start(ledger):
                      "tenants": {"acme": {"subscriptions": [{"plan": "f", "start": "2026-01-01"}]}}})
     t = utc("2026-11-05T10:00:00")
     ledger.add("acme", t - 600, input_tokens=10)
-    enf = CapEnforcer(b, LedgerSource(ledger.data_dir))
+    enf = CapEnforcer(b, ledger.source())
     assert enf.check("acme", t).action == "allow"  # one request in the window (from the ledger)
     enf.record("acme", t, 10)
     assert enf.check("acme", t + 1).action == "block"

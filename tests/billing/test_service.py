@@ -1,4 +1,4 @@
-"""Invoices over a real SQLite ledger: determinism, grace, closing, immutability, adjustments, credits."""
+"""Invoices over a real ledger (SQLite and PostgreSQL): determinism, grace, closing, immutability, adjustments, credits."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ BOOK = parse_plans({
 
 
 def billing(ledger, now: str = "2026-12-10T00:00:00") -> Billing:
-    return Billing.open(ledger.data_dir, BOOK, clock=lambda: utc(now))
+    return Billing.open(ledger.data_dir, BOOK, ledger_url=ledger.url, clock=lambda: utc(now))
 
 
 def test_regenerating_an_invoice_is_identical(ledger):

@@ -1,5 +1,6 @@
-"""Dashboard fixtures: a real SQLite ledger seeded through the Metering API and a real aiohttp
-server (in a background thread, so sync Playwright tests can drive it)."""
+"""Dashboard fixtures: a real ledger seeded through the Metering API and a real aiohttp server
+(in a background thread, so sync Playwright tests can drive it). `seeded` (and so every API
+test) runs on the SQLite ledger and on the PostgreSQL ledger (a schema of its own)."""
 
 from __future__ import annotations
 
@@ -72,12 +73,21 @@ class Seeded:
     key_ids: dict[str, str]     # tenant -> key id
     events: list[UsageEvent] = field(default_factory=list)
     now: float = 0.0
+    ledger_url: str | None = None  # the PostgreSQL ledger's, else SQLite
 
 
-def seed(data_dir: Path, *, n: int = 1200, now: float | None = None) -> Seeded:
+def open_meter(data_dir: Path, ledger_url: str | None = None) -> Metering:
+    if ledger_url is None:
+        return Metering.open(data_dir, admin_key=ADMIN_KEY, synchronous="OFF")
+    from tokenomy.metering.backends import open_metering
+
+    return open_metering(data_dir, ledger_url=ledger_url, admin_key=ADMIN_KEY)
+
+
+def seed(data_dir: Path, *, n: int = 1200, now: float | None = None, ledger_url: str | None = None) -> Seeded:
     """Tenants, keys and events through the real Metering API (events committed via commit())."""
     now = time.time() if now is None else now
-    m = Metering.open(data_dir, admin_key=ADMIN_KEY, synchronous="OFF")
+    m = open_meter(data_dir, ledger_url)
     m.create_tenant("acme", budget_usd="50", budget_period="monthly", soft_budget_usd="0.5")
     m.create_tenant("initech")
     ids, secrets = {}, {}
@@ -98,7 +108,7 @@ def seed(data_dir: Path, *, n: int = 1200, now: float | None = None) -> Seeded:
         await asyncio.gather(*(m.commit(e) for e in events))
 
     asyncio.run(commit_all())
-    return Seeded(data_dir, m, ADMIN_KEY, secrets, ids, events, now)
+    return Seeded(data_dir, m, ADMIN_KEY, secrets, ids, events, now, ledger_url)
 
 
 def _rekey(e: UsageEvent, key_id: str) -> UsageEvent:
@@ -126,6 +136,7 @@ class ServerThread:
 
     async def _start(self) -> None:
         app = self.app if self.app is not None else web.Application()
+        self.app = app
         mount(app, self.metering, config=self.config)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -148,11 +159,25 @@ class ServerThread:
         self._thread.join(10)
 
 
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory) -> Seeded:
-    s = seed(tmp_path_factory.mktemp("dash-ledger"))
-    yield s
-    s.metering.shutdown()
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def seeded(request, tmp_path_factory) -> Seeded:
+    if request.param == "sqlite":
+        s = seed(tmp_path_factory.mktemp("dash-ledger"))
+        yield s
+        s.metering.shutdown()
+        return
+    from .pgschema import drop_schema, new_schema_url
+
+    url = new_schema_url("dash")
+    try:
+        s = seed(tmp_path_factory.mktemp("dash-ledger-pg"), ledger_url=url)
+        yield s
+        s.metering.shutdown()
+    finally:
+        drop_schema(url)
 
 
 @pytest.fixture(scope="module")

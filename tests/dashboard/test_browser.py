@@ -29,6 +29,17 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not ins
 
 
 @pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """The pages on the SQLite ledger only: the API tests run on both ledgers, and the pages
+    only render what the API returns."""
+    from .conftest import seed
+
+    s = seed(tmp_path_factory.mktemp("dash-browser"))
+    yield s
+    s.metering.shutdown()
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from tokenomy.billing.caps import max_window_seconds
 from tokenomy.billing.credits import apply_draws, initial_balances
 from tokenomy.billing.invoice import Invoice, assemble
-from tokenomy.billing.ledger_source import LedgerSource
+from tokenomy.billing.ledger_source import BillingSource, open_ledger_source
 from tokenomy.billing.money import usd_str
 from tokenomy.billing.periods import Period, iso, parse_period, period_of
 from tokenomy.billing.plans import PlanBook
@@ -31,7 +31,7 @@ MAX_CREDIT_MONTHS = 240
 
 
 class Billing:
-    def __init__(self, book: PlanBook, source: LedgerSource, store: InvoiceStore, *,
+    def __init__(self, book: PlanBook, source: BillingSource, store: InvoiceStore, *,
                  clock: Callable[[], float] = time.time):
         self.book, self.source, self.store, self.clock = book, source, store, clock
         self._rated: dict[tuple[str, Period, bool], Rated] = {}
@@ -39,8 +39,15 @@ class Billing:
         self._lookback_s = max((max_window_seconds(p) for p in book.plans.values()), default=0.0)
 
     @classmethod
-    def open(cls, data_dir: Path | str, book: PlanBook, **kw) -> "Billing":
-        return cls(book, LedgerSource(data_dir), InvoiceStore(data_dir), **kw)
+    def open(cls, data_dir: Path | str, book: PlanBook, *, ledger_url: str | None = None, **kw) -> "Billing":
+        """Billing over the ledger of data_dir, or the PostgreSQL ledger at ledger_url / env
+        TOKENOMY_LEDGER_URL; closed invoices are kept in data_dir/billing.db either way."""
+        source = open_ledger_source(data_dir, ledger_url=ledger_url)
+        try:
+            return cls(book, source, InvoiceStore(data_dir), **kw)
+        except BaseException:
+            source.close()
+            raise
 
     def close(self) -> None:
         self.source.close()

@@ -1,8 +1,9 @@
 """CLI: `invoice`, `margins`, and `pricing simulate` (billing area).
 
 Plans come from --plans, else env TOKENOMY_PLANS, else DATA_DIR/plans.yaml if present; with no
-plans file every tenant pays the gateway's list price. Invoices read the ledger read-only and
-store closed invoices in DATA_DIR/billing.db.
+plans file every tenant pays the gateway's list price. Invoices read the ledger read-only (the
+PostgreSQL ledger when TOKENOMY_LEDGER_URL is set, else DATA_DIR/ledger.db) and store closed
+invoices in DATA_DIR/billing.db.
 """
 
 from __future__ import annotations
@@ -192,9 +193,9 @@ def register(app: typer.Typer) -> None:
         mix = sim.parse_route_mix(route_mix)
         rng = np.random.default_rng(seed)
         if from_ledger:
-            from tokenomy.billing.ledger_source import LedgerSource
+            from tokenomy.billing.ledger_source import open_ledger_source
 
-            source = LedgerSource(_data_dir(data_dir))
+            source = open_ledger_source(_data_dir(data_dir))  # honours TOKENOMY_LEDGER_URL
             try:
                 pop = sim.resampled_population(users, sim.ledger_samples(source), rng)
             finally:

@@ -3,8 +3,9 @@
     from tokenomy.dashboard import mount
     mount(app, metering)            # one line in the gateway's app factory
 
-Pages read pre-aggregated rollups kept in the ledger's SQLite file (tables `rollup_*`),
-folded incrementally from the events; no raw-event scans on the page path.
+Pages read pre-aggregated rollups (tables `rollup_*`) kept next to the events — in the SQLite
+ledger file, or in the PostgreSQL ledger when TOKENOMY_LEDGER_URL is set — folded
+incrementally from the events on read; no raw-event scans on the page path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from tokenomy.dashboard.api import DashboardConfig
 def mount(app, metering: Any, *, config: DashboardConfig | dict | None = None) -> None:
     """Add the dashboard routes to an aiohttp app (before it starts).
 
-    `metering`: the tokenomy.metering.Metering the app uses (opened with Metering.open(data_dir));
+    `metering`: the tokenomy.metering.Metering the app uses (Metering.open(data_dir), or
+    metering.backends.open_metering for the PostgreSQL ledger);
     `config`: a DashboardConfig or a dict of its fields (strong_model, single_deployment, ...)."""
     from tokenomy.dashboard.api import Dashboard
     from tokenomy.dashboard.routes import add_routes

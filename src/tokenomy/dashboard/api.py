@@ -23,7 +23,9 @@ from aiohttp import web
 
 from tokenomy.dashboard import queries
 from tokenomy.dashboard.baselines import Rates
-from tokenomy.dashboard.rollups import RESOLUTIONS, Rollups
+from tokenomy.dashboard.rollups import RESOLUTIONS
+from tokenomy.dashboard.store import RollupStore
+from tokenomy.errors import TokenomyError
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "90d": 90 * 86400}
 DEFAULT_RANGE = "24h"
@@ -61,7 +63,7 @@ class Dashboard:
     def __init__(self, metering: Any, config: DashboardConfig):
         self.metering = metering
         self.config = config
-        self._rollups: Rollups | None = None
+        self._rollups: RollupStore | None = None
         self._open_lock = asyncio.Lock()
 
     @property
@@ -69,14 +71,18 @@ class Dashboard:
         d = getattr(self.metering, "data_dir", None)
         return Path(d) if d is not None else None
 
-    def _open_rollups(self) -> Rollups:
-        path = getattr(getattr(self.metering, "ledger", None), "path", None)
-        if path is None:
-            raise DashError(503, "the dashboard needs the SQLite ledger (metering opened with Metering.open(data_dir))",
-                            code="no_ledger")
-        return Rollups(path, min_interval_s=self.config.min_fold_interval_s)
+    def _open_rollups(self) -> RollupStore:
+        try:
+            store = open_rollup_store(getattr(self.metering, "ledger", None),
+                                      min_interval_s=self.config.min_fold_interval_s)
+        except TokenomyError as exc:
+            raise DashError(503, str(exc), code="ledger_unavailable") from None
+        if store is None:
+            raise DashError(503, "the dashboard needs the SQLite ledger (metering opened with Metering.open(data_dir)) "
+                                 "or the PostgreSQL ledger (TOKENOMY_LEDGER_URL)", code="no_ledger")
+        return store
 
-    async def rollups(self, fold: bool = True) -> Rollups:
+    async def rollups(self, fold: bool = True) -> RollupStore:
         if self._rollups is None:
             async with self._open_lock:
                 if self._rollups is None:
@@ -86,7 +92,7 @@ class Dashboard:
         return self._rollups
 
     @staticmethod
-    def rollup_meta(r: Rollups) -> dict:
+    def rollup_meta(r: RollupStore) -> dict:
         """{"behind": events not folded yet} — non-zero while a large ledger is being caught up."""
         return {"behind": max(0, r.behind())}
 
@@ -117,7 +123,7 @@ class Dashboard:
                             param="tenant")
         return p.tenant
 
-    async def window(self, request: web.Request, r: Rollups) -> queries.Window:
+    async def window(self, request: web.Request, r: RollupStore) -> queries.Window:
         q = request.query
         now = time.time()
         res = q.get("res") or None
@@ -130,7 +136,7 @@ class Dashboard:
             name = q.get("range") or DEFAULT_RANGE
             until = now
             if name == "all":
-                first = (await asyncio.to_thread(r.query, "SELECT MIN(bucket) FROM rollup_day"))[0][0]
+                first = await asyncio.to_thread(r.first_bucket)
                 since = float(first) if first is not None else now - 86400
             elif name in RANGES:
                 since = now - RANGES[name]
@@ -163,6 +169,22 @@ class Dashboard:
         if self.config.plans_dir is not None:
             return Path(self.config.plans_dir)
         return self.data_dir / "plans" if self.data_dir is not None else None
+
+
+def open_rollup_store(ledger: Any, *, min_interval_s: float = 1.0) -> RollupStore | None:
+    """The rollup store of a metering ledger: PostgreSQL when it has a URL (PostgresLedger, or the
+    outbox in front of one), SQLite when it is a ledger file; None for an in-memory ledger."""
+    url = getattr(ledger, "url", None)
+    if url:
+        from tokenomy.dashboard.pg_rollups import PgRollups
+
+        return PgRollups(url, min_interval_s=min_interval_s)
+    path = getattr(ledger, "path", None)
+    if path is not None and getattr(ledger, "inner", None) is None:
+        from tokenomy.dashboard.rollups import Rollups
+
+        return Rollups(path, min_interval_s=min_interval_s)
+    return None
 
 
 def _gateway(app: web.Application):

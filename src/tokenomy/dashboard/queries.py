@@ -1,4 +1,5 @@
-"""Read models of the dashboard pages, computed from the rollup tables only (never raw events).
+"""Read models of the dashboard pages, computed from the rollup tables only (never raw events),
+through store.RollupStore: the same code and numbers on the SQLite and PostgreSQL ledgers.
 
 Every function returns {"meta", "totals", "tables": {name: [row dicts]}} so the API can
 serve any table as JSON or CSV. Money sums are exact (integer pico-USD) and returned as
@@ -13,9 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from tokenomy.dashboard.baselines import Rates, Usage, make_baselines, savings
-from tokenomy.dashboard.rollups import RESOLUTIONS, Rollups, money_sum, percentile, pick_resolution, snap
-
-PICO = 10**12
+from tokenomy.dashboard.rollups import RESOLUTIONS, percentile, pick_resolution, snap
+from tokenomy.dashboard.store import PICO, RollupStore, UsageBucket
 MAX_FILLED_POINTS = 2000
 
 
@@ -60,19 +60,6 @@ def make_window(since: float, until: float, res: str | None = None) -> Window:
     return Window(lo, max(hi, lo + RESOLUTIONS[res]), res)
 
 
-def _where(w: Window, tenant: str | None, alias: str = "") -> tuple[str, list]:
-    sql = f" WHERE {alias}bucket >= ? AND {alias}bucket < ?"
-    params: list = [w.since, w.until]
-    if tenant is not None:
-        sql += f" AND {alias}tenant = ?"
-        params.append(tenant)
-    return sql, params
-
-
-def _usd(hi: int, lo: int) -> int:
-    return hi * 1_000_000 + lo
-
-
 def _money(pusd: int) -> str:
     from tokenomy.metering.money import from_pusd, money_str
 
@@ -94,47 +81,11 @@ def _buckets(w: Window) -> list[int]:
     return [w.since + i * w.step for i in range(n)]
 
 
-_USAGE_SQL = ("SELECT bucket, model, deployment, SUM(requests), SUM(errors), SUM(input_tokens), SUM(cached_input_tokens), "
-              f"SUM(output_tokens), SUM(reasoning_tokens), {money_sum('cost_pusd')}, {money_sum('price_pusd')}, "
-              "TOTAL(energy_joules), TOTAL(latency_ms_sum), SUM(routed), SUM(strong), TOTAL(pq_sum), SUM(pq_n) "
-              "FROM rollup_{res}{where} GROUP BY bucket, model, deployment")
+def _rows(r: RollupStore, w: Window, tenant: str | None) -> list[UsageBucket]:
+    return r.usage(w.res, w.since, w.until, tenant)
 
 
-@dataclass(slots=True)
-class _Row:
-    bucket: int
-    model: str
-    deployment: str
-    requests: int
-    errors: int
-    input_tokens: int
-    cached_input_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    cost_pusd: int
-    price_pusd: int
-    energy_joules: float
-    latency_ms_sum: float
-    routed: int
-    strong: int
-    pq_sum: float
-    pq_n: int
-
-    def usage(self) -> Usage:
-        return Usage(self.model, self.deployment, self.requests, self.input_tokens, self.cached_input_tokens,
-                     self.output_tokens, self.reasoning_tokens, self.cost_pusd / PICO)
-
-
-def _rows(r: Rollups, w: Window, tenant: str | None) -> list[_Row]:
-    where, params = _where(w, tenant)
-    out = []
-    for t in r.query(_USAGE_SQL.format(res=w.res, where=where), params):
-        out.append(_Row(t[0], t[1], t[2], t[3], t[4] or 0, t[5] or 0, t[6] or 0, t[7] or 0, t[8] or 0,
-                        _usd(t[9], t[10]), _usd(t[11], t[12]), t[13], t[14], t[15] or 0, t[16] or 0, t[17], t[18] or 0))
-    return out
-
-
-def _merge_usage(rows: list[_Row]) -> list[Usage]:
+def _merge_usage(rows: list[UsageBucket]) -> list[Usage]:
     agg: dict[tuple[str, str], list] = {}
     for x in rows:
         a = agg.setdefault((x.model, x.deployment), [0, 0, 0, 0, 0, 0])
@@ -147,7 +98,7 @@ def _merge_usage(rows: list[_Row]) -> list[Usage]:
     return [Usage(m, d, a[0], a[1], a[2], a[3], a[4], a[5] / PICO) for (m, d), a in agg.items()]
 
 
-def _totals(rows: list[_Row]) -> dict:
+def _totals(rows: list[UsageBucket]) -> dict:
     t = {"requests": 0, "errors": 0, "input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0,
          "reasoning_tokens": 0}
     cost = price = 0
@@ -165,7 +116,7 @@ def _totals(rows: list[_Row]) -> dict:
     return t
 
 
-def overview(r: Rollups, w: Window, tenant: str | None, ctx: Context) -> dict:
+def overview(r: RollupStore, w: Window, tenant: str | None, ctx: Context) -> dict:
     rows = _rows(r, w, tenant)
     base = make_baselines(_merge_usage(rows), known_rates=ctx.known_rates, strong_model=ctx.strong_model,
                           pinned=ctx.pinned, group_first=ctx.group_first)
@@ -206,7 +157,7 @@ def _empty_point(bucket: int) -> dict:
             "cost_usd": 0.0, "price_usd": 0.0, "energy_joules": 0.0, "all_strong_usd": 0.0, "single_deployment_usd": 0.0}
 
 
-def routing(r: Rollups, w: Window, tenant: str | None, feedback: list[tuple[str, float | None, float]]) -> dict:
+def routing(r: RollupStore, w: Window, tenant: str | None, feedback: list[tuple[str, float | None, float]]) -> dict:
     """Model mix, strong-call share and (where feedback exists) predicted vs observed quality.
     feedback: (model, predicted_quality or None, observed score) per labelled request."""
     rows = _rows(r, w, tenant)
@@ -271,7 +222,7 @@ def _feedback_tables(feedback: list[tuple[str, float | None, float]]) -> dict:
     return {"quality": quality, "calibration": calibration}
 
 
-def deployments(r: Rollups, w: Window, tenant: str | None, ctx: Context) -> dict:
+def deployments(r: RollupStore, w: Window, tenant: str | None, ctx: Context) -> dict:
     rows = _rows(r, w, tenant)
     per: dict[str, dict] = {}
     names = sorted({x.deployment for x in rows} | set(ctx.live))
@@ -328,15 +279,10 @@ def deployments(r: Rollups, w: Window, tenant: str | None, ctx: Context) -> dict
                        "latency": latency_points}}
 
 
-def _histograms(r: Rollups, w: Window, tenant: str | None) -> dict[str, dict[str, dict[int, int]]]:
+def _histograms(r: RollupStore, w: Window, tenant: str | None) -> dict[str, dict[str, dict[int, int]]]:
     res = "day" if w.res == "day" else "hour"
     lo, hi = snap(w.since, w.until, res)
-    where, params = _where(Window(lo, hi, res), tenant)
-    out: dict[str, dict[str, dict[int, int]]] = {}
-    for dep, metric, b, n in r.query(f"SELECT deployment, metric, bin, SUM(n) FROM rollup_hist_{res}{where} "
-                                     "GROUP BY deployment, metric, bin", params):
-        out.setdefault(dep, {}).setdefault(metric, {})[b] = n
-    return out
+    return r.histograms(res, lo, hi, tenant)
 
 
 def _period_start(period: str, now: float) -> int | None:
@@ -346,38 +292,21 @@ def _period_start(period: str, now: float) -> int | None:
     return None if start is None else int(start)
 
 
-def tenants(r: Rollups, w: Window, tenant: str | None, tenant_records: list, key_records: list, ctx: Context,
+def tenants(r: RollupStore, w: Window, tenant: str | None, tenant_records: list, key_records: list, ctx: Context,
             now: float | None = None) -> dict:
     """Usage in the window, margin, and spend vs budgets / rate caps now, per tenant and key."""
     now = time.time() if now is None else now
-    where, params = _where(w, tenant)
-    usage = {}
-    for t in r.query("SELECT tenant, SUM(requests), SUM(input_tokens) + SUM(output_tokens), "
-                     f"{money_sum('cost_pusd')}, {money_sum('price_pusd')}, TOTAL(energy_joules) "
-                     f"FROM rollup_{w.res}{where} GROUP BY tenant", params):
-        usage[t[0]] = (t[1], t[2], _usd(t[3], t[4]), _usd(t[5], t[6]), t[7])
+    usage = {name: (u.requests, u.tokens, u.cost_pusd, u.price_pusd, u.energy_joules)
+             for name, u in r.tenant_usage(w.res, w.since, w.until, tenant).items()}
     spend_cache: dict[tuple[str, str, str], int] = {}
 
     def spent(col: str, subject: str, period: str) -> int:
         k = (col, subject, period)
         if k not in spend_cache:
-            start = _period_start(period, now)
-            table = "rollup_key_day" if col == "key_id" else "rollup_day"
-            sql = f"SELECT {money_sum('price_pusd')} FROM {table} WHERE {col} = ?"
-            p: list = [subject]
-            if start is not None:
-                sql += " AND bucket >= ?"
-                p.append(start)
-            hi, lo = r.query(sql, p)[0]
-            spend_cache[k] = _usd(hi, lo)
+            spend_cache[k] = r.spend_pusd("key" if col == "key_id" else "tenant", subject, _period_start(period, now))
         return spend_cache[k]
 
-    peaks = {}
-    minute_lo = int(now // 60) * 60 - 3600
-    for key_id, rpm, tpm in r.query(
-            "SELECT key_id, MAX(requests), MAX(tokens) FROM rollup_key_minute WHERE bucket >= ? GROUP BY key_id",
-            (minute_lo,)):
-        peaks[key_id] = (rpm, tpm)
+    peaks = r.key_peaks(int(now // 60) * 60 - 3600)
     rows, near, keys_out = [], [], []
     frac = ctx.near_limit_fraction
     for rec in tenant_records:

@@ -11,20 +11,27 @@ SAME transaction, so a fold is idempotent and two processes folding at once cann
 count (the second re-reads the watermark after taking the write lock). Events are immutable
 and rowids only grow (SQLite has one writer), so "rowid > watermark" is exactly the new ones.
 Work is chunked so the gateway's writer never waits long for the lock.
+
+The pages read through the methods of store.RollupStore (usage, histograms, ...), which
+pg_rollups.PgRollups implements with the same tables on the PostgreSQL ledger.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
+from tokenomy.dashboard.store import (BIN_FLOOR_MS, BIN_MIN, BIN_THRESHOLDS, BINS_PER_OCTAVE, Histograms,
+                                      TenantUsage, UsageBucket, find_feedback_columns)
+
 RESOLUTIONS = {"minute": 60, "hour": 3600, "day": 86400}
 HIST_RESOLUTIONS = ("hour", "day")
-BINS_PER_OCTAVE = 8  # histogram bins 2^(1/8) ~ 9% wide: percentiles within ~5%
-ROLLUP_SCHEMA = 3  # bump when the rollup tables change: they are derived, so they are rebuilt
+# histogram bins 2^(1/8) ~ 9% wide: percentiles within ~5% (store.BIN_THRESHOLDS)
+ROLLUP_SCHEMA = 4  # bump when the rollup tables change: they are derived, so they are rebuilt
 CHUNK_ROWS = 50_000  # ~1 s of write lock at most per chunk
 BUSY_TIMEOUT_MS = 10_000
 
@@ -59,14 +66,20 @@ FROM events WHERE rowid > ? AND rowid <= ? AND {col} IS NOT NULL GROUP BY 1, 2, 
 
 
 def latency_bin(ms: float | None) -> int | None:
+    """The histogram bin of a latency: the number of thresholds <= ms (as PostgreSQL's width_bucket)."""
     if ms is None:
         return None
-    return math.floor(BINS_PER_OCTAVE * math.log2(max(float(ms), 0.01)))
+    return bisect.bisect_right(BIN_THRESHOLDS, max(float(ms), BIN_FLOOR_MS)) + BIN_MIN - 1
 
 
 def bin_value_ms(b: int) -> float:
     """Representative value (geometric middle) of a histogram bin."""
     return 2.0 ** ((b + 0.5) / BINS_PER_OCTAVE)
+
+
+def money_sum(col: str) -> str:
+    """Exact SUM of int64 pico-USD without overflow (recombine as hi * 1e6 + lo)."""
+    return f"COALESCE(SUM({col} / 1000000), 0), COALESCE(SUM({col} % 1000000), 0)"
 
 
 def _ddl() -> list[str]:
@@ -252,6 +265,89 @@ class Rollups:
         with self._rlock:
             return self._rconn.execute(sql, params).fetchall()
 
+    # reads of the read models (store.RollupStore) ------------------------------------------
+    def first_bucket(self) -> int | None:
+        return self.query("SELECT MIN(bucket) FROM rollup_day")[0][0]
+
+    def usage(self, res: str, since: int, until: int, tenant: str | None) -> list[UsageBucket]:
+        where, params = _where(since, until, tenant)
+        sql = ("SELECT bucket, model, deployment, SUM(requests), SUM(errors), SUM(input_tokens), "
+               f"SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens), {money_sum('cost_pusd')}, "
+               f"{money_sum('price_pusd')}, TOTAL(energy_joules), TOTAL(latency_ms_sum), SUM(routed), SUM(strong), "
+               f"TOTAL(pq_sum), SUM(pq_n) FROM rollup_{_res(res)}{where} GROUP BY bucket, model, deployment")
+        return [UsageBucket(t[0], t[1], t[2], t[3], t[4] or 0, t[5] or 0, t[6] or 0, t[7] or 0, t[8] or 0,
+                            _usd(t[9], t[10]), _usd(t[11], t[12]), t[13], t[14], t[15] or 0, t[16] or 0, t[17],
+                            t[18] or 0)
+                for t in self.query(sql, params)]
+
+    def histograms(self, res: str, since: int, until: int, tenant: str | None) -> Histograms:
+        if res not in HIST_RESOLUTIONS:
+            raise ValueError(f"no histograms at resolution '{res}'")
+        where, params = _where(since, until, tenant)
+        out: Histograms = {}
+        for dep, metric, b, n in self.query(f"SELECT deployment, metric, bin, SUM(n) FROM rollup_hist_{res}{where} "
+                                            "GROUP BY deployment, metric, bin", params):
+            out.setdefault(dep, {}).setdefault(metric, {})[b] = n
+        return out
+
+    def tenant_usage(self, res: str, since: int, until: int, tenant: str | None) -> dict[str, TenantUsage]:
+        where, params = _where(since, until, tenant)
+        rows = self.query("SELECT tenant, SUM(requests), SUM(input_tokens) + SUM(output_tokens), "
+                          f"{money_sum('cost_pusd')}, {money_sum('price_pusd')}, TOTAL(energy_joules) "
+                          f"FROM rollup_{_res(res)}{where} GROUP BY tenant", params)
+        return {t[0]: TenantUsage(t[1], t[2], _usd(t[3], t[4]), _usd(t[5], t[6]), t[7]) for t in rows}
+
+    def spend_pusd(self, kind: str, subject: str, since: int | None) -> int:
+        table, col = ("rollup_key_day", "key_id") if kind == "key" else ("rollup_day", "tenant")
+        sql = f"SELECT {money_sum('price_pusd')} FROM {table} WHERE {col} = ?"
+        params: list = [subject]
+        if since is not None:
+            sql += " AND bucket >= ?"
+            params.append(since)
+        hi, lo = self.query(sql, params)[0]
+        return _usd(hi, lo)
+
+    def key_peaks(self, since: int) -> dict[str, tuple[int, int]]:
+        rows = self.query("SELECT key_id, MAX(requests), MAX(tokens) FROM rollup_key_minute WHERE bucket >= ? "
+                          "GROUP BY key_id", (since,))
+        return {k: (rpm, tpm) for k, rpm, tpm in rows}
+
+    def feedback(self, since: int, until: int, tenant: str | None) -> list[tuple[str, float | None, float]]:
+        names = [t for (t,) in self.query("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                          "AND name LIKE '%feedback%' AND name NOT LIKE 'rollup_%'")]
+        found = find_feedback_columns({t: {c[1] for c in self.query(f"PRAGMA table_info('{t}')")} for t in names})
+        if found is None:
+            return []
+        table, id_col, score_col = found
+        sql = ("SELECT e.model, CASE WHEN e.extra IS NOT NULL AND json_valid(e.extra) THEN COALESCE("
+               "json_extract(e.extra, '$.route.predicted_quality'), json_extract(e.extra, '$.predicted_quality')) END, "
+               f"f.{score_col} FROM \"{table}\" f JOIN events e ON e.id = f.{id_col} WHERE e.ts >= ? AND e.ts < ?")
+        params: list = [since, until]
+        if tenant is not None:
+            sql += " AND e.tenant = ?"
+            params.append(tenant)
+        return [(m, None if pq is None else float(pq), float(s)) for m, pq, s in self.query(sql + " LIMIT 200000", params)
+                if s is not None]
+
+
+def _res(res: str) -> str:
+    if res not in RESOLUTIONS:
+        raise ValueError(f"unknown resolution '{res}'")
+    return res
+
+
+def _where(since: int, until: int, tenant: str | None) -> tuple[str, list]:
+    sql = " WHERE bucket >= ? AND bucket < ?"
+    params: list = [since, until]
+    if tenant is not None:
+        sql += " AND tenant = ?"
+        params.append(tenant)
+    return sql, params
+
+
+def _usd(hi: int, lo: int) -> int:
+    return hi * 1_000_000 + lo
+
 
 def pick_resolution(since: float, until: float) -> str:
     """The finest resolution that keeps a chart at a few hundred points at most."""
@@ -269,9 +365,6 @@ def snap(since: float, until: float, res: str) -> tuple[int, int]:
     return int(since // step) * step, int(-(-until // step)) * step
 
 
-def money_sum(col: str) -> str:
-    """Exact SUM of int64 pico-USD without overflow (recombine as hi * 1e6 + lo)."""
-    return f"COALESCE(SUM({col} / 1000000), 0), COALESCE(SUM({col} % 1000000), 0)"
 
 
 def percentile(hist: dict[int, int], q: float) -> float | None:

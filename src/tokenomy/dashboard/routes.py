@@ -10,6 +10,7 @@ from aiohttp import web
 
 from tokenomy.dashboard import plans, queries
 from tokenomy.dashboard.api import Dashboard, DashError, error_response, render
+from tokenomy.dashboard.store import LedgerUnavailable
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGES = {"overview": "Overview", "routing": "Routing", "deployments": "Deployments", "tenants": "Tenants",
@@ -36,6 +37,8 @@ def api_handler(fn):
             return render(request, data)
         except DashError as err:
             return error_response(err)
+        except LedgerUnavailable as exc:
+            return error_response(DashError(503, str(exc), code="ledger_unavailable"))
 
     return handler
 
@@ -69,24 +72,7 @@ async def overview(request, dash: Dashboard, p, tenant):
 
 def _feedback(r, w: queries.Window, tenant: str | None) -> list[tuple[str, float | None, float]]:
     """Labelled requests, if the ledger has a feedback table (request id + score), joined to events."""
-    tables = [t for (t,) in r.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%feedback%' "
-                                    "AND name NOT LIKE 'rollup_%'")]
-    for table in tables:
-        cols = {c[1] for c in r.query(f"PRAGMA table_info('{table}')")}
-        id_col = next((c for c in ("request_id", "event_id", "id") if c in cols), None)
-        score_col = next((c for c in ("score", "quality", "value") if c in cols), None)
-        if id_col is None or score_col is None:
-            continue
-        sql = (f"SELECT e.model, CASE WHEN e.extra IS NOT NULL AND json_valid(e.extra) THEN COALESCE("
-               "json_extract(e.extra, '$.route.predicted_quality'), json_extract(e.extra, '$.predicted_quality')) END, "
-               f"f.{score_col} FROM \"{table}\" f JOIN events e ON e.id = f.{id_col} WHERE e.ts >= ? AND e.ts < ?")
-        params: list = [w.since, w.until]
-        if tenant is not None:
-            sql += " AND e.tenant = ?"
-            params.append(tenant)
-        return [(m, None if pq is None else float(pq), float(s)) for m, pq, s in r.query(sql + " LIMIT 200000", params)
-                if s is not None]
-    return []
+    return r.feedback(w.since, w.until, tenant)
 
 
 @api_handler
@@ -255,8 +241,8 @@ async def _warm(dash: Dashboard) -> None:
         r = dash._rollups
         if r is not None:
             await asyncio.to_thread(r.fold)
-    except DashError:
-        pass  # in-memory metering: the API says so per request
+    except (DashError, LedgerUnavailable):
+        pass  # in-memory metering, or the database is down: the API says so per request
 
 
 __all__ = ["DASH_KEY", "PAGES", "add_routes"]
