@@ -130,3 +130,15 @@ def meter(request, tmp_path, wall, mono):
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
+
+
+def migrations_head() -> str:
+    """The newest Alembic revision of the ledger's migrations (other issues add revisions)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from tokenomy.metering.postgres_ledger import MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()

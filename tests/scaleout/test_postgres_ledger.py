@@ -16,7 +16,7 @@ from tokenomy.metering.backends import open_metering
 from tokenomy.metering.memory_ledger import MemoryLedger
 from tokenomy.metering.postgres_ledger import PostgresLedger, hour_split, month_bounds, split_url
 
-from .conftest import make_event, utc
+from .conftest import make_event, migrations_head, utc
 
 
 def _scalar(ledger, sql):
@@ -53,8 +53,10 @@ def test_migrations_are_alembic_and_concurrent_opens_migrate_once(pg_url):
         t.join()
     try:
         assert errors == [] and len(ledgers) == 3
-        assert {lg.schema_version for lg in ledgers} == {"0001"}
-        assert _scalar(ledgers[0], "SELECT version_num FROM alembic_version") == "0001"
+        head = migrations_head()
+        assert head >= "0003"  # at least the dedup-retention revision (issue 9)
+        assert {lg.schema_version for lg in ledgers} == {head}
+        assert _scalar(ledgers[0], "SELECT version_num FROM alembic_version") == head
         assert _scalar(ledgers[0], "SELECT count(*) FROM alembic_version") == 1
         assert _scalar(ledgers[0], "SELECT relkind FROM pg_class WHERE oid = to_regclass('events')") == "p"
     finally:
@@ -67,7 +69,21 @@ def test_migrations_are_alembic_and_concurrent_opens_migrate_once(pg_url):
         engine.dispose()
 
 
-def test_events_land_in_monthly_partitions_created_on_demand(pg):
+@pytest.fixture
+def own_schema(pg_url):
+    """A schema of this test's own: partitions outlive the per-test TRUNCATE of the session schema."""
+    import uuid
+
+    url = pg_url.rsplit("schema=", 1)[0] + f"schema=tk_part_{uuid.uuid4().hex[:8]}"
+    yield url
+    engine = sa.create_engine(split_url(url)[0])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{split_url(url)[1]}" CASCADE')
+    engine.dispose()
+
+
+def test_events_land_in_monthly_partitions_created_on_demand(own_schema):
+    pg = own_schema
     ledger = PostgresLedger.open(pg)
     try:
         stamps = [utc("2026-10-31T23:59:59"), utc("2026-11-01T00:00:00"), utc("2027-01-15T08:00:00")]

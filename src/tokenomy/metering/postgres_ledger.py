@@ -5,9 +5,16 @@ thread batches, so one transaction carries many events).
   replicas starting together migrate once.
 - `events` is partitioned by month on ts; partitions are created on demand (advisory lock,
   so two replicas never race on the DDL).
-- Idempotency: `event_ids(id PRIMARY KEY)` is inserted in the same transaction with
-  ON CONFLICT DO NOTHING RETURNING; only the ids it returns are inserted into `events` and
-  added to `usage_hourly` (INSERT ... ON CONFLICT DO UPDATE). One statement does all three.
+- Write path (append), one transaction per batch, committed before it returns, on the raw
+  psycopg connection (no SQLAlchemy per batch): the batch's distinct ids go into
+  `event_ids(id PRIMARY KEY, ts)` (exactly-once across replicas) by COPY; if one was seen
+  before, the unique violation aborts it and the transaction is redone with INSERT ... ON
+  CONFLICT DO NOTHING RETURNING (the new ids). The new events are COPYed (binary) straight
+  into their month's partition; the hourly rollup `usage_hourly` gets one upsert row per
+  distinct (hour, tenant, model, deployment), pre-aggregated in Python. A handful of round
+  trips per batch, whatever its size.
+- Dedup retention: ids are pruned once their event is older than DEDUP_RETENTION_S (7 days);
+  older events are looked up in `events` as well, so idempotency has no age limit (below).
 - Money: BIGINT pico-USD per event, NUMERIC sums; exact like the SQLite ledger.
 
 URL: postgresql://user@host:port/db[?schema=name] (a `schema` query parameter selects, and
@@ -17,6 +24,7 @@ creates, a schema: tests use one per session).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
@@ -33,8 +41,19 @@ from tokenomy.metering.store import AuditRecord, UsageRow
 from tokenomy.metering.types import Budget, KeyRecord, TenantRecord, UsageEvent
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+log = logging.getLogger(__name__)
 _MIGRATE_LOCK = 0x746F6B6E6D6967  # pg_advisory_lock keys (arbitrary, fixed)
 _PARTITION_LOCK = 0x746F6B6E707274
+_PRUNE_LOCK = 0x746F6B6E707275
+# Idempotency window: event_ids keeps an id while its event's ts is within DEDUP_RETENTION_S of
+# now (pruned every PRUNE_INTERVAL_S by one replica). An event older than the window minus
+# DEDUP_SKEW_S (clock skew between replicas) is also looked up in `events`, so a replay of an
+# event whose id was pruned is still recognised: exactly-once holds for any age; the window
+# only bounds the dedup table and keeps that slower look-up off the common path.
+DEDUP_RETENTION_S = 7 * 86400.0
+DEDUP_SKEW_S = 3600.0
+PRUNE_INTERVAL_S = 600.0
+PRUNE_CHUNK = 20_000
 HOUR_S = 3600.0
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -47,56 +66,52 @@ _TENANT_COLS = "name, created, budget_pusd, budget_period, soft_budget_pusd"
 _SUMS = ("requests", "errors", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
          "cost_pusd", "price_pusd", "energy_joules")
 
-# One statement: dedup ids, insert only new events, fold them into the hourly rollup.
-# Sorted inputs keep lock order stable across concurrent writers (no deadlocks).
-_APPEND_SQL = """
-WITH input AS (
-  SELECT * FROM unnest(
-    %(id)b::text[], %(ts)b::float8[], %(tenant)b::text[], %(key_id)b::text[], %(model)b::text[],
-    %(deployment)b::text[], %(input_tokens)b::bigint[], %(cached_input_tokens)b::bigint[],
-    %(output_tokens)b::bigint[], %(reasoning_tokens)b::bigint[], %(cost_pusd)b::bigint[],
-    %(price_pusd)b::bigint[], %(energy_joules)b::float8[], %(ttft_ms)b::float8[], %(latency_ms)b::float8[],
-    %(status)b::text[], %(estimated)b::bool[], %(http_status)b::int[], %(extra)b::text[]
-  ) WITH ORDINALITY AS t(id, ts, tenant, key_id, model, deployment, input_tokens, cached_input_tokens,
-                         output_tokens, reasoning_tokens, cost_pusd, price_pusd, energy_joules, ttft_ms,
-                         latency_ms, status, estimated, http_status, extra, ord)
-),
-new AS (
-  INSERT INTO event_ids (id) SELECT DISTINCT id FROM input ORDER BY id
-  ON CONFLICT DO NOTHING RETURNING id
-),
-ins AS (
-  INSERT INTO events (id, ts, tenant, key_id, model, deployment, input_tokens, cached_input_tokens,
-                      output_tokens, reasoning_tokens, cost_pusd, price_pusd, energy_joules, ttft_ms,
-                      latency_ms, status, estimated, http_status, extra, recorded_at)
-  SELECT DISTINCT ON (i.id) i.id, i.ts, i.tenant, i.key_id, i.model, i.deployment, i.input_tokens,
-         i.cached_input_tokens, i.output_tokens, i.reasoning_tokens, i.cost_pusd, i.price_pusd,
-         i.energy_joules, i.ttft_ms, i.latency_ms, i.status, i.estimated, i.http_status, i.extra::jsonb,
-         %(now)s
-  FROM input i JOIN new n ON n.id = i.id
-  ORDER BY i.id, i.ord
-  RETURNING ts, tenant, model, deployment, status, input_tokens, cached_input_tokens, output_tokens,
-            reasoning_tokens, cost_pusd, price_pusd, energy_joules
-),
-roll AS (
-  INSERT INTO usage_hourly AS u (hour, tenant, model, deployment, requests, errors, input_tokens,
-                                 cached_input_tokens, output_tokens, reasoning_tokens, cost_pusd, price_pusd,
-                                 energy_joules)
-  SELECT floor(ts / 3600.0) * 3600.0, tenant, model, deployment, count(*),
-         count(*) FILTER (WHERE status <> 'ok'), sum(input_tokens), sum(cached_input_tokens),
-         sum(output_tokens), sum(reasoning_tokens), sum(cost_pusd), sum(price_pusd), sum(energy_joules)
-  FROM ins GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-  ON CONFLICT (hour, tenant, model, deployment) DO UPDATE SET
-    requests = u.requests + excluded.requests, errors = u.errors + excluded.errors,
-    input_tokens = u.input_tokens + excluded.input_tokens,
-    cached_input_tokens = u.cached_input_tokens + excluded.cached_input_tokens,
-    output_tokens = u.output_tokens + excluded.output_tokens,
-    reasoning_tokens = u.reasoning_tokens + excluded.reasoning_tokens,
-    cost_pusd = u.cost_pusd + excluded.cost_pusd, price_pusd = u.price_pusd + excluded.price_pusd,
-    energy_joules = u.energy_joules + excluded.energy_joules
-)
-SELECT id FROM new
+# Dedup, fast path: COPY the batch's distinct ids into event_ids; a unique violation (some id
+# recorded before, or being recorded by another replica right now) aborts the transaction,
+# which is then redone through the slow path: the ids sorted (a stable lock order across
+# concurrent writers, so no deadlocks) with ON CONFLICT DO NOTHING RETURNING the new ones.
+_IDS_COPY_SQL = "COPY event_ids (id, ts) FROM STDIN (FORMAT BINARY)"
+_DEDUP_SQL = ("INSERT INTO event_ids (id, ts) SELECT * FROM unnest(%b::text[], %b::float8[]) AS t(id, ts) "
+              "ORDER BY id ON CONFLICT DO NOTHING RETURNING id")
+# Late events (ts before the dedup window): their id may have been pruned from event_ids, so
+# the ones event_ids calls new are looked up in events too (by the (key_id, ts) index).
+# `ts = ANY(array)` lets the planner prune partitions; the (key_id, ts) index finds the rows.
+_LATE_SQL = ("SELECT id, key_id, ts FROM events "
+             "WHERE ts = ANY(%b::float8[]) AND key_id = ANY(%b::text[]) AND id = ANY(%b::text[])")
+# The batch's new events pre-aggregated per rollup row (in Python): one upsert row per
+# (hour, tenant, model, deployment), in sorted order (lock order again).
+_ROLLUP_SQL = """
+INSERT INTO usage_hourly AS u (hour, tenant, model, deployment, requests, errors, input_tokens, cached_input_tokens,
+                               output_tokens, reasoning_tokens, cost_pusd, price_pusd, energy_joules)
+SELECT * FROM unnest(%b::float8[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::numeric[],
+                     %b::numeric[], %b::numeric[], %b::numeric[], %b::numeric[], %b::numeric[], %b::float8[])
+ORDER BY 1, 2, 3, 4
+ON CONFLICT (hour, tenant, model, deployment) DO UPDATE SET
+  requests = u.requests + excluded.requests, errors = u.errors + excluded.errors,
+  input_tokens = u.input_tokens + excluded.input_tokens,
+  cached_input_tokens = u.cached_input_tokens + excluded.cached_input_tokens,
+  output_tokens = u.output_tokens + excluded.output_tokens,
+  reasoning_tokens = u.reasoning_tokens + excluded.reasoning_tokens,
+  cost_pusd = u.cost_pusd + excluded.cost_pusd, price_pusd = u.price_pusd + excluded.price_pusd,
+  energy_joules = u.energy_joules + excluded.energy_joules
 """
+# COPY ... (FORMAT BINARY) of the new events: the dumper for each column, in _EVENT_COLS order,
+# then recorded_at. `extra` is jsonb on the server; its binary form is a version byte and the
+# JSON text, which we build (_jsonb) and send through the bytea dumper (bytes as they are).
+_COPY_TYPES = ("text", "float8", "text", "text", "text", "text", "int8", "int8", "int8", "int8", "int8", "int8",
+               "float8", "float8", "float8", "text", "bool", "int4", "bytea", "float8")
+_COPY_SQL = "COPY {table} (" + _EVENT_COLS + ", recorded_at) FROM STDIN (FORMAT BINARY)"
+_JSONB_V1 = b"\x01"
+
+
+def _jsonb(obj) -> bytes:
+    """Binary jsonb of a JSON-serialisable value (anything else as str)."""
+    import orjson
+
+    try:
+        return _JSONB_V1 + orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # e.g. an int beyond 64 bits: the standard library takes it
+        return _JSONB_V1 + json.dumps(obj, separators=(",", ":"), default=str).encode()
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -176,29 +191,47 @@ def _tenant(r) -> TenantRecord:
     return TenantRecord(name=r[0], created=r[1], budget=Budget(r[2], r[3], r[4]))
 
 
-def _columns(events: Sequence[UsageEvent]) -> dict:
-    cols: dict[str, list] = {name: [] for name in _EVENT_COLS.split(", ")}
+def _rows(events: Sequence[UsageEvent], now: float) -> tuple[list[tuple], list[bool]]:
+    """COPY rows (converted and validated before any transaction) of the first occurrence of
+    each id in the batch, and for each event whether it is that first occurrence."""
+    rows, first, seen = [], [], set()
     for e in events:
-        cols["id"].append(e.id)
-        cols["ts"].append(float(e.ts))
-        cols["tenant"].append(e.tenant)
-        cols["key_id"].append(e.key_id)
-        cols["model"].append(e.model)
-        cols["deployment"].append(e.deployment)
-        cols["input_tokens"].append(int(e.input_tokens))
-        cols["cached_input_tokens"].append(int(e.cached_input_tokens))
-        cols["output_tokens"].append(int(e.output_tokens))
-        cols["reasoning_tokens"].append(int(e.reasoning_tokens))
-        cols["cost_pusd"].append(to_pusd(e.cost_usd))
-        cols["price_pusd"].append(to_pusd(e.price_usd))
-        cols["energy_joules"].append(float(e.energy_joules))
-        cols["ttft_ms"].append(None if e.ttft_ms is None else float(e.ttft_ms))
-        cols["latency_ms"].append(float(e.latency_ms))
-        cols["status"].append(e.status)
-        cols["estimated"].append(bool(e.estimated))
-        cols["http_status"].append(int(e.http_status))
-        cols["extra"].append(None if e.extra is None else json.dumps(e.extra, separators=(",", ":"), default=str))
-    return cols
+        if e.id in seen:
+            first.append(False)
+            continue
+        seen.add(e.id)
+        first.append(True)
+        rows.append((
+            e.id, float(e.ts), e.tenant, e.key_id, e.model, e.deployment, int(e.input_tokens),
+            int(e.cached_input_tokens), int(e.output_tokens), int(e.reasoning_tokens), to_pusd(e.cost_usd),
+            to_pusd(e.price_usd), float(e.energy_joules), None if e.ttft_ms is None else float(e.ttft_ms),
+            float(e.latency_ms), e.status, bool(e.estimated), int(e.http_status),
+            None if e.extra is None else _jsonb(e.extra), now))
+    return rows, first
+
+
+def rollup_rows(rows: Sequence[tuple]) -> list[tuple]:
+    """Pure: the hourly rollup increments of COPY rows, one per (hour, tenant, model, deployment),
+    sorted: (hour, tenant, model, deployment, requests, errors, input, cached, output,
+    reasoning, cost_pusd, price_pusd, energy_joules)."""
+    acc: dict[tuple, list] = {}
+    floor = math.floor
+    for r in rows:
+        k = (floor(r[1] / HOUR_S) * HOUR_S, r[2], r[4], r[5])
+        a = acc.get(k)
+        if a is None:
+            acc[k] = a = [0, 0, 0, 0, 0, 0, 0, 0, 0.0]
+        a[0] += 1
+        if r[15] != "ok":
+            a[1] += 1
+        a[2] += r[6]
+        a[3] += r[7]
+        a[4] += r[8]
+        a[5] += r[9]
+        a[6] += r[10]
+        a[7] += r[11]
+        a[8] += r[12]
+    return [(*k, *v) for k, v in sorted(acc.items())]
 
 
 def create_engine_for(url: str, *, pool_size: int = 4, connect_timeout_s: int = 3):
@@ -246,9 +279,14 @@ def migrate(engine) -> str:
 
 
 class PostgresLedger:
-    def __init__(self, url: str, *, pool_size: int = 4):
+    def __init__(self, url: str, *, pool_size: int = 4, dedup_retention_s: float = DEDUP_RETENTION_S,
+                 prune_interval_s: float | None = PRUNE_INTERVAL_S):
+        """dedup_retention_s: how long (event time) event_ids keeps an id; prune_interval_s: how
+        often appends start a background prune (None: never; call prune_event_ids yourself)."""
         import sqlalchemy as sa
 
+        if not dedup_retention_s > DEDUP_SKEW_S:
+            raise TokenomyError(f"dedup retention must be longer than {DEDUP_SKEW_S:.0f} s, not {dedup_retention_s}")
         self.url = url
         self._sa = sa
         try:
@@ -256,7 +294,13 @@ class PostgresLedger:
             self.schema_version = migrate(self.engine)
         except sa.exc.OperationalError as exc:
             raise TokenomyError(f"cannot open the PostgreSQL ledger at {redact(url)}: {_first_line(exc)}") from None
-        self._ranges: list[tuple[float, float]] = []  # months known to have a partition
+        self.dedup_retention_s = float(dedup_retention_s)
+        self.prune_interval_s = prune_interval_s
+        # the first append starts a prune (in the background), then every prune_interval_s
+        self._next_prune = math.inf if prune_interval_s is None else 0.0
+        self._pruner: threading.Thread | None = None
+        self.pruned = 0  # statistics: dedup ids pruned by this process
+        self._months: dict[tuple[float, float], str] = {}  # [start, end) -> partition known to exist
         self._plock = threading.Lock()
 
     @classmethod
@@ -264,6 +308,9 @@ class PostgresLedger:
         return cls(url, **kwargs)
 
     def close(self) -> None:
+        pruner = self._pruner
+        if pruner is not None:
+            pruner.join(timeout=10)
         self.engine.dispose()
 
     # helpers -----------------------------------------------------------------------------
@@ -275,14 +322,20 @@ class PostgresLedger:
         with self.engine.begin() as conn:
             return conn.exec_driver_sql(sql, params or {}).rowcount
 
+    def _month_of(self, ts: float) -> str | None:
+        for (lo, hi), name in self._months.items():
+            if lo <= ts < hi:
+                return name
+        return None
+
     def ensure_partitions(self, timestamps) -> None:
         """Create the monthly partitions these timestamps fall into (once per process)."""
         wanted = {}
         lo_ts, hi_ts = min(timestamps, default=0.0), max(timestamps, default=0.0)
-        if any(lo <= lo_ts and hi_ts < hi for lo, hi in self._ranges):
+        if any(lo <= lo_ts and hi_ts < hi for lo, hi in self._months):
             return  # the common case: the whole batch inside one known month
         for ts in timestamps:
-            if any(lo <= ts < hi for lo, hi in self._ranges):
+            if self._month_of(ts) is not None:
                 continue
             suffix, lo, hi = month_bounds(ts)
             wanted[suffix] = (lo, hi)
@@ -296,7 +349,8 @@ class PostgresLedger:
                 if exists is None:
                     conn.exec_driver_sql(
                         f"CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ({lo!r}) TO ({hi!r})")
-        self._ranges.extend(wanted.values())
+        for suffix, bounds in wanted.items():
+            self._months[bounds] = f"events_p{suffix}"
 
     def partitions(self) -> list[str]:
         rows = self._query(
@@ -306,34 +360,131 @@ class PostgresLedger:
 
     # events ------------------------------------------------------------------------------
     def append(self, events: Sequence[UsageEvent], audits: Sequence[AuditRecord] = ()) -> list[bool]:
+        """Record events exactly once (by id), durably: committed before this returns. For each
+        event, True when it is new (the first occurrence of an id not recorded before)."""
         import psycopg
 
-        cols = _columns(events)  # convert first: a bad event fails before the transaction
-        self.ensure_partitions(cols["ts"])
-        for attempt in range(5):
+        now = time.time()
+        rows, first = _rows(events, now)  # convert first: a bad event fails before the transaction
+        if rows:
+            self.ensure_partitions([r[1] for r in rows])
+        optimistic = True  # no id seen before: the common case (re-sends are rare)
+        for attempt in range(6):
             try:
-                return self._append_once(events, cols, audits)
-            except self._sa.exc.DBAPIError as exc:  # concurrent writers: retry a deadlock victim
-                if not isinstance(exc.orig, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)) \
-                        or attempt == 4:
+                new = self._append_once(rows, audits, now, optimistic)
+                break
+            except psycopg.errors.UniqueViolation:
+                if not optimistic:
+                    raise
+                optimistic = False
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == 5:  # concurrent writers: retry a deadlock victim
                     raise
                 time.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
+        if now >= self._next_prune:
+            self._start_prune(now)
+        return [f and e.id in new for f, e in zip(first, events)]
 
-    def _append_once(self, events, cols, audits) -> list[bool]:
-        with self.engine.begin() as conn:
+    def _append_once(self, rows: list[tuple], audits: Sequence[AuditRecord], now: float, optimistic: bool) -> set[str]:
+        """One transaction on the raw psycopg connection: dedup ids, COPY the new events into
+        their month's partition, one rollup upsert per distinct rollup key, audits; commit."""
+        import psycopg
+
+        raw = self.engine.raw_connection()
+        try:
             new: set[str] = set()
-            if events:
-                new = {r[0] for r in conn.exec_driver_sql(_APPEND_SQL, {**cols, "now": time.time()})}
-            for a in audits:
-                conn.exec_driver_sql(
-                    "INSERT INTO audit (ts, kind, scope, subject, period_key, message) VALUES (%s,%s,%s,%s,%s,%s) "
-                    "ON CONFLICT DO NOTHING", (a.ts, a.kind, a.scope, a.subject, a.period_key, a.message))
-        out = []
-        for e in events:  # the first occurrence of a new id is the recorded one
-            out.append(e.id in new)
-            new.discard(e.id)
-        return out
+            with raw.driver_connection.cursor() as cur:
+                if rows:
+                    new = self._dedup(cur, rows, now, optimistic)
+                    fresh = rows if len(new) == len(rows) else [r for r in rows if r[0] in new]
+                    if fresh:
+                        self._copy(cur, fresh)
+                        roll = rollup_rows(fresh)
+                        cur.execute(_ROLLUP_SQL, [list(col) for col in zip(*roll)])
+                for a in audits:
+                    cur.execute(
+                        "INSERT INTO audit (ts, kind, scope, subject, period_key, message) VALUES (%s,%s,%s,%s,%s,%s) "
+                        "ON CONFLICT DO NOTHING", (a.ts, a.kind, a.scope, a.subject, a.period_key, a.message))
+            raw.commit()
+            return new
+        except BaseException as exc:
+            if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+                raw.invalidate()  # a broken connection never goes back to the pool
+            else:
+                try:
+                    raw.rollback()
+                except psycopg.Error:
+                    raw.invalidate()
+            raise
+        finally:
+            raw.close()
+
+    def _dedup(self, cur, rows: list[tuple], now: float, optimistic: bool) -> set[str]:
+        """The ids of rows not recorded before, each now in event_ids (this transaction)."""
+        if optimistic:  # raises UniqueViolation if any id is known: the caller redoes it slowly
+            with cur.copy(_IDS_COPY_SQL) as copy:
+                copy.set_types(("text", "float8"))
+                write = copy.write_row
+                for r in rows:
+                    write((r[0], r[1]))
+            new = {r[0] for r in rows}
+        else:
+            cur.execute(_DEDUP_SQL, ([r[0] for r in rows], [r[1] for r in rows]))
+            new = {r[0] for r in cur.fetchall()}
+        late_ts = now - self.dedup_retention_s + DEDUP_SKEW_S
+        late = [r for r in rows if r[1] < late_ts and r[0] in new]
+        if late:  # their ids may have been pruned from event_ids: the events table decides
+            wanted = {(r[0], r[3], r[1]) for r in late}
+            cur.execute(_LATE_SQL, ([r[1] for r in late], list({r[3] for r in late}), [r[0] for r in late]))
+            new.difference_update(id_ for id_, key_id, ts in cur.fetchall() if (id_, key_id, ts) in wanted)
+        return new
+
+    def _copy(self, cur, rows: list[tuple]) -> None:
+        """COPY (binary) straight into the month's partition when the rows share one (no tuple
+        routing), else into `events`."""
+        stamps = [r[1] for r in rows]
+        table = self._month_of(min(stamps))
+        if table is not None and self._month_of(max(stamps)) != table:  # months are intervals
+            table = None
+        with cur.copy(_COPY_SQL.format(table=table or "events")) as copy:
+            copy.set_types(_COPY_TYPES)
+            write = copy.write_row
+            for r in rows:
+                write(r)
+
+    # dedup retention -----------------------------------------------------------------------
+    def prune_event_ids(self, now: float | None = None, *, chunk: int = PRUNE_CHUNK) -> int:
+        """Delete dedup ids of events older than the retention window (event time), in chunks;
+        returns how many. One replica at a time (an advisory lock; the others return 0).
+        Idempotency outlives the window: a late event is checked against `events` (append)."""
+        cutoff = (time.time() if now is None else now) - self.dedup_retention_s
+        total = 0
+        while True:
+            with self.engine.begin() as conn:
+                if not conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s)", (_PRUNE_LOCK,)).scalar():
+                    return total
+                n = conn.exec_driver_sql(
+                    "DELETE FROM event_ids WHERE ctid = ANY(ARRAY("
+                    "SELECT ctid FROM event_ids WHERE ts < %s LIMIT %s))", (cutoff, chunk)).rowcount
+            total += n
+            if n < chunk:
+                return total
+
+    def _start_prune(self, now: float) -> None:
+        """Prune in a background thread, at most every prune_interval_s (the writer never waits)."""
+        with self._plock:
+            if now < self._next_prune or (self._pruner is not None and self._pruner.is_alive()):
+                return
+            self._next_prune = now + (self.prune_interval_s or math.inf)
+
+            def run() -> None:
+                try:
+                    self.pruned += self.prune_event_ids(now)
+                except Exception as exc:  # pragma: no cover - retried at the next interval
+                    log.warning("pruning the ledger's dedup ids failed: %s", _first_line(exc))
+
+            self._pruner = threading.Thread(target=run, name="tokenomy-pg-prune", daemon=True)
+            self._pruner.start()
 
     def _sums(self, where_col: str | None, subject: str | None, since, until, group: bool) -> dict:
         """{(model, deployment) or None: [9 sums]} from the rollup (whole hours) plus events
