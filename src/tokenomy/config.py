@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tokenomy.errors import ConfigError
 
@@ -260,6 +260,25 @@ class Ledger(_Strict):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
 
+class Counters(_Strict):
+    """Shared counters (budgets, rate limits, plan caps) in Redis, for several gateway replicas.
+    Each field unset: its environment variable (TOKENOMY_REDIS_URL, TOKENOMY_REDIS_FAIL_MODE,
+    TOKENOMY_REDIS_PREFIX); no URL at all: in-process counters (one gateway process)."""
+
+    url: str | None = Field(default=None, min_length=1)  # redis://host:port/db (rediss://, unix:// too)
+    # Redis unreachable: closed = refuse requests with a 503 naming the problem; open = serve with
+    # per-replica counters (limits and caps then hold per replica, not across them)
+    fail_mode: Literal["closed", "open"] | None = None
+    prefix: str | None = Field(default=None, min_length=1)  # key prefix (default "tokenomy:")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must start with redis://, rediss:// or unix:// (got '{url.partition(':')[0]}:...')")
+        return url
+
+
 class Timeouts(_Strict):
     connect_s: float = Field(default=5.0, gt=0)
     first_byte_s: float = Field(default=60.0, gt=0)  # response headers + first stream event
@@ -294,6 +313,7 @@ class GatewayConfig(_Strict):
     keys: list[Key] = Field(default_factory=list)
     defaults: Defaults = Defaults()
     ledger: Ledger = Ledger()
+    counters: Counters = Counters()
     timeouts: Timeouts = Timeouts()
     retry: Retry = Retry()
     breaker: Breaker = Breaker()

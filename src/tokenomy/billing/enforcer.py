@@ -7,7 +7,9 @@ first use (when a LedgerSource is given) so caps survive a restart.
     if d.action == "block": 429 with Retry-After = d.retry_after_seconds(now), message d.message
     if d.action == "downgrade": route to model group d.downgrade_group
     enforcer.record(principal.tenant, event.ts, event.input_tokens + event.output_tokens)  # after commit
-Single-threaded use (the gateway's event loop); in-process only (one gateway process)."""
+Single-threaded use (the gateway's event loop); in-process only (one gateway process). With Redis
+counters configured the gateway keeps cap counters in Redis instead (billing.redis_caps, shared by
+every replica) and uses this enforcer only as the fail-open fallback."""
 
 from __future__ import annotations
 

@@ -14,6 +14,9 @@ def up(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Ledger directory (default: ledger.path of the config, "
                                             "else $TOKENOMY_DATA_DIR, else ./.tokenomy)"),
     config: Optional[Path] = typer.Option(None, "--config", help="tokenomy.yaml; none = default emulated fleet"),
+    redis_fail_mode: Optional[str] = typer.Option(
+        None, "--redis-fail-mode", help="When the Redis counters are unreachable: closed = 503 (default), open = "
+        "per-replica limits and caps (overrides counters.fail_mode of the config and $TOKENOMY_REDIS_FAIL_MODE)"),
 ) -> None:
     """Run the OpenAI-compatible gateway: cost-aware routing, budgets, durable metering.
 
@@ -24,6 +27,13 @@ def up(
     from tokenomy.metering.paths import default_data_dir
 
     cfg = load_config(config)
+    if redis_fail_mode is not None:
+        from tokenomy.errors import ConfigError
+        from tokenomy.metering.backends import FAIL_MODES
+
+        if redis_fail_mode not in FAIL_MODES:
+            raise ConfigError(f"--redis-fail-mode: must be 'closed' or 'open', not '{redis_fail_mode}'")
+        cfg = cfg.model_copy(update={"counters": cfg.counters.model_copy(update={"fail_mode": redis_fail_mode})})
     directory = data_dir or (Path(cfg.ledger.path).expanduser() if cfg.ledger.path else default_data_dir())
     run(cfg, host=host or cfg.server.host, port=cfg.server.port if port is None else port, data_dir=directory)
 

@@ -9,6 +9,11 @@ The plan book comes from `plans:` (a plans YAML path or the same mapping inline)
 plan from the book's `tenants.<name>.subscriptions`, or `tenants[].plan` in the gateway config
 (from the start of time). Cap counters are warmed from the ledger on a tenant's first request,
 so caps survive a restart. Plan look-ups are cached per tenant until the next plan change.
+
+With Redis counters configured (counters.url or TOKENOMY_REDIS_URL) the cap counters live in
+Redis (billing.redis_caps), shared by every replica: together they admit at most a cap's
+limit. Redis unreachable: counters.fail_mode closed -> 503 with a clear message; open -> this
+process's own counters (caps then hold per replica).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from tokenomy.billing.events import BILLABLE_STATUSES
 from tokenomy.billing.plans import Plan, PlanBook, load_plans, parse_plans
 from tokenomy.config import GatewayConfig
 from tokenomy.errors import ConfigError, TokenomyError
+from tokenomy.gateway.errors import ApiError
+from tokenomy.metering.errors import MeteringError
 
 _ALLOW = CapDecision("allow")
 
@@ -37,6 +44,7 @@ class PlanState:
     plan: Plan
     decision: CapDecision
     tracked: bool = False  # holds an in-flight slot (plans with caps) until PlanGate.finish
+    shared: bool = False  # the slot (and the decision) came from the shared Redis counters
 
     @property
     def action(self) -> str:
@@ -90,9 +98,10 @@ def check_plans(config: GatewayConfig, group_names) -> PlanBook | None:
 
 
 class PlanGate:
-    def __init__(self, book: PlanBook, source: Any = None):
+    def __init__(self, book: PlanBook, source: Any = None, shared: Any = None):
         self.book = book
         self.enforcer = CapEnforcer(book, source)
+        self.shared = shared  # billing.redis_caps.RedisCaps, or None: in-process counters only
         self._plans: dict[str, tuple[float, float, Plan]] = {}  # tenant -> (valid_from, valid_until, plan)
         # Admitted, not yet recorded requests per tenant: counted by the caps, so concurrent
         # requests cannot all slip under a requests cap before any of them is recorded.
@@ -119,6 +128,17 @@ class PlanGate:
         plan = self.plan(tenant, now)
         if not plan.caps:
             return PlanState(plan, _ALLOW)
+        if self.shared is not None:
+            try:
+                res = self.shared.check(tenant, plan, now)
+            except MeteringError as exc:  # Redis down, fail mode closed
+                retry = exc.retry_after_s
+                headers = {} if retry is None else {"Retry-After": str(max(1, math.ceil(retry)))}
+                raise ApiError(exc.status, exc.message, code=exc.code, headers=headers) from None
+            if res is not None:
+                decision, held = res
+                return PlanState(plan, decision, tracked=held, shared=True)
+            # None: Redis down, fail mode open -> this process's counters below
         d = self.enforcer.check(tenant, now, plan, pending_requests=self._in_flight.get(tenant, 0))
         if d.action == "block":
             return PlanState(plan, d)
@@ -129,6 +149,9 @@ class PlanGate:
         """Release the request's in-flight slot (idempotent)."""
         if state.tracked:
             state.tracked = False
+            if state.shared:
+                self.shared.release(tenant)
+                return
             n = self._in_flight.get(tenant, 0) - 1
             if n > 0:
                 self._in_flight[tenant] = n
@@ -155,12 +178,17 @@ class PlanGate:
         return worst
 
     def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
         if self.enforcer.source is not None:
             self.enforcer.source.close()
 
     def record(self, event: Any) -> None:
         if event.status in BILLABLE_STATUSES:
-            self.enforcer.record(event.tenant, event.ts, event.input_tokens + event.output_tokens)
+            tokens = event.input_tokens + event.output_tokens
+            if self.shared is not None:
+                self.shared.record(event.tenant, event.ts, tokens)
+            self.enforcer.record(event.tenant, event.ts, tokens)  # the fail-open fallback stays current
 
 
 def load_plan_gate(config: GatewayConfig, group_names, data_dir: Path | None) -> PlanGate | None:
@@ -169,10 +197,25 @@ def load_plan_gate(config: GatewayConfig, group_names, data_dir: Path | None) ->
         return None
     source = None
     if data_dir is not None:
-        from tokenomy.billing.ledger_source import LedgerSource
+        from tokenomy.billing.ledger_source import open_ledger_source
 
         try:
-            source = LedgerSource(data_dir)
+            source = open_ledger_source(data_dir)  # PostgreSQL with TOKENOMY_LEDGER_URL, else SQLite
         except (OSError, TokenomyError):
             source = None
-    return PlanGate(book, source)
+    return PlanGate(book, source, shared=open_shared_caps(config, book, source))
+
+
+def open_shared_caps(config: GatewayConfig, book: PlanBook, source: Any = None):
+    """RedisCaps when Redis counters are configured and some plan has caps, else None."""
+    from tokenomy.metering.backends import resolve_counters
+
+    c = config.counters
+    url, fail_mode, prefix = resolve_counters(c.url, c.fail_mode, c.prefix)
+    windows = {cap.window_seconds for plan in book.plans.values() for cap in plan.caps}
+    if not url or not windows:
+        return None
+    from tokenomy.billing.redis_caps import RedisCaps
+    from tokenomy.metering.redis_counters import RedisCounterStore
+
+    return RedisCaps(RedisCounterStore(url, prefix=prefix, fail_mode=fail_mode), windows, source)

@@ -55,8 +55,11 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
     from tokenomy.metering.backends import open_metering
 
     check_pricing(config)  # fail on a bad price before the ledger generates any key
-    # SQLite by default; PostgreSQL/Redis when TOKENOMY_LEDGER_URL / TOKENOMY_REDIS_URL are set.
-    metering = open_metering(data_dir, synchronous=config.ledger.synchronous)
+    # SQLite by default; PostgreSQL/Redis when TOKENOMY_LEDGER_URL / TOKENOMY_REDIS_URL (or the
+    # config's counters.url) are set.
+    c = config.counters
+    metering = open_metering(data_dir, synchronous=config.ledger.synchronous, redis_url=c.url,
+                             fail_mode=c.fail_mode, redis_prefix=c.prefix)
     if create_demo is None:
         create_demo = not config.tenants and not config.keys
     boot = apply_identities(config, metering, create_demo=create_demo)

@@ -6,7 +6,8 @@ local durable outbox) and/or Redis counters, for several gateway replicas.
     m = open_metering(data_dir, ledger_url="postgresql://postgres@127.0.0.1:5432/test",
                       redis_url="redis://127.0.0.1:6379/0")
 
-Environment (used when the arguments are not given):
+Environment (used when the arguments are not given; the gateway passes its config's
+`counters:` section - url, fail_mode, prefix - and `tokenomy up --redis-fail-mode`, which win):
   TOKENOMY_LEDGER_URL       postgresql://user[:pw]@host:port/db[?schema=name]
   TOKENOMY_REDIS_URL        redis://host:port/db
   TOKENOMY_REDIS_FAIL_MODE  closed (default: 503 while Redis is down) | open (per-replica limits)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tokenomy.errors import ConfigError
 from tokenomy.metering.service import Metering
 from tokenomy.metering.store import Scope
 
@@ -26,6 +28,23 @@ ENV_REDIS_URL = "TOKENOMY_REDIS_URL"
 ENV_REDIS_FAIL_MODE = "TOKENOMY_REDIS_FAIL_MODE"
 ENV_REDIS_PREFIX = "TOKENOMY_REDIS_PREFIX"
 OUTBOX_FILE = "outbox.db"
+FAIL_MODES = ("closed", "open")
+DEFAULT_REDIS_PREFIX = "tokenomy:"
+
+
+def resolve_counters(url: str | None = None, fail_mode: str | None = None,
+                     prefix: str | None = None) -> tuple[str | None, str, str]:
+    """(redis url or None, fail mode, key prefix): each given value (config, CLI) first, then
+    its environment variable, then the default. A bad fail mode is a ConfigError naming where
+    it came from."""
+    url = url or os.environ.get(ENV_REDIS_URL) or None
+    if fail_mode is not None:
+        source = "counters.fail_mode"
+    else:
+        fail_mode, source = os.environ.get(ENV_REDIS_FAIL_MODE) or "closed", ENV_REDIS_FAIL_MODE
+    if fail_mode not in FAIL_MODES:
+        raise ConfigError(f"{source}: must be 'closed' or 'open', not '{fail_mode}'")
+    return url, fail_mode, prefix or os.environ.get(ENV_REDIS_PREFIX) or DEFAULT_REDIS_PREFIX
 
 
 def spend_reader(ledger):
@@ -74,7 +93,7 @@ def open_metering(
     """Drop-in for `Metering.open` (same arguments) that also takes the two URLs (default:
     the environment). With neither set it is exactly `Metering.open`."""
     ledger_url = ledger_url or os.environ.get(ENV_LEDGER_URL) or None
-    redis_url = redis_url or os.environ.get(ENV_REDIS_URL) or None
+    redis_url, fail_mode, redis_prefix = resolve_counters(redis_url, fail_mode, redis_prefix)
     if not ledger_url and not redis_url:
         return Metering.open(data_dir, admin_key=admin_key, ensure_admin=ensure_admin, synchronous=synchronous,
                              **kwargs)
@@ -86,9 +105,7 @@ def open_metering(
             from tokenomy.metering.redis_counters import RedisCounterStore
 
             counters = RedisCounterStore(
-                redis_url, reader=spend_reader(ledger),
-                prefix=redis_prefix or os.environ.get(ENV_REDIS_PREFIX) or "tokenomy:",
-                fail_mode=fail_mode or os.environ.get(ENV_REDIS_FAIL_MODE) or "closed",
+                redis_url, reader=spend_reader(ledger), prefix=redis_prefix, fail_mode=fail_mode,
                 server_time=redis_server_time)
         m = Metering(ledger, counters, **kwargs)
         m.data_dir = data_dir
@@ -115,8 +132,8 @@ def describe(m: Metering) -> dict:
     }
 
 
-__all__ = ["ENV_LEDGER_URL", "ENV_REDIS_FAIL_MODE", "ENV_REDIS_PREFIX", "ENV_REDIS_URL", "describe",
-           "open_ledger", "open_metering", "spend_reader"]
+__all__ = ["ENV_LEDGER_URL", "ENV_REDIS_FAIL_MODE", "ENV_REDIS_PREFIX", "ENV_REDIS_URL", "FAIL_MODES", "describe",
+           "open_ledger", "open_metering", "resolve_counters", "spend_reader"]
 
 
 def ledger_present(data_dir: Path | str) -> bool:

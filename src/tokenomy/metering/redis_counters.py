@@ -85,7 +85,8 @@ return {1}
 
 # Settlements in order, atomically, in one call: ARGV = replica, the replica's marker key,
 # batch sequence number, then per op (kind, nkeys, amount) with kind 's' (add spent, loaded
-# scopes only) or 'u' (release this replica's reservation); KEYS are the ops' keys in order.
+# scopes only), 'u' (release this replica's reservation), 'c' (plan cap usage) or 'p' (release
+# this replica's in-flight plan-cap request: billing.redis_caps); KEYS are the ops' keys in order.
 # A replica's batches go in sequence; the marker holds the last one applied, so a resend of
 # a batch whose reply was lost with the connection is a no-op: exactly once.
 # pcall: one bad op never aborts the rest.
@@ -100,9 +101,19 @@ while i <= #ARGV do
     local key = KEYS[k + j]
     if kind == 's' then
       if redis.call('HEXISTS', key, 'spent') == 1 then redis.pcall('HINCRBY', key, 'spent', amount) end
-    else
+    elseif kind == 'u' then
       local left = redis.pcall('HINCRBY', key, me, -tonumber(amount))
       if type(left) == 'number' and left <= 0 then redis.call('HDEL', key, me) end
+    elseif kind == 'c' then  -- plan cap usage: 'stamp:requests:tokens:ttl_ms' into a window's buckets
+      local stamp, req, tok, ttl = string.match(amount, '^(%d+):(%d+):(%d+):(%d+)$')
+      if stamp then
+        if req ~= '0' then redis.pcall('HINCRBY', key, 'r' .. stamp, req) end
+        if tok ~= '0' then redis.pcall('HINCRBY', key, 't' .. stamp, tok) end
+        redis.call('PEXPIRE', key, ttl)
+      end
+    elseif kind == 'p' then  -- release this replica's in-flight plan-cap requests
+      local left = redis.pcall('HINCRBY', key, 'p:' .. ARGV[1], -tonumber(amount))
+      if type(left) == 'number' and left <= 0 then redis.call('HDEL', key, 'p:' .. ARGV[1]) end
     end
   end
   k = k + n
@@ -111,6 +122,7 @@ end
 return 1
 """
 SETTLE_CHUNK = 256  # ops per call
+_OP_KINDS = {"spent": "s", "unreserve": "u", "cap": "c", "cap_release": "p"}
 
 _SPENT = """
 local hbp = ARGV[1]
@@ -311,9 +323,10 @@ class RedisCounterStore:
     def _unavailable(self, exc: BaseException | None = None) -> CountersUnavailable:
         why = f": {exc}" if exc is not None else ""
         return CountersUnavailable(
-            f"budget and rate-limit counters (Redis at {self._safe_url()}) are unavailable{why}; "
-            "refusing requests because counters.fail_mode is 'closed' (set TOKENOMY_REDIS_FAIL_MODE=open "
-            "to serve with per-replica limits instead); retry shortly", retry_after_s=self._retry_s)
+            f"budget, rate-limit and plan-cap counters (Redis at {self._safe_url()}) are unavailable{why}; "
+            "refusing requests because counters.fail_mode is 'closed' (set `counters: {fail_mode: open}` in the "
+            "config, or TOKENOMY_REDIS_FAIL_MODE=open, to serve with per-replica limits instead); retry shortly",
+            retry_after_s=self._retry_s)
 
     def _call(self, fn, fallback):
         """Run fn() against Redis; on failure: 503 (closed) or fallback() (open)."""
@@ -330,7 +343,7 @@ class RedisCounterStore:
         self.fallbacks += 1
         return fallback()
 
-    def _defer(self, op: str, keys: list[str], amount: int) -> None:
+    def _defer(self, op: str, keys: list[str], amount: int | str) -> None:
         self._deferred.append((op, keys, amount))
         self._settle_wake.set()
 
@@ -352,7 +365,7 @@ class RedisCounterStore:
                 args: list = [self.replica, f"{self.prefix}settled:{self.replica}", seq]
                 for op, op_keys, amount in ops:
                     keys += op_keys
-                    args += ["s" if op == "spent" else "u", len(op_keys), amount]
+                    args += [_OP_KINDS[op], len(op_keys), amount]
                 try:
                     self._s["settle"](keys=keys, args=args)
                 except self._script_errors as exc:  # not retryable: drop them, loudly
