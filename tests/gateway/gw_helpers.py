@@ -130,6 +130,7 @@ class GatewayHandle:
     url: str
     metering: Any
     app: web.Application
+    front: Any = None  # gateway.fastpath.FastFront (None: served by aiohttp alone)
 
     @property
     def gw(self):
@@ -172,5 +173,27 @@ async def gateway(config: dict, data_dir: Path, **metering_kw):
     cfg = parse_config(config, "<test>")
     metering = Metering.open(data_dir, admin_key=ADMIN_KEY, **metering_kw)
     app = build_app(cfg, metering)
-    async with serve(app) as url:
-        yield GatewayHandle(url, metering, app)
+    async with serve_gateway(app) as (url, front):
+        yield GatewayHandle(url, metering, app, front)
+
+
+@contextlib.asynccontextmanager
+async def serve_gateway(app: web.Application):
+    """A gateway app served as `tokenomy up` serves it: the lean front for the hot routes, the
+    rest handed to aiohttp (gateway/fastpath.py); plain aiohttp with TOKENOMY_GATEWAY_FASTPATH=0.
+    Yields (base URL, the front or None)."""
+    from tokenomy.gateway.fastpath import fast_front, fastpath_enabled
+
+    if not fastpath_enabled():
+        async with serve(app) as url:
+            yield url, None
+        return
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    front = fast_front(app, runner)
+    try:
+        port = await front.start("127.0.0.1", 0)
+        yield f"http://127.0.0.1:{port}", front
+    finally:
+        await front.shutdown(0.5)
+        await runner.cleanup()

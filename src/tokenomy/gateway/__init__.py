@@ -21,6 +21,9 @@ HTTP API
   object as the field `x_tokenomy` of the usage chunk. Without include_usage the client sees no
   choices-less chunk (`chunk.choices[0]` is always safe); the gateway still asks the upstream
   for usage to meter exactly.
+- Serving (`tokenomy up`): non-stream POST /v1/chat/completions and /v1/completions are answered
+  by a lean HTTP/1.1 front (gateway/fastpath.py, same handler and guarantees, less CPU); any other
+  request hands its connection to aiohttp. TOKENOMY_GATEWAY_FASTPATH=0 serves all through aiohttp.
 - Durability: the non-stream body and the final `data: [DONE]` are sent only after the request's
   usage event is committed to the ledger. A stream that breaks after its first byte ends with
   an `data: {"error": ...}` event instead of [DONE] (no failover once bytes reached the client).

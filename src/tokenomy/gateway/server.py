@@ -52,6 +52,7 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
 
     from tokenomy.gateway.app import build_app
     from tokenomy.gateway.bootstrap import apply_identities
+    from tokenomy.gateway.fastpath import fast_front, fastpath_enabled
     from tokenomy.metering.backends import open_metering
 
     check_pricing(config)  # fail on a bad price before the ledger generates any key
@@ -68,15 +69,21 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.server.shutdown_timeout_s,
                            access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    # The hot routes are answered by a lean HTTP/1.1 front; every other request (and any
+    # connection after one) is aiohttp's, as before (gateway/fastpath.py).
+    front = fast_front(app, runner) if fastpath_enabled() else None
+    site = None if front is not None else web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
     try:
-        await site.start()
+        if front is not None:
+            bound = await front.start(host, port, backlog=2048, reuse_address=True)
+        else:
+            await site.start()  # type: ignore[union-attr]
+            bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port  # type: ignore[union-attr]
     except OSError as exc:
         await runner.cleanup()
         from tokenomy.errors import TokenomyError
 
         raise TokenomyError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port  # type: ignore[union-attr]
     _banner(host, bound, data_dir, boot.demo_key, config, emit)
     # Start-up objects (catalog, price map, config) live forever: keep them out of GC scans,
     # so full collections stay short on the request path.
@@ -94,6 +101,8 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if front is not None:  # stop listening, drain the fast path's in-flight requests
+            await front.shutdown(config.server.shutdown_timeout_s)
         await runner.cleanup()  # stop listening, drain handlers, then app cleanup (ledger, emulators)
     emit("stopped")
 

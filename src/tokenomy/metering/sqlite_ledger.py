@@ -5,6 +5,13 @@ locked one for look-ups and admin writes. Every write transaction is short and s
 with BEGIN IMMEDIATE, so the CLI and a running gateway interleave via busy_timeout.
 WAL checkpoints (which fsync the main file) run on a background thread instead of inside
 whichever commit crosses the auto-checkpoint threshold, keeping them off the commit path.
+Two fsyncs used to land on the gateway's event loop (an inline commit, see `append_nowait`),
+stalling every request in flight for milliseconds about twice a second:
+  * a commit racing a checkpoint's fsyncs: an inline commit now never overlaps a checkpoint of
+    this process (it declines, the caller's writer thread commits instead; a checkpoint waits);
+  * the first write after a complete checkpoint restarts the WAL from its start and syncs the
+    new WAL header, even at synchronous=NORMAL: the checkpointer thread now does that write
+    itself (a no-op one, `user_version` set to its own value), right after the checkpoint.
 """
 
 from __future__ import annotations
@@ -46,6 +53,21 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def _restart_wal(conn: sqlite3.Connection) -> None:
+    """After a complete checkpoint the next write transaction restarts the WAL and fsyncs its new
+    header (synchronous=NORMAL included). Make that write here: a no-op one (user_version, unused
+    by tokenomy, set to its own value), so no request's commit pays the fsync."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _extra_json(extra: dict) -> str:
@@ -132,6 +154,7 @@ class SqliteLedger:
         self._wlock = threading.Lock()
         self._iconn: sqlite3.Connection | None = None  # append_nowait's (busy_timeout 0), under _wlock
         self._checkpoint_interval_s = checkpoint_interval_s
+        self._ckpt_lock = threading.Lock()  # held by a checkpoint, and by an inline commit
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -169,7 +192,12 @@ class SqliteLedger:
                 self._stop.wait(self._checkpoint_interval_s)  # let commits accumulate
                 self._dirty.clear()
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never blocks readers or the writer
+                    with self._ckpt_lock:  # inline commits go to the writer thread meanwhile
+                        # PASSIVE: never blocks readers or the writer
+                        _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        if frames > 0 and copied == frames:
+                            with self._wlock:  # our writers wait here, not in SQLite's busy back-off
+                                _restart_wal(conn)
                 except sqlite3.Error:
                     self._dirty.set()  # try again later
             try:
@@ -229,12 +257,16 @@ class SqliteLedger:
     def append_nowait(self, events: Sequence[UsageEvent]) -> list[bool] | None:
         """`append` for a caller that must not block (the gateway's event loop): None, with
         nothing written, when the commit could wait: another connection holds the write lock
-        (busy_timeout 0 on this connection), our writer thread is mid-transaction, or the
-        commit would fsync (synchronous FULL/EXTRA). Then use `append` from a thread."""
+        (busy_timeout 0 on this connection), our writer thread is mid-transaction, a checkpoint
+        is running (its fsyncs can stall a concurrent commit for milliseconds), or the commit
+        would fsync (synchronous FULL/EXTRA). Then use `append` from a thread."""
         if self._synchronous not in ("OFF", "NORMAL") or self._stop.is_set():
             return None
         rows = [_event_row(e, time.time()) for e in events]
         if not self._wlock.acquire(blocking=False):
+            return None
+        if not self._ckpt_lock.acquire(blocking=False):
+            self._wlock.release()
             return None
         try:
             conn = self._iconn
@@ -256,6 +288,7 @@ class SqliteLedger:
             if self._checkpointer is None:
                 self._start_checkpointer()
         finally:
+            self._ckpt_lock.release()
             self._wlock.release()
         if not self._dirty.is_set():
             self._dirty.set()
