@@ -108,6 +108,8 @@ async def test_bad_input_errors_name_the_field(data_dir):
             ({"model": "m", "messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content"),
             ({"model": "m", "messages": MSGS, "max_tokens": "10"}, 400, "max_tokens"),
             ({"model": "m", "messages": MSGS, "stream": "yes"}, 400, "stream"),
+            ({"model": "m", "messages": MSGS, "tools": True}, 400, "tools"),  # found by schemathesis
+            ({"model": "m", "messages": MSGS, "functions": 288}, 400, "functions"),
             ({"model": "nope", "messages": MSGS}, 404, "model"),
         ]
         for body, status, param in cases:

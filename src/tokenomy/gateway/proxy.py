@@ -262,9 +262,15 @@ class Gateway(StreamingMixin, CascadeMixin):
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        from tokenomy.routing.feedback import FeedbackStore
+        from tokenomy.routing.feedback import FeedbackStore, PgFeedbackStore
 
-        self.feedback = FeedbackStore.open(getattr(self.metering, "data_dir", None))
+        # Feedback lives beside the events: in PostgreSQL (shared by every replica, on the
+        # ledger's own pool) when the ledger is there, else in the SQLite ledger file.
+        pg = getattr(getattr(self.metering, "ledger", None), "inner", None)
+        if getattr(pg, "engine", None) is not None and getattr(pg, "url", "").startswith("postgresql"):
+            self.feedback = PgFeedbackStore(pg.engine)
+        else:
+            self.feedback = FeedbackStore.open(getattr(self.metering, "data_dir", None))
         conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=conn, json_serialize=lambda o: orjson.dumps(o).decode(),
                                              skip_auto_headers=("User-Agent",), auto_decompress=True)
@@ -338,7 +344,7 @@ class Gateway(StreamingMixin, CascadeMixin):
         max_tokens = v.max_tokens(body)
         if kind == "chat":
             input_tokens = count_chat_tokens(v.chat_messages(body))
-            tools = body.get("tools") or body.get("functions")
+            tools = v.opt_array(body, "tools") or v.opt_array(body, "functions")
             if tools:  # tool schemas are prompt tokens too (budgets must not under-reserve)
                 input_tokens += count_tokens(orjson.dumps(tools).decode())
         else:

@@ -67,6 +67,13 @@ def opt_pos_int(body: dict, field: str, maximum: int | None = None) -> int | Non
     return v
 
 
+def opt_array(body: dict, field: str) -> list | None:
+    v = body.get(field)
+    if v is not None and not isinstance(v, list):
+        raise _bad(field, f"'{field}' must be an array, got {_type_name(v)}")
+    return v
+
+
 def chat_messages(body: dict) -> list:
     msgs = body.get("messages")
     if msgs is None:
