@@ -232,7 +232,8 @@ def train_cmd(
         fb = [Row(str(r["id"]), str(r["prompt"]), float(r["weak"]), float(r["strong"]), str(r.get("source") or "ledger"))
               for r in load_training_rows(directory)]
         if not fb:
-            raise TokenomyError(f"no feedback with stored prompts in {directory}: set routing.store_prompts: true in the "
+            where = "the PostgreSQL ledger (TOKENOMY_LEDGER_URL)" if os.environ.get("TOKENOMY_LEDGER_URL") else directory
+            raise TokenomyError(f"no feedback with stored prompts in {where}: set routing.store_prompts: true in the "
                                 "gateway config and send POST /v1/feedback {request_id, score}")
         rows = rows + fb
     if not rows:
@@ -275,9 +276,12 @@ def savings_cmd(
     from tokenomy.metering.timeparse import parse_time
     from tokenomy.routing.savings import format_savings, savings
 
+    from tokenomy.routing.feedback import _ledger_url
+
     directory = data_dir or default_data_dir()
-    if not ledger_path(directory).exists():
-        raise TokenomyError(f"no gateway ledger in {directory} (pass --data-dir or set TOKENOMY_DATA_DIR)")
+    if not _ledger_url(None) and not ledger_path(directory).exists():
+        raise TokenomyError(f"no gateway ledger in {directory} (pass --data-dir, set TOKENOMY_DATA_DIR, "
+                            "or TOKENOMY_LEDGER_URL for a PostgreSQL ledger)")
     now = time.time()
     s = savings(directory, parse_time(since, now=now, option="--since") if since else None,
                 parse_time(until, now=now, option="--until") if until else None)

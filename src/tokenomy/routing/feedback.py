@@ -1,7 +1,8 @@
 """Outcome labels of routed requests (`POST /v1/feedback`) and the prompts to learn from.
 
-Two small tables of our own in the ledger's SQLite file (`<data_dir>/ledger.db`; metering's
-tables are never altered):
+Two small tables of our own next to the ledger's events — in the SQLite file
+(`<data_dir>/ledger.db`; metering's tables are never altered) or, with a PostgreSQL ledger, in
+its database (Alembic revision 0004), so every replica sees every label:
 
 - `route_feedback(request_id PK, tenant, score in [0, 1], ts, prompt_sha256)`: the latest score
   a tenant gave a request (a new score for the same id replaces the old one).
@@ -13,7 +14,8 @@ on real traffic, but keeps users' prompt text (possibly personal or confidential
 ledger for as long as the ledger is kept, readable by anyone with the file. Off by default;
 without it feedback still records scores (and a prompt hash when the prompt was stored).
 
-`load_training_rows(data_dir)` turns labelled routed requests into the router's training rows
+`open_feedback_store(data_dir, ledger_url)` picks the backend like metering does (the URL, else
+TOKENOMY_LEDGER_URL, else SQLite). `load_training_rows(data_dir, ledger_url)` turns labelled routed requests into the router's training rows
 `{"id", "prompt", "weak", "strong"}`: the served model's quality is the feedback score; the
 other model's quality is not observed, so it is imputed (see `_impute`).
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -111,13 +114,125 @@ class FeedbackStore:
         return None if row is None else dict(zip(("request_id", "tenant", "score", "ts", "prompt_sha256"), row))
 
 
-def record_feedback(data_dir: Path | str, request_id: str, tenant: str, score: float) -> None:
+def record_feedback(data_dir: Path | str, request_id: str, tenant: str, score: float,
+                    ledger_url: str | None = None) -> None:
     """Store one outcome label (durable on return). The caller checks the request's tenant."""
-    store = FeedbackStore.open(data_dir)
+    store = open_feedback_store(data_dir, ledger_url)
     try:
         store.record_feedback(request_id, tenant, score)
     finally:
         store.close()
+
+
+def _ledger_url(ledger_url: str | None) -> str | None:
+    from tokenomy.metering.backends import ENV_LEDGER_URL
+
+    return ledger_url or os.environ.get(ENV_LEDGER_URL) or None
+
+
+def _pg_error(exc: BaseException) -> str:
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["error"])[0]
+
+
+def pg_read(url: str, sql: str, params: tuple) -> list[tuple]:
+    """Rows of one read-only query on the PostgreSQL ledger at url ([] when its tables are not
+    there yet); an unreachable database is a one-line TokenomyError."""
+    import psycopg
+    import sqlalchemy as sa
+
+    from tokenomy.metering.postgres_ledger import create_engine_for, redact
+
+    try:
+        engine = create_engine_for(url, pool_size=1)
+    except sa.exc.OperationalError as exc:
+        raise TokenomyError(f"cannot open the PostgreSQL ledger at {redact(url)}: {_pg_error(exc)}") from None
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql, params).fetchall()]
+    except sa.exc.ProgrammingError as exc:
+        if isinstance(exc.orig, psycopg.errors.UndefinedTable):
+            return []
+        raise TokenomyError(f"cannot read the PostgreSQL ledger at {redact(url)}: {_pg_error(exc)}") from None
+    except sa.exc.OperationalError as exc:
+        raise TokenomyError(f"cannot read the PostgreSQL ledger at {redact(url)}: {_pg_error(exc)}") from None
+    finally:
+        engine.dispose()
+
+
+class PgFeedbackStore:
+    """The same two tables in the PostgreSQL ledger's database (shared by every replica). Takes
+    the ledger's engine (the gateway's pool) or opens one from the URL and migrates."""
+
+    def __init__(self, engine, *, owns_engine: bool = False):
+        self.engine = engine
+        self._owns = owns_engine
+
+    @classmethod
+    def open(cls, url: str) -> "PgFeedbackStore":
+        import sqlalchemy as sa
+
+        from tokenomy.metering.postgres_ledger import create_engine_for, migrate, redact
+
+        try:
+            engine = create_engine_for(url, pool_size=2)
+            migrate(engine)
+        except sa.exc.OperationalError as exc:
+            raise TokenomyError(f"cannot open the PostgreSQL ledger at {redact(url)}: {_pg_error(exc)}") from None
+        return cls(engine, owns_engine=True)
+
+    def close(self) -> None:
+        if self._owns:
+            self.engine.dispose()
+
+    def _run(self, sql: str, params: tuple, *, write: bool) -> list[tuple]:
+        import sqlalchemy as sa
+
+        try:
+            with (self.engine.begin() if write else self.engine.connect()) as conn:
+                res = conn.exec_driver_sql(sql, params)
+                return [tuple(r) for r in res.fetchall()] if res.returns_rows else []
+        except sa.exc.OperationalError as exc:
+            raise TokenomyError(f"the PostgreSQL ledger is unavailable: {_pg_error(exc)}") from None
+
+    def record_prompt(self, request_id: str, tenant: str, prompt: str, ts: float | None = None) -> None:
+        self._run("INSERT INTO route_prompts (request_id, tenant, ts, prompt_sha256, prompt) VALUES (%s, %s, %s, %s, %s) "
+                  "ON CONFLICT (request_id) DO UPDATE SET tenant = excluded.tenant, ts = excluded.ts, "
+                  "prompt_sha256 = excluded.prompt_sha256, prompt = excluded.prompt",
+                  (request_id, tenant, time.time() if ts is None else ts, prompt_hash(prompt), prompt), write=True)
+
+    def record_feedback(self, request_id: str, tenant: str, score: float, ts: float | None = None) -> None:
+        if not isinstance(score, (int, float)) or isinstance(score, bool) or not 0.0 <= float(score) <= 1.0:
+            raise TokenomyError(f"feedback score must be a number in [0, 1] (got {score!r})")
+        # the prompt hash is read in the same statement: one round trip, one transaction
+        self._run("INSERT INTO route_feedback (request_id, tenant, score, ts, prompt_sha256) "
+                  "SELECT %s, %s, %s, %s, (SELECT prompt_sha256 FROM route_prompts WHERE request_id = %s) "
+                  "ON CONFLICT (request_id) DO UPDATE SET tenant = excluded.tenant, score = excluded.score, "
+                  "ts = excluded.ts, prompt_sha256 = excluded.prompt_sha256",
+                  (request_id, tenant, float(score), time.time() if ts is None else ts, request_id), write=True)
+
+    def event_tenant(self, request_id: str) -> str | None:
+        """The tenant of a ledger event, None if there is none. The dedup table (id -> ts) finds
+        the event's partition and time, so the (key_id, ts)/BRIN indexes apply; an id older than
+        the dedup window falls back to a scan by id."""
+        row = self._run("SELECT e.tenant FROM event_ids i JOIN events e ON e.ts = i.ts AND e.id = i.id "
+                        "WHERE i.id = %s LIMIT 1", (request_id,), write=False)
+        if not row:
+            row = self._run("SELECT tenant FROM events WHERE id = %s LIMIT 1", (request_id,), write=False)
+        return row[0][0] if row else None
+
+    def feedback(self, request_id: str) -> dict | None:
+        row = self._run("SELECT request_id, tenant, score, ts, prompt_sha256 FROM route_feedback WHERE request_id = %s",
+                        (request_id,), write=False)
+        return None if not row else dict(zip(("request_id", "tenant", "score", "ts", "prompt_sha256"), row[0]))
+
+
+def open_feedback_store(data_dir: Path | str | None, ledger_url: str | None = None):
+    """The feedback store beside the ledger: PostgreSQL for ledger_url (or TOKENOMY_LEDGER_URL),
+    else the SQLite file in data_dir (None: in memory)."""
+    url = _ledger_url(ledger_url)
+    if url:
+        return PgFeedbackStore.open(url)
+    return FeedbackStore.open(data_dir)
 
 
 def _impute(observed: list[tuple[bool, float]]) -> tuple[float, float]:
@@ -127,13 +242,12 @@ def _impute(observed: list[tuple[bool, float]]) -> tuple[float, float]:
     return (sum(w) / len(w) if w else 0.5, sum(st) / len(st) if st else 0.5)
 
 
-def load_training_rows(data_dir: Path | str) -> list[dict]:
-    """Labelled routed requests with a stored prompt -> `[{"id", "prompt", "weak", "strong"}]`.
+_TRAINING_SQL = ("SELECT f.request_id, p.prompt, f.score, {extra} FROM route_feedback f "
+                 "JOIN route_prompts p ON p.request_id = f.request_id JOIN events e ON e.id = f.request_id "
+                 "ORDER BY f.ts, f.request_id{collate}")
 
-    The served model's quality is the feedback score. The other one's is unobserved: for a
-    cascade that escalated, the weak answer's verifier score stands in for the weak quality;
-    otherwise the mean feedback score of the other model over all labelled requests (so a
-    weak answer scored below the strong model's average teaches "go strong", and vice versa)."""
+
+def _sqlite_training_rows(data_dir: Path | str) -> list[tuple]:
     path = _db_path(data_dir)
     if not path.is_file():
         raise TokenomyError(f"no ledger at {path}")
@@ -142,12 +256,23 @@ def load_training_rows(data_dir: Path | str) -> list[dict]:
         tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"route_feedback", "route_prompts", "events"} <= tables:
             return []
-        rows = conn.execute(
-            "SELECT f.request_id, p.prompt, f.score, e.extra FROM route_feedback f "
-            "JOIN route_prompts p ON p.request_id = f.request_id JOIN events e ON e.id = f.request_id "
-            "ORDER BY f.ts, f.request_id").fetchall()
+        return conn.execute(_TRAINING_SQL.format(extra="e.extra", collate="")).fetchall()
     finally:
         conn.close()
+
+
+def load_training_rows(data_dir: Path | str, ledger_url: str | None = None) -> list[dict]:
+    """Labelled routed requests with a stored prompt -> `[{"id", "prompt", "weak", "strong"}]`.
+
+    The served model's quality is the feedback score. The other one's is unobserved: for a
+    cascade that escalated, the weak answer's verifier score stands in for the weak quality;
+    otherwise the mean feedback score of the other model over all labelled requests (so a
+    weak answer scored below the strong model's average teaches "go strong", and vice versa)."""
+    url = _ledger_url(ledger_url)
+    if url:
+        rows = pg_read(url, _TRAINING_SQL.format(extra="e.extra::text", collate=' COLLATE "C"'), ())
+    else:
+        rows = _sqlite_training_rows(data_dir)
     parsed = []
     for rid, prompt, score, extra in rows:
         try:

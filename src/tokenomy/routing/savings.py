@@ -19,6 +19,8 @@ from tokenomy.errors import TokenomyError
 
 _PICO = Decimal("1e-12")
 _MTOK = Decimal(1_000_000)
+# PostgreSQL (jsonb): the same test
+_PG_ROUTED = "COALESCE(extra->'route'->>'alias', extra->>'parent')"
 _ROUTED = ("CASE WHEN extra IS NOT NULL AND json_valid(extra) THEN "
            "COALESCE(json_extract(extra, '$.route.alias'), json_extract(extra, '$.parent')) END")
 
@@ -64,7 +66,27 @@ class _Tally:
                 "extra_vs_all_weak_usd": _money(self.actual - self.all_weak)}
 
 
-def _rows(data_dir: Path | str, since: float | None, until: float | None) -> list[tuple]:
+def _where(routed: str, since: float | None, until: float | None, ph: str) -> tuple[str, list]:
+    sql, params = f"WHERE {routed} IS NOT NULL", []
+    if since is not None:
+        sql += f" AND ts >= {ph}"
+        params.append(since)
+    if until is not None:
+        sql += f" AND ts < {ph}"
+        params.append(until)
+    return sql, params
+
+
+_COLS = "id, ts, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cost_pusd"
+
+
+def _rows(data_dir: Path | str, since: float | None, until: float | None, ledger_url: str | None = None) -> list[tuple]:
+    from tokenomy.routing.feedback import _ledger_url, pg_read
+
+    url = _ledger_url(ledger_url)
+    if url:  # the PostgreSQL ledger (TOKENOMY_LEDGER_URL): every replica's events
+        where, params = _where(_PG_ROUTED, since, until, "%s")
+        return pg_read(url, f'SELECT {_COLS}, extra::text FROM events {where} ORDER BY ts, id COLLATE "C"', tuple(params))
     from tokenomy.metering.paths import ledger_path
 
     path = ledger_path(Path(data_dir))
@@ -72,31 +94,25 @@ def _rows(data_dir: Path | str, since: float | None, until: float | None) -> lis
         raise TokenomyError(f"no ledger at {path} (pass the gateway's data directory)")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        sql = (f"SELECT id, ts, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cost_pusd, extra "
-               f"FROM events WHERE {_ROUTED} IS NOT NULL")
-        params: list = []
-        if since is not None:
-            sql += " AND ts >= ?"
-            params.append(since)
-        if until is not None:
-            sql += " AND ts < ?"
-            params.append(until)
-        return conn.execute(sql + " ORDER BY ts, id", params).fetchall()
+        where, params = _where(_ROUTED, since, until, "?")
+        return conn.execute(f"SELECT {_COLS}, extra FROM events {where} ORDER BY ts, id", params).fetchall()
     except sqlite3.OperationalError as exc:
         raise TokenomyError(f"cannot read the ledger {path}: {exc}") from None
     finally:
         conn.close()
 
 
-def savings(data_dir: Path | str, since: float | None = None, until: float | None = None) -> dict:
+def savings(data_dir: Path | str, since: float | None = None, until: float | None = None,
+            ledger_url: str | None = None) -> dict:
     """Totals over routed requests with ts in [since, until) (epoch s); money as exact strings.
 
     `actual_usd` vs `all_strong_usd` (every request at the strongest candidate) and
     `all_weak_usd` (every request at the weakest); `strong_share` = share served by the
-    strongest; `by_alias`; `cascade` (cascade requests only, weak/judge calls included)."""
+    strongest; `by_alias`; `cascade` (cascade requests only, weak/judge calls included).
+    Reads the PostgreSQL ledger for ledger_url (or TOKENOMY_LEDGER_URL), else data_dir's SQLite."""
     mains: dict[str, tuple] = {}
     aux: dict[str, dict[str, Decimal]] = {}
-    for rid, _ts, inp, cached, out, reasoning, cost_pusd, extra in _rows(data_dir, since, until):
+    for rid, _ts, inp, cached, out, reasoning, cost_pusd, extra in _rows(data_dir, since, until, ledger_url):
         try:
             x = json.loads(extra)
         except ValueError:
