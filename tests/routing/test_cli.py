@@ -54,6 +54,10 @@ def test_data_and_train_lexical(tmp_path, sample_path):
     ev = _json(runner.invoke(app, ["route", "eval", "--data", str(sample_path), "--router", "lexical",
                                    "--model", str(art), "--json", "--bootstrap", "0"]))
     assert ev["n"] == 1000 and ev["apgr"] > 0.6        # in-sample, sanity only
+    from tokenomy.routing.quality import load_artifact
+
+    spec = load_artifact(art).spec                     # the default layout: the gated maths head
+    assert spec.format_experts and spec.expert_formats == ("math_word_problem",) and not spec.expert_shared
 
 
 def test_choose_cli():
@@ -71,3 +75,12 @@ def test_user_errors_are_one_line(tmp_path):
                         "--json"], capture_output=True, text=True)
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.strip().startswith("error: no such data file") and p.stderr.count("\n") == 1
+
+
+def test_train_rejects_unknown_expert_format(tmp_path, sample_path):
+    exe = Path(sys.executable).parent / "tokenomy"
+    p = subprocess.run([str(exe), "route", "train", "--data", str(sample_path), "--out", str(tmp_path / "x.npz"),
+                        "--expert-formats", "essay", "--cv", "0", "--no-loso"], capture_output=True, text=True)
+    assert p.returncode == 2 and not (tmp_path / "x.npz").exists()
+    assert p.stderr.strip().startswith("error: expert_formats must be distinct names among multiple_choice")
+    assert p.stderr.count("\n") == 1

@@ -186,6 +186,20 @@ def train_cmd(
     c: float = typer.Option(1.0, help="inverse L2 strength (lexical/embed)"),
     sparse_scale: Optional[float] = typer.Option(None, help="lexical: n-gram value scale (default: FeatureSpec's)"),
     balance_sources: bool = typer.Option(False, "--balance-sources", help="lexical: equal total weight per source"),
+    format_experts: bool = typer.Option(
+        True, "--format-experts/--single-head",
+        help="lexical: per-format expert heads (multiple choice, maths word problem, open; gated by the prompt's "
+             "form) next to shared weights, the shipped layout; --single-head: one head for every prompt"),
+    expert_scale: Optional[float] = typer.Option(
+        None, help="lexical: value scale of the per-format n-gram copies (default: the shipped one)"),
+    expert_formats: Optional[str] = typer.Option(
+        None, help="lexical: comma list of formats with an expert head among multiple_choice, math_word_problem, "
+                   "open (default: the shipped ones)"),
+    expert_shared: Optional[bool] = typer.Option(
+        None, "--expert-shared/--expert-gated",
+        help="lexical: expert-format prompts read shared weights plus their head, fitted jointly (--expert-shared), "
+             "or their head alone, fitted on their format's rows after a shared head on all rows (--expert-gated; "
+             "default: the shipped one)"),
     cv: int = typer.Option(5, help="folds for the cross-validation report (0 = skip)"),
     loso: bool = typer.Option(True, "--loso/--no-loso", help="also report leave-one-source-out"),
     bootstrap: int = typer.Option(300, help="bootstrap resamples for CIs in reports"),
@@ -238,7 +252,10 @@ def train_cmd(
         rows = rows + fb
     if not rows:
         raise TokenomyError("no training rows: pass --data FILE and/or --from-ledger")
-    trainer = make_trainer(router, seed=seed, c=c, sparse_scale=sparse_scale, balance_sources=balance_sources)
+    trainer = make_trainer(router, seed=seed, c=c, sparse_scale=sparse_scale, balance_sources=balance_sources,
+                           format_experts=format_experts, expert_scale=expert_scale,
+                           expert_formats=None if expert_formats is None else
+                           [x.strip() for x in expert_formats.split(",") if x.strip()], expert_shared=expert_shared)
     n_sources = len({r.source for r in rows if r.source})
     steps = (cv or 0) + (n_sources if loso and n_sources >= 2 else 0) + 1
     report: dict = {"router": router, "n": len(rows), "seed": seed, "c": c, "out": str(out)}

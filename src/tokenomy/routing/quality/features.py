@@ -9,7 +9,18 @@ prompt does not dominate:
 - optionally (`task_features`) general task-shape features: the length baseline's own score,
   quantities, multi-step cues, sentences, option count; and (`format_gate`) every dense feature
   again, split by prompt format (multiple choice or free form), so e.g. length can have one slope
-  for multiple-choice questions and another for word problems.
+  for multiple-choice questions and another for word problems;
+- optionally (`format_experts`, the shipped default's layout) a gated mixture inside one linear
+  model: the prompt's format (multiple choice, maths word problem, open; `formats.prompt_format`,
+  read from the prompt's form, not its benchmark) selects an expert head. Every n-gram appears
+  twice, in the shared table and in its format's table (scaled by `expert_scale`), and the dense
+  block holds the shared shape features, then per format its shape + task + maths-difficulty
+  features and an intercept (zero for the other formats); `expert_scale` 0 drops the per-format
+  n-gram tables (n-grams shared, only the dense heads per format). Training fits shared and per-format
+  weights together (feature augmentation, Daume 2007): a format with little data leans on the
+  shared weights, one with much data learns its own. With `expert_shared` False the gate is hard:
+  a prompt of an expert format reads only its head (the shipped default: one head, for maths word
+  problems; see `lexical.train_gated`).
 Very long prompts are read as their first and last `cap_chars` characters (the question is
 usually at one end); the length features still see the full prompt.
 """
@@ -22,6 +33,8 @@ import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from tokenomy.routing.quality.formats import FORMAT_NAMES, MATH_NAMES, math_features, prompt_format
 
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -42,6 +55,8 @@ _OPTION_RE = re.compile(r"(?m)^\s*\(?[A-Ja-j][.)]\s")
 _STEP_CUE_RE = re.compile(r"\b(each|per|every|total|remaining|left|more than|less than|times|twice|half|percent|"
                           r"after|then|if|how many|how much|average|rate|profit|cost|costs)\b")
 _SENTENCE_END_RE = re.compile(r"[.?!](?:\s|$)")
+# per-format dense block of `format_experts`: shape + task + maths difficulty + the format's intercept
+EXPERT_DENSE_SIZE = len(DENSE_NAMES) + len(TASK_NAMES) + len(MATH_NAMES) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +75,47 @@ class FeatureSpec:
     # n-grams of multiple-choice prompts index the other half of the table (buckets shifted by
     # half), so a word's weight in an MC question is learned apart from the same word in free form
     format_gate_ngrams: bool = False
+    # gated mixture of per-format expert heads (see the module doc); replaces the options above
+    format_experts: bool = False
+    expert_scale: float = 1.0
+    # the formats that get an expert head (prompts of the others use the shared weights only)
+    expert_formats: tuple[str, ...] = FORMAT_NAMES
+    # True: an expert-format prompt reads the shared weights plus its head (joint fit); False: its
+    # head alone (a hard gate; `lexical.train_gated` fits the shared head on all rows, then each
+    # expert head on its format's rows)
+    expert_shared: bool = True
+
+    def __post_init__(self) -> None:
+        if self.format_experts and (self.format_gate or self.format_gate_ngrams or self.task_features):
+            raise ValueError("format_experts has its own per-format blocks: do not combine it with "
+                             "task_features, format_gate or format_gate_ngrams")
+        if not self.expert_formats or len(set(self.expert_formats)) != len(self.expert_formats) or \
+                not set(self.expert_formats) <= set(FORMAT_NAMES):
+            raise ValueError(f"expert_formats must be distinct names among {', '.join(FORMAT_NAMES)}")
+
+    def expert_slot(self, fmt: int) -> int | None:
+        """Position of format `fmt`'s expert head, or None (no head: shared weights only)."""
+        name = FORMAT_NAMES[fmt]
+        return self.expert_formats.index(name) if self.format_experts and name in self.expert_formats else None
 
     @property
     def buckets(self) -> int:
         return 1 << self.buckets_log2
 
+    @property
+    def table_size(self) -> int:
+        """Length of the n-gram weight vector: one table, or a shared one plus one per format
+        (per-format n-gram tables only when `expert_scale` > 0)."""
+        return self.buckets * (1 + len(self.expert_formats)) if self.expert_ngrams else self.buckets
+
+    @property
+    def expert_ngrams(self) -> bool:
+        return self.format_experts and self.expert_scale > 0
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["char_ngrams"] = list(self.char_ngrams)
+        d["expert_formats"] = list(self.expert_formats)
         return d
 
     @classmethod
@@ -75,10 +123,14 @@ class FeatureSpec:
         return cls(int(d["buckets_log2"]), tuple(int(x) for x in d["char_ngrams"]),
                    bool(d["word_bigrams"]), int(d["cap_chars"]), float(d.get("sparse_scale", 1.0)),
                    bool(d.get("task_features", False)), bool(d.get("format_gate", False)),
-                   bool(d.get("format_gate_ngrams", False)))
+                   bool(d.get("format_gate_ngrams", False)), bool(d.get("format_experts", False)),
+                   float(d.get("expert_scale", 1.0)), tuple(d.get("expert_formats", FORMAT_NAMES)),
+                   bool(d.get("expert_shared", True)))
 
     @property
     def dense_size(self) -> int:
+        if self.format_experts:
+            return len(DENSE_NAMES) + len(self.expert_formats) * EXPERT_DENSE_SIZE
         base = len(DENSE_NAMES) + (len(TASK_NAMES) if self.task_features else 0)
         return base * 3 if self.format_gate else base
 
@@ -128,10 +180,18 @@ def sparse_features(text: str, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarra
 
     if not idx_parts:
         return np.empty(0, dtype=np.int64), np.empty(0)
-    idx = np.concatenate(idx_parts)
+    idx = np.concatenate(idx_parts).astype(np.int64)
+    val = np.concatenate(val_parts)
     if spec.format_gate_ngrams and is_multiple_choice(text):
-        idx = (idx + np.uint64(spec.buckets // 2)) & mask
-    return idx.astype(np.int64), np.concatenate(val_parts)
+        idx = (idx + spec.buckets // 2) & (spec.buckets - 1)
+    slot = spec.expert_slot(prompt_format(_capped(text, spec.cap_chars))) if spec.expert_ngrams else None
+    if slot is not None and spec.expert_shared:   # the same n-grams again, in this format's own table
+        idx = np.concatenate([idx, idx + spec.buckets * (1 + slot)])
+        val = np.concatenate([val, spec.expert_scale * val])
+    elif slot is not None:                          # hard gate: this format's table only
+        idx = idx + spec.buckets * (1 + slot)
+        val = spec.expert_scale * val
+    return idx, val
 
 
 def dense_features(text: str, cap_chars: int = 2048) -> np.ndarray:
@@ -178,6 +238,18 @@ def task_features(text: str) -> np.ndarray:
 def router_dense(text: str, spec: FeatureSpec) -> np.ndarray:
     """The dense block the lexical router uses under `spec` (length `spec.dense_size`)."""
     shape = dense_features(text, spec.cap_chars)
+    if spec.format_experts:   # content features read the capped text, as the n-grams do
+        head = _capped(text, spec.cap_chars)
+        out = np.zeros(spec.dense_size)
+        slot = spec.expert_slot(prompt_format(head))
+        if slot is None or spec.expert_shared:
+            out[:shape.size] = shape
+        if slot is None:
+            return out
+        start = shape.size + slot * EXPERT_DENSE_SIZE
+        out[start:start + EXPERT_DENSE_SIZE] = np.concatenate(
+            [shape, DENSE_SCALE * task_features(head), DENSE_SCALE * math_features(head), [1.0]])
+        return out
     if not (spec.task_features or spec.format_gate):
         return shape
     task = task_features(text) if spec.task_features else np.empty(0)
@@ -189,7 +261,7 @@ def router_dense(text: str, spec: FeatureSpec) -> np.ndarray:
 
 
 def featurize_many(texts: list[str], spec: FeatureSpec):
-    """Sparse CSR matrix (len(texts) x buckets) and the dense matrix (len(texts) x len(DENSE_NAMES))."""
+    """Sparse CSR matrix (len(texts) x spec.table_size) and the dense matrix (len(texts) x spec.dense_size)."""
     from scipy import sparse
 
     indptr = [0]
@@ -201,7 +273,7 @@ def featurize_many(texts: list[str], spec: FeatureSpec):
         indptr.append(indptr[-1] + i.size)
     idx = np.concatenate(idx_all) if idx_all else np.empty(0, dtype=np.int64)
     val = np.concatenate(val_all) if val_all else np.empty(0)
-    x = sparse.csr_matrix((val, idx, np.asarray(indptr)), shape=(len(texts), spec.buckets))
+    x = sparse.csr_matrix((val, idx, np.asarray(indptr)), shape=(len(texts), spec.table_size))
     x.sum_duplicates()
     dense = np.array([router_dense(t, spec) for t in texts]).reshape(len(texts), spec.dense_size)
     return x, dense

@@ -28,7 +28,7 @@ class LexicalRouter:
 
     def __init__(self, spec: FeatureSpec, weights: np.ndarray, dense_weights: np.ndarray, bias: float,
                  meta: dict | None = None):
-        if weights.shape != (spec.buckets,) or dense_weights.shape != (spec.dense_size,):
+        if weights.shape != (spec.table_size,) or dense_weights.shape != (spec.dense_size,):
             raise ValueError("weight shapes do not match the feature spec")
         self.spec = spec
         self.weights = np.ascontiguousarray(weights, dtype=np.float64)
@@ -108,5 +108,51 @@ def train_lexical(prompts: Sequence[str], weak: Sequence[float], strong: Sequenc
     model = LogisticRegression(C=c, max_iter=3000, tol=1e-3, random_state=seed)
     model.fit(xx[keep], y[keep], sample_weight=sw[keep])
     coef = model.coef_.ravel()
-    return LexicalRouter(spec, coef[: spec.buckets], coef[spec.buckets:], float(model.intercept_[0]),
+    return LexicalRouter(spec, coef[: spec.table_size], coef[spec.table_size:], float(model.intercept_[0]),
                          {**(meta or {}), "c": c, "seed": seed, "n_train": len(t)})
+
+
+MIN_EXPERT_ROWS = 200
+
+
+def train_gated(prompts: Sequence[str], weak: Sequence[float], strong: Sequence[float], *, spec: FeatureSpec,
+                c: float = 1.0, seed: int = 0, sample_weight: Sequence[float] | None = None, meta: dict | None = None,
+                caches: dict | None = None, min_expert_rows: int = MIN_EXPERT_ROWS) -> LexicalRouter:
+    """Hard-gated mixture (`spec.expert_shared` False): a shared head fitted on every row (the
+    single-head router), then one expert head per format of `spec.expert_formats` fitted on that
+    format's rows alone; a prompt is scored by its format's head, or the shared one. A format with
+    fewer than `min_expert_rows` training rows gets no head (its prompts fall back to the shared one)."""
+    from dataclasses import replace
+
+    from tokenomy.routing.quality.features import DENSE_NAMES, EXPERT_DENSE_SIZE, _capped
+    from tokenomy.routing.quality.formats import FORMAT_NAMES, prompt_format
+
+    if not spec.format_experts or spec.expert_shared:
+        raise ValueError("train_gated needs a spec with format_experts and expert_shared=False")
+    caches = {} if caches is None else caches
+    cache = lambda s: caches.setdefault(s, FeatureCache(s))   # noqa: E731
+    prompts, weak, strong = list(prompts), np.asarray(weak, float), np.asarray(strong, float)
+    sw = np.ones(len(prompts)) if sample_weight is None else np.asarray(sample_weight, float)
+    fmt = np.array([prompt_format(_capped(p, spec.cap_chars)) for p in prompts])
+    experts = tuple(n for n in spec.expert_formats if (fmt == FORMAT_NAMES.index(n)).sum() >= min_expert_rows)
+    single = replace(spec, format_experts=False, expert_scale=1.0, expert_formats=FORMAT_NAMES, expert_shared=True)
+    meta = {**(meta or {}), "experts": list(experts)}
+    shared = train_lexical(prompts, weak, strong, spec=single, c=c, seed=seed, sample_weight=sw, meta=meta,
+                           cache=cache(single))
+    if not experts:
+        return shared
+    gated = replace(spec, expert_formats=experts)
+    weights = np.zeros(gated.table_size)
+    weights[: gated.buckets] = shared.weights
+    dense = np.zeros(gated.dense_size)
+    dense[: len(DENSE_NAMES)] = shared.dense_weights
+    for slot, name in enumerate(experts):
+        j = np.flatnonzero(fmt == FORMAT_NAMES.index(name))
+        head = train_lexical([prompts[i] for i in j], weak[j], strong[j], spec=gated, c=c, seed=seed,
+                             sample_weight=sw[j], cache=cache(gated))
+        lo = gated.buckets * (1 + slot)
+        weights[lo: lo + gated.buckets] = head.weights[lo: lo + gated.buckets]
+        start = len(DENSE_NAMES) + slot * EXPERT_DENSE_SIZE
+        dense[start: start + EXPERT_DENSE_SIZE] = head.dense_weights[start: start + EXPERT_DENSE_SIZE]
+        dense[start + EXPERT_DENSE_SIZE - 1] += head.bias - shared.bias   # the head's own intercept
+    return LexicalRouter(gated, weights, dense, shared.bias, {**shared.meta, **meta})
