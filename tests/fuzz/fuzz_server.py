@@ -65,6 +65,30 @@ async def _runner(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
+class _FrontRunner:
+    """The gateway served as `tokenomy up` serves it: the lean front for the hot routes, the rest
+    handed to aiohttp (gateway/fastpath.py); `cleanup` stops both."""
+
+    def __init__(self, front, runner: web.AppRunner):
+        self.front, self.runner = front, runner
+
+    async def cleanup(self) -> None:
+        await self.front.shutdown(0.5)
+        await self.runner.cleanup()
+
+
+async def _front(app: web.Application):
+    from tokenomy.gateway.fastpath import fast_front, fastpath_enabled
+
+    if not fastpath_enabled():
+        return await _runner(app)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    front = fast_front(app, runner)
+    port = await front.start("127.0.0.1", 0)
+    return _FrontRunner(front, runner), f"http://127.0.0.1:{port}"
+
+
 @contextlib.contextmanager
 def running_gateway(data_dir: Path):
     """Start stub + gateway in a background event loop; yield a FuzzGateway; stop both."""
@@ -79,7 +103,7 @@ def running_gateway(data_dir: Path):
     def run(coro, timeout: float = 30.0):
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
-    runners: list[web.AppRunner] = []
+    runners: list = []  # web.AppRunner | _FrontRunner
     try:
         async def start() -> tuple[str, str]:
             # Opened on the loop's thread, as `tokenomy up` does (the ledger is bound to it).
@@ -93,7 +117,7 @@ def running_gateway(data_dir: Path):
             if not any(getattr(r.resource, "canonical", None) == "/openapi.json" for r in app.router.routes()):
                 # Until app.py registers it (exact-path routes win over the catch-all in aiohttp).
                 app.router.add_get("/openapi.json", openapi_handler)
-            gw_runner, gw_url = await _runner(app)
+            gw_runner, gw_url = await _front(app)
             runners.append(gw_runner)
             return gw_url, metering.create_key("fuzz-tenant")[1]
 
