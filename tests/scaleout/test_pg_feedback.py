@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -29,17 +28,13 @@ ADMIN = "tk-admin-feedback-test"
 
 
 @pytest.fixture
-def own_pg(pg_url):
-    """A schema of this test's own (dropped after)."""
-    import sqlalchemy as sa
+def own_pg():
+    """A schema of this test's own (dropped after); skips, or fails in CI, without PostgreSQL."""
+    from dashboard.pgschema import drop_schema, new_schema_url
 
-    schema = f"tk_fb_{uuid.uuid4().hex[:8]}"
-    base = pg_url.split("?")[0]
-    yield f"{base}?schema={schema}"
-    engine = sa.create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    engine.dispose()
+    url = new_schema_url("fb")
+    yield url
+    drop_schema(url)
 
 
 def _events(t0: float):

@@ -20,12 +20,11 @@ import threading
 import time
 from collections.abc import Iterator
 
+from tokenomy.dashboard.rollups import HIST_RESOLUTIONS, RESOLUTIONS, _res  # the same on both backends
 from tokenomy.dashboard.store import (BIN_FLOOR_MS, BIN_MIN, BIN_THRESHOLDS, Histograms, LedgerUnavailable,
                                       TenantUsage, UsageBucket, find_feedback_columns)
 from tokenomy.errors import TokenomyError
 
-RESOLUTIONS = {"minute": 60, "hour": 3600, "day": 86400}
-HIST_RESOLUTIONS = ("hour", "day")
 FOLD_LOCK = 0x746F6B6E726F6C  # pg_advisory_xact_lock key of the fold (arbitrary, fixed)
 SUM_COLS = ("requests", "errors", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
             "cost_pusd", "price_pusd", "energy_joules", "latency_ms_sum", "ttft_ms_sum", "ttft_n",
@@ -310,12 +309,6 @@ class PgRollups:
             params["tenant"] = tenant
         return [(m, None if p is None else float(p), float(s)) for m, p, s in self.query(sql + " LIMIT 200000", params)
                 if s is not None]
-
-
-def _res(res: str) -> str:
-    if res not in RESOLUTIONS:
-        raise ValueError(f"unknown resolution '{res}'")
-    return res
 
 
 def _where(since: int, until: int, tenant: str | None) -> tuple[str, dict]:
