@@ -54,3 +54,26 @@ def empty_schema(url: str) -> None:
                 conn.exec_driver_sql(f'INSERT INTO "{schema}".rollup_state (name) VALUES (\'events\')')
     finally:
         engine.dispose()
+
+
+def own_schema_fixtures(tag: str):
+    """`pg_module_url` (a schema of the test module's own, dropped after the module) and `pg`
+    (it migrated and emptied for each test): a module binds both names to use them, overriding
+    the session schema, so the monthly partitions its tests create stay out of other tests' way."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def pg_module_url():
+        url = new_schema_url(tag)
+        yield url
+        drop_schema(url)
+
+    @pytest.fixture
+    def pg(pg_module_url):
+        from tokenomy.metering.postgres_ledger import PostgresLedger
+
+        PostgresLedger.open(pg_module_url).close()
+        empty_schema(pg_module_url)
+        return pg_module_url
+
+    return pg_module_url, pg

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from dashboard.pgschema import empty_schema
+from dashboard.pgschema import own_schema_fixtures
 from tokenomy.billing.ledger_source import LedgerSource, PostgresLedgerSource, open_ledger_source
 from tokenomy.billing.periods import parse_period
 from tokenomy.errors import TokenomyError
@@ -20,22 +20,7 @@ from .conftest import utc
 IDS = ["ev-B", "ev-a", "ev-_", "ev-Z", "ev-é", "ev-1"]  # "C" order differs from most locales' order
 
 
-@pytest.fixture(scope="module")
-def pg_module_url():
-    from dashboard.pgschema import drop_schema, new_schema_url
-
-    url = new_schema_url("pgbill")
-    yield url
-    drop_schema(url)
-
-
-@pytest.fixture
-def pg(pg_module_url):
-    """A schema of this module's own (overrides the session schema: the monthly partitions these
-    tests create stay out of the other tests' way), migrated and emptied."""
-    PostgresLedger.open(pg_module_url).close()
-    empty_schema(pg_module_url)
-    return pg_module_url
+pg_module_url, pg = own_schema_fixtures("pgbill")  # a schema of this module's own
 
 
 def _event(eid: str, ts: float, tenant: str, status: str = "ok", tokens: int = 10) -> UsageEvent:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.conftest import ADMIN_KEY, make_event
-from dashboard.pgschema import empty_schema
+from dashboard.pgschema import own_schema_fixtures
 from tokenomy.dashboard.pg_rollups import FOLD_LOCK, PgRollups
 from tokenomy.dashboard.rollups import Rollups
 from tokenomy.dashboard.store import BIN_THRESHOLDS
@@ -20,22 +20,7 @@ T0 = 1_790_000_000.0
 BIG = 2**40
 
 
-@pytest.fixture(scope="module")
-def pg_module_url():
-    from dashboard.pgschema import drop_schema, new_schema_url
-
-    url = new_schema_url("pgdash")
-    yield url
-    drop_schema(url)
-
-
-@pytest.fixture
-def pg(pg_module_url):
-    """A schema of this module's own (overrides the session schema: the monthly partitions these
-    tests create stay out of the other tests' way), migrated and emptied."""
-    PostgresLedger.open(pg_module_url).close()
-    empty_schema(pg_module_url)
-    return pg_module_url
+pg_module_url, pg = own_schema_fixtures("pgdash")  # a schema of this module's own
 
 
 @pytest.fixture
