@@ -77,6 +77,22 @@ def _extra_json(extra: dict) -> str:
         return json.dumps(extra, separators=(",", ":"), default=str)
 
 
+def _insert_and_commit(conn: sqlite3.Connection, rows: list[tuple], audits: Sequence[AuditRecord]) -> list[bool]:
+    """In the transaction the caller began: insert the event rows (a known id is ignored:
+    idempotent) and the audits, commit; roll back on any error. Which rows were new."""
+    try:
+        inserted = [conn.execute(_INSERT_EVENT, row).rowcount == 1 for row in rows]
+        for a in audits:
+            conn.execute("INSERT OR IGNORE INTO audit (ts, kind, scope, subject, period_key, message) VALUES (?,?,?,?,?,?)",
+                         (a.ts, a.kind, a.scope, a.subject, a.period_key, a.message))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return inserted
+
+
 def _event_row(e: UsageEvent, now: float) -> tuple:
     extra = None if e.extra is None else _extra_json(e.extra)
     return (e.id, e.ts, e.tenant, e.key_id, e.model, e.deployment, int(e.input_tokens), int(e.cached_input_tokens),
@@ -237,17 +253,7 @@ class SqliteLedger:
         with self._wlock:
             conn = self._wconn
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                inserted = [conn.execute(_INSERT_EVENT, row).rowcount == 1 for row in rows]
-                for a in audits:
-                    conn.execute(
-                        "INSERT OR IGNORE INTO audit (ts, kind, scope, subject, period_key, message) VALUES (?,?,?,?,?,?)",
-                        (a.ts, a.kind, a.scope, a.subject, a.period_key, a.message))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            inserted = _insert_and_commit(conn, rows, audits)
             if self._checkpointer is None:
                 self._start_checkpointer()
         if not self._dirty.is_set():
@@ -278,13 +284,7 @@ class SqliteLedger:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:  # SQLITE_BUSY: another process is writing
                 return None
-            try:
-                inserted = [conn.execute(_INSERT_EVENT, row).rowcount == 1 for row in rows]
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            inserted = _insert_and_commit(conn, rows, ())
             if self._checkpointer is None:
                 self._start_checkpointer()
         finally:
