@@ -166,7 +166,10 @@ async def test_period_keys_make_resets_idempotent(replicas, wall):
     store = ms[0]._counters
     old, new = (store._key(("key", kid, "daily", d)) for d in ("2026-11-27", "2026-11-28"))
     assert store._r.hget(old, "spent") == str(9 * 10**11) and store._r.hget(new, "spent") == "0"
-    assert store._r.expiretime(old) == int(utc("2026-11-28T00:00:00") + 2 * 86400)
+    # TTLs follow the injected clock, whatever Redis's own clock says: the old day was loaded
+    # 60 s before its end (fake time), the new day 1 s after its start; each lives to its end + the grace.
+    assert 60 + 2 * 86400 - 5 <= store._r.ttl(old) <= 60 + 2 * 86400
+    assert 86399 + 2 * 86400 - 5 <= store._r.ttl(new) <= 86399 + 2 * 86400
     assert scope_bounds(("key", kid, "monthly", "2026-12")) == (utc("2026-12-01T00:00:00"), utc("2027-01-01T00:00:00"))
 
 
@@ -216,3 +219,14 @@ def test_a_settlement_resent_after_a_lost_reply_applies_once(redis_url, redis_pr
         assert store.spent(scope) == (30, 0)  # applied once, not twice
     finally:
         store.close()
+
+
+def test_period_ttl_is_sane_for_past_present_and_unbounded_periods():
+    from tokenomy.metering.redis_counters import PERIOD_GRACE_S, period_ttl_s
+
+    day = ("key", "k1", "daily", "2026-11-27")
+    assert period_ttl_s(day, utc("2026-11-27T00:00:00")) == 86400 + PERIOD_GRACE_S
+    assert period_ttl_s(day, utc("2026-11-27T23:59:59.5")) == 1 + PERIOD_GRACE_S
+    # years after the period: still the grace, never an expiry in the past (Redis would delete the key)
+    assert period_ttl_s(day, utc("2031-01-01T00:00:00")) == PERIOD_GRACE_S
+    assert period_ttl_s(("key", "k1", "total", "all"), utc("2031-01-01T00:00:00")) == 0

@@ -106,7 +106,7 @@ def open_metering(
 
             counters = RedisCounterStore(
                 redis_url, reader=spend_reader(ledger), prefix=redis_prefix, fail_mode=fail_mode,
-                server_time=redis_server_time)
+                server_time=redis_server_time, **({"clock": kwargs["clock"]} if kwargs.get("clock") else {}))
         m = Metering(ledger, counters, **kwargs)
         m.data_dir = data_dir
         m._init_admin(admin_key, ensure_admin)

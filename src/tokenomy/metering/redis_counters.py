@@ -52,6 +52,8 @@ FAIL_MODES = ("closed", "open")
 HEARTBEAT_TTL_MS = 30_000
 LOAD_LEASE_MS = 10_000
 PERIOD_GRACE_S = 2 * 86400  # keep a finished period's counters a while for late settlements
+# A TTL, not an absolute EXPIREAT: Redis applies either against its own clock, and the period's end
+# is on the gateway's (injectable) clock; an end already past must still keep the key for the grace.
 
 _RESERVE = """
 local amount = tonumber(ARGV[1])
@@ -144,7 +146,7 @@ _BEGIN_LOAD = """
 if redis.call('HGET', KEYS[1], 'ready') == '1' then return 0 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('HSET', KEYS[1], 'spent', 0)
-  if tonumber(ARGV[3]) > 0 then redis.call('EXPIREAT', KEYS[1], ARGV[3]) end
+  if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
   return 1
 end
 return 2
@@ -212,13 +214,23 @@ def scope_bounds(scope: Scope) -> tuple[float | None, float | None]:
     return period_bounds(period, start)
 
 
+def period_ttl_s(scope: Scope, now_s: float) -> int:
+    """TTL of a period's counter at `now_s`: until the period ends + PERIOD_GRACE_S, never less
+    than the grace (a period that already ended still takes late settlements); 0 = no expiry."""
+    end = scope_bounds(scope)[1]
+    if end is None:
+        return 0
+    return int(math.ceil(max(end - now_s, 0.0))) + PERIOD_GRACE_S
+
+
 SpendReader = Callable[[Scope], int]
 
 
 class RedisCounterStore:
     def __init__(self, url: str, *, reader: SpendReader | None = None, prefix: str = "tokenomy:",
                  fail_mode: str = "closed", server_time: bool = True, replica: str | None = None,
-                 timeout_s: float = 1.0, retry_s: float = 1.0, client=None):
+                 timeout_s: float = 1.0, retry_s: float = 1.0, client=None,
+                 clock: Callable[[], float] = time.time):
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -232,6 +244,7 @@ class RedisCounterStore:
         self.prefix = prefix
         self.replica = replica or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._reader = reader
+        self._clock = clock
         self._server_time = server_time
         self._retry_s = retry_s
         self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
@@ -391,15 +404,14 @@ class RedisCounterStore:
 
         def run():
             key = self._key(scope)
-            if self._s["begin"](keys=[key, key + "|load"], args=[token, LOAD_LEASE_MS, self._expire_at(scope)]) == 1:
+            if self._s["begin"](keys=[key, key + "|load"], args=[token, LOAD_LEASE_MS, self._ttl_s(scope)]) == 1:
                 self._s["finish"](keys=[key, key + "|load"], args=[token, spent_pusd])
 
         self._call(run, lambda: None)
 
-    @staticmethod
-    def _expire_at(scope: Scope) -> int:
-        end = scope_bounds(scope)[1]
-        return 0 if end is None else int(end + PERIOD_GRACE_S)
+    def _ttl_s(self, scope: Scope) -> int:
+        """Seconds a period counter lives: to the period's end plus the grace (0: forever)."""
+        return period_ttl_s(scope, self._clock())
 
     def _ensure(self, scope: Scope) -> None:
         """Load the scope's committed spend from the ledger exactly once across replicas."""
@@ -410,7 +422,7 @@ class RedisCounterStore:
         deadline = time.monotonic() + LOAD_LEASE_MS / 1000 + 5
         while True:
             token = uuid.uuid4().hex
-            state = self._s["begin"](keys=keys, args=[token, LOAD_LEASE_MS, self._expire_at(scope)])
+            state = self._s["begin"](keys=keys, args=[token, LOAD_LEASE_MS, self._ttl_s(scope)])
             if state == 0:
                 return
             if state == 1:
