@@ -85,12 +85,19 @@ class Emulate(_Strict):
 
 class Deployment(_Strict):
     name: str = Field(min_length=1)
-    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    # The upstream's wire protocol (tokenomy.gateway.providers): openai (any OpenAI-compatible
+    # server, the default), anthropic, azure (Azure OpenAI), gemini, bedrock, vertex.
+    provider: Literal["openai", "anthropic", "gemini", "bedrock", "azure", "vertex"] = "openai"
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; other providers: their root URL
     api_key_env: str | None = None  # env var holding the upstream key
     model: str | None = None  # model name sent upstream; default: the deployment name
     pricing: Pricing
     emulate: Emulate | None = None
-    headers: dict[str, str] = Field(default_factory=dict)  # extra headers sent upstream
+    # Extra headers sent upstream; a value may name environment variables (`env:NAME`, `${NAME}`).
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_version: str | None = None  # azure: api-version (default 2024-10-21; `v1`: Azure's v1 API)
+    region: str | None = None  # bedrock / vertex: the region (default: AWS chain / us-central1)
+    project: str | None = None  # vertex: the GCP project (default: from the credentials)
     # Ask for a usage chunk in streams (stream_options.include_usage); turn off for servers
     # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
     stream_usage: bool = True
@@ -102,6 +109,8 @@ class Deployment(_Strict):
             raise ValueError("give exactly one of base_url, emulate")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
+        if self.emulate is not None and self.provider != "openai":
+            raise ValueError(f"emulate serves the OpenAI protocol: provider must be openai (got {self.provider!r})")
         return self
 
     @property
