@@ -279,6 +279,12 @@ class Counters(_Strict):
         return url
 
 
+class Budgets(_Strict):
+    # A request whose budget is held by requests in flight waits up to this long for them to
+    # settle (Metering.areserve) before a 429 with reason "held"; an exhausted budget never waits.
+    wait_s: float = Field(default=2.0, ge=0, le=60)
+
+
 class Timeouts(_Strict):
     connect_s: float = Field(default=5.0, gt=0)
     first_byte_s: float = Field(default=60.0, gt=0)  # response headers + first stream event
@@ -314,6 +320,7 @@ class GatewayConfig(_Strict):
     defaults: Defaults = Defaults()
     ledger: Ledger = Ledger()
     counters: Counters = Counters()
+    budgets: Budgets = Budgets()
     timeouts: Timeouts = Timeouts()
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
