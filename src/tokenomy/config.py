@@ -95,6 +95,17 @@ class Deployment(_Strict):
     # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
     stream_usage: bool = True
     max_in_flight: int | None = Field(default=None, ge=1)
+    # Tokenizer for the gateway's own counts (streams without usage, limits, reservations):
+    # o200k | cl100k | llama-3 | regex | a path to a tokenizer.json. Default: by the model name
+    # (OpenAI families), else the regex approximation. See tokenomy.tokencount.
+    tokenizer: str | None = None
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer(cls, v: str | None) -> str | None:
+        from tokenomy.tokencount.resolve import check_tokenizer_spec
+
+        return None if v is None else check_tokenizer_spec(v)
 
     @model_validator(mode="after")
     def _target(self) -> "Deployment":

@@ -35,7 +35,7 @@ from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRunti
 from tokenomy.gateway.streaming import StreamingMixin
 from tokenomy.gateway.upstream import LeanClient, UpstreamResponse, reported_energy_joules, usage_counts
 from tokenomy.metering import MeteringError, UsageEvent
-from tokenomy.tokens import count_chat_tokens, count_tokens
+from tokenomy.tokencount import counter_for
 
 log = logging.getLogger("tokenomy.gateway")
 _ZERO = Decimal(0)
@@ -205,7 +205,7 @@ class _GatewayJudge:
         body = {"model": self.group.alias, "messages": messages, "max_tokens": self.jv.max_tokens, "temperature": 0}
         jctx = self.ctx.sub(self.ctx.rid, self.group, stream=False, body=body)
         jctx.kind = "chat"
-        jctx.input_tokens = count_chat_tokens(messages)
+        jctx.input_tokens = counter_for(self.group).count_chat(messages)
         r = await self.gw._call_unary(jctx, self.group.rank(jctx.input_tokens, self.jv.max_tokens).order)
         ev = await self.gw._aux(self.ctx, jctx, r, "judge")
         self.cost_usd += ev.cost_usd
@@ -342,14 +342,15 @@ class Gateway(StreamingMixin, CascadeMixin):
         alias = v.require_str(body, "model")
         stream = v.opt_bool(body, "stream")
         max_tokens = v.max_tokens(body)
+        tc = counter_for(self.groups.get(alias) or self.routes.get(alias))  # the model's tokenizer
         if kind == "chat":
-            input_tokens = count_chat_tokens(v.chat_messages(body))
+            input_tokens = tc.count_chat(v.chat_messages(body))
             tools = v.opt_array(body, "tools") or v.opt_array(body, "functions")
             if tools:  # tool schemas are prompt tokens too (budgets must not under-reserve)
-                input_tokens += count_tokens(orjson.dumps(tools).decode())
+                input_tokens += tc.count_text(orjson.dumps(tools).decode())
         else:
             prompt = v.completion_prompt(body)
-            input_tokens = prompt if isinstance(prompt, int) else count_tokens(prompt)
+            input_tokens = prompt if isinstance(prompt, int) else tc.count_text(prompt)
         so = body.get("stream_options")
         if so is not None and not isinstance(so, dict):
             raise ApiError(400, "'stream_options' must be an object", param="stream_options", code="invalid_type")
@@ -543,6 +544,8 @@ class Gateway(StreamingMixin, CascadeMixin):
             extra["route"] = ctx.route
         if ctx.part is not None:
             extra.update(ctx.part)
+        if estimated and d is not None:
+            extra["token_counter"] = counter_for(d).name  # which tokenizer produced the estimate
         return UsageEvent(
             id=ctx.rid, ts=time.time(), tenant=ctx.principal.tenant, key_id=ctx.principal.key_id,
             model=ctx.group.alias, deployment=d.name if d is not None else "", input_tokens=inp,
@@ -639,7 +642,7 @@ class Gateway(StreamingMixin, CascadeMixin):
             counts = usage_counts(obj.get("usage"))
             estimated = counts is None
             if counts is None:
-                counts = (ctx.input_tokens, 0, count_tokens(_response_text(obj, ctx.kind)), 0)
+                counts = (ctx.input_tokens, 0, counter_for(d).count_text(_response_text(obj, ctx.kind)), 0)
             energy = reported_energy_joules(obj)
             if energy is None and energy_hdr:
                 try:

@@ -20,7 +20,7 @@ from tokenomy.gateway.context import _Attempt, _Ctx, _fmt_usd
 from tokenomy.gateway.errors import error_body, error_response
 from tokenomy.gateway.routing import DeploymentRuntime
 from tokenomy.gateway.upstream import event_data, read_event, reported_energy_joules, usage_counts
-from tokenomy.tokens import count_tokens
+from tokenomy.tokencount import counter_for
 
 
 class StreamingMixin:
@@ -178,7 +178,7 @@ class StreamingMixin:
         ttft_ms = None if t_first is None else (t_first - ctx.t0) * 1000.0
         estimated = counts is None
         if counts is None:
-            counts = (ctx.input_tokens, 0, count_tokens("".join(texts)), 0)
+            counts = (ctx.input_tokens, 0, counter_for(d).count_text("".join(texts)), 0)
         if client_gone:
             status, http_status = "cancelled", 499
             d.breaker.success()  # the upstream was fine; the client left
