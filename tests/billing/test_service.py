@@ -93,7 +93,7 @@ def test_credit_balance_carries_over_open_periods(ledger):
     ledger.add("acme", utc("2026-11-10T00:00:00"), input_tokens=1_500_000)  # $3 of the $5 credit
     ledger.add("acme", utc("2026-12-10T00:00:00"), input_tokens=1_500_000)  # $3: $2 credit left
     dec = billing(ledger).invoice("acme", DEC)
-    assert dec.credits == [{"id": "promo", "drawn_usd": "2", "remaining_usd": "0", "expired": True}]  # ends 2027-01-01
+    assert dec.credits == [{"id": "promo", "drawn_usd": "2", "remaining_usd": "0", "state": "used"}]  # exhausted: "used", not "expired"
     assert dec.total_usd == D("1.00")
 
 
