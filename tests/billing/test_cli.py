@@ -124,6 +124,10 @@ def test_simulate_route_mix_elasticity_plot(tmp_path):
     assert flat["routing"]["mix"] == {"small": 0.3} and flat["routing"]["margin_effect_usd"] > 0
     assert flat["elasticity"]["demand_multiplier_mean"] == pytest.approx(2 ** 0.5, rel=1e-6)  # price 0 within caps
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    # small multiples: 6 plans -> a 3 x 2 grid, each plan on its own scale (one axis flattened them)
+    assert Image.open(png).size == (round(3 * 4.2 * 110), round((2 * 3.0 + 0.6) * 110))
 
 
 def test_bad_input_is_one_line_exit_2(filled, tmp_path):
