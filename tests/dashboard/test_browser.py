@@ -321,3 +321,51 @@ def test_auto_refresh_shows_new_events(seeded, browser):
     finally:
         ctx.close()
         server.stop()
+
+
+def test_plans_page_shows_pricing_plans_as_cards_and_tenants_against_their_caps(seeded, browser):
+    """The gateway's real plan gate (examples/plans.yaml) behind the dashboard: a card per plan
+    with its price, tiers and caps, and each tenant's position against its caps."""
+    import time
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    import yaml
+
+    from tokenomy.billing.plans import parse_plans
+    from tokenomy.gateway.app import GATEWAY_KEY
+    from tokenomy.gateway.plans import PlanGate
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "plans.yaml").read_text())
+    # the seeded tenant acme on the free plan (50 requests / 5 h), 30 of them used
+    doc["tenants"]["acme"] = {"subscriptions": [{"plan": "free", "start": "2026-01-01"}]}
+    gate = PlanGate(parse_plans(doc))
+    for _ in range(30):
+        gate.enforcer.record("acme", time.time(), tokens=100)
+    app = web.Application()
+    app[GATEWAY_KEY] = SimpleNamespace(plans=gate, deployments={}, groups={})
+    server = ServerThread(seeded.metering, app=app).start()
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        _login(page, server.url, seeded.admin_key)
+        page.goto(f"{server.url}/dashboard/plans")
+        _loaded(page)
+        assert page.get_attribute("body", "data-loaded") != "error", page.inner_text("#status")
+        names = [c.get_attribute("data-plan") for c in page.locator(".plan-card").all()]
+        assert set(names) >= {"pro-flat", "payg", "enterprise", "cost-plus", "free"}
+        free = page.inner_text('.plan-card[data-plan="free"]')
+        assert "50 requests per 5h → block" in free and "200,000 tokens per 1w" in free
+        enterprise = page.inner_text('.plan-card[data-plan="enterprise"]')
+        assert "Minimum" in enterprise and "$500.00" in enterprise
+        row = page.locator("table tbody tr", has_text="acme").first.inner_text()
+        assert "free" in row and "30 of 50" in row
+        assert "{" not in page.inner_text("main")  # no raw JSON anywhere
+        page.screenshot(path=str(ARTIFACTS / "admin-plans-pricing.png"), full_page=True)
+        r = page.request.get(f"{server.url}/dashboard/api/pricing-plans",
+                             headers={"Authorization": f"Bearer {seeded.secrets['acme']}"})
+        assert r.status == 403
+    finally:
+        ctx.close()
+        server.stop()

@@ -45,6 +45,20 @@ def api_handler(fn):
 
 
 @api_handler
+async def pricing_plans(request, dash: Dashboard, p, tenant):
+    """The gateway's pricing plans as cards and each tenant's position against its caps (admin)."""
+    import time
+
+    if not p.is_admin:
+        raise DashError(403, "pricing plans are visible to the admin key only", code="permission_denied")
+    gw = _gateway(request.app)
+    names = [t.name for t in await asyncio.to_thread(dash.metering.ledger.list_tenants)]
+    if tenant is not None:
+        names = [n for n in names if n == tenant]
+    return await asyncio.to_thread(plans.pricing_plans, getattr(gw, "plans", None), time.time(), names)
+
+
+@api_handler
 async def whoami(request, dash: Dashboard, p, tenant):
     tenants = [t.name for t in await asyncio.to_thread(dash.metering.ledger.list_tenants)] if p.is_admin else [p.tenant]
     gw = _gateway(request.app)
@@ -224,6 +238,7 @@ def add_routes(app: web.Application, dash: Dashboard) -> None:
     r.add_get("/dashboard/api/tenants", tenants)
     r.add_get("/dashboard/api/unit-cost", unit_cost)
     r.add_get("/dashboard/api/plans", plan_list)
+    r.add_get("/dashboard/api/pricing-plans", pricing_plans)
     r.add_get("/dashboard/api/plans/{name}", plan_one)
     r.add_static("/dashboard/static/", STATIC_DIR, show_index=False, append_version=False)
     r.add_get("/dashboard/{page}", page)

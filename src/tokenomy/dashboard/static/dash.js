@@ -421,19 +421,54 @@ PAGES["unit-cost"] = async (q) => {
   ];
 };
 
+// A pricing plan as a card: what it charges (fee, per-category prices, tiers, free allowances,
+// cost-plus markup, minimum) and what it limits (caps).
+function planCard(p) {
+  const money = (x) => (x === null || x === undefined ? null : fmtUSD(x));
+  const unitOf = (cat, c) => (cat === "requests" ? "per " + fmtNum(c.per || 1000) + " requests" : "per " + (c.per ? fmtNum(c.per) + " tokens" : "Mtok"));
+  const lines = [];
+  if (p.subscription_usd !== null) lines.push(["Subscription", money(p.subscription_usd) + " / month"]);
+  for (const [cat, c] of Object.entries(p.usage)) {
+    if (c.tiers) lines.push([cat, c.scheme + ": " + c.tiers.map((t) => (t.up_to ? "≤ " + fmtNum(t.up_to) : "above") + " " + fmtUSD(t.usd)).join(", ") + " " + unitOf(cat, c)]);
+    else lines.push([cat, fmtUSD(c.usd) + " " + unitOf(cat, c) + (c.scheme === "package" ? " (package)" : "")]);
+  }
+  for (const [cat, n] of Object.entries(p.free)) lines.push(["free " + cat, fmtNum(n) + " / month"]);
+  if (p.cost_plus_markup) lines.push(["Cost plus", Object.entries(p.cost_plus_markup).map(([k, v]) => k + " +" + fmtPct(Number(v))).join(", ")]);
+  if (p.list_price) lines.push(["Price", "the gateway's list price"]);
+  if (p.minimum_commitment_usd !== null) lines.push(["Minimum", money(p.minimum_commitment_usd) + " / month"]);
+  for (const c of p.caps) lines.push(["Cap", Number(c.limit).toLocaleString("en-US") + " " + c.unit + " per " + c.window + " → " + c.at_cap + (c.downgrade_group ? " to " + c.downgrade_group : "")]);
+  return el("div", {class: "card plan-card", "data-plan": p.name},
+    el("h3", {text: p.name}), el("div", {class: "muted", text: p.description || p.kind}),
+    el("dl", {}, lines.flatMap(([k, v]) => [el("dt", {text: k}), el("dd", {text: v})])));
+}
+
 PAGES.plans = async (q) => {
+  const pp = await api("pricing-plans", q);
+  const out = [];
+  if (pp.meta.configured) {
+    out.push(el("h2", {text: "Pricing plans"}), el("div", {class: "plan-cards"}, pp.tables.plans.map(planCard)));
+    out.push(panel("Tenants against their plan's caps", table(pp.tables.positions, [
+      {key: "tenant", label: "tenant"}, {key: "plan", label: "plan"}, {key: "cap", label: "cap", fmt: (v) => v || "no caps"},
+      {label: "used", render: (r) => (r.limit ? el("span", {}, usageBar(r.fraction), " " + fmtNum(r.used) + " of " + fmtNum(r.limit)) : "–")},
+      {key: "at_cap", label: "at the cap", fmt: (v) => v || "–"},
+      {key: "resets_at", label: "room again at", fmt: (v) => (v ? new Date(v * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : "–")}],
+      {empty: "No tenants."})));
+  } else {
+    out.push(el("div", {class: "empty", "data-empty": "pricing-plans"}, "No pricing plans configured: give the gateway a plans file (plans: in tokenomy.yaml)."));
+  }
   const d = await api("plans", q);
   const items = d.tables.plans;
   if (!items.length) {
-    return [el("div", {class: "empty", "data-empty": "plans"},
+    out.push(el("div", {class: "empty", "data-empty": "plans"},
       "No saved fleet plans or pricing simulations yet. Save one from the CLI as JSON into " + (d.meta.dir || "<data_dir>/plans") +
-      ", e.g. tokenomy fleet plan ... --json > " + (d.meta.dir || "plans") + "/my-plan.json")];
+      ", e.g. tokenomy plan ... --json > " + (d.meta.dir || "plans") + "/my-plan.json"));
+    return out;
   }
   const chosen = q.get("plan") || items[0].name;
-  const out = [panel("Saved plans (" + (d.meta.dir || "") + ")", table(items, [
+  out.push(panel("Saved plans (" + (d.meta.dir || "") + ")", table(items, [
     {label: "name", render: (r) => el("a", {class: "plan-link", href: "?plan=" + encodeURIComponent(r.name) + "&range=" + (q.get("range") || "24h"), text: r.name})},
     {key: "kind", label: "kind"}, {key: "modified", label: "saved", fmt: (v) => new Date(v * 1000).toISOString().slice(0, 16).replace("T", " ")},
-    {key: "bytes", label: "bytes", num: true, fmt: fmtNum}]))];
+    {key: "bytes", label: "bytes", num: true, fmt: fmtNum}])));
   const p = await api("plans/" + encodeURIComponent(chosen), new URLSearchParams());
   const body = [];
   if (p.meta.kind === "fleet-plan") {
@@ -446,7 +481,10 @@ PAGES.plans = async (q) => {
     const rows = p.tables.plans;
     body.push(barChart("Revenue vs serving cost per plan", rows.map((r) => ({label: r.plan, value: r.revenue_usd, value2: r.cost_usd})), fmtUSD, {first: "revenue", second: "cost"}));
     body.push(barChart("Unprofitable users share", rows.map((r, i) => ({label: r.plan, value: r.unprofitable_share, color: PALETTE[i % PALETTE.length]})), fmtPct));
-    body.push(panel("Plans", table(rows, Object.keys(rows[0] || {}).map((k) => ({key: k, label: k, num: k !== "plan", fmt: (v) => (typeof v === "number" ? fmtNum(v, 3) : v ?? "–")})))));
+    const known = [["plan", "plan"], ["users", "users", fmtNum], ["revenue_usd", "revenue", fmtUSD], ["cost_usd", "serving cost", fmtUSD],
+      ["margin_usd", "margin", fmtUSD], ["margin_share", "margin %", fmtPct], ["unprofitable_share", "users below 0", fmtPct]];
+    const cols = known.filter(([k]) => rows.some((r) => r[k] !== undefined)).map(([k, label, fmt]) => ({key: k, label, num: k !== "plan", fmt}));
+    body.push(panel("Plans", table(rows, cols)));
   }
   body.push(panel("Summary", table(p.tables.summary, [{key: "field", label: "field"}, {key: "value", label: "value"}], {empty: "No top-level figures."})));
   out.push(el("h2", {text: chosen + " (" + p.meta.kind + ")"}), el("div", {class: "grid2"}, body));
