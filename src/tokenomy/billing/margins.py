@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tokenomy.billing.events import BillableEvent
-from tokenomy.billing.money import ZERO, line_amount, usd_str
+from tokenomy.billing.money import LINE_QUANTUM, ZERO, line_amount, usd_str
 from tokenomy.billing.periods import Period
 from tokenomy.billing.rating import CHARGE_KINDS
 from tokenomy.billing.service import Billing
@@ -19,14 +19,23 @@ BY = ("tenant", "plan", "model")
 
 
 class _Acc:
-    __slots__ = ("revenue", "cost", "energy", "requests", "tokens", "tenants")
+    __slots__ = ("revenue", "cost", "energy", "requests", "tokens", "tenants", "lines")
 
     def __init__(self):
         self.revenue, self.cost, self.energy, self.requests, self.tokens = ZERO, ZERO, 0.0, 0, 0
         self.tenants: set[str] = set()
+        self.lines = 0  # invoice charge lines in the revenue: each was rounded to the line quantum
+
+    @property
+    def margin(self) -> Decimal:
+        """Revenue - cost, where a difference no larger than the invoice's own rounding of its
+        lines (half a LINE_QUANTUM each) is 0: a tenant paying exactly cost has margin 0, not a
+        loss or a gain that is only rounding."""
+        margin = self.revenue - self.cost
+        return ZERO if abs(margin) <= self.lines * LINE_QUANTUM / 2 else margin
 
     def row(self, key: str) -> dict:
-        margin = self.revenue - self.cost
+        margin = self.margin
         return {"key": key, "tenants": len(self.tenants), "requests": self.requests, "tokens": self.tokens,
                 "revenue_usd": usd_str(line_amount(self.revenue)), "cost_usd": usd_str(line_amount(self.cost)),
                 "margin_usd": usd_str(line_amount(margin)),
@@ -60,6 +69,7 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
         revenue = sum((li.amount_usd for li in charges), ZERO)
         t_acc = per_tenant.setdefault(tenant, _Acc())
         t_acc.revenue += revenue
+        t_acc.lines += len(charges)
         for e in events:
             t_acc.cost += e.cost_usd
             t_acc.energy += e.energy_joules
@@ -71,15 +81,19 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
             continue
         if by == "plan":
             rev_parts: dict[str, Decimal] = {}
+            lines_of: dict[str, int] = {}
             for li in charges:
                 rev_parts[li.plan or "(none)"] = rev_parts.get(li.plan or "(none)", ZERO) + li.amount_usd
+                lines_of[li.plan or "(none)"] = lines_of.get(li.plan or "(none)", 0) + 1
             key_of = lambda e: billing.book.plan_at(tenant, e.ts)  # noqa: E731
         else:
             rev_parts = _split_by_model(revenue, events)
+            lines_of = dict.fromkeys(rev_parts, len(charges))  # a share of every line: each one's rounding
             key_of = lambda e: e.model  # noqa: E731
         for key, amount in rev_parts.items():
             acc = groups.setdefault(key, _Acc())
             acc.revenue += amount
+            acc.lines += lines_of[key]
             acc.tenants.add(tenant)
         for e in events:
             acc = groups.setdefault(key_of(e), _Acc())
@@ -89,7 +103,7 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
             acc.tokens += e.tokens
             acc.tenants.add(tenant)
     active = {t: a for t, a in per_tenant.items() if a.revenue != 0 or a.cost != 0}
-    negative = sorted(t for t, a in active.items() if a.revenue - a.cost < 0)
+    negative = sorted(t for t, a in active.items() if a.margin < 0)
     total = _Acc()
     for t, a in per_tenant.items():
         total.revenue += a.revenue
@@ -97,6 +111,7 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
         total.energy += a.energy
         total.requests += a.requests
         total.tokens += a.tokens
+        total.lines += a.lines
         total.tenants |= a.tenants
     rows = [groups[k].row(k) for k in sorted(groups)]
     return {"period": period.label, "by": by, "rows": rows, "total": total.row("total"),
