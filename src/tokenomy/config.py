@@ -289,6 +289,10 @@ class Retry(_Strict):
     max_attempts: int = Field(default=3, ge=1)  # per request, first try included
     budget_ratio: float = Field(default=0.2, ge=0)  # retries earned per request (global budget)
     min_budget: float = Field(default=10, ge=0)  # retries always allowed in a burst
+    # Same-deployment retries (connect errors, 429, 5xx before the first byte; gateway/lifecycle/retry.py):
+    backoff_base_s: float = Field(default=0.05, ge=0)  # wait before the k-th retry: base x 2^(k-1) x U[0.5, 1]
+    backoff_max_s: float = Field(default=1.0, ge=0)
+    retry_after_max_s: float = Field(default=2.0, ge=0)  # a longer upstream Retry-After is not waited for
 
 
 class Breaker(_Strict):
