@@ -177,3 +177,32 @@ def test_costs_cli_json_contract(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tokenomy", "costs", "--since", "yesterday-ish", "--data-dir",
                           str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_margins_use_the_allocated_cost_and_show_idle_on_its_own_line(tmp_path):
+    from tokenomy.billing.margins import margins
+    from tokenomy.billing.periods import period_of
+    from tokenomy.billing.plans import parse_plans
+    from tokenomy.billing.service import Billing
+    from tokenomy.metering import Metering
+
+    m = Metering.open(tmp_path / "data", ensure_admin=False)
+    store = CapacityStore(path=tmp_path / "data" / "ledger.db")
+    clock = Clock(T0 + 1)
+    rec = CapacityRecorder(store, [H100], interval_s=60, clock=clock)
+    for k in range(5):
+        clock.t = T0 + 1 + 60 * k
+        rec.tick()
+    commit(m, [served(i, T0 + 10 + 50 * i, 20.0) for i in range(5)])
+    m.shutdown()
+    period = period_of(T0)
+    alloc, idle = allocated_by_request(store, period.start, period.end)
+    b = Billing.open(tmp_path / "data", parse_plans({"plans": {}, "default_plan": "list"}), clock=lambda: T0 + 400)
+    out = margins(b, period, allocation=(alloc, idle))
+    b.close()
+    acme = next(r for r in out["rows"] if r["key"] == "acme")
+    allocated = Decimal(sum(alloc.values())).scaleb(-12)
+    assert Decimal(acme["cost_usd"]) == allocated.quantize(Decimal("1e-6"))  # not 5 x the provisional $0.0001
+    assert Decimal(out["total"]["idle_usd"]) == Decimal(sum(idle.values())).scaleb(-12).quantize(Decimal("1e-6"))
+    assert Decimal(out["total"]["margin_after_idle_usd"]) == (
+        Decimal(acme["revenue_usd"]) - allocated - Decimal(sum(idle.values())).scaleb(-12)).quantize(Decimal("1e-6"))

@@ -47,3 +47,26 @@ async def test_gateway_records_capacity_and_costs_reconcile(tmp_path):
     assert Decimal(d["allocated_usd"]) > 0
     assert Decimal(d["allocated_usd"]) + Decimal(d["idle_usd"]) == Decimal(d["bill_usd"])
     store.close()
+
+
+async def test_dashboard_costs_api_matches_the_cli_and_is_admin_only(tmp_path):
+    import aiohttp
+
+    from gw_helpers import ADMIN_KEY
+
+    async with gateway(CONFIG, tmp_path / "data") as g:
+        key = g.key("acme")
+        for i in range(3):
+            status, _, _ = await g.post("/v1/chat/completions", {
+                "model": "llama@h100", "max_tokens": 8, "messages": [{"role": "user", "content": f"hi {i}"}]}, key)
+            assert status == 200
+        async with aiohttp.ClientSession() as s:
+            async with s.get(g.url + "/dashboard/api/costs?range=1h", headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as r:
+                assert r.status == 200
+                body = await r.json()
+            async with s.get(g.url + "/dashboard/api/costs?range=1h", headers={"Authorization": f"Bearer {key}"}) as r:
+                assert r.status == 403
+    row = next(x for x in body["tables"]["deployments"] if x["deployment"] == "llama@h100")
+    assert row["requests"] == 3
+    assert Decimal(row["allocated_usd"]) + Decimal(row["idle_usd"]) == Decimal(row["bill_usd"])
+    assert sum(p["bill_usd"] for p in body["tables"]["series"]) > 0
