@@ -66,6 +66,13 @@ async def test_dashboard_costs_api_matches_the_cli_and_is_admin_only(tmp_path):
                 body = await r.json()
             async with s.get(g.url + "/dashboard/api/costs?range=1h", headers={"Authorization": f"Bearer {key}"}) as r:
                 assert r.status == 403
+            status, _, _ = await g.post("/v1/chat/completions", {
+                "model": "mini@api", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}, key)
+            async with s.get(g.url + "/dashboard/api/deployments?range=1h",
+                             headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as r:
+                deps = {x["deployment"]: x for x in (await r.json())["tables"]["deployments"]}
+    # J/token: the power model for self-hosted hardware, an estimate for an API provider
+    assert deps["llama@h100"]["energy_basis"] == "power model" and deps["mini@api"]["energy_basis"] == "estimate"
     row = next(x for x in body["tables"]["deployments"] if x["deployment"] == "llama@h100")
     assert row["requests"] == 3
     assert Decimal(row["allocated_usd"]) + Decimal(row["idle_usd"]) == Decimal(row["bill_usd"])

@@ -134,7 +134,13 @@ async def routing(request, dash: Dashboard, p, tenant):
 async def deployments(request, dash: Dashboard, p, tenant):
     r = await dash.rollups()
     w = await dash.window(request, r)
-    return await _from_rollups(r, queries.deployments, r, w, tenant, dash.context(request))
+    out = await _from_rollups(r, queries.deployments, r, w, tenant, dash.context(request))
+    gw = _gateway(request.app)
+    modelled = {d.name for d in gw.config.deployments if d.pricing.self_hosted is not None} if gw else set()
+    for row in out["tables"]["deployments"]:
+        # energy is the perf model's for self-hosted hardware; for an API provider it is a guess
+        row["energy_basis"] = "power model" if row["deployment"] in modelled else "estimate"
+    return out
 
 
 @api_handler

@@ -342,7 +342,9 @@ PAGES.deployments = async (q) => {
       {key: "error_rate", label: "errors", num: true, fmt: fmtPct},
       {key: "latency_ms_p50", label: "p50", num: true, fmt: fmtMs}, {key: "latency_ms_p99", label: "p99", num: true, fmt: fmtMs},
       {key: "ttft_ms_p50", label: "TTFT p50", num: true, fmt: fmtMs},
-      {key: "usd_per_mtok", label: "$/Mtok", num: true, fmt: fmtUSD}, {key: "joules_per_token", label: "J/token", num: true, fmt: fmtJ},
+      {key: "usd_per_mtok", label: "$/Mtok", num: true, fmt: fmtUSD},
+      {label: "J/token", num: true, render: (r) => (num(r.joules_per_token) === null ? "–" : r.energy_basis === "power model"
+        ? fmtJ(r.joules_per_token) : el("span", {class: "muted", title: "an estimate: the provider's hardware is not known", text: "~" + fmtJ(r.joules_per_token) + " est."}))},
       {key: "cost_usd", label: "cost", num: true, fmt: fmtUSD}], {empty: "No deployments seen in this range."})),
     el("div", {class: "grid2"},
       lineChart("Requests per deployment", xsOf(rq), names.map((n) => ({label: n, values: col(rq, n), named: true})), (v) => fmtNum(v)),
