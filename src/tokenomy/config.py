@@ -307,6 +307,14 @@ class Server(_Strict):
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
 
 
+class Costs(_Strict):
+    """Real cost of self-hosted deployments (tokenomy.allocation): how often the gateway records
+    that each one is provisioned (its bill is counted per recorded interval)."""
+
+    interval_s: int = Field(default=60, ge=1, le=3600)
+    record: bool = True
+
+
 class GatewayConfig(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     model_groups: dict[str, ModelGroup] = Field(default_factory=dict)
@@ -322,6 +330,7 @@ class GatewayConfig(_Strict):
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
     server: Server = Server()
+    costs: Costs = Costs()
     # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to
     # a plans YAML (relative to this config file) or the same mapping inline (tokenomy.billing.plans).
     plans: str | dict | list | None = None

@@ -54,7 +54,18 @@ def _split_by_model(revenue: Decimal, events: list[BillableEvent]) -> dict[str, 
     return {m: revenue * w / total for m, w in weights.items()}
 
 
-def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
+def margins(billing: Billing, period: Period, by: str = "tenant",
+            allocation: tuple[dict[str, int], dict[str, int]] | None = None) -> dict:
+    """`allocation`: (request id -> allocated pico-USD, deployment -> idle pico-USD) from
+    tokenomy.allocation over the period: a self-hosted request's serving cost is then its share of
+    the deployment's real bill (not the catalog $/Mtok it was provisionally priced at), and the
+    deployments' idle cost is its own line (`idle_usd`, and `margin_after_idle_usd` in the total)."""
+    alloc, idle = allocation or ({}, {})
+
+    def cost_of(e) -> Decimal:
+        a = alloc.get(e.id)
+        return e.cost_usd if a is None else Decimal(a).scaleb(-12)
+
     if by not in BY:
         from tokenomy.errors import TokenomyError
 
@@ -71,7 +82,7 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
         t_acc.revenue += revenue
         t_acc.lines += len(charges)
         for e in events:
-            t_acc.cost += e.cost_usd
+            t_acc.cost += cost_of(e)
             t_acc.energy += e.energy_joules
             t_acc.requests += 1
             t_acc.tokens += e.tokens
@@ -97,7 +108,7 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
             acc.tenants.add(tenant)
         for e in events:
             acc = groups.setdefault(key_of(e), _Acc())
-            acc.cost += e.cost_usd
+            acc.cost += cost_of(e)
             acc.energy += e.energy_joules
             acc.requests += 1
             acc.tokens += e.tokens
@@ -114,7 +125,14 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
         total.lines += a.lines
         total.tenants |= a.tenants
     rows = [groups[k].row(k) for k in sorted(groups)]
-    return {"period": period.label, "by": by, "rows": rows, "total": total.row("total"),
+    idle_usd = Decimal(sum(idle.values())).scaleb(-12)
+    total_row = total.row("total")
+    total_row["idle_usd"] = usd_str(line_amount(idle_usd))
+    total_row["margin_after_idle_usd"] = usd_str(line_amount(total.margin - idle_usd))
+    return {"period": period.label, "by": by, "rows": rows, "total": total_row,
+            "idle_by_deployment_usd": {d: usd_str(line_amount(Decimal(v).scaleb(-12))) for d, v in sorted(idle.items())},
             "tenants": len(active), "negative_margin_tenants": negative,
             "negative_margin_share": round(len(negative) / len(active), 6) if active else 0.0,
-            "revenue_basis": "invoice charges before credits; cost = ledger cost_usd"}
+            "revenue_basis": "invoice charges before credits; cost = each self-hosted request's share of its "
+                             "deployment's real bill (tokenomy costs) where recorded, else the ledger cost_usd; "
+                             "idle cost of self-hosted deployments on its own line"}

@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 # One module per area; each exposes register(app). Order is the order in --help.
-_AREAS = ("gateway", "keys", "emulate", "perf", "cost", "catalog", "route", "fleet", "bench", "billing", "export")
+_AREAS = ("gateway", "keys", "emulate", "perf", "cost", "costs", "catalog", "route", "fleet", "bench", "billing", "export")
 
 
 def _register_all() -> None:

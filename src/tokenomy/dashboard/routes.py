@@ -45,6 +45,29 @@ def api_handler(fn):
 
 
 @api_handler
+async def costs(request, dash: Dashboard, p, tenant):
+    """The real cost of each self-hosted deployment over the window (tokenomy costs), per bucket
+    too: the operator's figures (admin only)."""
+    from tokenomy.allocation.report import costs_report
+    from tokenomy.allocation.store import CapacityStore
+
+    if not p.is_admin:
+        raise DashError(403, "serving costs are visible to the admin key only", code="permission_denied")
+    r = await dash.rollups(fold=False)
+    w = await dash.window(request, r)
+    store = CapacityStore.for_ledger(getattr(dash.metering, "ledger", None))
+    if store is None:
+        return {"meta": w.meta(), "totals": {}, "tables": {"deployments": [], "series": []}}
+    try:
+        rep = await asyncio.to_thread(costs_report, store, w.since, w.until, series_step_s=w.step)
+    finally:
+        store.close()
+    rows = [{"deployment": k, **{f: v for f, v in d.items() if f != "spec"}} for k, d in rep["deployments"].items()]
+    return {"meta": w.meta() | {"rule": rep["rule"]}, "totals": rep["total"],
+            "tables": {"deployments": rows, "series": rep.get("series", [])}}
+
+
+@api_handler
 async def pricing_plans(request, dash: Dashboard, p, tenant):
     """The gateway's pricing plans as cards and each tenant's position against its caps (admin)."""
     import time
@@ -111,7 +134,13 @@ async def routing(request, dash: Dashboard, p, tenant):
 async def deployments(request, dash: Dashboard, p, tenant):
     r = await dash.rollups()
     w = await dash.window(request, r)
-    return await _from_rollups(r, queries.deployments, r, w, tenant, dash.context(request))
+    out = await _from_rollups(r, queries.deployments, r, w, tenant, dash.context(request))
+    gw = _gateway(request.app)
+    modelled = {d.name for d in gw.config.deployments if d.pricing.self_hosted is not None} if gw else set()
+    for row in out["tables"]["deployments"]:
+        # energy is the perf model's for self-hosted hardware; for an API provider it is a guess
+        row["energy_basis"] = "power model" if row["deployment"] in modelled else "estimate"
+    return out
 
 
 @api_handler
@@ -239,6 +268,7 @@ def add_routes(app: web.Application, dash: Dashboard) -> None:
     r.add_get("/dashboard/api/unit-cost", unit_cost)
     r.add_get("/dashboard/api/plans", plan_list)
     r.add_get("/dashboard/api/pricing-plans", pricing_plans)
+    r.add_get("/dashboard/api/costs", costs)
     r.add_get("/dashboard/api/plans/{name}", plan_one)
     r.add_static("/dashboard/static/", STATIC_DIR, show_index=False, append_version=False)
     r.add_get("/dashboard/{page}", page)

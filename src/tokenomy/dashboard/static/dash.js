@@ -292,8 +292,39 @@ PAGES.routing = async (q) => {
   return out;
 };
 
+// The real cost of self-hosted deployments: bill vs allocated vs idle, actual vs modelled $/Mtok.
+function costPanels(c) {
+  const rows = c.tables.deployments;
+  if (!rows.length) return [panel("Real serving cost", empty("No self-hosted deployment was provisioned in this range (API deployments have no bill)."))];
+  const byTs = new Map();
+  for (const p of c.tables.series) {
+    const x = byTs.get(p.ts) || {ts: p.ts, bill: 0, allocated: 0, idle: 0};
+    x.bill += p.bill_usd; x.allocated += p.allocated_usd; x.idle += p.idle_usd; byTs.set(p.ts, x);
+  }
+  const pts = [...byTs.values()].sort((a, b) => a.ts - b.ts);
+  return [
+    panel("Real serving cost (tokenomy costs)", table(rows, [
+      {key: "deployment", label: "deployment"}, {key: "hourly_usd", label: "$/h", num: true, fmt: fmtUSD},
+      {key: "bill_usd", label: "bill", num: true, fmt: fmtUSD}, {key: "allocated_usd", label: "allocated", num: true, fmt: fmtUSD},
+      {key: "idle_usd", label: "idle", num: true, fmt: fmtUSD}, {key: "tokens", label: "tokens", num: true, fmt: fmtNum},
+      {key: "utilization", label: "utilisation", num: true, fmt: fmtPct},
+      {key: "usd_per_mtok_output_actual", label: "$/Mtok out, actual", num: true, fmt: fmtUSD},
+      {key: "usd_per_mtok_output_modelled", label: "$/Mtok out, model at this utilisation", num: true, fmt: fmtUSD}])),
+    lineChart("Bill vs allocated vs idle (USD per bucket)", pts.map((p) => p.ts), [
+      {label: "bill", values: pts.map((p) => p.bill)}, {label: "allocated to requests", values: pts.map((p) => p.allocated), color: PALETTE[2]},
+      {label: "idle", values: pts.map((p) => p.idle), color: PALETTE[1]}], fmtUSD),
+    el("p", {class: "muted", text: "Rule: " + c.meta.rule + "."}),
+  ];
+}
+
 PAGES.deployments = async (q) => {
   const d = await api("deployments", q);
+  const admin = state.who && state.who.is_admin;
+  const c = admin ? await api("costs", q) : null;
+  const costs = c ? costPanels(c) : [];
+  // utilisation of a self-hosted deployment: its share of token capacity used (tokenomy costs)
+  const util = new Map((c ? c.tables.deployments : []).map((r) => [r.deployment, r.utilization]));
+  for (const r of d.tables.deployments) if (num(r.utilization) === null && util.has(r.deployment)) r.utilization = util.get(r.deployment);
   const rows = d.tables.deployments, names = d.totals.deployments;
   const rq = d.tables.requests, lat = d.tables.latency;
   const breaker = (r) => r.breaker ? el("span", {class: "badge " + r.breaker, text: r.breaker}) : el("span", {class: "muted", text: "n/a"});
@@ -311,7 +342,9 @@ PAGES.deployments = async (q) => {
       {key: "error_rate", label: "errors", num: true, fmt: fmtPct},
       {key: "latency_ms_p50", label: "p50", num: true, fmt: fmtMs}, {key: "latency_ms_p99", label: "p99", num: true, fmt: fmtMs},
       {key: "ttft_ms_p50", label: "TTFT p50", num: true, fmt: fmtMs},
-      {key: "usd_per_mtok", label: "$/Mtok", num: true, fmt: fmtUSD}, {key: "joules_per_token", label: "J/token", num: true, fmt: fmtJ},
+      {key: "usd_per_mtok", label: "$/Mtok", num: true, fmt: fmtUSD},
+      {label: "J/token", num: true, render: (r) => (num(r.joules_per_token) === null ? "–" : r.energy_basis === "power model"
+        ? fmtJ(r.joules_per_token) : el("span", {class: "muted", title: "an estimate: the provider's hardware is not known", text: "~" + fmtJ(r.joules_per_token) + " est."}))},
       {key: "cost_usd", label: "cost", num: true, fmt: fmtUSD}], {empty: "No deployments seen in this range."})),
     el("div", {class: "grid2"},
       lineChart("Requests per deployment", xsOf(rq), names.map((n) => ({label: n, values: col(rq, n), named: true})), (v) => fmtNum(v)),
@@ -319,6 +352,7 @@ PAGES.deployments = async (q) => {
       barChart("Latency p50 / p99", rows.filter((r) => r.latency_ms_p50 !== null).map((r) => ({label: r.deployment, value: r.latency_ms_p50, value2: r.latency_ms_p99})), fmtMs, {first: "p50", second: "p99"}),
       barChart("$/Mtok by deployment", rows.map((r) => ({label: r.deployment, value: r.usd_per_mtok, color: colorFor(r.deployment)})), fmtUSD),
     ),
+    ...costs,
   ];
 };
 
