@@ -300,6 +300,10 @@ class Retry(_Strict):
     max_attempts: int = Field(default=3, ge=1)  # per request, first try included
     budget_ratio: float = Field(default=0.2, ge=0)  # retries earned per request (global budget)
     min_budget: float = Field(default=10, ge=0)  # retries always allowed in a burst
+    # Same-deployment retries (connect errors, 429, 5xx before the first byte; gateway/lifecycle/retry.py):
+    backoff_base_s: float = Field(default=0.05, ge=0)  # wait before the k-th retry: base x 2^(k-1) x U[0.5, 1]
+    backoff_max_s: float = Field(default=1.0, ge=0)
+    retry_after_max_s: float = Field(default=2.0, ge=0)  # a longer upstream Retry-After is not waited for
 
 
 class Breaker(_Strict):
@@ -312,6 +316,14 @@ class Server(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
+
+
+class Costs(_Strict):
+    """Real cost of self-hosted deployments (tokenomy.allocation): how often the gateway records
+    that each one is provisioned (its bill is counted per recorded interval)."""
+
+    interval_s: int = Field(default=60, ge=1, le=3600)
+    record: bool = True
 
 
 class GatewayConfig(_Strict):
@@ -329,6 +341,7 @@ class GatewayConfig(_Strict):
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
     server: Server = Server()
+    costs: Costs = Costs()
     # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to
     # a plans YAML (relative to this config file) or the same mapping inline (tokenomy.billing.plans).
     plans: str | dict | list | None = None
