@@ -39,11 +39,12 @@ class LedgerDB:
 
     def run(self, sql: str, params: tuple = (), *, many: list[tuple] | None = None, write: bool = False) -> list[tuple]:
         """Rows of `sql` (or executemany with `many`), committed; `write` creates the tables first.
-        An INSERT OR IGNORE answers whether it inserted as its rowcount via `inserted()`."""
+        Whether a claim or a lease was won: `changed()`."""
         return self._pg(sql, params, many, write)[0] if self.url is not None else self._sqlite(sql, params, many, write)[0]
 
-    def inserted(self, sql: str, params: tuple) -> bool:
-        """Run one INSERT OR IGNORE; True if the row was new (the claim was won)."""
+    def changed(self, sql: str, params: tuple) -> bool:
+        """Run one statement; True if it changed a row (an INSERT OR IGNORE that won its claim, a
+        conditional UPDATE that took its lease)."""
         if self.url is not None:
             return self._pg(sql, params, None, True)[1] > 0
         return self._sqlite(sql, params, None, True)[1] > 0
