@@ -147,7 +147,10 @@ class Settler:
         if r.status == "failed":
             assert r.err is not None
             return error_response(r.err, {**ctx.headers, **dep, **more})
-        return web.Response(status=200, body=r.raw, content_type=r.ctype.split(";")[0],
+        body = r.raw
+        if "usage_anomaly" in ev.extra and r.obj is not None:  # rare: tell the client what is billed, not the lie
+            body = orjson.dumps({**r.obj, "usage": billed_usage_json(ev)})
+        return web.Response(status=200, body=body, content_type=r.ctype.split(";")[0],
                             headers={**ctx.headers, **dep,
                                      "x-tokenomy-cost-usd": fmt_usd(ev.cost_usd),
                                      **({"x-tokenomy-price-usd": fmt_usd(ev.price_usd)} if ctx.plan else {}),
@@ -198,8 +201,7 @@ class Settler:
                         "choices": []}
             if held is not None:
                 if b.anomalies or not isinstance(held.get("usage"), dict):  # the billed figures, never a lie
-                    held["usage"] = {"prompt_tokens": ev.input_tokens, "completion_tokens": ev.output_tokens,
-                                     "total_tokens": ev.input_tokens + ev.output_tokens}
+                    held["usage"] = billed_usage_json(ev)
                 held["x_tokenomy"] = tail
                 parts.append(b"data: " + orjson.dumps(held) + b"\n\n")
         parts.append(b": x-tokenomy " + orjson.dumps(tail) + b"\n\ndata: [DONE]\n\n")
@@ -249,6 +251,17 @@ def sse_response(ctx: RequestCtx, deployment: str) -> web.StreamResponse:
         "x-tokenomy-deployment": deployment})
     out.enable_chunked_encoding()
     return out
+
+
+def billed_usage_json(ev: UsageEvent) -> dict:
+    """An OpenAI usage object of the billed figures."""
+    u: dict = {"prompt_tokens": ev.input_tokens, "completion_tokens": ev.output_tokens,
+               "total_tokens": ev.input_tokens + ev.output_tokens}
+    if ev.cached_input_tokens:
+        u["prompt_tokens_details"] = {"cached_tokens": ev.cached_input_tokens}
+    if ev.reasoning_tokens:
+        u["completion_tokens_details"] = {"reasoning_tokens": ev.reasoning_tokens}
+    return u
 
 
 def stream_tail(ctx: RequestCtx, deployment: str, ev: UsageEvent) -> dict:
