@@ -326,6 +326,34 @@ class Costs(_Strict):
     record: bool = True
 
 
+class Webhook(_Strict):
+    """Where alerts go: a URL (Slack incoming webhooks render the body), the environment variable
+    holding its HMAC secret, and which kinds of alert it wants."""
+
+    url: str = Field(pattern=r"^https?://")
+    secret_env: str | None = None
+    kinds: list[Literal["budget", "cap", "anomaly"]] = Field(default_factory=lambda: ["budget", "cap", "anomaly"])
+
+
+class Alerts(_Strict):
+    """Budget thresholds (share of a hard budget, else of a soft one), plan caps reached, and spend
+    in the last hour above `anomaly_factor` x the trailing week's hourly mean (0: off)."""
+
+    webhooks: list[Webhook] = Field(default_factory=list)
+    budget_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    anomaly_factor: float = Field(default=3.0, ge=0)
+    anomaly_min_usd: float = Field(default=1.0, ge=0)
+    interval_s: float = Field(default=30.0, gt=0)
+    retry_base_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("budget_thresholds")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < t <= 10 for t in v):
+            raise ValueError("budget_thresholds: fractions of a budget in (0, 10], e.g. [0.5, 0.8, 1.0]")
+        return sorted(set(v))
+
+
 class GatewayConfig(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     model_groups: dict[str, ModelGroup] = Field(default_factory=dict)
@@ -342,6 +370,7 @@ class GatewayConfig(_Strict):
     breaker: Breaker = Breaker()
     server: Server = Server()
     costs: Costs = Costs()
+    alerts: Alerts = Alerts()
     # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to
     # a plans YAML (relative to this config file) or the same mapping inline (tokenomy.billing.plans).
     plans: str | dict | list | None = None
