@@ -95,6 +95,9 @@ class Deployment(_Strict):
     # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
     stream_usage: bool = True
     max_in_flight: int | None = Field(default=None, ge=1)
+    # The model's output limit (tokens): caps the max_tokens the gateway sets for a budgeted
+    # request that set none (default: defaults.max_tokens).
+    max_output_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _target(self) -> "Deployment":
@@ -249,6 +252,8 @@ class Key(_Strict):
 
 class Defaults(_Strict):
     max_tokens: int = Field(default=4096, ge=1)  # worst-case output for budget reservations
+    # How long a request waits for in-flight reservations to settle when they hold the budget it needs.
+    budget_wait_s: float = Field(default=2.0, ge=0)
     predicted_output_tokens: float = Field(default=256, gt=0)  # routing prior before observations
 
 
