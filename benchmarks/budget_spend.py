@@ -18,7 +18,7 @@ at once while others held the budget) the measured shares were 30 % / 10 % with 
     .venv/bin/python benchmarks/budget_spend.py --time-scale 0.01 --json
 
 `--time-scale` is the emulators' (1 = real-time model speed, as `tokenomy up`); `--wait-s` the
-gateway's bounded wait for in-flight reservations (defaults.budget_wait_s, default 2 s). The
+gateway's bounded wait for in-flight reservations (budgets.wait_s, default 2 s). The
 burst share depends on both: a request that needs budget held by others waits at most wait_s.
 """
 
@@ -106,7 +106,7 @@ async def run(args) -> list[dict]:
 
     cfg = default_config(time_scale=args.time_scale)
     if args.wait_s is not None:
-        cfg = cfg.model_copy(update={"defaults": cfg.defaults.model_copy(update={"budget_wait_s": args.wait_s})})
+        cfg = cfg.model_copy(update={"budgets": cfg.budgets.model_copy(update={"wait_s": args.wait_s})})
     rows = []
     with tempfile.TemporaryDirectory(prefix="tokenomy-budget-") as tmp:
         metering = Metering.open(Path(tmp), admin_key=ADMIN_KEY)
@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=50, help="concurrent requests of the burst (default 50)")
     ap.add_argument("--max-tokens", type=int, default=200, help="max_tokens of the body that has one (default 200)")
     ap.add_argument("--time-scale", type=float, default=1.0, help="emulators' time scale (default 1: real time)")
-    ap.add_argument("--wait-s", type=float, default=None, help="defaults.budget_wait_s (default: the config's, 2 s)")
+    ap.add_argument("--wait-s", type=float, default=None, help="budgets.wait_s (default: the config's, 2 s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     rows = asyncio.run(run(args))

@@ -22,7 +22,7 @@ MSGS = [{"role": "user", "content": "Explain in a few sentences why the sky is b
 
 def _config():
     cfg = default_config(time_scale=0.001)
-    return cfg.model_copy(update={"defaults": cfg.defaults.model_copy(update={"budget_wait_s": 120.0})})
+    return cfg.model_copy(update={"budgets": cfg.budgets.model_copy(update={"wait_s": 60.0})})
 
 
 async def _post(sess: aiohttp.ClientSession, url: str, key: str, body: dict) -> tuple[int, dict, dict]:

@@ -10,9 +10,10 @@ rather than by a ledger migration, so reading an older ledger needs no upgrade.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+from tokenomy.ledgerdb import LedgerDB
 
 DDL = ("CREATE TABLE IF NOT EXISTS capacity_intervals ("
        "deployment TEXT NOT NULL, start BIGINT NOT NULL, interval_s INTEGER NOT NULL, spec TEXT NOT NULL, "
@@ -47,90 +48,26 @@ class Served:
 
 
 class CapacityStore:
-    """SQLite (path) or PostgreSQL (url) access; every call is short and blocking (run it in a thread)."""
+    """The table on the ledger's database (tokenomy.ledgerdb: SQLite file or PostgreSQL)."""
 
-    def __init__(self, *, path: Path | None = None, url: str | None = None):
-        if (path is None) == (url is None):
-            raise ValueError("give exactly one of path, url")
-        self.path, self.url = path, url
-        self._engine = None
-        self._ready = False
+    def __init__(self, *, path: Path | None = None, url: str | None = None, db: LedgerDB | None = None):
+        self.db = db or LedgerDB(path=path, url=url, ddl=(DDL,))
 
     @classmethod
     def for_ledger(cls, ledger) -> "CapacityStore | None":
         """The store of a metering ledger (None for the in-memory one)."""
-        url = getattr(ledger, "url", None) or getattr(getattr(ledger, "inner", None), "url", None)
-        if url:
-            return cls(url=url)
-        path = getattr(ledger, "path", None) or getattr(getattr(ledger, "inner", None), "path", None)
-        return cls(path=Path(path)) if path is not None else None
+        db = LedgerDB.for_ledger(ledger, ddl=(DDL,))
+        return cls(db=db) if db is not None else None
 
     @classmethod
     def open(cls, data_dir: Path | str, ledger_url: str | None = None) -> "CapacityStore":
-        import os
+        return cls(db=LedgerDB.open(data_dir, ledger_url, ddl=(DDL,)))
 
-        from tokenomy.metering.backends import ENV_LEDGER_URL
-        from tokenomy.metering.paths import ledger_path
-
-        url = ledger_url or os.environ.get(ENV_LEDGER_URL) or None
-        return cls(url=url) if url else cls(path=ledger_path(Path(data_dir)))
-
-    # ------------------------------------------------------------------ plumbing
     def _run(self, sql: str, params: tuple = (), *, many: list[tuple] | None = None, write: bool = False) -> list[tuple]:
-        if self.url is not None:
-            return self._run_pg(sql, params, many, write)
-        if not self.path.exists():
-            return []
-        conn = sqlite3.connect(self.path, timeout=10)
-        try:
-            conn.execute("PRAGMA busy_timeout = 10000")
-            if write and not self._ready:
-                conn.execute(DDL)
-                self._ready = True
-            try:
-                if many is not None:
-                    conn.executemany(sql, many)
-                    conn.commit()
-                    return []
-                rows = conn.execute(sql, params).fetchall()
-                conn.commit()
-                return rows
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
-                    return []
-                raise
-        finally:
-            conn.close()
-
-    def _run_pg(self, sql: str, params: tuple, many: list[tuple] | None, write: bool) -> list[tuple]:
-        import psycopg
-        import sqlalchemy as sa
-
-        from tokenomy.metering.postgres_ledger import create_engine_for
-
-        if self._engine is None:
-            self._engine = create_engine_for(self.url, pool_size=1)
-        sql = sql.replace("?", "%s").replace("INSERT OR IGNORE", "INSERT")
-        if sql.startswith("INSERT"):
-            sql += " ON CONFLICT DO NOTHING"
-        try:
-            with self._engine.begin() as conn:
-                if write and not self._ready:
-                    conn.exec_driver_sql(DDL)
-                    self._ready = True
-                if many is not None:
-                    conn.exec_driver_sql(sql, many)
-                    return []
-                return [tuple(r) for r in conn.exec_driver_sql(sql, params).fetchall()]
-        except sa.exc.ProgrammingError as exc:
-            if isinstance(exc.orig, psycopg.errors.UndefinedTable):
-                return []
-            raise
+        return self.db.run(sql, params, many=many, write=write)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        self.db.close()
 
     # ------------------------------------------------------------------ the table
     def record(self, rows: list[Interval], recorded_at: float) -> None:

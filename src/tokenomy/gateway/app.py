@@ -276,6 +276,31 @@ async def _start_capacity_recorder(gw: Gateway, stack: contextlib.AsyncExitStack
     stack.push_async_callback(stop)
 
 
+async def _start_alerts(gw: Gateway, stack: contextlib.AsyncExitStack) -> None:
+    """Budget, cap and anomaly alerts to the configured webhooks (tokenomy.alerts)."""
+    import os
+
+    from tokenomy.alerts.service import AlertService
+    from tokenomy.alerts.store import AlertStore
+
+    cfg = gw.config.alerts
+    store = AlertStore.for_ledger(getattr(gw.metering, "ledger", None)) if cfg.webhooks else None
+    if store is None:
+        return
+    secrets = {h.url: os.environ[h.secret_env] for h in cfg.webhooks if h.secret_env and os.environ.get(h.secret_env)}
+    service = AlertService(gw.metering, cfg, store, plan_gate=gw.plans, secrets=secrets)
+    gw.alerts = service
+    task = asyncio.create_task(service.run(), name="alerts")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()
+
+    stack.push_async_callback(stop)
+
+
 async def _lifecycle(app: web.Application):
     from tokenomy.gateway.fleet import start_emulators
 
@@ -287,4 +312,5 @@ async def _lifecycle(app: web.Application):
         await gw.start()
         stack.push_async_callback(gw.close)
         await _start_capacity_recorder(gw, stack)
+        await _start_alerts(gw, stack)
         yield

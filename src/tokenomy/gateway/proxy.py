@@ -83,7 +83,7 @@ class Gateway:
         self.stream_timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=t.total_s)
         self.first_byte_s = t.first_byte_s
         self.default_max_tokens = config.defaults.max_tokens
-        self.budget_wait_s = config.defaults.budget_wait_s
+        self.budget_wait_s = config.budgets.wait_s
         self.longest_output: dict[str, int] = {}  # deployment -> longest output per choice served (tokens)
         r = config.retry
         self.retry_policy = RetryPolicy(r.max_attempts, r.backoff_base_s, r.backoff_max_s, r.retry_after_max_s)

@@ -23,7 +23,7 @@ from tokenomy.gateway.errors import ApiError
 from tokenomy.gateway.lifecycle.state import Allowance, RequestCtx, header_safe
 from tokenomy.gateway.lifecycle.usage import UNSTATED_MAX_OUTPUT_TOKENS
 from tokenomy.metering import MeteringError
-from tokenomy.tokens import count_chat_tokens, count_tokens
+from tokenomy.tokencount import counter_for
 
 if TYPE_CHECKING:
     from tokenomy.gateway.plans import PlanState
@@ -43,7 +43,8 @@ class Admission:
     def __init__(self, gw):
         self.gw = gw
 
-    def authenticate(self, request: web.Request):
+    @staticmethod
+    def _secret(request: web.Request) -> str:
         auth = request.headers.get("Authorization")
         if not auth:
             raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
@@ -51,26 +52,40 @@ class Admission:
         if scheme.lower() != "bearer" or not secret.strip():
             raise ApiError(401, "malformed Authorization header: expected 'Bearer <key>'",
                            code="invalid_api_key")
+        return secret.strip()
+
+    def authenticate(self, request: web.Request):
         try:
-            return self.gw.metering.authenticate(secret.strip())
+            return self.gw.metering.authenticate(self._secret(request))
+        except MeteringError as exc:
+            raise ApiError(exc.status, exc.message, code=exc.code) from None
+
+    async def aauthenticate(self, request: web.Request):
+        """authenticate, with the key look-up off the event loop (Metering.aauthenticate)."""
+        m = self.gw.metering
+        if not hasattr(m, "aauthenticate"):
+            return self.authenticate(request)
+        try:
+            return await m.aauthenticate(self._secret(request))
         except MeteringError as exc:
             raise ApiError(exc.status, exc.message, code=exc.code) from None
 
     async def admit(self, request: web.Request, kind: str, rid: str, t0: float) -> Admitted:
         gw = self.gw
-        principal = self.authenticate(request)
+        principal = await self.aauthenticate(request)
         body = v.parse_body(await gw._read_body(request))
         alias = v.require_str(body, "model")
         stream = v.opt_bool(body, "stream")
         max_tokens = v.max_tokens(body)
+        tc = counter_for(gw.groups.get(alias) or gw.routes.get(alias))  # the model's tokenizer
         if kind == "chat":
-            input_tokens = count_chat_tokens(v.chat_messages(body))
+            input_tokens = tc.count_chat(v.chat_messages(body))
             tools = v.opt_array(body, "tools") or v.opt_array(body, "functions")
             if tools:  # tool schemas are prompt tokens too (budgets must not under-reserve)
-                input_tokens += count_tokens(orjson.dumps(tools).decode())
+                input_tokens += tc.count_text(orjson.dumps(tools).decode())
         else:
             prompt = v.completion_prompt(body)
-            input_tokens = prompt if isinstance(prompt, int) else count_tokens(prompt)
+            input_tokens = prompt if isinstance(prompt, int) else tc.count_text(prompt)
         so = body.get("stream_options")
         if so is not None and not isinstance(so, dict):
             raise ApiError(400, "'stream_options' must be an object", param="stream_options", code="invalid_type")
@@ -114,7 +129,11 @@ class Admission:
             cascade = route if route is not None and route.policy == "cascade" else None
             m = gw.metering
             try:
-                m.check_rate(principal, input_tokens + int(decision.predicted_output_tokens))
+                tokens = input_tokens + int(decision.predicted_output_tokens)
+                if hasattr(m, "acheck_rate"):
+                    await m.acheck_rate(principal, tokens)
+                else:
+                    m.check_rate(principal, tokens)
             except MeteringError as exc:
                 err_headers = {}
                 if exc.retry_after_s is not None:

@@ -23,7 +23,7 @@ from tokenomy.gateway.errors import ApiError
 from tokenomy.gateway.lifecycle.state import CallFailed, RequestCtx, UnaryResult, fmt_usd, header_safe
 from tokenomy.gateway.lifecycle.wire import response_text
 from tokenomy.metering import UsageEvent
-from tokenomy.tokens import count_chat_tokens
+from tokenomy.tokencount import counter_for
 
 if TYPE_CHECKING:
     from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRuntime
@@ -139,7 +139,7 @@ class GatewayJudge:
         body = {"model": self.group.alias, "messages": messages, "max_tokens": self.jv.max_tokens, "temperature": 0}
         jctx = self.ctx.sub(self.ctx.rid, self.group, stream=False, body=body)
         jctx.kind = "chat"
-        jctx.input_tokens = count_chat_tokens(messages)
+        jctx.input_tokens = counter_for(self.group).count_chat(messages)
         jctx.max_tokens = jctx.out_limit_tokens = self.jv.max_tokens
         jctx.n_choices = 1
         r = await self.cascade.dispatcher.unary(jctx, self.group.rank(jctx.input_tokens, self.jv.max_tokens).order)

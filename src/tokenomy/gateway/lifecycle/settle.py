@@ -29,7 +29,7 @@ from tokenomy.gateway.lifecycle.state import OpenStream, RequestCtx, UnaryResult
 from tokenomy.gateway.lifecycle.usage import BilledUsage, bound_usage
 from tokenomy.gateway.lifecycle.wire import response_text
 from tokenomy.metering import UsageEvent
-from tokenomy.tokens import count_tokens
+from tokenomy.tokencount import counter_for
 
 if TYPE_CHECKING:
     from tokenomy.gateway.lifecycle.relay import Relayed
@@ -78,6 +78,8 @@ class Settler:
                     if cost > price and ctx.plan is None:
                         cost = price
                 a.left_usd -= price
+            if billed.estimated:
+                extra["token_counter"] = counter_for(d).name  # which tokenizer produced the estimate
             if billed.anomalies:
                 extra["usage_anomaly"] = True
                 extra["usage_anomalies"] = list(billed.anomalies)
@@ -108,7 +110,7 @@ class Settler:
     def unary_event(self, ctx: RequestCtx, r: UnaryResult) -> UsageEvent:
         if r.status == "ok":
             assert r.d is not None
-            b = self.bill(ctx, r.d, r.usage, lambda: count_tokens(response_text(r.obj, ctx.kind)))
+            b = self.bill(ctx, r.d, r.usage, lambda: counter_for(r.d).count_text(response_text(r.obj, ctx.kind)))
             _learn(self.longest_output, ctx, r.d, b.counts, None, None, r.t_start, r.t_end)
             return self.event(ctx, r.d, b, status="ok", http_status=200, energy_j=r.energy_j)
         assert r.err is not None
@@ -161,7 +163,7 @@ class Settler:
         """A relayed stream: its event committed, then the tail (usage chunk, x-tokenomy comment,
         [DONE]); a stream broken after its first byte ends with an error event, then [DONE]."""
         d = s.d
-        b = self.bill(ctx, d, rl.usage, lambda: count_tokens("".join(rl.texts)))
+        b = self.bill(ctx, d, rl.usage, lambda: counter_for(d).count_text("".join(rl.texts)))
         if rl.client_gone:
             status, http_status = "cancelled", 499
             d.breaker.success()  # the upstream was fine; the client left
