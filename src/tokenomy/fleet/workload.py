@@ -30,11 +30,27 @@ class Trace:
     prompt_tokens: np.ndarray  # int64
     output_tokens: np.ndarray  # int64
     name: str = "trace"
+    # Optional prefix-sharing information (Mooncake `hash_ids`): per request, the chained hashes
+    # of its prompt's `hash_block_tokens`-token KV blocks (equal leading hashes = shared prefix).
+    hashes: tuple[tuple[int, ...], ...] | None = None
+    hash_block_tokens: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.arrived_at)
         if len(self.prompt_tokens) != n or len(self.output_tokens) != n:
             raise TokenomyError("trace columns have different lengths")
+        if self.hashes is not None and len(self.hashes) != n:
+            raise TokenomyError("trace hashes and requests have different lengths")
+
+    def select(self, index: np.ndarray | slice, arrived_at: np.ndarray | None = None) -> "Trace":
+        """The requests at `index` (a mask, indices or slice), hashes included."""
+        hashes = None
+        if self.hashes is not None:
+            idx = np.arange(len(self))[index]
+            hashes = tuple(self.hashes[i] for i in idx.tolist())
+        arr = self.arrived_at[index] if arrived_at is None else arrived_at
+        return Trace(arr, self.prompt_tokens[index], self.output_tokens[index], self.name, hashes,
+                     self.hash_block_tokens)
 
     def __len__(self) -> int:
         return len(self.arrived_at)
@@ -126,7 +142,8 @@ def scale_rate(trace: Trace, factor: float) -> Trace:
     if not factor > 0:
         raise TokenomyError(f"rate scale must be > 0, got {factor}")
     t0 = trace.arrived_at[0] if len(trace) else 0.0
-    return Trace(t0 + (trace.arrived_at - t0) / factor, trace.prompt_tokens, trace.output_tokens, trace.name)
+    return Trace(t0 + (trace.arrived_at - t0) / factor, trace.prompt_tokens, trace.output_tokens, trace.name,
+                 trace.hashes, trace.hash_block_tokens)
 
 
 def window(trace: Trace, start_seconds: float = 0.0, end_seconds: float | None = None) -> Trace:
@@ -138,12 +155,12 @@ def window(trace: Trace, start_seconds: float = 0.0, end_seconds: float | None =
         mask &= rel < end_seconds
     if not mask.any():
         raise TokenomyError(f"window [{start_seconds}, {end_seconds}) s holds no requests")
-    return Trace(rel[mask] - start_seconds, trace.prompt_tokens[mask], trace.output_tokens[mask], trace.name)
+    return trace.select(mask, rel[mask] - start_seconds)
 
 
 def head(trace: Trace, n: int) -> Trace:
     """The first n requests."""
-    return Trace(trace.arrived_at[:n], trace.prompt_tokens[:n], trace.output_tokens[:n], trace.name)
+    return trace.select(slice(0, n))
 
 
 @dataclass(frozen=True)
