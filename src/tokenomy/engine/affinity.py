@@ -3,7 +3,7 @@
 For each replica the router remembers (LRU, bounded by the replica's cache size in blocks) the
 block hashes of the prompts it sent there: an approximation of that replica's prefix cache,
 as in SGLang's cache-aware router. A request goes to the replica holding its longest leading
-run of blocks, unless that replica's load exceeds `load_factor` x the mean load (+1): then the
+run of blocks, unless that replica's load would exceed ceil(`load_factor` x (total load + 1) / replicas): then the
 next-longest match, and with no usable match the least-loaded replica. So affinity never piles
 everything on one replica (consistent hashing with bounded loads, Mirrokni et al. 2018, uses
 the same bound).
@@ -13,6 +13,7 @@ Cost: one dict lookup per leading block plus an LRU touch per block: O(blocks of
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -53,7 +54,7 @@ class PrefixAffinityRouter:
         ok = [True] * n if allowed is None else list(allowed)
         if not any(ok):
             ok = [True] * n
-        bound = self.load_factor * (sum(loads) + 1.0) / n
+        bound = math.ceil(self.load_factor * (sum(loads) + 1.0) / n)
         best, depth = -1, 0
         levels = self.matches(hashes)
         for d in range(len(levels), 0, -1):

@@ -18,7 +18,9 @@ import numpy as np
 from tokenomy.errors import TokenomyError
 
 TRACES_DIR = Path(__file__).parent / "traces"
-SHIPPED_TRACES = {"conv": "splitwise_conv.csv", "code": "splitwise_code.csv"}
+SHIPPED_TRACES = {"conv": "splitwise_conv.csv", "code": "splitwise_code.csv",
+                  "mooncake": "mooncake_conversation.jsonl"}
+MOONCAKE_BLOCK_TOKENS = 512  # Mooncake's hash_ids cover 512-token prompt blocks (FAST'25 release README)
 _COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 
 
@@ -109,6 +111,8 @@ def load_trace(source: str | Path) -> Trace:
             raise TokenomyError(
                 f"trace file '{source}' not found (use a CSV path, or one of: {', '.join(SHIPPED_TRACES)})"
             )
+    if path.suffix == ".jsonl":
+        return load_mooncake(path, name)
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
         try:
@@ -135,6 +139,37 @@ def load_trace(source: str | Path) -> Trace:
     if (arr[:, 1] < 0).any() or (arr[:, 2] < 0).any():
         raise TokenomyError(f"trace file '{path}' has negative token counts")
     return _sorted(arr[:, 0], np.maximum(arr[:, 1], 1), np.maximum(arr[:, 2], 1), name)
+
+
+def load_mooncake(path: Path, name: str | None = None, *, block_tokens: int = MOONCAKE_BLOCK_TOKENS) -> Trace:
+    """A Mooncake-format JSONL trace: `timestamp` (ms), `input_length`, `output_length`, `hash_ids`."""
+    import json
+
+    arrived, prompt, output, hashes = [], [], [], []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                t = float(row["timestamp"]) / 1000.0
+                p, o = int(row["input_length"]), int(row["output_length"])
+                h = tuple(int(x) for x in row.get("hash_ids") or ())
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise TokenomyError(f"trace file '{path}' line {lineno}: not a Mooncake record "
+                                    "(need timestamp, input_length, output_length[, hash_ids])") from None
+            if p < 0 or o < 0 or not math.isfinite(t):
+                raise TokenomyError(f"trace file '{path}' line {lineno}: negative token count or bad timestamp")
+            arrived.append(t)
+            prompt.append(max(p, 1))
+            output.append(max(o, 1))
+            hashes.append(h)
+    if not arrived:
+        raise TokenomyError(f"trace file '{path}' has no requests")
+    order = np.argsort(np.array(arrived), kind="stable")
+    return Trace(np.array(arrived, dtype=np.float64)[order], np.array(prompt, dtype=np.int64)[order],
+                 np.array(output, dtype=np.int64)[order], name or path.stem,
+                 tuple(hashes[i] for i in order.tolist()), block_tokens)
 
 
 def scale_rate(trace: Trace, factor: float) -> Trace:
