@@ -11,7 +11,8 @@ import typer
 from tokenomy.errors import TokenomyError
 
 TRACE_HELP = ("CSV trace (arrived_at,num_prefill_tokens,num_decode_tokens), 'conv' / 'code' (shipped Splitwise "
-              "traces), synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...', or 'ledger[:DATA_DIR]' "
+              "traces), a Mooncake-format JSONL (timestamp,input_length,output_length,hash_ids; 'mooncake' = the shipped "
+              "Kimi conversation slice), synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...', or 'ledger[:DATA_DIR]' "
               "(the gateway's ok events; see --since/--until/--tenant)")
 DATA_DIR_HELP = "data dir of the metering ledger and saved plans (default: TOKENOMY_DATA_DIR or ./.tokenomy)"
 
@@ -194,7 +195,12 @@ def register(app: typer.Typer) -> None:
         max_num_seqs: int = typer.Option(256, "--max-num-seqs", help="max running sequences per replica"),
         max_batched_tokens: int = typer.Option(2048, "--max-batched-tokens", help="token budget per step"),
         kv_policy: str = typer.Option("preempt", "--kv-policy", help="preempt (vLLM recompute) | reserve"),
-        lb: str = typer.Option("least-loaded", "--lb", help="least-loaded | round-robin"),
+        lb: str = typer.Option("least-loaded", "--routing", "--lb",
+                               help="round-robin | least-loaded | prefix-affinity (replica choice per request)"),
+        prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache",
+                                          help="keep prompt KV blocks for reuse (needs a trace with hash_ids)"),
+        block_tokens: int = typer.Option(16, "--block-tokens", min=1,
+                                         help="KV block size (a Mooncake trace's 512-token hash blocks override it)"),
         engine_efficiency: float = typer.Option(1.0, "--engine-efficiency"),
         plot: Optional[str] = typer.Option(None, "--plot", help="write a latency CDF plot (PNG)"),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -213,14 +219,15 @@ def register(app: typer.Typer) -> None:
         trace = _resolve_trace(trace, lo)
         tr = _load_workload(trace, rate_scale, start, end, limit, seed, lo)
         cfg = SchedulerConfig(max_num_seqs=max_num_seqs, max_batched_tokens=max_batched_tokens,
-                              kv_policy=kv_policy, lb=lb)
+                              kv_policy=kv_policy, lb=lb, prefix_caching=prefix_cache, block_tokens=block_tokens)
         with _progress(f"simulating {len(tr)} requests", not as_json) as cb:
             result = simulate(tr, dep.step_model, replicas=replicas, config=cfg, progress=cb)
         report = {
             "deployment": {"model": dep.model.id, "accelerator": dep.accelerator.id, "count": count,
                            "dtype": dtype, "replicas": replicas, "site": site,
                            "replica_usd_per_hour": round(dep.usd_per_hour, 6),
-                           "max_kv_tokens": int(dep.step_model.max_kv_tokens),
+                           "max_kv_tokens": int(dep.step_model.max_kv_tokens), "routing": lb,
+                           "prefix_cache": prefix_cache,
                            "perf_source": getattr(dep.step_model, "source", None)},
             "trace": tr.summary(),
             **summarize(result, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
@@ -384,7 +391,10 @@ def _print_simulation(r: dict) -> None:
     t.add_row("TPOT ms p50/p90/p99", _fmt(r["tpot_ms"]))
     t.add_row("E2E ms p50/p90/p99", _fmt(r["e2e_ms"]))
     t.add_row("SLO attainment", f"{r['slo_attainment']:.2%}")
-    t.add_row("utilization", f"{r['utilization']:.1%}")
+    t.add_row("busy / batch slots / token budget",
+              f"{r['busy_share']:.1%} / {r['batch_slot_utilization']:.1%} / {r['token_budget_utilization']:.1%}")
+    t.add_row("prefix cache hit share", f"{r['prefix_cache_hit_share']:.1%} of prompt tokens"
+              f" ({r['affinity_routed_share']:.0%} routed for affinity)")
     t.add_row("energy (IT)", f"{r['energy_kwh']:.3f} kWh")
     t.add_row("cost", f"${r['cost_usd']:.4f}  (${r['usd_per_mtok']:.4f}/Mtok)" if r["usd_per_mtok"] else f"${r['cost_usd']:.4f}")
     t.add_row("preemptions", str(r["preemptions"]))
