@@ -85,16 +85,26 @@ class Emulate(_Strict):
 
 class Deployment(_Strict):
     name: str = Field(min_length=1)
-    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    # The upstream's wire protocol (tokenomy.gateway.providers): openai (any OpenAI-compatible
+    # server, the default), anthropic, azure (Azure OpenAI), gemini, bedrock, vertex.
+    provider: Literal["openai", "anthropic", "gemini", "bedrock", "azure", "vertex"] = "openai"
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; other providers: their root URL
     api_key_env: str | None = None  # env var holding the upstream key
     model: str | None = None  # model name sent upstream; default: the deployment name
     pricing: Pricing
     emulate: Emulate | None = None
-    headers: dict[str, str] = Field(default_factory=dict)  # extra headers sent upstream
+    # Extra headers sent upstream; a value may name environment variables (`env:NAME`, `${NAME}`).
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_version: str | None = None  # azure: api-version (default 2024-10-21; `v1`: Azure's v1 API)
+    region: str | None = None  # bedrock / vertex: the region (default: AWS chain / us-central1)
+    project: str | None = None  # vertex: the GCP project (default: from the credentials)
     # Ask for a usage chunk in streams (stream_options.include_usage); turn off for servers
     # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
     stream_usage: bool = True
     max_in_flight: int | None = Field(default=None, ge=1)
+    # The model's output limit (tokens): caps the max_tokens the gateway sets for a budgeted
+    # request that set none (default: defaults.max_tokens).
+    max_output_tokens: int | None = Field(default=None, ge=1)
     # Tokenizer for the gateway's own counts (streams without usage, limits, reservations):
     # o200k | cl100k | llama-3 | regex | a path to a tokenizer.json. Default: by the model name
     # (OpenAI families), else the regex approximation. See tokenomy.tokencount.
@@ -113,6 +123,8 @@ class Deployment(_Strict):
             raise ValueError("give exactly one of base_url, emulate")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
+        if self.emulate is not None and self.provider != "openai":
+            raise ValueError(f"emulate serves the OpenAI protocol: provider must be openai (got {self.provider!r})")
         return self
 
     @property
