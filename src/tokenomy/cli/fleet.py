@@ -268,7 +268,9 @@ def register(app: typer.Typer) -> None:
         growth: Optional[str] = typer.Option(None, "--growth", help="traffic growth, e.g. 8%/month, or 'ledger[:WINDOW]' "
                                              "(fitted to the ledger's daily tokens, e.g. ledger:90d)"),
         months: int = typer.Option(12, "--months", help="horizon for --growth"),
-        attainment_target: float = typer.Option(0.99, "--attainment", help="simulated SLO attainment to reach"),
+        attainment_target: float = typer.Option(0.99, "--attainment", help="simulated SLO attainment to reach (share of requests)"),
+        overlong: str = typer.Option("exclude", "--overlong", help="requests beyond the model's context length: "
+                                     "exclude (reported in the plan) | fail"),
         no_verify: bool = typer.Option(False, "--no-verify", help="skip the simulation check"),
         plot: Optional[str] = typer.Option(None, "--plot", help="write the plan composition plot (PNG)"),
         slo_sweep: Optional[str] = typer.Option(None, "--slo-sweep", help="also plan at these TPOT SLOs (ms), e.g. 20,40,80,120"),
@@ -281,6 +283,10 @@ def register(app: typer.Typer) -> None:
         from tokenomy.catalog import load_catalog
         from tokenomy.fleet.planner import PlanRequest, plan_fleet, plan_growth
 
+        if sweep_plot and not slo_sweep:
+            raise TokenomyError("--sweep-plot needs --slo-sweep (the TPOT SLOs to plot), e.g. --slo-sweep 40,80,120")
+        if overlong not in ("exclude", "fail"):
+            raise TokenomyError(f"bad --overlong '{overlong}': expected exclude or fail")
         cat = load_catalog()
         lo = LedgerOpts(from_ledger, data_dir, since, until, tenant)
         growth_from_ledger = bool(growth) and growth.strip().lower().startswith("ledger")
@@ -312,9 +318,26 @@ def register(app: typer.Typer) -> None:
             provider=provider,
             usd_per_hour_overrides=_parse_prices(price),
             attainment_target=attainment_target,
+            overlong=overlong,
         )
-        with _progress("planning", not as_json) as cb:
-            result = plan_fleet(tr, req, verify=not no_verify, progress=cb)
+        slos = None
+        if slo_sweep:
+            try:
+                slos = [float(v) for v in _parse_list(slo_sweep)]
+                if not slos or min(slos) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise TokenomyError(f"bad --slo-sweep '{slo_sweep}': expected SLOs > 0 ms, e.g. 20,40,80") from None
+        with _progress("planning (simulations run)", not as_json) as cb:
+            if slos:
+                from tokenomy.fleet.planner import plan_with_slo_sweep
+
+                # One search over the sweep and the plan's own SLO, tightest first: each plan
+                # bounds the looser ones, and the plan equals its sweep point.
+                result, sweep = plan_with_slo_sweep(tr, req, slos, verify=not no_verify, progress=cb)
+                result["cost_vs_slo"] = sweep
+            else:
+                result = plan_fleet(tr, req, verify=not no_verify, progress=cb)
             if growth:
                 result["growth"] = plan_growth(tr, req, monthly_growth=monthly_growth, months=months)
                 if growth_fit is not None:
@@ -322,15 +345,8 @@ def register(app: typer.Typer) -> None:
             if rate_scales:
                 from tokenomy.fleet.planner import cost_vs_rate
 
-                result["cost_vs_rate"] = cost_vs_rate(tr, req, rate_scales, verify=not no_verify)
-            if slo_sweep:
-                from tokenomy.fleet.planner import cost_vs_slo
-
-                try:
-                    slos = [float(v) for v in _parse_list(slo_sweep)]
-                except ValueError:
-                    raise TokenomyError(f"bad --slo-sweep '{slo_sweep}': expected e.g. 20,40,80") from None
-                result["cost_vs_slo"] = cost_vs_slo(tr, req, slos, verify=not no_verify)
+                result["cost_vs_rate"] = cost_vs_rate(tr, req, rate_scales, verify=not no_verify,
+                                                      base_rate_scale=rate_scale, progress=cb)
         if plot:
             from tokenomy.fleet.plots import plan_composition_plot
 
@@ -401,7 +417,10 @@ def _print_plan(r: dict) -> None:
                   f"{a['usd_per_hour']:.2f}", f"{a['utilization_planned']:.0%}")
     c.print(t)
     b = r["best_single"]
-    c.print(f"best single type: {b['accelerator']} ${b['usd_per_hour']:.2f}/h -> saving {r['saving_fraction']:.1%}")
+    if b:
+        c.print(f"best single type: {b['accelerator']} ${b['usd_per_hour']:.2f}/h -> saving {r['saving_fraction']:.1%}")
+    if r.get("excluded_overlong"):
+        c.print(f"excluded: {r['excluded_overlong']['note']}")
     for s, mw in (r.get("site_mw") or {}).items():
         c.print(f"site {s}: {mw:.4f} MW")
     for m in (r.get("growth") or {}).get("months", []):
@@ -417,11 +436,11 @@ def _print_plan(r: dict) -> None:
                 f"{fit['daily_growth']:+.2%}/day = {fit['monthly_growth']:+.1%}/month (R^2 {fit['r2']:.2f})")
     for p in r.get("cost_vs_rate") or []:
         if p["feasible"]:
-            c.print(f"rate x{p['rate_scale']:g} ({p['rate_per_s']:g}/s): ${p['usd_per_hour']:.2f}/h "
+            c.print(f"rate x{p['rate_scale_total']:g} of the trace ({p['rate_per_s']:g}/s): ${p['usd_per_hour']:.2f}/h "
                     f"${p['usd_per_mtok']:.4f}/Mtok vs best single {p['best_single_accelerator']} "
                     f"${p['best_single_usd_per_hour']:.2f}/h")
         else:
-            c.print(f"rate x{p['rate_scale']:g}: infeasible: {p['reason']}")
+            c.print(f"rate x{p['rate_scale_total']:g} of the trace: infeasible: {p['reason']}")
     if r.get("saved"):
         c.print(f"saved: {r['saved']}")
     for p in r.get("cost_vs_slo") or []:
