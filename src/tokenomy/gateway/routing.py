@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from tokenomy.config import Deployment, GatewayConfig, ModelGroup
 from tokenomy.gateway.health import Breaker, Ewma
 from tokenomy.gateway.pricing import DeploymentPrice
+from tokenomy.gateway.providers import adapter_for
+from tokenomy.gateway.providers.base import resolved_headers
 
 
 class DeploymentRuntime:
@@ -22,14 +24,17 @@ class DeploymentRuntime:
 
     __slots__ = ("name", "cfg", "price", "p_in", "p_cached", "p_out", "p_reason", "base_url", "headers",
                  "model", "breaker", "ttft_ms", "tpot_ms", "cached_frac", "in_flight", "max_in_flight",
-                 "timeout")
+                 "timeout", "adapter")
 
     def __init__(self, cfg: Deployment, price: DeploymentPrice, gc: GatewayConfig):
         self.name, self.cfg, self.price = cfg.name, cfg, price
         self.p_in, self.p_cached, self.p_out, self.p_reason = price.floats
         self.base_url = (cfg.base_url or "").rstrip("/")
-        self.headers: dict[str, str] = {"Content-Type": "application/json", **cfg.headers}
+        self.headers: dict[str, str] = {"Content-Type": "application/json", **resolved_headers(cfg)}
         self.model = cfg.upstream_model
+        # None: an OpenAI-compatible upstream (the fast path in lifecycle/wire.py); else the
+        # provider's adapter (gateway/providers) translating requests and answers.
+        self.adapter = None if cfg.provider == "openai" else adapter_for(cfg, default_max_tokens=gc.defaults.max_tokens)
         self.breaker = Breaker(gc.breaker.failure_threshold, gc.breaker.cooldown_s)
         self.ttft_ms = Ewma()
         self.tpot_ms = Ewma()
