@@ -177,6 +177,7 @@ class RouteRuntime:
         self.judge = None  # (GroupRuntime, JudgeVerifier used for its rubric and parsing)
         self.kind = "cascade"
         self.threshold = 0.0
+        self.share = None  # ShareThreshold of a binary router with strong_share (adapted online)
         where = f"routing_groups.{alias}"
         try:
             if cfg.policy == "cascade":
@@ -211,6 +212,12 @@ class RouteRuntime:
                     self.kind = kind
             if self.kind == "strong_share":
                 self.threshold = self.calibrate(_calibration_prompts(), cfg.strong_share)
+                if not self.multi:  # binary router: the cut follows live traffic's scores
+                    from tokenomy.routing.quality.registry import score_prompts
+                    from tokenomy.routing.quality.threshold import ShareThreshold
+
+                    self.share = ShareThreshold(cfg.strong_share, score_prompts(self.router, _calibration_prompts()))
+                    self.threshold = self.share.value
             elif self.kind in ("min_quality", "threshold"):
                 self.threshold = float(getattr(cfg, self.kind))
             else:  # max_usd_per_request: best predicted among the affordable candidates
@@ -248,7 +255,8 @@ class RouteRuntime:
         """Measured share of `prompts` this alias sends to its strongest candidate (equal token counts)."""
         n = 0
         for p in prompts:
-            n += self.decide(p, [(g, float(i + 1)) for i, g in enumerate(self.candidates)])[1] is self.candidates[-1]
+            n += self.decide(p, [(g, float(i + 1)) for i, g in enumerate(self.candidates)], observe=False)[1] \
+                is self.candidates[-1]
         return n / len(prompts) if prompts else 0.0
 
     # ------------------------------------------------------------ per request
@@ -264,8 +272,9 @@ class RouteRuntime:
             out.append((g, best.expected_cost_usd(input_tokens, pred), best))
         return out
 
-    def decide(self, prompt: str, priced: list[tuple]) -> tuple:
-        """-> (quality Decision, chosen GroupRuntime). `priced`: (group, expected USD[, deployment])."""
+    def decide(self, prompt: str, priced: list[tuple], observe: bool = True) -> tuple:
+        """-> (quality Decision, chosen GroupRuntime). `priced`: (group, expected USD[, deployment]).
+        With `strong_share`, the decision's score feeds the live threshold (unless `observe` is False)."""
         from tokenomy.routing.quality.choose import choose_model
 
         cands = [(self.names[self.candidates.index(t[0])], t[1]) for t in priced]
@@ -274,6 +283,9 @@ class RouteRuntime:
             fit = [c for c in cands if c[1] <= cap] or [min(cands, key=lambda c: c[1])]
             cands = fit
         d = choose_model(prompt, cands, self.threshold, router=self.router)
+        if observe and self.share is not None:
+            self.share.observe(d.strong_win_rate)
+            self.threshold = self.share.value
         return d, self.candidates[self.names.index(d.model)]
 
     def route_extra(self, priced: list[tuple], chosen: GroupRuntime) -> dict:
