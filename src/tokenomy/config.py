@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tokenomy.errors import ConfigError
 
-Policy = Literal["cost", "latency", "cost-under-slo", "weighted"]
+Policy = Literal["cost", "latency", "cost-under-slo", "weighted", "prefix-affinity"]
 BudgetPeriod = Literal["total", "daily", "monthly"]
 
 
@@ -141,7 +141,11 @@ class ModelGroup(_Strict):
     deployments: list[str] = Field(min_length=1)
     policy: Policy = "cost"
     weights: dict[str, float] | None = None  # policy weighted
-    slo: Slo | None = None  # policy cost-under-slo
+    slo: Slo | None = None  # policy cost-under-slo (and prefix-affinity, when set)
+    # policy prefix-affinity: the prefix cache of each replica, in tokens (what the router's
+    # index of "what was sent where" remembers), and the load bound (x the mean in-flight + 1)
+    affinity_cache_tokens: int = Field(default=1_000_000, ge=256)
+    affinity_load_factor: float = Field(default=1.25, ge=1.0)
     max_in_flight: dict[str, int] | int | None = None  # per deployment (dict) or for all
 
     @model_validator(mode="after")
