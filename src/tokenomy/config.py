@@ -312,6 +312,15 @@ class Server(_Strict):
     max_upstream_response_bytes: int = Field(default=32 << 20, ge=1024)
 
 
+class MetricsAccess(_Strict):
+    """Who may read /metrics (per-tenant names, requests, cost) and /health's details (upstream
+    URLs): the admin key always; also a scrape-only bearer token read from the environment
+    variable `token_env` (e.g. TOKENOMY_METRICS_TOKEN); or anyone with `public: true`."""
+
+    public: bool = False
+    token_env: str | None = Field(default=None, min_length=1)
+
+
 class GatewayConfig(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     model_groups: dict[str, ModelGroup] = Field(default_factory=dict)
@@ -327,6 +336,7 @@ class GatewayConfig(_Strict):
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
     server: Server = Server()
+    metrics: MetricsAccess = MetricsAccess()
     # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to
     # a plans YAML (relative to this config file) or the same mapping inline (tokenomy.billing.plans).
     plans: str | dict | list | None = None
