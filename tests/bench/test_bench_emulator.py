@@ -263,3 +263,34 @@ async def test_sse_edge_cases_error_event_and_reasoning_tokens():
     assert "after 2 text chunks" in err.error_examples["broken_stream"]
     think = res.endpoints["think"]
     assert think.metrics.requests_ok == 2 and all(r.output_tokens == 3 and len(r.itl_s) == 2 for r in think.results)
+
+
+async def test_cli_table_shows_every_rate_and_fails_when_every_endpoint_failed():
+    async with emulators({"time_scale": 0.05}) as (url,):
+        env = {**__import__("os").environ, "COLUMNS": "220"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tokenomy", "bench", "-e", f"h100={url},price=h100x1@us-va",
+            "--synthetic", "in=64,out=8", "--rate", "2,8", "--requests", "4",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        rows = [line for line in out.decode().splitlines() if line.startswith("│")]
+        loads = [line.split("│")[2].strip() for line in rows]
+        assert loads == ["2/s", "8/s"] and rows[0].split("│")[1].strip() == "h100"  # both rates, not only the last
+        assert all("/8 " in line.split("│")[8] + " " for line in rows)  # achieved mean output: exactly 8 tokens
+        broken = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tokenomy", "bench", "-e", f"broken={url},header=x-emulator-fault:broken-stream",
+            "--synthetic", "in=64,out=8", "--requests", "3", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(broken.communicate(), 120)
+    assert broken.returncode == 1 and b"every request to every endpoint failed" in err
+    assert json.loads(out)["endpoints"]["broken"]["requests_ok"] == 0  # the JSON is still printed
+
+
+def test_length_warning_names_endpoints_that_stopped_early():
+    from tokenomy.cli.bench import length_warnings
+
+    out = {"workload": {"synthetic": "in=512,out=128"},
+           "endpoints": {"exact": {"mean_output_tokens": 128.0}, "early": {"mean_output_tokens": 96.0}}}
+    assert [w.split(":")[0] for w in length_warnings(out)] == ["early"]
+    assert length_warnings({"workload": {"trace": "conv"}, "endpoints": out["endpoints"]}) == []

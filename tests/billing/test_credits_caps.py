@@ -50,7 +50,7 @@ def test_credits_on_invoice_and_total():
     assert amounts(inv.lines, "credit") == [D(-10)]
     assert inv.total_usd == D("20.00")  # 20.005 rounds half-even to 20.00
     assert amounts(inv.lines, "rounding") == [D("-0.005")]
-    assert inv.credits == [{"id": "x", "drawn_usd": "10", "remaining_usd": "0"}]
+    assert inv.credits == [{"id": "x", "drawn_usd": "10", "remaining_usd": "0", "state": "used"}]
 
 
 BLOCK = Plan(name="p", subscription_usd=1, caps=[

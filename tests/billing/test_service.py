@@ -93,7 +93,7 @@ def test_credit_balance_carries_over_open_periods(ledger):
     ledger.add("acme", utc("2026-11-10T00:00:00"), input_tokens=1_500_000)  # $3 of the $5 credit
     ledger.add("acme", utc("2026-12-10T00:00:00"), input_tokens=1_500_000)  # $3: $2 credit left
     dec = billing(ledger).invoice("acme", DEC)
-    assert dec.credits == [{"id": "promo", "drawn_usd": "2", "remaining_usd": "0", "expired": True}]  # ends 2027-01-01
+    assert dec.credits == [{"id": "promo", "drawn_usd": "2", "remaining_usd": "0", "state": "used"}]  # exhausted: "used", not "expired"
     assert dec.total_usd == D("1.00")
 
 
@@ -101,3 +101,20 @@ def test_unknown_tenant_is_a_clear_error(ledger):
     ledger.add("acme", utc("2026-11-10T00:00:00"))
     with pytest.raises(TokenomyError, match="unknown tenant 'acmee'; did you mean acme"):
         billing(ledger).invoice("acmee", NOV)
+
+
+def test_a_tenant_paying_exactly_cost_has_no_negative_margin(ledger):
+    """List price == serving cost, in amounts below the invoice's line quantum (1e-6 USD): the
+    invoice rounds each line, so the margin is the rounding, not a loss (was reported as -46 %)."""
+    from tokenomy.billing.margins import margins
+
+    for i, c in enumerate(("0.0000013", "0.00000042", "0.0000031")):
+        ledger.add("acme", utc(f"2026-11-0{i + 1}T10:00:00"), input_tokens=10, cost=c, price=c)
+    ledger.add("loss", utc("2026-11-02T10:00:00"), input_tokens=10, cost="0.50", price="0.40")
+    b = Billing.open(ledger.data_dir, parse_plans({"plans": {}, "default_plan": "list"}), ledger_url=ledger.url,
+                     clock=lambda: utc("2026-12-10T00:00:00"))
+    out = margins(b, NOV)
+    rows = {r["key"]: r for r in out["rows"]}
+    assert out["negative_margin_tenants"] == ["loss"]  # a real loss is still one
+    assert rows["acme"]["margin_usd"] == "0" and rows["acme"]["margin_share"] == 0.0
+    assert rows["loss"]["margin_usd"] == "-0.1"

@@ -69,7 +69,7 @@ def test_cost_json_shape_and_numbers():
 def test_cost_compare_json_sorted_and_plot(tmp_path):
     png = tmp_path / "cmp.png"
     out = run_json("cost", "compare", "--model", "llama-3-8b", "--slo-tpot-ms", "40", "--sites", "us-va,de",
-                   "--plot", str(png))
+                   "--all-sites", "--plot", str(png))
     rows = out["rows"]
     assert len(rows) >= 10
     assert [r["usd_per_mtok_output"] for r in rows] == sorted(r["usd_per_mtok_output"] for r in rows)
@@ -77,6 +77,23 @@ def test_cost_compare_json_sorted_and_plot(tmp_path):
     assert all(r["tpot_ms"] <= 40 for r in rows)
     assert out["api"] and all(r["source"] == "api" for r in out["api"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_cost_compare_defaults_to_the_best_site_per_accelerator_with_api_offers_ranked_in():
+    out = run_json("cost", "compare", "--model", "llama-3-8b", "--slo-tpot-ms", "40")
+    accs = [(r["accelerator"], r["count"]) for r in out["rows"]]
+    assert len(accs) == len(set(accs)) >= 10  # one row per accelerator, not one per site (154 before)
+    every = run_json("cost", "compare", "--model", "llama-3-8b", "--slo-tpot-ms", "40", "--all-sites")["rows"]
+    for r in out["rows"]:  # the shown site is that accelerator's cheapest
+        same = [x["usd_per_mtok_output"] for x in every if (x["accelerator"], x["count"]) == (r["accelerator"], r["count"])]
+        assert r["usd_per_mtok_output"] == min(same)
+    res = runner.invoke(app, ["cost", "compare", "--model", "llama-3-8b", "--slo-tpot-ms", "40"], env={"COLUMNS": "200"})
+    ranks = [c for c in (line.split("│")[1].strip() for line in res.output.splitlines() if line.startswith("│")) if c]
+    cheapest_api = min(a["usd_per_mtok_output"] for a in out["api"])
+    # on the shipped price map an API offer is cheaper than the best deployment: it is ranked above it
+    assert cheapest_api < out["rows"][0]["usd_per_mtok_output"]
+    first = next(line for line in res.output.splitlines() if line.startswith("│  1 "))
+    assert "API" in first and ranks[:3] == ["1", "2", "3"]
 
 
 def test_cost_compare_table():

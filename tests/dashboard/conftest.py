@@ -45,6 +45,16 @@ def make_event(i: int, ts: float, tenant: str, key_id: str, deployment: str, *, 
                       ttft_ms=ttft_ms, latency_ms=latency_ms, status=status, extra=extra)
 
 
+def _route(strong: bool, rng: random.Random) -> dict:
+    """A routing decision as the gateway records it: candidates weak..strong with USD/Mtok
+    [input, cached input, output, reasoning] (what `route savings` re-prices with)."""
+    (_, w_in, w_out), (_, s_in, s_out) = DEPLOYMENTS["small@l4"], DEPLOYMENTS["large@h100"]
+    return {"alias": "auto", "policy": "quality", "strong": strong,
+            "predicted_quality": round(rng.uniform(0.6, 0.95), 3),
+            "candidates": [{"model": "small", "usd_per_mtok": [w_in, w_in, w_out, w_out]},
+                           {"model": "large", "usd_per_mtok": [s_in, s_in, s_out, s_out]}]}
+
+
 def synthetic_events(keys: dict[str, str], now: float, n: int = 1200, seed: int = 7) -> list[UsageEvent]:
     """Deterministic traffic over the last 24 h (plus a week's tail) for tenants acme/globex/initech."""
     rng = random.Random(seed)
@@ -60,7 +70,7 @@ def synthetic_events(keys: dict[str, str], now: float, n: int = 1200, seed: int 
             i, now - age, tenant, keys[tenant], dep, input_tokens=rng.randint(50, 2000), output_tokens=rng.randint(10, 600),
             latency_ms=slow * rng.uniform(200, 900), ttft_ms=slow * rng.uniform(30, 150),
             status="upstream_error" if rng.random() < 0.03 else "ok",
-            route={"strong": strong, "predicted_quality": round(rng.uniform(0.6, 0.95), 3)} if i % 10 < 7 else None))
+            route=_route(strong, rng) if i % 10 < 7 else None))
     return out
 
 

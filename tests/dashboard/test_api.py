@@ -12,6 +12,8 @@ import pytest
 
 from tokenomy.metering.periods import period_bounds
 
+from .conftest import DEPLOYMENTS
+
 pytestmark = pytest.mark.timeout(120)
 ENDPOINTS = ["overview", "routing", "deployments", "tenants"]
 
@@ -55,22 +57,33 @@ def test_overview_of_one_tenant_and_a_recent_window(server, seeded):
 
 
 def test_savings_against_the_two_baselines(server, seeded):
-    """Hand-computed from the seeded events with blended per-deployment rates (no gateway here)."""
+    """All-strong: routed requests re-priced at their strongest candidate, identical to `tokenomy
+    route savings` (one definition); single deployment: hand-computed with blended rates."""
+    from tokenomy.routing.savings import savings
+
     body = get(server, "overview", seeded.admin_key, range="all").json()
     sv = body["totals"]["savings"]
     ev = seeded.events
+    m = body["meta"]
+    cli = savings(seeded.data_dir, m["since"], m["until"], seeded.ledger_url)
+    routed = [e for e in ev if e.extra and "route" in e.extra]
+    s_in, s_out = DEPLOYMENTS["large@h100"][1:]
+    strong = sum((e.input_tokens * s_in + e.output_tokens * s_out) / 1e6 for e in routed)
+    actual_routed = sum(float(e.cost_usd) for e in routed)
+    assert sv["all_strong"]["routed_requests"] == cli["requests"] == len(routed)
+    assert sv["all_strong"]["baseline_usd"] == pytest.approx(float(cli["all_strong_usd"]), rel=1e-9)
+    assert sv["all_strong"]["baseline_usd"] == pytest.approx(strong, rel=1e-9)
+    assert sv["all_strong"]["saved_usd"] == pytest.approx(float(cli["saved_vs_all_strong_usd"]), rel=1e-9)
+    assert sv["all_strong"]["saved_usd"] == pytest.approx(strong - actual_routed, rel=1e-9)
+    assert "tokenomy route savings" in sv["all_strong"]["definition"]
+    per_bucket = sum(p["all_strong_usd"] for p in body["tables"]["series"])
+    assert per_bucket == pytest.approx(strong, rel=1e-9)  # the chart adds up to the card
     rate = {}
     for dep in {e.deployment for e in ev}:
         cost = sum(float(e.cost_usd) for e in ev if e.deployment == dep)
         tok = sum(e.input_tokens + e.output_tokens for e in ev if e.deployment == dep)
         rate[dep] = cost / tok
     n_large = {d: sum(1 for e in ev if e.deployment == d) for d in ("large@h100", "large@api")}
-    large_rate = (n_large["large@h100"] * rate["large@h100"] + n_large["large@api"] * rate["large@api"]) / sum(n_large.values())
-    tokens = sum(e.input_tokens + e.output_tokens for e in ev)
-    actual = sum(float(e.cost_usd) for e in ev)
-    assert sv["all_strong"]["strong_model"] == "large"
-    assert sv["all_strong"]["baseline_usd"] == pytest.approx(tokens * large_rate, rel=1e-9)
-    assert sv["all_strong"]["saved_usd"] == pytest.approx(tokens * large_rate - actual, rel=1e-9)
     # single deployment: each model pinned to its most used deployment
     assert sv["single_deployment"]["pinned"] == {"small": "small@l4", "large": max(n_large, key=n_large.get)}
     pinned = sv["single_deployment"]["pinned"]
@@ -142,7 +155,7 @@ def test_auth_is_required_and_tenant_keys_are_scoped(server, seeded):
     # no tenant given: the key's own tenant only
     body = get(server, "overview", key, range="all").json()
     assert body["meta"]["tenant"] == "acme"
-    assert body["totals"]["cost_usd"] == seeded.metering.usage("acme")["cost_usd"]
+    assert body["totals"]["price_usd"] == seeded.metering.usage("acme")["price_usd"]  # what it is billed
     body = get(server, "tenants", key, range="all").json()
     assert [r["tenant"] for r in body["tables"]["tenants"]] == ["acme"]
     assert {k["tenant"] for k in body["tables"]["keys"]} == {"acme"}
@@ -150,6 +163,33 @@ def test_auth_is_required_and_tenant_keys_are_scoped(server, seeded):
     assert get(server, "plans", key).status_code == 403
     who = get(server, "whoami", key).json()
     assert who == who | {"is_admin": False, "tenant": "acme", "tenants": ["acme"]}
+    assert "plans" not in who["pages"] and "plans" in get(server, "whoami", seeded.admin_key).json()["pages"]
+
+
+def test_a_tenant_never_sees_the_operators_cost(server, seeded):
+    """Usage, price and limits only: no serving cost, margin, savings or serving $/Mtok at any depth,
+    in JSON or in any CSV table; the admin still sees them."""
+    from tokenomy.dashboard.queries import OPERATOR_ONLY
+
+    key = seeded.secrets["acme"]
+
+    def keys_of(x):
+        if isinstance(x, dict):
+            return set(x) | set().union(*(keys_of(v) for v in x.values()))
+        if isinstance(x, list):
+            return set().union(*(keys_of(v) for v in x)) if x else set()
+        return set()
+
+    for ep in ENDPOINTS:
+        body = get(server, ep, key, range="all").json()
+        assert not keys_of(body) & OPERATOR_ONLY, ep
+        for table in body["tables"]:
+            header = get(server, ep, key, range="all", format="csv", table=table).text.splitlines()[0].split(",")
+            assert not set(header) & OPERATOR_ONLY, (ep, table)
+    tenants = get(server, "tenants", key, range="all").json()["tables"]["tenants"][0]
+    assert {"requests", "tokens", "budget_usd", "period_spend_usd"} <= set(tenants)
+    admin = get(server, "tenants", seeded.admin_key, range="all").json()
+    assert {"cost_usd", "margin_usd"} <= set(admin["tables"]["tenants"][0])
 
 
 def test_csv_export_of_each_table(server, seeded):

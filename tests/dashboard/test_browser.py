@@ -119,8 +119,12 @@ def test_admin_sees_every_page_with_charts(server, seeded, browser, plans_saved)
             near = page.inner_text("main")
             assert "globex" in near and "tenant budget" in near
         elif name == "unit-cost":
-            assert _points(page, "$/Mtok output (20 cheapest, and API offers)") > 0 or \
-                _points(page, "$/Mtok output (20 cheapest)") > 0
+            title = "$/Mtok output, cheapest site per accelerator, API offers ranked in (grey)"
+            assert _points(page, title) > 0
+            # each accelerator once (its cheapest site), not once per site
+            sites = [c.inner_text() for c in page.locator("table tbody tr td:nth-child(3)").all()]
+            accs = [c.inner_text() for c in page.locator("table tbody tr td:nth-child(1)").all()]
+            assert len(accs) == len(set(accs)) > 5 and all("cheapest of" in x for x in sites)
             page.select_option("#uc-model", "llama-3-70b")
             page.fill("#uc-slo", "50")
             with page.expect_response(lambda r: "api/unit-cost" in r.url and "llama-3-70b" in r.url):
@@ -138,10 +142,75 @@ def test_admin_sees_every_page_with_charts(server, seeded, browser, plans_saved)
             _loaded(page)
             page.wait_for_selector('[data-chart="Assignments (count)"]')
             assert _points(page, "Assignments (count)") == 2
+        assert _clipped_texts(page) == [], name
         page.screenshot(path=str(ARTIFACTS / f"admin-{name}.png"), full_page=True)
 
     assert errors == [], errors
     assert external == [], f"requests left the server (CDN?): {external}"
+    ctx.close()
+
+
+def _clipped_texts(page) -> list[str]:
+    """Texts of every SVG chart whose bounding box is not inside its own SVG."""
+    return page.evaluate("""() => {
+      const out = [];
+      for (const svg of document.querySelectorAll(".chart svg")) {
+        const vb = svg.viewBox.baseVal;
+        for (const t of svg.querySelectorAll("text")) {
+          const b = t.getBBox();
+          if (b.x < vb.x - 0.5 || b.y < vb.y - 0.5 || b.x + b.width > vb.x + vb.width + 0.5 || b.y + b.height > vb.y + vb.height + 0.5)
+            out.push(t.textContent);
+        }
+      }
+      return out;
+    }""")
+
+
+def test_long_labels_and_values_stay_inside_their_charts(server, seeded, browser):
+    """A deployment name longer than the label column is shortened with an ellipsis (full name in
+    its tooltip), never cut off at the chart's edge; the values at the bar ends stay inside too."""
+    long_dep = "meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo@together-ai-us-east-dedicated-endpoint"
+    from .conftest import DEPLOYMENTS
+
+    DEPLOYMENTS[long_dep] = ("large", 0.9, 0.9)
+    try:
+        import time
+
+        e = make_event(990_001, time.time(), "acme", seeded.key_ids["acme"], long_dep, input_tokens=5_000_000,
+                       output_tokens=9_000_000, latency_ms=123456.0)
+        server.call(seeded.metering.commit(e))
+        ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+        page = ctx.new_page()
+        _login(page, server.url, seeded.admin_key)
+        for name in ("deployments", "routing", "tenants"):
+            page.goto(f"{server.url}/dashboard/{name}?range=7d")
+            _loaded(page)
+            assert _clipped_texts(page) == [], name
+        page.goto(f"{server.url}/dashboard/deployments?range=7d")
+        _loaded(page)
+        label = page.locator(f'[data-chart="$/Mtok by deployment"] text[data-label="{long_dep}"]')
+        assert label.count() == 1 and label.evaluate("t => t.firstChild.nodeValue").endswith("…")
+        assert label.locator("title").text_content() == long_dep
+        page.screenshot(path=str(ARTIFACTS / "admin-deployments-long-names.png"), full_page=True)
+        ctx.close()
+    finally:
+        del DEPLOYMENTS[long_dep]
+
+
+def test_one_colour_per_deployment_on_every_chart(server, seeded, browser):
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = ctx.new_page()
+    _login(page, server.url, seeded.admin_key)
+    colours: dict[str, set[str]] = {}
+    for name, chart in (("deployments", "$/Mtok by deployment"), ("routing", "Requests by model and deployment")):
+        page.goto(f"{server.url}/dashboard/{name}?range=7d")
+        _loaded(page)
+        for rect in page.locator(f'[data-chart="{chart}"] svg rect[data-value]').all():
+            label = rect.locator("title").text_content().split(": ")[0].split(" · ")[-1]
+            colours.setdefault(label, set()).add(rect.get_attribute("fill"))
+    assert set(colours) >= {"small@l4", "small@h100", "large@h100", "large@api"}
+    assert all(len(c) == 1 for c in colours.values()), colours  # the same colour wherever it appears
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # and distinct names differ
     ctx.close()
 
 
@@ -183,7 +252,18 @@ def test_tenant_key_sees_only_its_tenant(server, seeded, browser):
     text = page.inner_text("main")
     assert "acme" in text and "globex" not in text and "initech" not in text
     assert page.is_disabled("#tenant")
+    # its own usage, price and limits; never the operator's cost or margin; no tab it cannot open
+    assert page.locator('nav a[data-nav="plans"]').count() == 0
+    assert page.locator('nav a[data-nav="overview"]').count() == 1
+    for word in ("Serving cost", "Margin", "margin", "Revenue"):
+        assert word not in text, word
+    assert "Spent this budget period" in text
     page.screenshot(path=str(ARTIFACTS / "tenant-acme-tenants.png"), full_page=True)
+    page.goto(f"{server.url}/dashboard/overview?range=7d")
+    _loaded(page)
+    overview = page.inner_text("main")
+    assert "Billed" in overview and "Spend (serving cost)" not in overview and "Saved" not in overview
+    page.screenshot(path=str(ARTIFACTS / "tenant-acme-overview.png"), full_page=True)
 
     # another tenant's page: the API says 403 and the page shows it, with no data
     page.goto(f"{server.url}/dashboard/overview?range=7d&tenant=globex")
@@ -238,6 +318,54 @@ def test_auto_refresh_shows_new_events(seeded, browser):
         # no reload: the page refreshes itself (every second here)
         sync_api.expect(requests_kpi).to_have_text(f"{before + 3:,}", timeout=60_000)
         assert page.get_attribute("body", "data-loaded") != loads
+    finally:
+        ctx.close()
+        server.stop()
+
+
+def test_plans_page_shows_pricing_plans_as_cards_and_tenants_against_their_caps(seeded, browser):
+    """The gateway's real plan gate (examples/plans.yaml) behind the dashboard: a card per plan
+    with its price, tiers and caps, and each tenant's position against its caps."""
+    import time
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    import yaml
+
+    from tokenomy.billing.plans import parse_plans
+    from tokenomy.gateway.app import GATEWAY_KEY
+    from tokenomy.gateway.plans import PlanGate
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "plans.yaml").read_text())
+    # the seeded tenant acme on the free plan (50 requests / 5 h), 30 of them used
+    doc["tenants"]["acme"] = {"subscriptions": [{"plan": "free", "start": "2026-01-01"}]}
+    gate = PlanGate(parse_plans(doc))
+    for _ in range(30):
+        gate.enforcer.record("acme", time.time(), tokens=100)
+    app = web.Application()
+    app[GATEWAY_KEY] = SimpleNamespace(plans=gate, deployments={}, groups={})
+    server = ServerThread(seeded.metering, app=app).start()
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        _login(page, server.url, seeded.admin_key)
+        page.goto(f"{server.url}/dashboard/plans")
+        _loaded(page)
+        assert page.get_attribute("body", "data-loaded") != "error", page.inner_text("#status")
+        names = [c.get_attribute("data-plan") for c in page.locator(".plan-card").all()]
+        assert set(names) >= {"pro-flat", "payg", "enterprise", "cost-plus", "free"}
+        free = page.inner_text('.plan-card[data-plan="free"]')
+        assert "50 requests per 5h → block" in free and "200,000 tokens per 1w" in free
+        enterprise = page.inner_text('.plan-card[data-plan="enterprise"]')
+        assert "Minimum" in enterprise and "$500.00" in enterprise
+        row = page.locator("table tbody tr", has_text="acme").first.inner_text()
+        assert "free" in row and "30 of 50" in row
+        assert "{" not in page.inner_text("main")  # no raw JSON anywhere
+        page.screenshot(path=str(ARTIFACTS / "admin-plans-pricing.png"), full_page=True)
+        r = page.request.get(f"{server.url}/dashboard/api/pricing-plans",
+                             headers={"Authorization": f"Bearer {seeded.secrets['acme']}"})
+        assert r.status == 403
     finally:
         ctx.close()
         server.stop()

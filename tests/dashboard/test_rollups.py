@@ -159,7 +159,6 @@ def test_baselines_by_hand():
     # single deployment: small all on s2
     assert base.single_deployment_usd(usage[0]) == pytest.approx(1000 * 2e-7 + 100 * 4e-7)
     # the gateway group's first deployment wins over "most used"; configuration over both
-    assert B.make_baselines(usage, known_rates=known, group_first={"small": "s1"}).pinned["small"] == "s1"
     assert B.make_baselines(usage, known_rates=known, pinned={"small": "s2"}, group_first={"small": "s1"}).pinned["small"] == "s2"
     assert B.make_baselines(usage, known_rates=known, strong_model="small").strong_model == "small"
     # cached input and reasoning are priced at their own rates

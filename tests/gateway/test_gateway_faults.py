@@ -91,11 +91,12 @@ async def test_stream_does_not_fail_over_after_first_byte(data_dir):
                     assert r.status == 200 and r.headers["x-tokenomy-deployment"] == "bad"
                     raw = await r.read()
             assert good.calls == 0  # bytes had reached the client: no silent switch
-            events = [e for e in raw.split(b"\n\n") if e]
-            assert b"[DONE]" not in raw
-            err = orjson.loads(events[-1][6:])
+            events = [e for e in raw.split(b"\n\n") if e and not e.startswith(b":")]
+            # a well-formed SSE ending: the error event, then the terminator (never a 2nd HTTP response)
+            assert events[-1] == b"data: [DONE]" and b"HTTP/1.1" not in raw
+            err = orjson.loads(events[-2][6:])
             assert "upstream stream broken" in err["error"]["message"]
-            content = [orjson.loads(e[6:]) for e in events[:-1]]
+            content = [orjson.loads(e[6:]) for e in events[:-2]]
             assert len(content) == 3
             ev = g.metering.events()[0]
             # metered: the 3 tokens that were delivered, estimated (no usage arrived)
@@ -137,4 +138,5 @@ async def test_all_upstreams_rate_limited_is_429_with_retry_after(data_dir):
                                            g.key())
                 assert st == 429 and body["error"]["code"] == "upstream_rate_limited"
                 assert h["Retry-After"] == "1" and "rate limited upstream" in body["error"]["message"]
-            assert (a.calls, b.calls) == (2, 2)
+            # per request: a, the fallback b, then a again after its backoff (max_attempts 3)
+            assert (a.calls, b.calls) == (4, 2)

@@ -198,3 +198,15 @@ async def test_stream_client_asked_usage_but_upstream_sent_none(data_dir):
         assert usage_chunk["x_tokenomy"]["estimated"] is True
         ev = g.metering.events("t1")[0]
         assert ev.estimated and ev.output_tokens == 6
+
+
+async def test_max_tokens_is_validated_even_beside_max_completion_tokens(tmp_path):
+    """Found by schemathesis: max_tokens 0 next to a valid max_completion_tokens was accepted."""
+    from gw_helpers import Stub, gateway, list_dep, stubs
+
+    async with stubs(Stub()) as (s,):
+        async with gateway({"deployments": [list_dep("d1", s.base_url, 1.0, 2.0)]}, tmp_path) as g:
+            status, _, body = await g.post("/v1/chat/completions", {
+                "model": "d1", "max_tokens": 0, "max_completion_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}]}, g.key())
+    assert status == 400 and body["error"]["param"] == "max_tokens"

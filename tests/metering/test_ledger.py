@@ -167,7 +167,7 @@ def test_tenant_and_key_validation(meter):
     assert (k["key_id"], k["rpm"], k["tpm"], k["name"], k["active"]) == (kid, 5, 100, "ci", True)
     with pytest.raises(UnknownNameError) as info:
         meter.revoke_key("nope")
-    assert (info.value.status, info.value.code, str(info.value)) == (404, "not_found", f"unknown key id 'nope'; known: {kid}")
+    assert (info.value.status, info.value.code, str(info.value)) == (404, "not_found", f"unknown key id 'nope'; known (1): {kid}")
 
 
 def test_errors_carry_http_status_and_code(meter):

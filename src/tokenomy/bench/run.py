@@ -59,10 +59,15 @@ class EndpointRun:
     rate_per_s: float | None
     concurrency: int | None
     metrics: Metrics
+    pricing: Pricing | None = None  # priced at this run's own throughput
 
     def to_dict(self) -> dict:
         rate = None if self.rate_per_s is None else ("inf" if math.isinf(self.rate_per_s) else self.rate_per_s)
-        return {"rate_per_s": rate, "concurrency": self.concurrency, **self.metrics.to_dict()}
+        p = self.pricing
+        return {"rate_per_s": rate, "concurrency": self.concurrency, **self.metrics.to_dict(),
+                "usd_per_mtok_input": p.usd_per_mtok_input if p else None,
+                "usd_per_mtok_output": p.usd_per_mtok_output if p else None,
+                "usd_per_1k_requests": p.usd_per_1k_requests if p else None}
 
 
 @dataclass
@@ -192,8 +197,8 @@ async def bench_endpoint(spec: EndpointSpec, cfg: BenchConfig, progress: Progres
         progress.start(label, plan_total(plan))
         load = await run_load(target, plan, on_result=lambda r, label=label: progress.advance(label, r))
         progress.finish(label)
-        out.runs.append(EndpointRun(plan.rate_per_s, plan.concurrency,
-                                    compute_metrics(load.results, load.duration_s, cfg.slo)))
+        metrics = compute_metrics(load.results, load.duration_s, cfg.slo)
+        out.runs.append(EndpointRun(plan.rate_per_s, plan.concurrency, metrics, resolve_pricing(spec.price, metrics)))
         out.results.extend(load.results)
     out.pricing = resolve_pricing(spec.price, out.metrics)
     return out

@@ -72,6 +72,17 @@ class Invoice:
                    caps_hit=d.get("caps_hit", {}), late_events=d.get("late_events", 0))
 
 
+def _credit_row(g: CreditGrant, drawn: Decimal, remaining: Decimal, period: Period) -> dict:
+    """A grant's position after this invoice; `state` only where it is spent: 'used' (nothing
+    left) or 'expired' (something left that can no longer be drawn)."""
+    row = {"id": g.id, "drawn_usd": usd_str(drawn), "remaining_usd": usd_str(remaining)}
+    if remaining <= 0:
+        row["state"] = "used"
+    elif g.expires_at is not None and not usable(g, period.next()):
+        row["state"] = "expired"
+    return row
+
+
 def assemble(tenant: str, period: Period, rated: Rated, adjustments: Sequence[LineItem],
              grants: Sequence[CreditGrant], balances: dict[str, Decimal], *, late_events: int = 0) -> Invoice:
     """Charges + adjustments, then credits (in draw order), then the rounding line; the lines
@@ -86,9 +97,7 @@ def assemble(tenant: str, period: Period, rated: Rated, adjustments: Sequence[Li
     if total != exact:
         lines.append(LineItem("rounding", "rounding to cents (ROUND_HALF_EVEN)", total - exact))
     taken = dict(drawn)
-    credits = [{"id": g.id, "drawn_usd": usd_str(taken.get(g.id, ZERO)),
-                "remaining_usd": usd_str(balances.get(g.id, g.amount_usd) - taken.get(g.id, ZERO)),
-                **({"expired": True} if not usable(g, period.next()) and g.expires_at is not None else {})}
+    credits = [_credit_row(g, taken.get(g.id, ZERO), balances.get(g.id, g.amount_usd) - taken.get(g.id, ZERO), period)
                for g in grants if g.id in taken or (g.granted_at < period.end)]
     return Invoice(tenant, period.label, lines, total, [s.to_dict() for s in rated.segments],
                    rated.usage.to_dict(), credits, caps_hit=rated.caps_hit, late_events=late_events)

@@ -57,6 +57,7 @@ class _SqlSource:
     """The queries, written once with `?` placeholders; subclasses run them (`_q`)."""
 
     _ORDER = "ORDER BY ts, id"
+    _COLLATE = ""
     _TENANTS = "SELECT DISTINCT tenant FROM events"
     _SPAN = "SELECT MIN(ts), MAX(ts) FROM events"
 
@@ -117,6 +118,22 @@ class _SqlSource:
             counter.add(e.ts, requests=1, tokens=e.tokens)
         return counter
 
+    _EXPORT_COLS = ("id, ts, recorded_at, tenant, key_id, model, deployment, input_tokens, cached_input_tokens, "
+                    "output_tokens, reasoning_tokens, cost_pusd, price_pusd, energy_joules, status")
+
+    def recorded_after(self, recorded_at: float, event_id: str, limit: int, *, since_ts: float | None = None) -> list[dict]:
+        """Billable events in ledger order after (recorded_at, event_id), oldest first, at most
+        `limit` (keyset pagination for exports; `since_ts`: only events with ts >= it)."""
+        order = self._ORDER.replace("ts, id", "recorded_at, id")
+        sql = (f"SELECT {self._EXPORT_COLS} FROM events WHERE {_STATUS} AND "
+               f"(recorded_at > ? OR (recorded_at = ? AND id > ?{self._COLLATE}))")
+        params: list = [recorded_at, recorded_at, event_id]
+        if since_ts is not None:
+            sql += " AND ts >= ?"
+            params.append(since_ts)
+        names = [c.strip() for c in self._EXPORT_COLS.split(",")]
+        return [dict(zip(names, r, strict=True)) for r in self._q(f"{sql} {order} LIMIT {int(limit)}", params)]
+
     def months(self) -> list[Period]:
         rows = self._q(self._SPAN)
         if not rows or rows[0][0] is None:
@@ -167,6 +184,7 @@ class PostgresLedgerSource(_SqlSource):
     is indexed, instead of a scan of every partition."""
 
     _ORDER = 'ORDER BY ts, id COLLATE "C"'  # SQLite compares text bytewise
+    _COLLATE = ' COLLATE "C"'
     _TENANTS = "SELECT DISTINCT tenant FROM usage_hourly"
     _SPAN = "SELECT MIN(hour), MAX(hour) FROM usage_hourly"  # months start on whole hours: same months
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tokenomy.billing.events import BillableEvent
-from tokenomy.billing.money import ZERO, line_amount, usd_str
+from tokenomy.billing.money import LINE_QUANTUM, ZERO, line_amount, usd_str
 from tokenomy.billing.periods import Period
 from tokenomy.billing.rating import CHARGE_KINDS
 from tokenomy.billing.service import Billing
@@ -19,14 +19,23 @@ BY = ("tenant", "plan", "model")
 
 
 class _Acc:
-    __slots__ = ("revenue", "cost", "energy", "requests", "tokens", "tenants")
+    __slots__ = ("revenue", "cost", "energy", "requests", "tokens", "tenants", "lines")
 
     def __init__(self):
         self.revenue, self.cost, self.energy, self.requests, self.tokens = ZERO, ZERO, 0.0, 0, 0
         self.tenants: set[str] = set()
+        self.lines = 0  # invoice charge lines in the revenue: each was rounded to the line quantum
+
+    @property
+    def margin(self) -> Decimal:
+        """Revenue - cost, where a difference no larger than the invoice's own rounding of its
+        lines (half a LINE_QUANTUM each) is 0: a tenant paying exactly cost has margin 0, not a
+        loss or a gain that is only rounding."""
+        margin = self.revenue - self.cost
+        return ZERO if abs(margin) <= self.lines * LINE_QUANTUM / 2 else margin
 
     def row(self, key: str) -> dict:
-        margin = self.revenue - self.cost
+        margin = self.margin
         return {"key": key, "tenants": len(self.tenants), "requests": self.requests, "tokens": self.tokens,
                 "revenue_usd": usd_str(line_amount(self.revenue)), "cost_usd": usd_str(line_amount(self.cost)),
                 "margin_usd": usd_str(line_amount(margin)),
@@ -45,7 +54,18 @@ def _split_by_model(revenue: Decimal, events: list[BillableEvent]) -> dict[str, 
     return {m: revenue * w / total for m, w in weights.items()}
 
 
-def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
+def margins(billing: Billing, period: Period, by: str = "tenant",
+            allocation: tuple[dict[str, int], dict[str, int]] | None = None) -> dict:
+    """`allocation`: (request id -> allocated pico-USD, deployment -> idle pico-USD) from
+    tokenomy.allocation over the period: a self-hosted request's serving cost is then its share of
+    the deployment's real bill (not the catalog $/Mtok it was provisionally priced at), and the
+    deployments' idle cost is its own line (`idle_usd`, and `margin_after_idle_usd` in the total)."""
+    alloc, idle = allocation or ({}, {})
+
+    def cost_of(e) -> Decimal:
+        a = alloc.get(e.id)
+        return e.cost_usd if a is None else Decimal(a).scaleb(-12)
+
     if by not in BY:
         from tokenomy.errors import TokenomyError
 
@@ -60,8 +80,9 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
         revenue = sum((li.amount_usd for li in charges), ZERO)
         t_acc = per_tenant.setdefault(tenant, _Acc())
         t_acc.revenue += revenue
+        t_acc.lines += len(charges)
         for e in events:
-            t_acc.cost += e.cost_usd
+            t_acc.cost += cost_of(e)
             t_acc.energy += e.energy_joules
             t_acc.requests += 1
             t_acc.tokens += e.tokens
@@ -71,25 +92,29 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
             continue
         if by == "plan":
             rev_parts: dict[str, Decimal] = {}
+            lines_of: dict[str, int] = {}
             for li in charges:
                 rev_parts[li.plan or "(none)"] = rev_parts.get(li.plan or "(none)", ZERO) + li.amount_usd
+                lines_of[li.plan or "(none)"] = lines_of.get(li.plan or "(none)", 0) + 1
             key_of = lambda e: billing.book.plan_at(tenant, e.ts)  # noqa: E731
         else:
             rev_parts = _split_by_model(revenue, events)
+            lines_of = dict.fromkeys(rev_parts, len(charges))  # a share of every line: each one's rounding
             key_of = lambda e: e.model  # noqa: E731
         for key, amount in rev_parts.items():
             acc = groups.setdefault(key, _Acc())
             acc.revenue += amount
+            acc.lines += lines_of[key]
             acc.tenants.add(tenant)
         for e in events:
             acc = groups.setdefault(key_of(e), _Acc())
-            acc.cost += e.cost_usd
+            acc.cost += cost_of(e)
             acc.energy += e.energy_joules
             acc.requests += 1
             acc.tokens += e.tokens
             acc.tenants.add(tenant)
     active = {t: a for t, a in per_tenant.items() if a.revenue != 0 or a.cost != 0}
-    negative = sorted(t for t, a in active.items() if a.revenue - a.cost < 0)
+    negative = sorted(t for t, a in active.items() if a.margin < 0)
     total = _Acc()
     for t, a in per_tenant.items():
         total.revenue += a.revenue
@@ -97,9 +122,17 @@ def margins(billing: Billing, period: Period, by: str = "tenant") -> dict:
         total.energy += a.energy
         total.requests += a.requests
         total.tokens += a.tokens
+        total.lines += a.lines
         total.tenants |= a.tenants
     rows = [groups[k].row(k) for k in sorted(groups)]
-    return {"period": period.label, "by": by, "rows": rows, "total": total.row("total"),
+    idle_usd = Decimal(sum(idle.values())).scaleb(-12)
+    total_row = total.row("total")
+    total_row["idle_usd"] = usd_str(line_amount(idle_usd))
+    total_row["margin_after_idle_usd"] = usd_str(line_amount(total.margin - idle_usd))
+    return {"period": period.label, "by": by, "rows": rows, "total": total_row,
+            "idle_by_deployment_usd": {d: usd_str(line_amount(Decimal(v).scaleb(-12))) for d, v in sorted(idle.items())},
             "tenants": len(active), "negative_margin_tenants": negative,
             "negative_margin_share": round(len(negative) / len(active), 6) if active else 0.0,
-            "revenue_basis": "invoice charges before credits; cost = ledger cost_usd"}
+            "revenue_basis": "invoice charges before credits; cost = each self-hosted request's share of its "
+                             "deployment's real bill (tokenomy costs) where recorded, else the ledger cost_usd; "
+                             "idle cost of self-hosted deployments on its own line"}

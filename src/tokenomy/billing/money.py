@@ -44,3 +44,16 @@ def usd_str(value: Decimal) -> str:
     if value == 0:
         return "0"
     return format(value, "f")
+
+
+def money_text(value: Decimal | str | int) -> str:
+    """An amount for people: at least cents, more digits only where they carry value, thousands
+    separated, minus sign kept ('10.00', '-5.00', '1,234.50', '0.000123'; never '-0.00')."""
+    v = dec(value)
+    if v == v.quantize(CENT):
+        v = v.quantize(CENT)
+    else:
+        v = v.normalize()
+    if v == 0:
+        v = abs(v).quantize(CENT)
+    return f"{v:,f}"

@@ -445,19 +445,34 @@ def parse_route_mix(items: list[str] | None) -> dict[str, float]:
 
 
 def plot(result: dict, pops: dict[str, np.ndarray], path: str) -> None:
+    """Small multiples: one histogram per plan on its own x range (a $500 plan no longer flattens
+    a free tier's), the zero line, and the share of users below it."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, margin in pops.items():
-        lo, hi = np.percentile(margin, [1, 99])
-        ax.hist(np.clip(margin, lo, hi), bins=60, histtype="step", label=name)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel("margin per user per month (USD, clipped to p1-p99)")
-    ax.set_ylabel("users")
-    ax.legend(fontsize=8)
+    names = list(pops)
+    cols = min(3, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows + 0.6), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        margin = np.asarray(pops[name], dtype=float)
+        lo, hi = np.percentile(margin, [1, 99]) if margin.size else (0.0, 0.0)
+        if hi - lo < 1e-9:  # a plan whose every user has the same margin (e.g. cost-plus at 0 usage)
+            lo, hi = lo - 1, hi + 1
+        below = float(np.mean(margin < 0)) if margin.size else 0.0
+        ax.hist(np.clip(margin, lo, hi), bins=40, color="tab:blue", alpha=0.8)
+        ax.axvline(0, color="tab:red", lw=1)
+        ax.set_title(f"{name}: {below:.0%} of users below 0", fontsize=10)
+        ax.set_xlabel("margin per user per month (USD)", fontsize=8)
+        ax.set_ylabel("users", fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle("Margin per user by plan (each on its own scale, clipped to p1-p99)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

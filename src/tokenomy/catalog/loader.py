@@ -65,7 +65,8 @@ class Catalog:
         """The catalog id for `name` (an id or alias) in `section`, else UnknownNameError."""
         entry_id = self.aliases[section].get(normalize_name(str(name)))
         if entry_id is None:
-            raise UnknownNameError(SECTIONS[section][1], str(name), getattr(self, section).keys())
+            raise UnknownNameError(SECTIONS[section][1], str(name), getattr(self, section).keys(),
+                                   list_command=f"tokenomy catalog list {section}")
         return entry_id
 
     def names(self, section: str) -> list[str]:

@@ -169,7 +169,7 @@ class PriceMap(Mapping[str, ApiModelPrice]):
         if key is None:
             if default is not ...:
                 return default
-            raise UnknownNameError("API model", name, self._raw.keys())
+            raise UnknownNameError("API model", name, self._raw.keys(), list_command="tokenomy catalog list prices")
         return self[key]
 
     def resolve(self, name: str) -> str | None:

@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 # One module per area; each exposes register(app). Order is the order in --help.
-_AREAS = ("gateway", "keys", "emulate", "perf", "cost", "route", "fleet", "bench", "billing")
+_AREAS = ("gateway", "keys", "emulate", "perf", "cost", "costs", "catalog", "route", "fleet", "bench", "billing", "export")
 
 
 def _register_all() -> None:
@@ -33,6 +33,23 @@ def _register_all() -> None:
 
 
 _register_all()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"tokenomy {version('tokenomy')}")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            typer.echo("tokenomy (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(_version_flag: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
+    """Unit economics of LLM inference: gateway, metering, unit cost, planning."""
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":

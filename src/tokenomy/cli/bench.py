@@ -158,6 +158,9 @@ def _run(endpoint, workload, synthetic, rate, concurrency, duration, requests,  
         _print_table(out)
         if report_path:
             typer.echo(f"report: {report_path}")
+    if all(e["requests_ok"] == 0 for e in out["endpoints"].values()):
+        typer.echo("error: every request to every endpoint failed (see the errors column / error_examples)", err=True)
+        raise typer.Exit(1)
 
 
 def _check_writable(path: Path) -> None:
@@ -215,33 +218,74 @@ def _f(v: object, digits: int = 1) -> str:
     return str(v)
 
 
+def _load_text(run: dict) -> str:
+    if run.get("concurrency") is not None:
+        return f"c={run['concurrency']}"
+    rate = run.get("rate_per_s")
+    return "trace" if rate is None else ("max" if rate == "inf" else f"{rate:g}/s")
+
+
 def _print_table(out: dict) -> None:
-    from rich.console import Console
+    """One row per endpoint and load level (a --rate sweep shows every rate, not only the last)."""
     from rich.table import Table
+
+    from tokenomy.cli.fmt import usd
 
     eps = out["endpoints"]
     judged = any(e.get("quality") for e in eps.values())
     checked = any(e.get("compliance") for e in eps.values())
     t = Table(title="tokenomy bench")
-    cols = ["endpoint", "ok", "errors", "TTFT p50/p99 ms", "TPOT p50/p99 ms", "E2E p50 ms", "out tok/s",
-            "goodput req/s", "$/Mtok in", "$/Mtok out", "$/1k req"]
+    cols = ["endpoint", "load", "ok", "errors", "TTFT p50/p99 ms", "TPOT p50/p99 ms", "E2E p50 ms", "in/out tok",
+            "out tok/s", "goodput req/s", "$/Mtok in", "$/Mtok out", "$/1k req"]
     cols += ["quality"] * judged + ["terms"] * checked
     for col in cols:
-        t.add_column(col, justify="left" if col in ("endpoint", "errors") else "right")
+        text = col in ("endpoint", "errors", "load")
+        t.add_column(col, justify="left" if text else "right", overflow="fold" if text else "ellipsis")
     for name, e in eps.items():
-        errs = ", ".join(f"{k} {v}" for k, v in e["errors"].items() if v) or "0"
         comp = e.get("compliance")
-        row = [name, f"{e['requests_ok']}/{e['requests']}", errs,
-               f"{_f(e['ttft_ms']['p50'])}/{_f(e['ttft_ms']['p99'])}",
-               f"{_f(e['tpot_ms']['p50'], 2)}/{_f(e['tpot_ms']['p99'], 2)}", _f(e["e2e_ms"]["p50"]),
-               _f(e["output_tokens_per_s"]), _f(e["goodput_rps"], 2), _f(e["usd_per_mtok_input"], 4),
-               _f(e["usd_per_mtok_output"], 4), _f(e["usd_per_1k_requests"], 4)]
-        if judged:
-            row.append(_f((e.get("quality") or {}).get("mean_score")))
-        if checked:
-            row.append("–" if comp is None else ("met" if comp["compliant"] else "BREACHED"))
-        t.add_row(*row)
-    _console().print(t)
+        runs = e.get("sweep") or [e]
+        for i, r in enumerate(runs):
+            errs = ", ".join(f"{k} {v}" for k, v in r["errors"].items() if v) or "0"
+            row = [name if i == 0 else "", _load_text(r if e.get("sweep") else _only_load(out)),
+                   f"{r['requests_ok']}/{r['requests']}", errs,
+                   f"{_f(r['ttft_ms']['p50'])}/{_f(r['ttft_ms']['p99'])}",
+                   f"{_f(r['tpot_ms']['p50'], 2)}/{_f(r['tpot_ms']['p99'], 2)}", _f(r["e2e_ms"]["p50"]),
+                   f"{_f(r['mean_input_tokens'], 0)}/{_f(r['mean_output_tokens'], 0)}",
+                   _f(r["output_tokens_per_s"]), _f(r["goodput_rps"], 2), usd(r["usd_per_mtok_input"]),
+                   usd(r["usd_per_mtok_output"]), usd(r["usd_per_1k_requests"])]
+            if judged:
+                row.append(_f((e.get("quality") or {}).get("mean_score")) if i == len(runs) - 1 else "")
+            if checked:
+                row.append(("–" if comp is None else ("met" if comp["compliant"] else "BREACHED"))
+                           if i == len(runs) - 1 else "")
+            t.add_row(*row)
+    console = _console()
+    console.print(t)
+    for line in length_warnings(out):
+        console.print(f"[yellow]{line}[/]")
+
+
+def _only_load(out: dict) -> dict:
+    """The load of a single-run endpoint, in the shape of a sweep row."""
+    load = out.get("load") or {}
+    rates = load.get("rates_per_s") or [None]
+    return {"rate_per_s": rates[-1], "concurrency": load.get("concurrency")}
+
+
+def length_warnings(out: dict) -> list[str]:
+    """Endpoints whose achieved mean output length is off the requested one by > 5 %: their
+    $/Mtok and tokens/s are not comparable with the others'."""
+    spec = (out.get("workload") or {}).get("synthetic")
+    if not spec:
+        return []
+    wanted = int(dict(kv.split("=") for kv in spec.split(","))["out"])
+    lines = []
+    for name, e in out["endpoints"].items():
+        got = e.get("mean_output_tokens")
+        if got and abs(got - wanted) > 0.05 * wanted:
+            lines.append(f"{name}: mean output {got:.0f} tokens, requested {wanted} (the endpoint stopped early "
+                         "and ignores ignore_eos/min_tokens): per-token figures are not like for like")
+    return lines
 
 
 def _console():  # type: ignore[no-untyped-def]

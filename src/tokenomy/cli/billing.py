@@ -137,10 +137,15 @@ def register(app: typer.Typer) -> None:
         p = parse_period(period) if period else period_of(_now())
         directory = _data_dir(data_dir)
         billing = Billing.open(directory, _book(plans, directory), clock=_now)
+        from tokenomy.allocation.report import allocated_by_request
+        from tokenomy.allocation.store import CapacityStore
+
+        store = CapacityStore.open(directory)
         try:
-            out = margins(billing, p, by)
+            out = margins(billing, p, by, allocation=allocated_by_request(store, p.start, p.end))
         finally:
             billing.close()
+            store.close()
         if as_json:
             typer.echo(json.dumps(out))
             return
@@ -150,6 +155,9 @@ def register(app: typer.Typer) -> None:
                 for r in [*out["rows"], out["total"]]]
         _table(f"Margins {p.label} by {by}", [by, "tenants", "requests", "revenue USD", "cost USD", "margin USD",
                                               "margin", "energy kWh"], rows, {1, 2, 3, 4, 5, 6, 7})
+        if float(out["total"]["idle_usd"]):
+            typer.echo(f"idle cost of self-hosted deployments: {c(out['total']['idle_usd'])} USD; margin after idle "
+                       f"{c(out['total']['margin_after_idle_usd'])} USD")
         typer.echo(f"tenants with negative margin: {len(out['negative_margin_tenants'])} of {out['tenants']} "
                    f"({100 * out['negative_margin_share']:.1f}%)")
 

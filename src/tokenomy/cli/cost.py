@@ -61,13 +61,15 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("bf16", "--dtype"),
         engine_efficiency: float = typer.Option(1.0, "--engine-efficiency"),
         top: int = typer.Option(0, "--top", min=0, help="Show only the N cheapest rows (0: all)."),
+        all_sites: bool = typer.Option(False, "--all-sites", help="Every accelerator x site (default: the cheapest "
+                                       "site per accelerator)."),
         api: bool = typer.Option(True, "--api/--no-api", help="Add API models of the same class as reference rows."),
         plot: Optional[str] = typer.Option(None, "--plot", help="Write a bar chart PNG here."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
         """Every accelerator x site (x devices, where one is not enough) that serves MODEL, cheapest first."""
         from tokenomy.catalog import load_catalog
-        from tokenomy.economics.compare import api_reference_rows, compare_deployments
+        from tokenomy.economics.compare import api_reference_rows, best_site_per_accelerator, compare_deployments
 
         cat = load_catalog()
         m = cat.model(model)
@@ -77,7 +79,8 @@ def register(app: typer.Typer) -> None:
                                             utilization=utilization, ownership=ownership, dtype=dtype,
                                             engine_efficiency=engine_efficiency)
         api_rows = api_reference_rows(m) if api else []
-        shown = rows[:top] if top else rows
+        listed = rows if all_sites else best_site_per_accelerator(rows)
+        shown = listed[:top] if top else listed
         if plot:
             from tokenomy.economics.plot import plot_compare
 
@@ -123,17 +126,23 @@ def _print_compare(model_id, rows, api_rows, skipped, slo, plot) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{model_id}: cheapest deployments" + (f" at TPOT <= {slo:g} ms" if slo else ""))
+    from tokenomy.cli.fmt import usd
+    from tokenomy.economics.compare import ranked
+
+    t = Table(title=f"{model_id}: cheapest deployments and API offers" + (f" at TPOT <= {slo:g} ms" if slo else ""))
     for col in ("#", "deployment", "$/Mtok in", "$/Mtok out", "tok/s out", "batch", "TPOT ms", "J/tok", "$/h", "price"):
-        t.add_column(col, justify="left" if col in ("deployment", "price") else "right")
-    for i, r in enumerate(rows, 1):
-        t.add_row(str(i), f"{r.count}x {r.accelerator} @ {r.site}", _fmt(r.usd_per_mtok_input, ".4f"),
-                  _fmt(r.usd_per_mtok_output, ".4f"), f"{r.tokens_per_s:,.0f}", str(r.max_batch), f"{r.tpot_ms:.1f}",
-                  f"{r.joules_per_token:.3f}", f"{r.usd_per_hour:.2f}",
+        t.add_column(col, justify="left" if col in ("deployment", "price") else "right",
+                     overflow="fold" if col in ("deployment", "price") else "ellipsis",
+                     no_wrap=col not in ("deployment", "price"))
+    for i, r in enumerate(ranked(rows, api_rows), 1):  # API offers ranked in, not appended
+        if r.price_basis == "api":
+            t.add_row(str(i), f"API {r.model}", usd(r.usd_per_mtok_input), usd(r.usd_per_mtok_output),
+                      "", "", "", "", "", f"{r.price_provider} list {r.price_date}", style="dim")
+            continue
+        t.add_row(str(i), f"{r.count}x {r.accelerator} @ {r.site}", usd(r.usd_per_mtok_input),
+                  usd(r.usd_per_mtok_output), f"{r.tokens_per_s:,.0f}", str(r.max_batch), f"{r.tpot_ms:.1f}",
+                  f"{r.joules_per_token:.3f}", usd(r.usd_per_hour),
                   f"{r.price_provider or r.price_basis} {r.price_date} ({r.source})")
-    for r in api_rows:
-        t.add_row("api", r.model, _fmt(r.usd_per_mtok_input, ".4f"), _fmt(r.usd_per_mtok_output, ".4f"),
-                  "", "", "", "", "", f"{r.price_provider} list {r.price_date}", style="dim")
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)

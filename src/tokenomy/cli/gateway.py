@@ -34,8 +34,12 @@ def up(
         if redis_fail_mode not in FAIL_MODES:
             raise ConfigError(f"--redis-fail-mode: must be 'closed' or 'open', not '{redis_fail_mode}'")
         cfg = cfg.model_copy(update={"counters": cfg.counters.model_copy(update={"fail_mode": redis_fail_mode})})
+    from tokenomy.gateway.registry import announce
+
     directory = data_dir or (Path(cfg.ledger.path).expanduser() if cfg.ledger.path else default_data_dir())
-    run(cfg, host=host or cfg.server.host, port=cfg.server.port if port is None else port, data_dir=directory)
+    host, port = host or cfg.server.host, cfg.server.port if port is None else port
+    announce(directory, host, port)  # so `tokenomy keys create` finds this ledger from any directory
+    run(cfg, host=host, port=port, data_dir=directory)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,8 @@ else ./.tokenomy); SQLite WAL + short transactions make that safe. Keys are show
 from __future__ import annotations
 
 import json
+import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Optional
 
@@ -24,11 +26,41 @@ BudgetPeriod = typer.Option("total", "--budget-period", help="total | daily | mo
 SoftBudgetUsd = typer.Option(None, "--soft-budget-usd", help="Soft budget in USD (warning header + audit event).")
 
 
-def _open(data_dir: Optional[Path], *, must_exist: bool = False):
+def _choose_data_dir(data_dir: Optional[Path]) -> Path:
+    """--data-dir, else $TOKENOMY_DATA_DIR, else ./.tokenomy if it holds a ledger, else the ledger
+    of the one running gateway; never silently a fresh ledger that no gateway reads."""
+    import os
+
+    from tokenomy.gateway.registry import running
     from tokenomy.metering import default_data_dir
+    from tokenomy.metering.backends import ENV_LEDGER_URL, ledger_present
+    from tokenomy.metering.paths import ENV_DATA_DIR
+
+    if data_dir is not None or os.environ.get(ENV_DATA_DIR) or os.environ.get(ENV_LEDGER_URL):
+        return data_dir if data_dir is not None else default_data_dir()
+    local = default_data_dir()
+    if ledger_present(local):
+        return local
+    gateways = {g["data_dir"]: g for g in running()}
+    if len(gateways) == 1:
+        g = next(iter(gateways.values()))
+        typer.echo(f"using the ledger of the gateway running on {g['host']}:{g['port']} (pid {g['pid']}): "
+                   f"{g['data_dir']}", err=True)
+        return Path(g["data_dir"])
+    if len(gateways) > 1:
+        listed = "; ".join(f"{g['data_dir']} (pid {g['pid']}, port {g['port']})" for g in gateways.values())
+        raise TokenomyError(f"several gateways are running on different ledgers, pass --data-dir: {listed}")
+    return local
+
+
+def _open(data_dir: Optional[Path], *, must_exist: bool = False):
     from tokenomy.metering.backends import ledger_present, open_metering
 
-    directory = data_dir if data_dir is not None else default_data_dir()
+    directory = _choose_data_dir(data_dir)
+    if not must_exist and not ledger_present(directory) and data_dir is None:
+        typer.echo(f"warning: no gateway is running and {directory} has no ledger: creating a NEW ledger there. "
+                   "A gateway started with another --data-dir will not know this key; pass --data-dir to choose.",
+                   err=True)
     if must_exist and not ledger_present(directory):
         raise TokenomyError(f"no ledger in {directory}: create a tenant or key first, or pass --data-dir")
     # The CLI never generates the admin key: `tokenomy up` does, and prints it once.
@@ -39,16 +71,21 @@ def _print_json(obj: dict) -> None:
     typer.echo(json.dumps(obj, default=str))
 
 
-def _table(title: str, columns: list[str], rows: list[list]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _spent_usd(m, kind: str, subject: str, period: str | None) -> Decimal:
+    """Spend of a key or tenant in its budget's current period (all time without a budget)."""
+    from tokenomy.metering.money import from_pusd
+    from tokenomy.metering.periods import period_bounds
 
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(table)
+    since, until = period_bounds(period or "total", time.time())
+    return from_pusd(m.ledger.spend_pusd(kind=kind, subject=subject, since=since, until=until))
+
+
+def _budget_text(budget_usd, period: str | None) -> str:
+    from tokenomy.cli.fmt import usd
+
+    if budget_usd is None:
+        return "none"
+    return f"{usd(budget_usd)} {period}" if period and period != "total" else usd(budget_usd)
 
 
 @keys_app.command("create")
@@ -82,15 +119,19 @@ def keys_list(
     as_json: bool = Json,
 ) -> None:
     """List keys (ids, tenants, limits; never the secrets)."""
+    from tokenomy.cli.fmt import print_table, usd
+
     with _open(data_dir, must_exist=True) as m:
         keys = m.list_keys(tenant)
+        for k in keys:  # spend in the budget's current period (all time when there is no budget)
+            k["spent_usd"] = str(_spent_usd(m, "key", k["key_id"], k["budget_period"] if k["budget_usd"] else None))
     if as_json:
         _print_json({"keys": keys})
         return
-    _table("keys", ["key id", "tenant", "name", "status", "budget $", "soft $", "rpm", "tpm"],
-           [[k["key_id"], k["tenant"], k["name"], "active" if k["active"] else "revoked",
-             None if k["budget_usd"] is None else f'{k["budget_usd"]} {k["budget_period"]}',
-             k["soft_budget_usd"], k["rpm"], k["tpm"]] for k in keys])
+    print_table("keys", ["key id", "tenant", "name", "status", "spent", "budget", "rpm", "tpm"],
+                [[k["key_id"], k["tenant"], k["name"], "active" if k["active"] else "revoked", usd(k["spent_usd"]),
+                  _budget_text(k["budget_usd"], k["budget_period"]), k["rpm"], k["tpm"]] for k in keys],
+                numeric=["spent", "rpm", "tpm"])
 
 
 @keys_app.command("revoke")
@@ -130,19 +171,26 @@ def tenants_create(
 @tenants_app.command("list")
 def tenants_list(data_dir: Optional[Path] = DataDir, as_json: bool = Json) -> None:
     """List tenants and their budgets."""
+    from tokenomy.cli.fmt import print_table, usd
+
     with _open(data_dir, must_exist=True) as m:
         tenants = m.list_tenants()
+        for t in tenants:
+            t["spent_usd"] = str(_spent_usd(m, "tenant", t["name"], t["budget_period"] if t["budget_usd"] else None))
     if as_json:
         _print_json({"tenants": tenants})
         return
-    _table("tenants", ["tenant", "budget $", "period", "soft $", "created"],
-           [[t["name"], t["budget_usd"], t["budget_period"], t["soft_budget_usd"], t["created"]] for t in tenants])
+    print_table("tenants", ["tenant", "spent", "budget", "soft budget", "created"],
+                [[t["name"], usd(t["spent_usd"]), _budget_text(t["budget_usd"], t["budget_period"]),
+                  usd(t["soft_budget_usd"]) if t["soft_budget_usd"] else "none", t["created"]] for t in tenants],
+                numeric=["spent"])
 
 
 def usage(
     tenant: Optional[str] = typer.Option(None, "--tenant", help="Tenant (default: all tenants)."),
     since: Optional[str] = typer.Option(None, "--since", help="ISO time or age: 24h, 7d, 2026-11-01."),
     until: Optional[str] = typer.Option(None, "--until", help="ISO time or age (exclusive)."),
+    wide: bool = typer.Option(False, "--wide", help="All columns (errors, cached tokens, price)."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = Json,
 ) -> None:
@@ -161,12 +209,23 @@ def usage(
     if as_json:
         _print_json(report)
         return
-    columns = ["requests", "errors", "input_tokens", "output_tokens", "cost_usd", "price_usd", "energy_joules"]
+    from tokenomy.cli.fmt import count, joules, print_table, usd
+
+    who = tenant or "all tenants"
     for title, groups in (("by model", report["by_model"]), ("by deployment", report["by_deployment"])):
-        rows = [[name, *(g[c] for c in columns)] for name, g in groups.items()]
-        rows.append(["TOTAL", *(report[c] for c in columns)])
-        headers = ["name", "requests", "errors", "input tok", "output tok", "cost $", "price $", "energy J"]
-        _table(f"usage of {tenant or 'all tenants'} {title}", headers, rows)
+        named = [*groups.items(), ("TOTAL", report)]
+        if wide:
+            headers = ["name", "requests", "errors", "input tok", "cached tok", "output tok", "cost", "price",
+                       "energy"]
+            rows = [[n, count(g["requests"]), count(g["errors"]), count(g["input_tokens"]),
+                     count(g.get("cached_input_tokens")), count(g["output_tokens"]), usd(g["cost_usd"]),
+                     usd(g["price_usd"]), joules(g["energy_joules"])] for n, g in named]
+        else:  # what fits 80 columns: the figures people read first
+            headers = ["name", "requests", "tokens in/out", "cost", "energy"]
+            rows = [[n, count(g["requests"]), f'{count(g["input_tokens"])} / {count(g["output_tokens"])}',
+                     usd(g["cost_usd"]), joules(g["energy_joules"])] for n, g in named]
+        print_table(f"usage of {who} {title}", headers, rows, numeric=headers[1:],
+                    caption=None if wide else "more columns: --wide")
 
 
 def register(app: typer.Typer) -> None:

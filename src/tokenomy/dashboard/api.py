@@ -165,6 +165,16 @@ class Dashboard:
         return queries.Context(known_rates=known, strong_model=c.strong_model, pinned=c.single_deployment,
                                group_first=first, live=live, near_limit_fraction=c.near_limit_fraction)
 
+    def routed_savings(self, w: queries.Window, tenant: str | None) -> dict:
+        """`tokenomy route savings` over this window (the one all-strong baseline), per bucket too."""
+        from tokenomy.routing.savings import savings
+
+        ledger = getattr(self.metering, "ledger", None)
+        url = getattr(ledger, "url", None) or getattr(getattr(ledger, "inner", None), "url", None)
+        if url is None and self.data_dir is None:
+            return {"requests": 0, "actual_usd": "0", "all_strong_usd": "0", "series": []}
+        return savings(self.data_dir or ".", w.since, w.until, url, tenant=tenant, bucket_s=w.step)
+
     def plans_dir(self) -> Path | None:
         if self.config.plans_dir is not None:
             return Path(self.config.plans_dir)

@@ -84,3 +84,63 @@ def _flat(d: dict) -> dict:
         elif not isinstance(v, list):
             out[k] = v
     return out
+
+
+# ---------------------------------------------------------------- the gateway's pricing plans
+
+
+def _price_text(c) -> dict:
+    """One category's price as plain figures (Decimal as strings)."""
+    out = {"scheme": c.scheme, "per": c.per}
+    if c.usd is not None:
+        out["usd"] = format(c.usd, "f")
+    if c.tiers:
+        out["tiers"] = [{"up_to": t.up_to, "usd": format(t.usd, "f")} for t in c.tiers]
+    return out
+
+
+def plan_card(plan) -> dict:
+    """What a plan charges and limits, for a card: fee, per-category prices and tiers, free
+    allowances, caps, cost-plus markup, minimum commitment."""
+    cost_plus = None
+    if plan.cost_plus is not None:
+        m = plan.cost_plus.markup
+        cost_plus = {k: format(v, "f") for k, v in m.items()} if isinstance(m, dict) else {"all": format(m, "f")}
+    return {"name": plan.name, "description": plan.description, "kind": plan.kind,
+            "model_group": plan.model_group,
+            "subscription_usd": None if plan.subscription_usd is None else format(plan.subscription_usd, "f"),
+            "usage": {k: _price_text(v) for k, v in (plan.usage or {}).items()},
+            "free": dict(plan.free),
+            "caps": [{"window": c.window, "limit": c.limit, "unit": c.unit, "at_cap": c.at_cap,
+                      "downgrade_group": c.downgrade_group} for c in plan.caps],
+            "cost_plus_markup": cost_plus, "list_price": plan.list_price,
+            "minimum_commitment_usd": None if plan.minimum_commitment_usd is None
+            else format(plan.minimum_commitment_usd, "f")}
+
+
+def pricing_plans(gate, now: float, tenants: list[str]) -> dict:
+    """Every plan of the gateway's plan book as a card, and each tenant's position against its
+    plan's caps now (used / limit over each rolling window, and when the oldest usage leaves it)."""
+    if gate is None:
+        return {"meta": {"configured": False}, "totals": {"plans": 0}, "tables": {"plans": [], "positions": []}}
+    book = gate.book
+    cards = [plan_card(p) for p in book.plans.values()]
+    positions = []
+    for tenant in tenants:
+        plan = gate.plan(tenant, now)
+        counter = gate.enforcer._counter(tenant, now) if plan.caps else None
+        view = counter.view(now) if counter is not None else None
+        if not plan.caps:
+            positions.append({"tenant": tenant, "plan": plan.name, "cap": None, "used": None, "limit": None,
+                              "fraction": None, "at_cap": None, "resets_at": None})
+            continue
+        for cap in plan.caps:
+            secs = cap.window_seconds
+            used = view.used(secs, cap.unit)
+            positions.append({"tenant": tenant, "plan": plan.name, "cap": f"{cap.limit:,} {cap.unit} / {cap.window}",
+                              "used": used, "limit": cap.limit, "fraction": used / cap.limit, "at_cap": cap.at_cap,
+                              "resets_at": view.reset_at(secs, cap.unit, cap.limit) if used >= cap.limit else None})
+    return {"meta": {"configured": True, "default_plan": book.default_plan},
+            "totals": {"plans": len(cards), "tenants_at_a_cap": len({p["tenant"] for p in positions
+                                                                      if p["fraction"] is not None and p["fraction"] >= 1})},
+            "tables": {"plans": cards, "positions": positions}}

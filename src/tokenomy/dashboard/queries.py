@@ -116,16 +116,25 @@ def _totals(rows: list[UsageBucket]) -> dict:
     return t
 
 
-def overview(r: RollupStore, w: Window, tenant: str | None, ctx: Context) -> dict:
+ALL_STRONG_DEFINITION = ("routed requests (model 'auto' and other routed aliases) with their own tokens re-priced "
+                         "at their strongest candidate, against what they cost; the same figure as "
+                         "`tokenomy route savings` for this window")
+SINGLE_DEPLOYMENT_DEFINITION = ("each model's requests all on one deployment (the configured one, else the one "
+                                "that served most of its requests), against the deployments the router chose")
+
+
+def overview(r: RollupStore, w: Window, tenant: str | None, ctx: Context, routed: dict | None = None) -> dict:
+    """`routed`: routing.savings.savings() for this window and tenant (with bucket_s = the window's
+    step): the all-strong baseline, defined once for the CLI and the dashboard."""
     rows = _rows(r, w, tenant)
     base = make_baselines(_merge_usage(rows), known_rates=ctx.known_rates, strong_model=ctx.strong_model,
-                          pinned=ctx.pinned, group_first=ctx.group_first)
+                          pinned=ctx.pinned)
     series: dict[int, dict] = {b: _empty_point(b) for b in _buckets(w)}
-    strong_total = single_total = actual_total = 0.0
+    single_total = actual_total = 0.0
     for x in rows:
         p = series.get(x.bucket) or series.setdefault(x.bucket, _empty_point(x.bucket))
         u = x.usage()
-        a_s, s_d = base.all_strong_usd(u), base.single_deployment_usd(u)
+        s_d = base.single_deployment_usd(u)
         p["requests"] += x.requests
         p["errors"] += x.errors
         p["input_tokens"] += x.input_tokens
@@ -133,11 +142,14 @@ def overview(r: RollupStore, w: Window, tenant: str | None, ctx: Context) -> dic
         p["cost_usd"] += u.cost_usd
         p["price_usd"] += x.price_pusd / PICO
         p["energy_joules"] += x.energy_joules
-        p["all_strong_usd"] += a_s
         p["single_deployment_usd"] += s_d
-        strong_total += a_s
         single_total += s_d
         actual_total += u.cost_usd
+    routed = routed or {"requests": 0, "actual_usd": "0", "all_strong_usd": "0", "series": []}
+    for q in routed.get("series") or []:  # routed requests only: their actual vs all-strong cost
+        p = series.get(q["ts"]) or series.setdefault(q["ts"], _empty_point(q["ts"]))
+        p["routed_usd"] += q["actual_usd"]
+        p["all_strong_usd"] += q["all_strong_usd"]
     points = [series[b] for b in sorted(series)]
     for p in points:
         tokens = p["input_tokens"] + p["output_tokens"]
@@ -146,15 +158,19 @@ def overview(r: RollupStore, w: Window, tenant: str | None, ctx: Context) -> dic
         p["joules_per_token"] = _per_token(p["energy_joules"], tokens)
     totals = _totals(rows)
     totals["savings"] = {
-        "all_strong": {"strong_model": base.strong_model, **savings(actual_total, strong_total)},
-        "single_deployment": {"pinned": base.pinned, **savings(actual_total, single_total)},
+        "all_strong": {"definition": ALL_STRONG_DEFINITION, "routed_requests": routed["requests"],
+                       "strong_share": routed.get("strong_share"), "actual_usd": float(routed["actual_usd"]),
+                       **savings(float(routed["actual_usd"]), float(routed["all_strong_usd"]))},
+        "single_deployment": {"definition": SINGLE_DEPLOYMENT_DEFINITION, "pinned": base.pinned,
+                              **savings(actual_total, single_total)},
     }
     return {"meta": w.meta() | {"tenant": tenant}, "totals": totals, "tables": {"series": points}}
 
 
 def _empty_point(bucket: int) -> dict:
     return {"ts": bucket, "time": iso(bucket), "requests": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0,
-            "cost_usd": 0.0, "price_usd": 0.0, "energy_joules": 0.0, "all_strong_usd": 0.0, "single_deployment_usd": 0.0}
+            "cost_usd": 0.0, "price_usd": 0.0, "energy_joules": 0.0, "routed_usd": 0.0, "all_strong_usd": 0.0,
+            "single_deployment_usd": 0.0}
 
 
 def routing(r: RollupStore, w: Window, tenant: str | None, feedback: list[tuple[str, float | None, float]]) -> dict:
@@ -356,3 +372,21 @@ def tenants(r: RollupStore, w: Window, tenant: str | None, tenant_records: list,
                        "margin_usd": _money(total_price - total_cost), "near_limit": len(near),
                        "negative_margin_tenants": negative},
             "tables": {"tenants": rows, "near_limit": near, "keys": keys_out}}
+
+
+# What a tenant's key never sees: the operator's serving cost and everything derived from it
+# (margins, savings against baselines, $/Mtok of serving). A tenant sees its own usage, what it
+# is billed (price_usd, price_usd_per_mtok), its budgets and limits.
+OPERATOR_ONLY = frozenset({
+    "cost_usd", "cost_pusd", "margin_usd", "margin_fraction", "negative_margin_tenants", "usd_per_mtok",
+    "savings", "all_strong_usd", "single_deployment_usd", "routed_usd", "revenue_usd", "utilization",
+    "mean_in_flight", "in_flight", "max_in_flight"})
+
+
+def tenant_view(data):
+    """`data` without the operator-only fields, at any depth (JSON and every CSV table)."""
+    if isinstance(data, dict):
+        return {k: tenant_view(v) for k, v in data.items() if k not in OPERATOR_ONLY}
+    if isinstance(data, list):
+        return [tenant_view(v) for v in data]
+    return data

@@ -9,12 +9,13 @@ from pathlib import Path
 from aiohttp import web
 
 from tokenomy.dashboard import plans, queries
-from tokenomy.dashboard.api import Dashboard, DashError, error_response, render
+from tokenomy.dashboard.api import Dashboard, DashError, _gateway, error_response, render
 from tokenomy.dashboard.store import LedgerUnavailable
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGES = {"overview": "Overview", "routing": "Routing", "deployments": "Deployments", "tenants": "Tenants",
          "unit-cost": "Unit cost", "plans": "Plans"}
+ADMIN_PAGES = ("plans",)  # a tenant's key gets a 403 there: its nav does not show them
 DASH_KEY: web.AppKey[Dashboard] = web.AppKey("tokenomy_dashboard", Dashboard)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -34,7 +35,7 @@ def api_handler(fn):
             p = dash.principal(request)
             tenant = dash.scope(request, p)
             data = await fn(request, dash, p, tenant)
-            return render(request, data)
+            return render(request, data if p.is_admin else queries.tenant_view(data))
         except DashError as err:
             return error_response(err)
         except LedgerUnavailable as exc:
@@ -44,11 +45,53 @@ def api_handler(fn):
 
 
 @api_handler
+async def costs(request, dash: Dashboard, p, tenant):
+    """The real cost of each self-hosted deployment over the window (tokenomy costs), per bucket
+    too: the operator's figures (admin only)."""
+    from tokenomy.allocation.report import costs_report
+    from tokenomy.allocation.store import CapacityStore
+
+    if not p.is_admin:
+        raise DashError(403, "serving costs are visible to the admin key only", code="permission_denied")
+    r = await dash.rollups(fold=False)
+    w = await dash.window(request, r)
+    store = CapacityStore.for_ledger(getattr(dash.metering, "ledger", None))
+    if store is None:
+        return {"meta": w.meta(), "totals": {}, "tables": {"deployments": [], "series": []}}
+    try:
+        rep = await asyncio.to_thread(costs_report, store, w.since, w.until, series_step_s=w.step)
+    finally:
+        store.close()
+    rows = [{"deployment": k, **{f: v for f, v in d.items() if f != "spec"}} for k, d in rep["deployments"].items()]
+    return {"meta": w.meta() | {"rule": rep["rule"]}, "totals": rep["total"],
+            "tables": {"deployments": rows, "series": rep.get("series", [])}}
+
+
+@api_handler
+async def pricing_plans(request, dash: Dashboard, p, tenant):
+    """The gateway's pricing plans as cards and each tenant's position against its caps (admin)."""
+    import time
+
+    if not p.is_admin:
+        raise DashError(403, "pricing plans are visible to the admin key only", code="permission_denied")
+    gw = _gateway(request.app)
+    names = [t.name for t in await asyncio.to_thread(dash.metering.ledger.list_tenants)]
+    if tenant is not None:
+        names = [n for n in names if n == tenant]
+    return await asyncio.to_thread(plans.pricing_plans, getattr(gw, "plans", None), time.time(), names)
+
+
+@api_handler
 async def whoami(request, dash: Dashboard, p, tenant):
     tenants = [t.name for t in await asyncio.to_thread(dash.metering.ledger.list_tenants)] if p.is_admin else [p.tenant]
+    gw = _gateway(request.app)
+    # every name a chart may colour, sorted: the same colour for the same name on every page
+    names = sorted({*tenants, *(gw.deployments if gw else ()), *(d.model for d in (gw.deployments.values() if gw else ())
+                                                                  if getattr(d, "model", None))})
     return {"key_id": p.key_id, "tenant": None if p.is_admin else p.tenant, "is_admin": p.is_admin,
-            "tenants": tenants, "refresh_s": dash.config.refresh_s, "pages": PAGES,
-            "ranges": ["1h", "6h", "24h", "7d", "30d", "90d", "all"]}
+            "tenants": tenants, "refresh_s": dash.config.refresh_s,
+            "pages": PAGES if p.is_admin else {k: v for k, v in PAGES.items() if k not in ADMIN_PAGES},
+            "ranges": ["1h", "6h", "24h", "7d", "30d", "90d", "all"], "names": names}
 
 
 async def _from_rollups(r, fn, *args) -> dict:
@@ -67,7 +110,8 @@ async def overview(request, dash: Dashboard, p, tenant):
     r = await dash.rollups()
     w = await dash.window(request, r)
     ctx = dash.context(request)
-    return await _from_rollups(r, queries.overview, r, w, tenant, ctx)
+    routed = await asyncio.to_thread(dash.routed_savings, w, tenant)
+    return await _from_rollups(r, queries.overview, r, w, tenant, ctx, routed)
 
 
 def _feedback(r, w: queries.Window, tenant: str | None) -> list[tuple[str, float | None, float]]:
@@ -90,7 +134,13 @@ async def routing(request, dash: Dashboard, p, tenant):
 async def deployments(request, dash: Dashboard, p, tenant):
     r = await dash.rollups()
     w = await dash.window(request, r)
-    return await _from_rollups(r, queries.deployments, r, w, tenant, dash.context(request))
+    out = await _from_rollups(r, queries.deployments, r, w, tenant, dash.context(request))
+    gw = _gateway(request.app)
+    modelled = {d.name for d in gw.config.deployments if d.pricing.self_hosted is not None} if gw else set()
+    for row in out["tables"]["deployments"]:
+        # energy is the perf model's for self-hosted hardware; for an API provider it is a guess
+        row["energy_basis"] = "power model" if row["deployment"] in modelled else "estimate"
+    return out
 
 
 @api_handler
@@ -217,6 +267,8 @@ def add_routes(app: web.Application, dash: Dashboard) -> None:
     r.add_get("/dashboard/api/tenants", tenants)
     r.add_get("/dashboard/api/unit-cost", unit_cost)
     r.add_get("/dashboard/api/plans", plan_list)
+    r.add_get("/dashboard/api/pricing-plans", pricing_plans)
+    r.add_get("/dashboard/api/costs", costs)
     r.add_get("/dashboard/api/plans/{name}", plan_one)
     r.add_static("/dashboard/static/", STATIC_DIR, show_index=False, append_version=False)
     r.add_get("/dashboard/{page}", page)

@@ -60,6 +60,22 @@ def compare_deployments(model: ModelArch, accelerators: Iterable[Accelerator], s
     return rows, skipped
 
 
+def best_site_per_accelerator(rows: Iterable[UnitCost]) -> list[UnitCost]:
+    """One row per (accelerator, device count): its cheapest site; cheapest output first."""
+    best: dict[tuple[str, int], UnitCost] = {}
+    for r in rows:
+        key = (r.accelerator, r.count)
+        if key not in best or (r.usd_per_mtok_output, r.usd_per_mtok_input) < (
+                best[key].usd_per_mtok_output, best[key].usd_per_mtok_input):
+            best[key] = r
+    return sorted(best.values(), key=lambda r: (r.usd_per_mtok_output, r.usd_per_mtok_input))
+
+
+def ranked(rows: Iterable[UnitCost], api_rows: Iterable[UnitCost]) -> list[UnitCost]:
+    """Self-hosted deployments and API offers in one ranking, cheapest output first."""
+    return sorted([*rows, *api_rows], key=lambda r: (r.usd_per_mtok_output, r.usd_per_mtok_input))
+
+
 def _tokens(s: str) -> list[str]:
     return [t for t in re.split(r"[^a-z0-9]+", s.lower()) if t]
 

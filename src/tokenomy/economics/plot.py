@@ -16,22 +16,16 @@ def plot_compare(model_id: str, rows: Sequence[UnitCost], api_rows: Sequence[Uni
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # one bar per accelerator config at its cheapest site keeps the chart readable
-    best: dict[tuple[str, int], UnitCost] = {}
-    for r in rows:
-        key = (r.accelerator, r.count)
-        if key not in best or r.usd_per_mtok_output < best[key].usd_per_mtok_output:
-            best[key] = r
-    self_rows = sorted(best.values(), key=lambda r: r.usd_per_mtok_output)[:MAX_BARS]
-    labels = [f"{r.count}x {r.accelerator} @ {r.site}" for r in self_rows]
-    out_vals = [r.usd_per_mtok_output for r in self_rows]
-    in_vals = [r.usd_per_mtok_input for r in self_rows]
-    colors = ["tab:blue"] * len(self_rows)
-    for a in api_rows:
-        labels.append(f"API {a.model.split('/')[-1][:34]}")
-        out_vals.append(a.usd_per_mtok_output)
-        in_vals.append(a.usd_per_mtok_input)
-        colors.append("tab:gray")
+    from .compare import best_site_per_accelerator, ranked
+
+    # one bar per accelerator config at its cheapest site keeps the chart readable; API offers
+    # are ranked in with the deployments (grey), named with their provider
+    bars = ranked(best_site_per_accelerator(rows)[:MAX_BARS], api_rows)
+    labels = [f"API {r.price_provider}: {r.model.split('/')[-1][:30]}" if r.price_basis == "api"
+              else f"{r.count}x {r.accelerator} @ {r.site}" for r in bars]
+    out_vals = [r.usd_per_mtok_output for r in bars]
+    in_vals = [r.usd_per_mtok_input for r in bars]
+    colors = ["tab:gray" if r.price_basis == "api" else "tab:blue" for r in bars]
     n = len(labels)
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.42 * max(n, 1)))
     ys = list(range(n))[::-1]
@@ -48,7 +42,13 @@ def plot_compare(model_id: str, rows: Sequence[UnitCost], api_rows: Sequence[Uni
         title += f" (TPOT <= {slo_tpot_ms:g} ms)"
     ax.set_title(title, fontsize=11)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="tab:blue", label="self-hosted, output"),
+                       Patch(color="tab:blue", alpha=0.45, label="self-hosted, input"),
+                       Patch(color="tab:gray", label="API list price, output"),
+                       Patch(color="tab:gray", alpha=0.45, label="API list price, input")],
+              loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

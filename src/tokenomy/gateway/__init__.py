@@ -26,5 +26,12 @@ HTTP API
   request hands its connection to aiohttp. TOKENOMY_GATEWAY_FASTPATH=0 serves all through aiohttp.
 - Durability: the non-stream body and the final `data: [DONE]` are sent only after the request's
   usage event is committed to the ledger. A stream that breaks after its first byte ends with
-  an `data: {"error": ...}` event instead of [DONE] (no failover once bytes reached the client).
+  a `data: {"error": ...}` event, then `data: [DONE]` (no failover once bytes reached the client;
+  never a second HTTP response inside the body).
+- Request path: one pipeline admit -> dispatch -> settle (gateway/proxy.py, gateway/lifecycle/*).
+  Failed attempts fall back to the next deployment, then retry the same one after an exponential,
+  jittered backoff (connect errors, 429 with Retry-After, 5xx before the first byte), within
+  `retry.max_attempts` and the global retry budget. An upstream's `usage` is bounded before it is
+  priced (lifecycle/usage.py); anomalies are flagged in the event's extra and counted in
+  /metrics as tokenomy_usage_anomalies_total{deployment}.
 """

@@ -7,6 +7,7 @@ upstream ClientSession; on cleanup (after in-flight requests drained) it closes 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from decimal import Decimal
 from typing import Any
@@ -288,6 +289,54 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     return app
 
 
+async def _start_capacity_recorder(gw: Gateway, stack: contextlib.AsyncExitStack) -> None:
+    """Record, per interval, that each self-hosted deployment is provisioned (tokenomy.allocation)."""
+    from tokenomy.allocation.recorder import CapacityRecorder
+    from tokenomy.allocation.spec import spec_of
+    from tokenomy.allocation.store import CapacityStore
+
+    specs = [s for s in (spec_of(d) for d in gw.config.deployments) if s is not None]
+    store = CapacityStore.for_ledger(getattr(gw.metering, "ledger", None))
+    if not specs or store is None or not gw.config.costs.record:
+        return
+    recorder = CapacityRecorder(store, specs, interval_s=gw.config.costs.interval_s)
+    task = asyncio.create_task(recorder.run(), name="capacity-recorder")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(recorder.tick)  # the running interval is provisioned too
+        store.close()
+
+    stack.push_async_callback(stop)
+
+
+async def _start_alerts(gw: Gateway, stack: contextlib.AsyncExitStack) -> None:
+    """Budget, cap and anomaly alerts to the configured webhooks (tokenomy.alerts)."""
+    import os
+
+    from tokenomy.alerts.service import AlertService
+    from tokenomy.alerts.store import AlertStore
+
+    cfg = gw.config.alerts
+    store = AlertStore.for_ledger(getattr(gw.metering, "ledger", None)) if cfg.webhooks else None
+    if store is None:
+        return
+    secrets = {h.url: os.environ[h.secret_env] for h in cfg.webhooks if h.secret_env and os.environ.get(h.secret_env)}
+    service = AlertService(gw.metering, cfg, store, plan_gate=gw.plans, secrets=secrets)
+    gw.alerts = service
+    task = asyncio.create_task(service.run(), name="alerts")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()
+
+    stack.push_async_callback(stop)
+
+
 async def _lifecycle(app: web.Application):
     from tokenomy.gateway.fleet import start_emulators
 
@@ -298,4 +347,6 @@ async def _lifecycle(app: web.Application):
         stack.push_async_callback(gw.metering.close)
         await gw.start()
         stack.push_async_callback(gw.close)
+        await _start_capacity_recorder(gw, stack)
+        await _start_alerts(gw, stack)
         yield

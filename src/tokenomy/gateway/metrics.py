@@ -94,6 +94,11 @@ class _Collector:
         errors = CounterMetricFamily("tokenomy_upstream_errors", "Failed upstream attempts", labels=["deployment", "kind"])
         for key, n in m._upstream_errors.items():
             errors.add_metric(list(key), float(n))
+        anomalies = CounterMetricFamily("tokenomy_usage_anomalies",
+                                        "Answers whose reported usage was invalid or out of bounds (billed bounded)",
+                                        labels=["deployment"])
+        for dep, n in m._usage_anomalies.items():
+            anomalies.add_metric([dep], float(n))
         rejections = CounterMetricFamily("tokenomy_rejections", "Requests refused before dispatch", labels=["reason"])
         for reason, n in m._rejections.items():
             rejections.add_metric([reason], float(n))
@@ -105,7 +110,7 @@ class _Collector:
         for d in self._deployments():
             state.add_metric([d.name, STATE_NAMES[d.breaker.state]], d.breaker.state)
             inflight.add_metric([d.name], d.in_flight)
-        yield from (requests, tokens, cost, energy, latency, ttft, errors, rejections, state, inflight)
+        yield from (requests, tokens, cost, energy, latency, ttft, errors, anomalies, rejections, state, inflight)
 
 
 class Metrics:
@@ -115,6 +120,7 @@ class Metrics:
         self._dt: dict[tuple[str, str], _PerDeploymentTenant] = {}
         self._upstream_errors: dict[tuple[str, str], int] = {}
         self._rejections: dict[str, int] = {}
+        self._usage_anomalies: dict[str, int] = {}
         self.registry.register(_Collector(self, deployments))
 
     def _new_series(self, key: tuple[str, str, str, str]) -> _Series:
@@ -146,6 +152,9 @@ class Metrics:
     def upstream_error(self, deployment: str, kind: str) -> None:
         key = (deployment, kind)
         self._upstream_errors[key] = self._upstream_errors.get(key, 0) + 1
+
+    def usage_anomaly(self, deployment: str) -> None:
+        self._usage_anomalies[deployment] = self._usage_anomalies.get(deployment, 0) + 1
 
     def rejected(self, reason: str) -> None:
         self._rejections[reason] = self._rejections.get(reason, 0) + 1

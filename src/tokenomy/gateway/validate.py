@@ -112,7 +112,8 @@ def completion_prompt(body: dict) -> str | int:
 
 def max_tokens(body: dict) -> int | None:
     mt = opt_pos_int(body, "max_completion_tokens", MAX_OUTPUT_TOKENS)
-    return mt if mt is not None else opt_pos_int(body, "max_tokens", MAX_OUTPUT_TOKENS)
+    legacy = opt_pos_int(body, "max_tokens", MAX_OUTPUT_TOKENS)  # validated even when both are given
+    return mt if mt is not None else legacy
 
 
 def n_choices(body: dict) -> int:

@@ -85,6 +85,36 @@ for _, key in ipairs(KEYS) do redis.call('HINCRBY', key, me, ARGV[1]) end
 return {1}
 """
 
+# Grow this replica's held reservation: ARGV = extra, replica, heartbeat prefix, heartbeat TTL,
+# held amount, then one limit per key. All or none: {1}, or {0, i} (key i would exceed its
+# limit) or {-1, i} (key i does not hold this replica's reservation any more, e.g. lost).
+_TOP_UP = """
+local extra = tonumber(ARGV[1])
+local me = 'r:' .. ARGV[2]
+local hbp = ARGV[3]
+local held = tonumber(ARGV[5])
+redis.call('SET', hbp .. ARGV[2], '1', 'PX', ARGV[4])
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[5 + i])
+  local h = redis.call('HGETALL', key)
+  local spent, ready, reserved, mine = 0, false, 0, 0
+  for j = 1, #h, 2 do
+    local f, v = h[j], h[j + 1]
+    if f == 'spent' then spent = tonumber(v)
+    elseif f == 'ready' then ready = (v == '1')
+    elseif string.sub(f, 1, 2) == 'r:' then
+      if f == me then mine = tonumber(v); reserved = reserved + mine
+      elseif redis.call('EXISTS', hbp .. string.sub(f, 3)) == 1 then reserved = reserved + tonumber(v)
+      else redis.call('HDEL', key, f) end
+    end
+  end
+  if not ready or mine < held then return {-1, i} end
+  if spent + reserved + extra > limit then return {0, i} end
+end
+for _, key in ipairs(KEYS) do redis.call('HINCRBY', key, me, ARGV[1]) end
+return {1}
+"""
+
 # Settlements in order, atomically, in one call: ARGV = replica, the replica's marker key,
 # batch sequence number, then per op (kind, nkeys, amount) with kind 's' (add spent, loaded
 # scopes only), 'u' (release this replica's reservation), 'c' (plan cap usage) or 'p' (release
@@ -253,7 +283,7 @@ class RedisCounterStore:
         self._r = client or redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
             decode_responses=True)
-        scripts = dict(reserve=_RESERVE, settle=_SETTLE, spent=_SPENT,
+        scripts = dict(reserve=_RESERVE, top_up=_TOP_UP, settle=_SETTLE, spent=_SPENT,
                        begin=_BEGIN_LOAD, finish=_FINISH_LOAD, abort=_ABORT_LOAD, take=_TAKE)
         self._s = {name: self._r.register_script(src) for name, src in scripts.items()}
         self._hb_key = f"{prefix}hb:{self.replica}"
@@ -471,6 +501,42 @@ class RedisCounterStore:
             return refused
 
         return self._call(run, local)
+
+    def top_up(self, limits: Sequence[tuple[Scope, int]], held_pusd: int, extra_pusd: int) -> bool:
+        """Grow a held reservation on all its scopes or none. One made in the fail-open fallback
+        grows there; one held in Redis grows only in Redis (False while Redis is away)."""
+        if not limits:
+            return True
+        scopes = tuple(scope for scope, _ in limits)
+        with self._lock:
+            if self._local_held[(scopes, held_pusd)] > 0:
+                if not self._local.top_up(limits, held_pusd, extra_pusd):
+                    return False
+                self._move_local_held(scopes, held_pusd, held_pusd + extra_pusd)
+                return True
+        if self._deferred or self._inflight is not None:
+            try:
+                self._replay()  # our own earlier releases first: they free room
+            except self._redis_errors as exc:
+                self._down(exc)
+                return False
+        if not self._available():
+            return False
+        keys = [self._key(scope) for scope in scopes]
+        args = [extra_pusd, self.replica, self.prefix + "hb:", HEARTBEAT_TTL_MS, held_pusd,
+                *(limit for _, limit in limits)]
+        try:
+            return int(self._s["top_up"](keys=keys, args=args)[0]) == 1
+        except self._redis_errors as exc:
+            self._down(exc)
+            return False
+
+    def _move_local_held(self, scopes: tuple, old_pusd: int, new_pusd: int) -> None:
+        old = (scopes, old_pusd)
+        self._local_held[old] -= 1
+        if not self._local_held[old]:
+            del self._local_held[old]
+        self._local_held[(scopes, new_pusd)] += 1
 
     def unreserve(self, scopes: Sequence[Scope], amount_pusd: int) -> None:
         if not scopes:

@@ -66,8 +66,12 @@ class _Tally:
                 "extra_vs_all_weak_usd": _money(self.actual - self.all_weak)}
 
 
-def _where(routed: str, since: float | None, until: float | None, ph: str) -> tuple[str, list]:
+def _where(routed: str, since: float | None, until: float | None, ph: str,
+           tenant: str | None = None) -> tuple[str, list]:
     sql, params = f"WHERE {routed} IS NOT NULL", []
+    if tenant is not None:
+        sql += f" AND tenant = {ph}"
+        params.append(tenant)
     if since is not None:
         sql += f" AND ts >= {ph}"
         params.append(since)
@@ -80,12 +84,13 @@ def _where(routed: str, since: float | None, until: float | None, ph: str) -> tu
 _COLS = "id, ts, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cost_pusd"
 
 
-def _rows(data_dir: Path | str, since: float | None, until: float | None, ledger_url: str | None = None) -> list[tuple]:
+def _rows(data_dir: Path | str, since: float | None, until: float | None, ledger_url: str | None = None,
+          tenant: str | None = None) -> list[tuple]:
     from tokenomy.routing.feedback import _ledger_url, pg_read
 
     url = _ledger_url(ledger_url)
     if url:  # the PostgreSQL ledger (TOKENOMY_LEDGER_URL): every replica's events
-        where, params = _where(_PG_ROUTED, since, until, "%s")
+        where, params = _where(_PG_ROUTED, since, until, "%s", tenant)
         return pg_read(url, f'SELECT {_COLS}, extra::text FROM events {where} ORDER BY ts, id COLLATE "C"', tuple(params))
     from tokenomy.metering.paths import ledger_path
 
@@ -94,7 +99,7 @@ def _rows(data_dir: Path | str, since: float | None, until: float | None, ledger
         raise TokenomyError(f"no ledger at {path} (pass the gateway's data directory)")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        where, params = _where(_ROUTED, since, until, "?")
+        where, params = _where(_ROUTED, since, until, "?", tenant)
         return conn.execute(f"SELECT {_COLS}, extra FROM events {where} ORDER BY ts, id", params).fetchall()
     except sqlite3.OperationalError as exc:
         raise TokenomyError(f"cannot read the ledger {path}: {exc}") from None
@@ -103,16 +108,19 @@ def _rows(data_dir: Path | str, since: float | None, until: float | None, ledger
 
 
 def savings(data_dir: Path | str, since: float | None = None, until: float | None = None,
-            ledger_url: str | None = None) -> dict:
+            ledger_url: str | None = None, *, tenant: str | None = None, bucket_s: int | None = None) -> dict:
     """Totals over routed requests with ts in [since, until) (epoch s); money as exact strings.
 
     `actual_usd` vs `all_strong_usd` (every request at the strongest candidate) and
     `all_weak_usd` (every request at the weakest); `strong_share` = share served by the
     strongest; `by_alias`; `cascade` (cascade requests only, weak/judge calls included).
-    Reads the PostgreSQL ledger for ledger_url (or TOKENOMY_LEDGER_URL), else data_dir's SQLite."""
+    Reads the PostgreSQL ledger for ledger_url (or TOKENOMY_LEDGER_URL), else data_dir's SQLite.
+    `tenant` limits it to one tenant; `bucket_s` adds `series`: actual and all-strong USD per
+    time bucket (bucket = ts // bucket_s * bucket_s), for the dashboard's chart of the same totals."""
     mains: dict[str, tuple] = {}
     aux: dict[str, dict[str, Decimal]] = {}
-    for rid, _ts, inp, cached, out, reasoning, cost_pusd, extra in _rows(data_dir, since, until, ledger_url):
+    ts_of: dict[str, float] = {}
+    for rid, ts, inp, cached, out, reasoning, cost_pusd, extra in _rows(data_dir, since, until, ledger_url, tenant):
         try:
             x = json.loads(extra)
         except ValueError:
@@ -121,6 +129,7 @@ def savings(data_dir: Path | str, since: float | None = None, until: float | Non
         route = x.get("route")
         if isinstance(route, dict) and route.get("candidates"):
             mains[rid] = (route, (inp, cached, out, reasoning), cost)
+            ts_of[rid] = float(ts)
         elif isinstance(x.get("parent"), str):
             part = str(x.get("route_part") or "aux")
             bucket = aux.setdefault(x["parent"], {})
@@ -129,6 +138,7 @@ def savings(data_dir: Path | str, since: float | None = None, until: float | Non
     casc = _Tally()
     escalated = 0
     weak_calls = judge = Decimal(0)
+    series: dict[int, list[Decimal]] = {}
     for rid, (route, tokens, cost) in mains.items():
         cands = route["candidates"]
         strong_usd = reprice_usd(cands[-1]["usd_per_mtok"], *tokens)
@@ -137,6 +147,10 @@ def savings(data_dir: Path | str, since: float | None = None, until: float | Non
         actual = cost + sum(parts.values(), Decimal(0))
         strong = bool(route.get("strong"))
         total.add(actual, strong_usd, weak_usd, strong)
+        if bucket_s:
+            point = series.setdefault(int(ts_of[rid] // bucket_s * bucket_s), [Decimal(0), Decimal(0)])
+            point[0] += actual
+            point[1] += strong_usd
         by_alias.setdefault(str(route.get("alias", "")), _Tally()).add(actual, strong_usd, weak_usd, strong)
         if route.get("policy") == "cascade":
             casc.add(actual, strong_usd, weak_usd, strong)
@@ -145,6 +159,9 @@ def savings(data_dir: Path | str, since: float | None = None, until: float | Non
             judge += parts.get("judge", Decimal(0))
     out = {"since": since, "until": until, **total.to_json(),
            "by_alias": {a: t.to_json() for a, t in sorted(by_alias.items())}}
+    if bucket_s:
+        out["series"] = [{"ts": b, "actual_usd": float(a), "all_strong_usd": float(st)}
+                         for b, (a, st) in sorted(series.items())]
     if casc.n:
         out["cascade"] = {**casc.to_json(), "escalated": escalated, "escalation_share": escalated / casc.n,
                           "weak_calls_usd": _money(weak_calls), "judge_usd": _money(judge)}

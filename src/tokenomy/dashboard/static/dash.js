@@ -4,8 +4,19 @@
 // Every chart container gets data-points = the number of data points drawn (used by tests).
 
 const KEY = "tokenomy_key";
-const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563", "#65a30d", "#ea580c"];
+const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563", "#65a30d", "#ea580c",
+  "#1e40af", "#9f1239", "#047857", "#a16207", "#6d28d9", "#0e7490", "#be185d", "#374151", "#4d7c0f", "#c2410c"];
 const PAGE = document.body.dataset.page;
+// One colour per model / deployment / tenant name on every chart of every page: the name's slot
+// in the sorted list of all names the gateway knows (whoami.names), else a hash of the name.
+function colorFor(name) {
+  const names = (state.who && state.who.names) || [];
+  const i = names.indexOf(name);
+  if (i >= 0) return PALETTE[i % PALETTE.length];
+  let h = 0;
+  for (const ch of String(name)) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  return PALETTE[h % PALETTE.length];
+}
 const state = {who: null, charts: [], timer: null, loading: false, plan: null};
 
 // ---------------------------------------------------------------- helpers
@@ -28,14 +39,16 @@ function fmtNum(x, digits = 0) {
   if (a >= 1e4) return (x / 1e3).toFixed(1) + "k";
   return x.toLocaleString(undefined, {maximumFractionDigits: digits});
 }
+// Money like the CLI (tokenomy.cli.fmt.usd): 2 decimals from $1, else 3 significant digits
+// without trailing zeros ($0.00128, never "$0.0"); 0 is "$0".
 function fmtUSD(x) {
   x = num(x); if (x === null || !isFinite(x)) return "–";
   const a = Math.abs(x), sign = x < 0 ? "-$" : "$";
-  if (a >= 1000) return sign + a.toLocaleString(undefined, {maximumFractionDigits: 0});
-  if (a >= 1) return sign + a.toFixed(2);
-  if (a >= 0.01) return sign + a.toFixed(4);
   if (a === 0) return "$0";
-  return sign + a.toPrecision(3);
+  if (a >= 1000) return sign + a.toLocaleString("en-US", {maximumFractionDigits: 0});
+  if (a >= 1) return sign + a.toFixed(2);
+  const digits = Math.min(20, -Math.floor(Math.log10(a)) - 1 + 3);
+  return sign + a.toFixed(digits).replace(/0+$/, "").replace(/\.$/, "");
 }
 const fmtPct = (x) => (num(x) === null ? "–" : (100 * x).toFixed(1) + "%");
 const fmtMs = (x) => (num(x) === null ? "–" : (x >= 1000 ? (x / 1000).toFixed(2) + " s" : x.toFixed(0) + " ms"));
@@ -114,7 +127,7 @@ function lineChart(title, xs, series, yFmt, emptyText) {
       scales: {x: {time: true}},
       axes: [{stroke: "#6b7280", grid: {stroke: "#eef0f3"}},
              {stroke: "#6b7280", grid: {stroke: "#eef0f3"}, size: 70, values: (u, vals) => vals.map((v) => yFmt ? yFmt(v) : fmtNum(v, 2))}],
-      series: [{}, ...series.map((s, i) => ({label: s.label, stroke: s.color || PALETTE[i % PALETTE.length], width: 2,
+      series: [{}, ...series.map((s, i) => ({label: s.label, stroke: s.color || (s.named ? colorFor(s.label) : PALETTE[i % PALETTE.length]), width: 2,
         scale: s.scale || "y", spanGaps: false, points: {show: xs.length < 60},
         value: (u, v) => (v === null || v === undefined ? "–" : ((s.fmt || yFmt) ? (s.fmt || yFmt)(v) : fmtNum(v, 2)))}))],
     };
@@ -128,7 +141,24 @@ function lineChart(title, xs, series, yFmt, emptyText) {
   });
   return wrap;
 }
-// Horizontal bar chart as SVG. bars: [{label, value}], optional second series via opts.second
+// Width of a text in the bar chart's font (SVG units = CSS px at 100 % zoom; the SVG never scales
+// up: its width is its own), measured with a canvas so nothing is guessed.
+const _measure = document.createElement("canvas").getContext("2d");
+function textWidth(text) {
+  _measure.font = "11px " + getComputedStyle(document.body).fontFamily;
+  return _measure.measureText(String(text)).width;
+}
+function fitText(text, maxW) {
+  text = String(text);
+  if (textWidth(text) <= maxW) return text;
+  let lo = 0, hi = text.length;
+  while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (textWidth(text.slice(0, mid) + "…") <= maxW) lo = mid; else hi = mid - 1; }
+  return text.slice(0, lo) + "…";
+}
+// Horizontal bar chart as SVG. bars: [{label, value, color?}], optional second series via opts.second.
+// Labels and values are measured: the label column is as wide as the longest label (up to 45 % of
+// the chart; longer ones end in "…" with the full text as a tooltip), and the value column is as
+// wide as the longest value, so no text leaves the chart.
 function barChart(title, bars, fmt, opts) {
   opts = opts || {};
   const box = el("div", {class: "chart", "data-chart": title});
@@ -137,30 +167,41 @@ function barChart(title, bars, fmt, opts) {
   const wrap = panel(title, box);
   if (!items.length) { box.append(empty(opts.empty || "No data in this range.")); return wrap; }
   const ns = "http://www.w3.org/2000/svg";
-  const rowH = opts.second ? 30 : 22, labelW = opts.labelW || 190, w = 640, valueW = 90;
-  const h = items.length * rowH + 24;
+  const w = 640, rowH = opts.second ? 30 : 22, pad = 8;
+  const valueText = (b) => fmt(b.value) + (opts.second && num(b.value2) !== null ? " / " + fmt(b.value2) : "");
+  const labelW = Math.min(0.45 * w, Math.max(40, ...items.map((b) => textWidth(b.label))) + pad);
+  const valueW = Math.max(...items.map((b) => textWidth(valueText(b)))) + pad;
+  const h = items.length * rowH + (opts.second ? 30 : 8);
   const max = Math.max(...items.map((b) => Math.max(Number(b.value), num(b.value2) || 0)), 1e-12);
   const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${w} ${h}`); svg.setAttribute("width", "100%");
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`); svg.setAttribute("width", String(w));
+  svg.setAttribute("style", "max-width:100%;height:auto");
   svg.setAttribute("class", "legend-svg");
   const mk = (tag, a) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(a)) e.setAttribute(k, v); return e; };
+  const plotW = Math.max(40, w - labelW - valueW);
   items.forEach((b, i) => {
-    const y = i * rowH + 4, plotW = w - labelW - valueW;
-    const t = mk("text", {x: labelW - 6, y: y + 13, "text-anchor": "end"}); t.textContent = b.label; svg.append(t);
+    const y = i * rowH + 4;
+    const t = mk("text", {x: labelW - pad / 2, y: y + 12, "text-anchor": "end", "data-label": b.label});
+    t.textContent = fitText(b.label, labelW - pad);
+    const full = mk("title", {}); full.textContent = b.label; t.append(full); svg.append(t);
     const bw = Math.max(1, plotW * Number(b.value) / max);
     const r = mk("rect", {x: labelW, y, width: bw, height: opts.second ? 11 : 15, fill: b.color || PALETTE[0], rx: 2, "data-value": b.value});
     const tip = mk("title", {}); tip.textContent = `${b.label}: ${fmt(b.value)}`; r.append(tip); svg.append(r);
+    let end = bw;
     if (opts.second && num(b.value2) !== null) {
-      svg.append(mk("rect", {x: labelW, y: y + 13, width: Math.max(1, plotW * Number(b.value2) / max), height: 11, fill: PALETTE[1], rx: 2}));
+      const bw2 = Math.max(1, plotW * Number(b.value2) / max);
+      svg.append(mk("rect", {x: labelW, y: y + 13, width: bw2, height: 11, fill: PALETTE[1], rx: 2}));
+      end = Math.max(end, bw2);
     }
-    const vt = mk("text", {x: labelW + bw + 5, y: y + 13}); vt.textContent = fmt(b.value) + (opts.second && num(b.value2) !== null ? " / " + fmt(b.value2) : ""); svg.append(vt);
+    const vt = mk("text", {x: labelW + end + 4, y: y + 12}); vt.textContent = valueText(b); svg.append(vt);
   });
   if (opts.second) {
-    const ly = h - 6;
+    const ly = h - 8;
     svg.append(mk("rect", {x: labelW, y: ly - 9, width: 10, height: 10, fill: PALETTE[0]}));
     const a = mk("text", {x: labelW + 14, y: ly}); a.textContent = opts.first; svg.append(a);
-    svg.append(mk("rect", {x: labelW + 150, y: ly - 9, width: 10, height: 10, fill: PALETTE[1]}));
-    const b2 = mk("text", {x: labelW + 164, y: ly}); b2.textContent = opts.second; svg.append(b2);
+    const x2 = labelW + 14 + textWidth(opts.first) + 20;
+    svg.append(mk("rect", {x: x2, y: ly - 9, width: 10, height: 10, fill: PALETTE[1]}));
+    const b2 = mk("text", {x: x2 + 14, y: ly}); b2.textContent = opts.second; svg.append(b2);
   }
   box.append(svg);
   return wrap;
@@ -175,25 +216,43 @@ PAGES.overview = async (q) => {
   const d = await api("overview", q);
   const t = d.totals, s = d.tables.series, sv = t.savings;
   const xs = xsOf(s);
-  const strongTxt = sv.all_strong.strong_model ? "all on " + sv.all_strong.strong_model : "no strong model seen";
+  const admin = state.who && state.who.is_admin;
   const saveCls = (f) => (num(f) === null ? "" : f >= 0 ? "good" : "bad");
+  const usage = [
+    ["Requests", fmtNum(t.requests), fmtNum(t.errors) + " errors"],
+    ["Tokens", fmtNum(t.tokens), fmtNum(t.input_tokens) + " in · " + fmtNum(t.output_tokens) + " out"],
+  ];
+  if (!admin) {  // a tenant: its usage and what it is billed, never the operator's cost
+    return [
+      cards([...usage, ["Billed", fmtUSD(t.price_usd), fmtUSD(t.price_usd_per_mtok) + " per Mtok"],
+             ["Energy", fmtJ(t.energy_joules), "estimated from the deployments' power model"]]),
+      el("div", {class: "grid2"},
+        lineChart("Requests", xs, [{label: "requests", values: col(s, "requests")}, {label: "errors", values: col(s, "errors"), color: PALETTE[1]}], (v) => fmtNum(v)),
+        lineChart("Billed (USD per bucket)", xs, [{label: "billed", values: col(s, "price_usd")}], fmtUSD),
+        lineChart("Tokens", xs, [{label: "input", values: col(s, "input_tokens")}, {label: "output", values: col(s, "output_tokens"), color: PALETTE[2]}], (v) => fmtNum(v))),
+    ];
+  }
+  const strong = sv.all_strong, single = sv.single_deployment;
   return [
-    cards([
-      ["Requests", fmtNum(t.requests), fmtNum(t.errors) + " errors"],
-      ["Tokens", fmtNum(t.tokens), fmtNum(t.input_tokens) + " in · " + fmtNum(t.output_tokens) + " out"],
+    cards([...usage,
       ["Spend (serving cost)", fmtUSD(t.cost_usd), "billed " + fmtUSD(t.price_usd)],
       ["$/Mtok", fmtUSD(t.usd_per_mtok), "billed " + fmtUSD(t.price_usd_per_mtok) + "/Mtok"],
       ["J/token", fmtJ(t.joules_per_token), fmtNum(t.energy_joules / 3.6e6, 3) + " kWh"],
-      ["Saved vs all-strong", fmtUSD(sv.all_strong.saved_usd), fmtPct(sv.all_strong.saved_fraction) + " · " + strongTxt, saveCls(sv.all_strong.saved_fraction)],
-      ["Saved vs single deployment", fmtUSD(sv.single_deployment.saved_usd), fmtPct(sv.single_deployment.saved_fraction) + " of " + fmtUSD(sv.single_deployment.baseline_usd) + " · " +
-        Object.entries(sv.single_deployment.pinned).map(([m, d]) => m + " on " + d).join(", "), saveCls(sv.single_deployment.saved_fraction)],
+      ["Saved by routing vs all-strong", fmtUSD(strong.saved_usd), strong.routed_requests
+        ? fmtPct(strong.saved_fraction) + " of " + fmtUSD(strong.baseline_usd) + " over " + fmtNum(strong.routed_requests) + " routed requests"
+        : "no routed requests in this range", saveCls(strong.saved_fraction)],
+      ["Saved vs one deployment per model", fmtUSD(single.saved_usd), fmtPct(single.saved_fraction) + " of " + fmtUSD(single.baseline_usd) + " · " +
+        Object.entries(single.pinned).map(([m, dep]) => m + " on " + dep).join(", "), saveCls(single.saved_fraction)],
     ]),
+    el("p", {class: "muted", "data-definition": "baselines"},
+      "All-strong: " + strong.definition + ". One deployment per model: " + single.definition + "."),
     el("div", {class: "grid2"},
       lineChart("Requests", xs, [{label: "requests", values: col(s, "requests")}, {label: "errors", values: col(s, "errors"), color: PALETTE[1]}], (v) => fmtNum(v)),
       lineChart("Spend vs baselines (USD per bucket)", xs, [
         {label: "actual", values: col(s, "cost_usd")},
-        {label: "all-strong", values: col(s, "all_strong_usd"), color: PALETTE[1]},
-        {label: "single deployment", values: col(s, "single_deployment_usd"), color: PALETTE[3]}], fmtUSD),
+        {label: "one deployment per model", values: col(s, "single_deployment_usd"), color: PALETTE[3]},
+        {label: "routed requests", values: col(s, "routed_usd"), color: PALETTE[2]},
+        {label: "routed, all-strong", values: col(s, "all_strong_usd"), color: PALETTE[1]}], fmtUSD),
       lineChart("Tokens", xs, [{label: "input", values: col(s, "input_tokens")}, {label: "output", values: col(s, "output_tokens"), color: PALETTE[2]}], (v) => fmtNum(v)),
       lineChart("$/Mtok and J/token", xs, [{label: "$/Mtok", values: col(s, "usd_per_mtok"), fmt: fmtUSD},
         {label: "J/token", values: col(s, "joules_per_token"), color: PALETTE[4], scale: "J", fmt: fmtJ}], fmtUSD),
@@ -204,7 +263,7 @@ PAGES.overview = async (q) => {
 PAGES.routing = async (q) => {
   const d = await api("routing", q);
   const t = d.totals, s = d.tables.series, xs = xsOf(s);
-  const mixSeries = t.models.map((m) => ({label: m, values: col(s, m)}));
+  const mixSeries = t.models.map((m) => ({label: m, values: col(s, m), named: true}));
   const quality = d.tables.quality;
   const out = [
     cards([
@@ -217,7 +276,7 @@ PAGES.routing = async (q) => {
       lineChart("Model mix (requests)", xs, mixSeries, (v) => fmtNum(v)),
       lineChart("Strong-call share", xs, [{label: "strong share", values: col(s, "strong_share")}], fmtPct,
         "No routing decisions recorded in this range (requests name a model directly)."),
-      barChart("Requests by model and deployment", d.tables.mix.map((m, i) => ({label: m.model + " · " + m.deployment, value: m.requests, color: PALETTE[i % PALETTE.length]})), (v) => fmtNum(v)),
+      barChart("Requests by model and deployment", d.tables.mix.map((m) => ({label: m.model + " · " + m.deployment, value: m.requests, color: colorFor(m.deployment)})), (v) => fmtNum(v)),
       quality.length
         ? barChart("Predicted vs observed quality (feedback)", quality.map((r) => ({label: r.model + " (n=" + r.n + ")", value: r.predicted_mean, value2: r.observed_mean})), fmtFix(3), {first: "predicted", second: "observed"})
         : panel("Predicted vs observed quality", el("div", {class: "empty", "data-empty": "quality", text: "No quality feedback yet. Labels sent with POST /v1/feedback {request_id, score} appear here, next to the router's predicted quality."})),
@@ -233,8 +292,39 @@ PAGES.routing = async (q) => {
   return out;
 };
 
+// The real cost of self-hosted deployments: bill vs allocated vs idle, actual vs modelled $/Mtok.
+function costPanels(c) {
+  const rows = c.tables.deployments;
+  if (!rows.length) return [panel("Real serving cost", empty("No self-hosted deployment was provisioned in this range (API deployments have no bill)."))];
+  const byTs = new Map();
+  for (const p of c.tables.series) {
+    const x = byTs.get(p.ts) || {ts: p.ts, bill: 0, allocated: 0, idle: 0};
+    x.bill += p.bill_usd; x.allocated += p.allocated_usd; x.idle += p.idle_usd; byTs.set(p.ts, x);
+  }
+  const pts = [...byTs.values()].sort((a, b) => a.ts - b.ts);
+  return [
+    panel("Real serving cost (tokenomy costs)", table(rows, [
+      {key: "deployment", label: "deployment"}, {key: "hourly_usd", label: "$/h", num: true, fmt: fmtUSD},
+      {key: "bill_usd", label: "bill", num: true, fmt: fmtUSD}, {key: "allocated_usd", label: "allocated", num: true, fmt: fmtUSD},
+      {key: "idle_usd", label: "idle", num: true, fmt: fmtUSD}, {key: "tokens", label: "tokens", num: true, fmt: fmtNum},
+      {key: "utilization", label: "utilisation", num: true, fmt: fmtPct},
+      {key: "usd_per_mtok_output_actual", label: "$/Mtok out, actual", num: true, fmt: fmtUSD},
+      {key: "usd_per_mtok_output_modelled", label: "$/Mtok out, model at this utilisation", num: true, fmt: fmtUSD}])),
+    lineChart("Bill vs allocated vs idle (USD per bucket)", pts.map((p) => p.ts), [
+      {label: "bill", values: pts.map((p) => p.bill)}, {label: "allocated to requests", values: pts.map((p) => p.allocated), color: PALETTE[2]},
+      {label: "idle", values: pts.map((p) => p.idle), color: PALETTE[1]}], fmtUSD),
+    el("p", {class: "muted", text: "Rule: " + c.meta.rule + "."}),
+  ];
+}
+
 PAGES.deployments = async (q) => {
   const d = await api("deployments", q);
+  const admin = state.who && state.who.is_admin;
+  const c = admin ? await api("costs", q) : null;
+  const costs = c ? costPanels(c) : [];
+  // utilisation of a self-hosted deployment: its share of token capacity used (tokenomy costs)
+  const util = new Map((c ? c.tables.deployments : []).map((r) => [r.deployment, r.utilization]));
+  for (const r of d.tables.deployments) if (num(r.utilization) === null && util.has(r.deployment)) r.utilization = util.get(r.deployment);
   const rows = d.tables.deployments, names = d.totals.deployments;
   const rq = d.tables.requests, lat = d.tables.latency;
   const breaker = (r) => r.breaker ? el("span", {class: "badge " + r.breaker, text: r.breaker}) : el("span", {class: "muted", text: "n/a"});
@@ -252,20 +342,39 @@ PAGES.deployments = async (q) => {
       {key: "error_rate", label: "errors", num: true, fmt: fmtPct},
       {key: "latency_ms_p50", label: "p50", num: true, fmt: fmtMs}, {key: "latency_ms_p99", label: "p99", num: true, fmt: fmtMs},
       {key: "ttft_ms_p50", label: "TTFT p50", num: true, fmt: fmtMs},
-      {key: "usd_per_mtok", label: "$/Mtok", num: true, fmt: fmtUSD}, {key: "joules_per_token", label: "J/token", num: true, fmt: fmtJ},
+      {key: "usd_per_mtok", label: "$/Mtok", num: true, fmt: fmtUSD},
+      {label: "J/token", num: true, render: (r) => (num(r.joules_per_token) === null ? "–" : r.energy_basis === "power model"
+        ? fmtJ(r.joules_per_token) : el("span", {class: "muted", title: "an estimate: the provider's hardware is not known", text: "~" + fmtJ(r.joules_per_token) + " est."}))},
       {key: "cost_usd", label: "cost", num: true, fmt: fmtUSD}], {empty: "No deployments seen in this range."})),
     el("div", {class: "grid2"},
-      lineChart("Requests per deployment", xsOf(rq), names.map((n) => ({label: n, values: col(rq, n)})), (v) => fmtNum(v)),
-      lineChart("Mean latency per deployment", xsOf(lat), names.map((n) => ({label: n, values: col(lat, n)})), fmtMs),
+      lineChart("Requests per deployment", xsOf(rq), names.map((n) => ({label: n, values: col(rq, n), named: true})), (v) => fmtNum(v)),
+      lineChart("Mean latency per deployment", xsOf(lat), names.map((n) => ({label: n, values: col(lat, n), named: true})), fmtMs),
       barChart("Latency p50 / p99", rows.filter((r) => r.latency_ms_p50 !== null).map((r) => ({label: r.deployment, value: r.latency_ms_p50, value2: r.latency_ms_p99})), fmtMs, {first: "p50", second: "p99"}),
-      barChart("$/Mtok by deployment", rows.map((r, i) => ({label: r.deployment, value: r.usd_per_mtok, color: PALETTE[i % PALETTE.length]})), fmtUSD),
+      barChart("$/Mtok by deployment", rows.map((r) => ({label: r.deployment, value: r.usd_per_mtok, color: colorFor(r.deployment)})), fmtUSD),
     ),
+    ...costs,
   ];
 };
 
 PAGES.tenants = async (q) => {
   const d = await api("tenants", q);
   const t = d.totals, rows = d.tables.tenants;
+  if (!(state.who && state.who.is_admin)) {  // a tenant: its own spend, budget and limits only
+    const me = rows[0] || {};
+    return [
+      cards([["Requests", fmtNum(me.requests)], ["Tokens", fmtNum(me.tokens)],
+             ["Spent this budget period", fmtUSD(me.period_spend_usd), me.budget_usd ? "of " + fmtUSD(me.budget_usd) + " " + (me.budget_period || "") : "no budget"],
+             ["Near a limit", String(t.near_limit), "at ≥ " + fmtPct(d.meta.near_limit_fraction) + " of a budget or cap", t.near_limit ? "warn" : "good"]]),
+      panel("Near a limit", table(d.tables.near_limit, [
+        {key: "kind", label: "limit"}, {key: "subject", label: "subject"},
+        {label: "used", render: (r) => usageBar(r.used)}, {key: "detail", label: "detail"}], {empty: "Nothing is near a limit."})),
+      panel("Keys", table(d.tables.keys, [
+        {key: "key_id", label: "key"}, {key: "name", label: "name"}, {key: "active", label: "active", fmt: (v) => (v ? "yes" : "revoked")},
+        {key: "budget_usd", label: "budget", num: true, fmt: fmtUSD}, {label: "budget used", render: (r) => usageBar(r.budget_used)},
+        {key: "rpm", label: "RPM cap", num: true, fmt: (v) => (v ? fmtNum(v) : "–")}, {key: "tpm", label: "TPM cap", num: true, fmt: (v) => (v ? fmtNum(v) : "–")}],
+        {empty: "No keys."})),
+    ];
+  }
   return [
     cards([
       ["Tenants", String(t.tenants)], ["Serving cost", fmtUSD(t.cost_usd)], ["Revenue", fmtUSD(t.revenue_usd)],
@@ -277,7 +386,7 @@ PAGES.tenants = async (q) => {
       {label: "used", render: (r) => usageBar(r.used)}, {key: "detail", label: "detail"}], {empty: "Nobody is near a limit."})),
     el("div", {class: "grid2"},
       barChart("Serving cost vs revenue by tenant", rows.map((r) => ({label: r.tenant, value: num(r.cost_usd), value2: num(r.revenue_usd)})), fmtUSD, {first: "cost", second: "revenue"}),
-      barChart("Requests by tenant", rows.map((r, i) => ({label: r.tenant, value: r.requests, color: PALETTE[i % PALETTE.length]})), (v) => fmtNum(v)),
+      barChart("Requests by tenant", rows.map((r) => ({label: r.tenant, value: r.requests, color: colorFor(r.tenant)})), (v) => fmtNum(v)),
     ),
     panel("Tenants", table(rows, [
       {key: "tenant", label: "tenant"}, {key: "requests", label: "requests", num: true, fmt: fmtNum},
@@ -309,44 +418,91 @@ PAGES["unit-cost"] = async (q) => {
   }}, el("label", {}, "model", modelSel), el("label", {}, "SLO: max ms per output token", slo), el("label", {}, "context tokens", ctx),
     el("button", {type: "submit", text: "Compare"}));
   const label = (r) => `${r.count}×${r.accelerator} @ ${r.site}`;
-  const top = rows.slice(0, 20);
-  const apiBars = d.tables.api.map((r) => ({label: "API " + (r.model || r.price_provider || "").slice(0, 44), value: r.usd_per_mtok_output, color: PALETTE[3]}));
+  // like `tokenomy cost compare`: each accelerator once, at its cheapest site (all sites on demand)
+  const best = new Map(), sitesOf = new Map();
+  for (const r of rows) {
+    const k = r.accelerator + "×" + r.count;
+    sitesOf.set(k, (sitesOf.get(k) || 0) + 1);
+    if (!best.has(k) || r.usd_per_mtok_output < best.get(k).usd_per_mtok_output) best.set(k, r);
+  }
+  const grouped = [...best.values()].sort((a, b) => a.usd_per_mtok_output - b.usd_per_mtok_output);
+  const listed = state.allSites ? rows : grouped;
+  const top = grouped.slice(0, 20);
+  const apiBars = d.tables.api.map((r) => ({label: "API " + r.price_provider + ": " + (r.model || "").split("/").pop(), value: r.usd_per_mtok_output, color: PALETTE[7]}));
   const cheapest = d.totals.cheapest;
   return [
     form,
     cards([
-      ["Options", String(d.totals.rows), "accelerator × site, cheapest devices per accelerator"],
+      ["Options", String(grouped.length), "accelerators (" + d.totals.rows + " accelerator × site rows)"],
       ["Cheapest $/Mtok output", cheapest ? fmtUSD(cheapest.usd_per_mtok_output) : "–", cheapest ? label(cheapest) : "nothing meets the SLO"],
       ["Its J/token", cheapest ? fmtJ(cheapest.joules_per_token_output) : "–", cheapest ? fmtNum(cheapest.tokens_per_s) + " tok/s" : ""],
     ]),
-    barChart("$/Mtok output (20 cheapest" + (apiBars.length ? ", and API offers" : "") + ")", [...top.map((r, i) => ({label: label(r), value: r.usd_per_mtok_output, color: PALETTE[0]})), ...apiBars], fmtUSD,
-      {labelW: 230, empty: "No deployment meets this SLO."}),
-    panel("Unit cost (tokenomy cost compare)" + (rows.length > 40 && !state.allRows ? ` — 40 cheapest of ${rows.length}` : ""), el("div", {},
-      rows.length > 40 && !state.allRows ? el("button", {type: "button", id: "uc-all", text: "show all " + rows.length, onclick: () => { state.allRows = true; refresh(); }}) : null,
-      table(state.allRows ? rows : rows.slice(0, 40), [
-      {key: "accelerator", label: "accelerator"}, {key: "count", label: "devices", num: true}, {key: "site", label: "site"},
-      {key: "usd_per_mtok_input", label: "$/Mtok in", num: true, fmt: fmtFix(4)}, {key: "usd_per_mtok_output", label: "$/Mtok out", num: true, fmt: fmtFix(4)},
+    barChart("$/Mtok output, cheapest site per accelerator" + (apiBars.length ? ", API offers ranked in (grey)" : ""),
+      [...top.map((r) => ({label: label(r), value: r.usd_per_mtok_output, color: PALETTE[0]})), ...apiBars].sort((a, b) => a.value - b.value), fmtUSD,
+      {empty: "No deployment meets this SLO."}),
+    panel("Unit cost (tokenomy cost compare)" + (state.allSites ? ` — every site, ${rows.length} rows` : ` — cheapest site of each of ${grouped.length} accelerators`), el("div", {},
+      el("button", {type: "button", id: "uc-all", text: state.allSites ? "cheapest site only" : "show every site (" + rows.length + ")",
+        onclick: () => { state.allSites = !state.allSites; refresh(); }}),
+      table(listed, [
+      {key: "accelerator", label: "accelerator"}, {key: "count", label: "devices", num: true},
+      {label: "site", render: (r) => state.allSites ? r.site : r.site + " (cheapest of " + sitesOf.get(r.accelerator + "×" + r.count) + ")"},
+      {key: "usd_per_mtok_input", label: "$/Mtok in", num: true, fmt: fmtUSD}, {key: "usd_per_mtok_output", label: "$/Mtok out", num: true, fmt: fmtUSD},
       {key: "joules_per_token_output", label: "J/token out", num: true, fmt: fmtFix(4)}, {key: "tokens_per_s", label: "tok/s", num: true, fmt: fmtNum},
       {key: "max_batch", label: "batch", num: true}, {key: "tpot_ms", label: "TPOT ms", num: true, fmt: fmtFix(1)},
-      {key: "usd_per_hour", label: "$/h", num: true, fmt: fmtFix(3)}, {key: "price_provider", label: "provider"}, {key: "source", label: "calibration"}],
+      {key: "usd_per_hour", label: "$/h", num: true, fmt: fmtUSD}, {key: "price_provider", label: "provider"}, {key: "source", label: "calibration"}],
       {empty: "No deployment meets this SLO."}))),
     d.tables.skipped.length ? panel("Skipped accelerators", table(d.tables.skipped, [{key: "accelerator", label: "accelerator"}, {key: "reason", label: "reason"}])) : null,
   ];
 };
 
+// A pricing plan as a card: what it charges (fee, per-category prices, tiers, free allowances,
+// cost-plus markup, minimum) and what it limits (caps).
+function planCard(p) {
+  const money = (x) => (x === null || x === undefined ? null : fmtUSD(x));
+  const unitOf = (cat, c) => (cat === "requests" ? "per " + fmtNum(c.per || 1000) + " requests" : "per " + (c.per ? fmtNum(c.per) + " tokens" : "Mtok"));
+  const lines = [];
+  if (p.subscription_usd !== null) lines.push(["Subscription", money(p.subscription_usd) + " / month"]);
+  for (const [cat, c] of Object.entries(p.usage)) {
+    if (c.tiers) lines.push([cat, c.scheme + ": " + c.tiers.map((t) => (t.up_to ? "≤ " + fmtNum(t.up_to) : "above") + " " + fmtUSD(t.usd)).join(", ") + " " + unitOf(cat, c)]);
+    else lines.push([cat, fmtUSD(c.usd) + " " + unitOf(cat, c) + (c.scheme === "package" ? " (package)" : "")]);
+  }
+  for (const [cat, n] of Object.entries(p.free)) lines.push(["free " + cat, fmtNum(n) + " / month"]);
+  if (p.cost_plus_markup) lines.push(["Cost plus", Object.entries(p.cost_plus_markup).map(([k, v]) => k + " +" + fmtPct(Number(v))).join(", ")]);
+  if (p.list_price) lines.push(["Price", "the gateway's list price"]);
+  if (p.minimum_commitment_usd !== null) lines.push(["Minimum", money(p.minimum_commitment_usd) + " / month"]);
+  for (const c of p.caps) lines.push(["Cap", Number(c.limit).toLocaleString("en-US") + " " + c.unit + " per " + c.window + " → " + c.at_cap + (c.downgrade_group ? " to " + c.downgrade_group : "")]);
+  return el("div", {class: "card plan-card", "data-plan": p.name},
+    el("h3", {text: p.name}), el("div", {class: "muted", text: p.description || p.kind}),
+    el("dl", {}, lines.flatMap(([k, v]) => [el("dt", {text: k}), el("dd", {text: v})])));
+}
+
 PAGES.plans = async (q) => {
+  const pp = await api("pricing-plans", q);
+  const out = [];
+  if (pp.meta.configured) {
+    out.push(el("h2", {text: "Pricing plans"}), el("div", {class: "plan-cards"}, pp.tables.plans.map(planCard)));
+    out.push(panel("Tenants against their plan's caps", table(pp.tables.positions, [
+      {key: "tenant", label: "tenant"}, {key: "plan", label: "plan"}, {key: "cap", label: "cap", fmt: (v) => v || "no caps"},
+      {label: "used", render: (r) => (r.limit ? el("span", {}, usageBar(r.fraction), " " + fmtNum(r.used) + " of " + fmtNum(r.limit)) : "–")},
+      {key: "at_cap", label: "at the cap", fmt: (v) => v || "–"},
+      {key: "resets_at", label: "room again at", fmt: (v) => (v ? new Date(v * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : "–")}],
+      {empty: "No tenants."})));
+  } else {
+    out.push(el("div", {class: "empty", "data-empty": "pricing-plans"}, "No pricing plans configured: give the gateway a plans file (plans: in tokenomy.yaml)."));
+  }
   const d = await api("plans", q);
   const items = d.tables.plans;
   if (!items.length) {
-    return [el("div", {class: "empty", "data-empty": "plans"},
+    out.push(el("div", {class: "empty", "data-empty": "plans"},
       "No saved fleet plans or pricing simulations yet. Save one from the CLI as JSON into " + (d.meta.dir || "<data_dir>/plans") +
-      ", e.g. tokenomy fleet plan ... --json > " + (d.meta.dir || "plans") + "/my-plan.json")];
+      ", e.g. tokenomy plan ... --json > " + (d.meta.dir || "plans") + "/my-plan.json"));
+    return out;
   }
   const chosen = q.get("plan") || items[0].name;
-  const out = [panel("Saved plans (" + (d.meta.dir || "") + ")", table(items, [
+  out.push(panel("Saved plans (" + (d.meta.dir || "") + ")", table(items, [
     {label: "name", render: (r) => el("a", {class: "plan-link", href: "?plan=" + encodeURIComponent(r.name) + "&range=" + (q.get("range") || "24h"), text: r.name})},
     {key: "kind", label: "kind"}, {key: "modified", label: "saved", fmt: (v) => new Date(v * 1000).toISOString().slice(0, 16).replace("T", " ")},
-    {key: "bytes", label: "bytes", num: true, fmt: fmtNum}]))];
+    {key: "bytes", label: "bytes", num: true, fmt: fmtNum}])));
   const p = await api("plans/" + encodeURIComponent(chosen), new URLSearchParams());
   const body = [];
   if (p.meta.kind === "fleet-plan") {
@@ -359,7 +515,10 @@ PAGES.plans = async (q) => {
     const rows = p.tables.plans;
     body.push(barChart("Revenue vs serving cost per plan", rows.map((r) => ({label: r.plan, value: r.revenue_usd, value2: r.cost_usd})), fmtUSD, {first: "revenue", second: "cost"}));
     body.push(barChart("Unprofitable users share", rows.map((r, i) => ({label: r.plan, value: r.unprofitable_share, color: PALETTE[i % PALETTE.length]})), fmtPct));
-    body.push(panel("Plans", table(rows, Object.keys(rows[0] || {}).map((k) => ({key: k, label: k, num: k !== "plan", fmt: (v) => (typeof v === "number" ? fmtNum(v, 3) : v ?? "–")})))));
+    const known = [["plan", "plan"], ["users", "users", fmtNum], ["revenue_usd", "revenue", fmtUSD], ["cost_usd", "serving cost", fmtUSD],
+      ["margin_usd", "margin", fmtUSD], ["margin_share", "margin %", fmtPct], ["unprofitable_share", "users below 0", fmtPct]];
+    const cols = known.filter(([k]) => rows.some((r) => r[k] !== undefined)).map(([k, label, fmt]) => ({key: k, label, num: k !== "plan", fmt}));
+    body.push(panel("Plans", table(rows, cols)));
   }
   body.push(panel("Summary", table(p.tables.summary, [{key: "field", label: "field"}, {key: "value", label: "value"}], {empty: "No top-level figures."})));
   out.push(el("h2", {text: chosen + " (" + p.meta.kind + ")"}), el("div", {class: "grid2"}, body));
@@ -438,6 +597,8 @@ async function init() {
     if (![...tenantSel.options].some((o) => o.value === p.get("tenant"))) tenantSel.append(el("option", {value: p.get("tenant"), text: p.get("tenant")}));
     tenantSel.value = p.get("tenant");
   }
+  // only the pages this key may open (a tenant's key has no Plans tab)
+  for (const a of document.querySelectorAll("nav a")) if (who.pages && !(a.dataset.nav in who.pages)) a.remove();
   // carry range and tenant across pages
   for (const a of document.querySelectorAll("nav a")) a.addEventListener("click", (ev) => {
     ev.preventDefault();

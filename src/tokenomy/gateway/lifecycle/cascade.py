@@ -1,0 +1,151 @@
+"""Policy cascade of a routed alias, through the same dispatch and settle as every request.
+
+Non-stream: weak call -> verifier -> return it, or call the strong model. Stream: the weak
+answer is fetched whole (non-stream) and scored before anything is sent; kept answers are
+then sent as one SSE content chunk, escalated requests stream the strong model. So the TTFT
+of a streamed cascade request is the weak call's full latency + the verifier's time (+ the
+strong model's TTFT when escalated): the price of judging the answer, not the prompt.
+
+Metering: every upstream call is one usage event under the request id: the served answer
+is `<req>` (settles the reservation; carries extra.route), the unserved weak (or failed
+strong) call is `<req>:weak` (`<req>:strong`), an LLM judge call `<req>:judge`. They share
+the request's Allowance, so together they never settle more than was reserved.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from tokenomy.gateway.errors import ApiError
+from tokenomy.gateway.lifecycle.state import CallFailed, RequestCtx, UnaryResult, fmt_usd, header_safe
+from tokenomy.gateway.lifecycle.wire import response_text
+from tokenomy.metering import UsageEvent
+from tokenomy.tokencount import counter_for
+
+if TYPE_CHECKING:
+    from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRuntime
+
+
+def _result_of(exc: BaseException | None) -> UnaryResult:
+    if isinstance(exc, CallFailed):
+        return exc.result
+    return UnaryResult("failed", None, err=ApiError(502, f"{type(exc).__name__}: {exc}", code="upstream_error"))
+
+
+class Cascade:
+    def __init__(self, gw):
+        self.gw = gw
+        self.dispatcher, self.settler = gw.dispatcher, gw.settler
+
+    async def aux(self, ctx: RequestCtx, sub: RequestCtx, r: UnaryResult, role: str) -> UsageEvent:
+        """Settle an auxiliary call of the request as `<req>:<role>`."""
+        sub.rid = f"{ctx.rid}:{role}"
+        sub.part = {"route_part": role, "parent": ctx.rid}
+        ev = self.settler.unary_event(sub, r)
+        await self.settler.commit_aux(ctx, ev)
+        return ev
+
+    async def run(self, request: web.Request, ctx: RequestCtx, route: RouteRuntime, priced,
+                  weak_order: list[DeploymentRuntime]) -> web.StreamResponse:
+        from tokenomy.routing.cascade import run_cascade
+
+        settler = self.settler
+        weak_g, strong_g = route.candidates[0], route.candidates[-1]
+        wctx = ctx.sub(ctx.rid, weak_g, stream=False)
+        sctx = ctx.sub(ctx.rid, strong_g, stream=False)
+        judge = None
+        aux_usd = Decimal(0)
+        weak_box: list[UnaryResult] = []
+
+        async def call_weak() -> UnaryResult:
+            r = await self.dispatcher.unary(wctx, weak_order)
+            weak_box.append(r)
+            if r.status != "ok":
+                raise CallFailed(r)
+            return r
+
+        async def call_strong() -> UnaryResult | None:
+            if ctx.stream:
+                return None  # streamed below, once the decision is known
+            r = await self.dispatcher.unary(sctx, strong_g.rank(ctx.input_tokens, ctx.max_tokens).order)
+            if r.status != "ok":
+                raise CallFailed(r)
+            return r
+
+        verifier = route.verifier
+        if route.judge is not None:
+            judge = verifier = GatewayJudge(self, ctx, *route.judge)
+        try:
+            res = await run_cascade(call_weak, call_strong, verifier, route.threshold, prompt=ctx.prompt,
+                                    text_of=lambda r: response_text(r.obj, ctx.kind))
+        except CallFailed as exc:  # both calls failed (non-stream): the strong failure is the answer
+            await self.aux(ctx, wctx, weak_box[0] if weak_box else _result_of(None), "weak")
+            ctx.group = strong_g
+            ctx.route = {**route.route_extra(priced, strong_g), "escalated": True, "score": None,
+                         "threshold": route.threshold, "verifier": route.verifier_name, "served_by": "none"}
+            return await settler.unary(ctx, exc.result, {"x-tokenomy-cascade-escalated": "true"})
+        if judge is not None:
+            aux_usd += judge.cost_usd
+        weak_call = res.calls[0]
+        weak_r = weak_call.response if weak_call.error is None else _result_of(weak_call.error)
+        served_strong = res.served_by == "strong"
+        served = strong_g if served_strong else weak_g
+        ctx.route = {**route.route_extra(priced, served), "escalated": res.escalated, "served_by": res.served_by,
+                     "score": res.score, "predicted_quality": res.score, "threshold": route.threshold,
+                     "verifier": route.verifier_name, "verifier_ms": round(res.verifier_seconds * 1000.0, 3)}
+        if res.verifier_error:
+            ctx.route["verifier_error"] = res.verifier_error[:200]
+        headers = {**res.headers(), "x-tokenomy-route-alias": route.alias, "x-tokenomy-route-model": served.alias,
+                   "x-tokenomy-cascade-verifier": header_safe(route.verifier_name)}
+        ctx.group = served
+        if served_strong or (res.escalated and ctx.stream):
+            aux_usd += (await self.aux(ctx, wctx, weak_r, "weak")).cost_usd
+            ctx.headers.update(headers)
+            if ctx.stream:  # escalated: stream the strong model (fallbacks before the first byte)
+                ctx.route["served_by"] = "strong"
+                ctx.route["strong"] = True
+                return await self.gw.serve_stream(request, ctx, strong_g.rank(ctx.input_tokens, ctx.max_tokens).order)
+            main = res.calls[-1].response
+        else:  # the weak answer is served (kept, or the strong call failed)
+            if res.strong_error is not None:
+                failed = res.calls[-1].error
+                aux_usd += (await self.aux(ctx, sctx, _result_of(failed), "strong")).cost_usd
+                ctx.route["strong_error"] = res.strong_error[:200]
+            main = weak_r
+            ctx.headers.update(headers)
+            if ctx.stream:
+                return await settler.sse_from_unary(request, ctx, main, aux_usd)
+        resp = await settler.unary(ctx, main)
+        if aux_usd and "x-tokenomy-cost-usd" in resp.headers:
+            resp.headers["x-tokenomy-route-total-cost-usd"] = fmt_usd(Decimal(resp.headers["x-tokenomy-cost-usd"]) + aux_usd)
+        return resp
+
+
+class GatewayJudge:
+    """LLM-as-judge through the gateway's own dispatch: the judge group's deployments, fallbacks
+    and prices apply, and its tokens are metered to the same tenant as `<req>:judge`."""
+
+    def __init__(self, cascade: Cascade, ctx: RequestCtx, group: GroupRuntime, jv):
+        self.cascade, self.ctx, self.group, self.jv = cascade, ctx, group, jv
+        self.cost_usd = Decimal(0)
+
+    async def ascore(self, prompt: str, answer: str) -> float | None:
+        from tokenomy.routing.cascade.judge import JudgeError, normalize, parse_score
+
+        messages = self.jv.messages(prompt, answer)
+        body = {"model": self.group.alias, "messages": messages, "max_tokens": self.jv.max_tokens, "temperature": 0}
+        jctx = self.ctx.sub(self.ctx.rid, self.group, stream=False, body=body)
+        jctx.kind = "chat"
+        jctx.input_tokens = counter_for(self.group).count_chat(messages)
+        jctx.max_tokens = jctx.out_limit_tokens = self.jv.max_tokens
+        jctx.n_choices = 1
+        r = await self.cascade.dispatcher.unary(jctx, self.group.rank(jctx.input_tokens, self.jv.max_tokens).order)
+        ev = await self.cascade.aux(self.ctx, jctx, r, "judge")
+        self.cost_usd += ev.cost_usd
+        if r.status != "ok":
+            raise JudgeError(f"judge {self.group.alias}: {r.err.message if r.err else r.status}")
+        s = parse_score(response_text(r.obj, "chat"))
+        return None if s is None else normalize(s)

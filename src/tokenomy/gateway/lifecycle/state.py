@@ -1,0 +1,126 @@
+"""The typed state of one request: its context, the outcome of each upstream attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from tokenomy.gateway.errors import ApiError
+
+if TYPE_CHECKING:
+    from tokenomy.gateway.plans import PlanState
+    from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime
+    from tokenomy.metering.types import Principal, Reservation
+
+
+def fmt_usd(x: Decimal) -> str:
+    return format(x.normalize(), "f") if x else "0"
+
+
+def header_safe(s: str) -> str:
+    return s.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
+
+
+FailureKind = Literal["http_429", "http_5xx", "timeout", "connection", "garbage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed upstream attempt, classified (dispatch.classify*): whether the same deployment
+    may be tried again (after a backoff, or the upstream's Retry-After)."""
+
+    kind: FailureKind
+    message: str
+    retry_same: bool  # connect errors, 429, 5xx before the first byte
+    retry_after_s: float | None = None  # a 429's Retry-After (seconds), when it sent one
+    retry_after_raw: str | None = None
+
+
+@dataclass(slots=True)
+class Allowance:
+    """What a request may still settle: its reservation minus what its calls already settled
+    (a cascade's auxiliary calls and its main event share it). A hard budget cannot be exceeded
+    because no event settles more than this."""
+
+    left_usd: Decimal
+
+
+@dataclass(slots=True)
+class RequestCtx:
+    """Everything admission decided for one request, carried through dispatch to settle."""
+
+    rid: str
+    t0: float  # perf_counter at arrival
+    principal: Principal
+    kind: str  # "chat" | "completions"
+    body: dict
+    stream: bool
+    input_tokens: int  # the gateway's own count of the prompt
+    group: GroupRuntime
+    headers: dict[str, str]  # response headers every answer of this request carries
+    client_usage: bool = False  # the client asked for stream_options.include_usage
+    max_tokens: int | None = None  # the client's max_tokens (None: not given)
+    out_limit_tokens: int = 4096  # max tokens per choice the upstream may generate (bounds its usage)
+    n_choices: int = 1
+    reservation: Reservation | None = None
+    allowance: Allowance | None = None  # None: no hard budget to protect
+    plan: PlanState | None = None
+    route: dict | None = None  # extra["route"] of a routed alias (quality router / cascade)
+    part: dict | None = None  # extra of an auxiliary cascade call ({"route_part", "parent"})
+    prompt: str = ""  # the routed prompt (last user message)
+    attempts: list[dict] = field(default_factory=list)  # failed attempts, as recorded in the event
+    last_failure: Failure | None = None
+    retry_after: str | None = None  # the last upstream 429's Retry-After
+    committed: bool = False
+
+    def sub(self, rid: str, group: GroupRuntime, *, stream: bool, body: dict | None = None) -> "RequestCtx":
+        """A context for one more upstream call of the same request (cascade weak call, judge):
+        same principal, plan and response headers; its own id, group and body; no reservation
+        (the request's reservation is settled by its main event)."""
+        b = dict(self.body) if body is None else body
+        if not stream:
+            b["stream"] = False
+            b.pop("stream_options", None)
+        return RequestCtx(rid, self.t0, self.principal, self.kind, b, stream, self.input_tokens, group,
+                          self.headers, client_usage=self.client_usage if stream else False,
+                          max_tokens=self.max_tokens, out_limit_tokens=self.out_limit_tokens, n_choices=self.n_choices,
+                          allowance=self.allowance, plan=self.plan, prompt=self.prompt)
+
+
+UnaryStatus = Literal["ok", "client_error", "failed"]
+
+
+@dataclass(slots=True)
+class UnaryResult:
+    """Outcome of one non-stream dispatch over a group's deployments (before settling).
+    ok: an answer; client_error: a 4xx passed through as is; failed: every attempt failed."""
+
+    status: UnaryStatus
+    d: DeploymentRuntime | None
+    raw: bytes = b""
+    ctype: str = "application/json"
+    obj: dict | None = None
+    usage: Any = None  # the upstream's `usage`, untrusted (settle bounds it)
+    energy_j: float | None = None
+    err: ApiError | None = None
+    t_start: float = 0.0  # perf_counter when the answering attempt started / ended
+    t_end: float = 0.0
+
+
+@dataclass(slots=True)
+class OpenStream:
+    """A stream whose first event arrived (no fallback after this): relay then settle."""
+
+    d: DeploymentRuntime
+    resp: Any  # aiohttp.ClientResponse
+    first: bytes
+    t_start: float
+
+
+class CallFailed(Exception):
+    """A cascade call did not produce an answer (carries its UnaryResult)."""
+
+    def __init__(self, result: UnaryResult):
+        super().__init__(result.err.message if result.err is not None else f"HTTP {result.status}")
+        self.result = result
