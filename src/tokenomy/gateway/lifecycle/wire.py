@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 import orjson
 
-from tokenomy.gateway.upstream import LeanClient, UpstreamResponse, reported_energy_joules
+from tokenomy.gateway.upstream import (DEFAULT_MAX_RESPONSE_BYTES, LeanClient, UpstreamResponse, read_capped,
+                                      reported_energy_joules)
 
 if TYPE_CHECKING:
     from tokenomy.gateway.lifecycle.state import RequestCtx
@@ -48,7 +49,7 @@ async def post(session: aiohttp.ClientSession, lean: LeanClient | None, timeout:
         if resp is not None:
             return resp
     async with session.post(target, data=data, headers=d.headers, timeout=timeout) as r:
-        raw = await r.read()
+        raw = await read_capped(r, lean.max_response_bytes if lean is not None else DEFAULT_MAX_RESPONSE_BYTES)
         return UpstreamResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, raw)
 
 
