@@ -102,6 +102,9 @@ class Deployment(_Strict):
     # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
     stream_usage: bool = True
     max_in_flight: int | None = Field(default=None, ge=1)
+    # The model's output limit (tokens): caps the max_tokens the gateway sets for a budgeted
+    # request that set none (default: defaults.max_tokens).
+    max_output_tokens: int | None = Field(default=None, ge=1)
     # Tokenizer for the gateway's own counts (streams without usage, limits, reservations):
     # o200k | cl100k | llama-3 | regex | a path to a tokenizer.json. Default: by the model name
     # (OpenAI families), else the regex approximation. See tokenomy.tokencount.

@@ -131,8 +131,9 @@ async def test_requests_queue_when_the_batch_is_full(make_emulator) -> None:
 
 
 async def test_kv_capacity_limits_admission(make_emulator) -> None:
-    # Each request reserves prompt + output tokens of KV; a 2,000-token cache holds two of them.
-    async with make_emulator(time_scale=0.0, kv_cache_tokens=2000) as (base_url, _):
+    # Each request reserves prompt + output tokens of KV; a 2,000-token cache holds two of them
+    # (without prefix caching: with it their shared prompt is held once, test_emulator_prefix).
+    async with make_emulator(time_scale=0.0, kv_cache_tokens=2000, prefix_caching=False) as (base_url, _):
         results = await _concurrent(base_url, 5, 10, "word " * 800)
         async with httpx.AsyncClient() as http:
             stats = (await http.get(base_url.removesuffix("/v1") + "/emulator/stats")).json()

@@ -80,3 +80,16 @@ async def test_same_schedule_exactly_when_arrivals_are_together(sm) -> None:
         ARRIVALS = saved
     assert np.allclose(first, res.first_token_at, rtol=1e-12, atol=1e-12)
     assert np.allclose(fin, res.finished_at, rtol=1e-12, atol=1e-12)
+
+
+async def test_same_schedule_and_hits_with_the_prefix_cache(sm) -> None:
+    # Requests sharing leading 16-token blocks: both engines hit the same blocks at the same steps.
+    hashes = [list(range(1, 57)), list(range(1, 40)) + [900 + i for i in range(140)], list(range(1, 8)),
+              [500 + i for i in range(156)], [1, 2, 3, 4], list(range(1, 44)), list(range(1, 200)), [1]]
+    hashes = [h[: p // 16] for h, p in zip(hashes, PROMPTS)]
+    first, fin, cached = await _emulate(sm, hashes)
+    res = _simulate(sm, hashes)
+    assert cached == res.cached_tokens.tolist()
+    assert sum(cached) > 0
+    assert np.allclose(first, res.first_token_at, rtol=1e-12, atol=1e-12)
+    assert np.allclose(fin, res.finished_at, rtol=1e-12, atol=1e-12)

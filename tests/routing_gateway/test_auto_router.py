@@ -148,3 +148,35 @@ def test_unknown_router_and_verifier_are_config_errors():
         with pytest.raises(ConfigError) as exc:
             Gateway(cfg, Metering.in_memory(admin_key="tk-admin-x"))
         assert where in str(exc.value)
+
+
+def test_strong_share_follows_live_traffic_not_the_start_up_sample():
+    """`strong_share: 0.15` means ~15 % of the traffic the alias actually serves goes strong: live prompts
+    unlike the shipped start-up sample (short chat, edits, some hard ones) move the cut."""
+    import json
+    from pathlib import Path
+
+    from tokenomy.gateway.proxy import Gateway
+    from tokenomy.metering import Metering
+
+    cfg = default_config().model_dump(by_alias=True, exclude_none=True)
+    cfg["routing_groups"]["auto"]["strong_share"] = 0.15
+    gw = Gateway(parse_config(cfg), Metering.in_memory(admin_key="tk-admin-x"))
+    route = gw.routes["auto"]
+    assert route.share is not None and route.threshold == pytest.approx(route.share.value)
+    start = route.threshold
+    data = Path(__file__).resolve().parents[1] / "routing" / "data" / "obvious_difficulty.jsonl"
+    rows = [json.loads(x) for x in data.open(encoding="utf-8")]
+    # a chat product's mix: three easy requests to one hard one
+    prompts = [r["prompt"] for r in rows for _ in range(3 if r["difficulty"] == "easy" else 1)]
+    scores = [route.router.strong_win_rate(p) for p in prompts]
+    assert sum(s >= start for s in scores) / len(scores) < 0.075    # the start-up cut would send half as many
+    priced = [(g, float(i + 1)) for i, g in enumerate(route.candidates)]
+    order = [prompts[i] for i in __import__("numpy").random.default_rng(0).integers(0, len(prompts), 3000)]
+    strong = [route.decide(p, priced)[1] is route.candidates[-1] for p in order]
+    assert sum(strong[1500:]) / 1500 == pytest.approx(0.15, abs=0.03)
+    assert route.threshold < start
+    # strong_share_on measures without moving the live cut
+    t = route.threshold
+    route.strong_share_on(prompts)
+    assert route.threshold == t

@@ -14,6 +14,7 @@ from aiohttp import web
 from .config import DEFAULT_MAX_BATCH, EmulatorConfig
 from .engine import Engine, Sequence
 from .errors import ApiError, error_response
+from .prefix import prompt_block_hashes
 from .protocol import ParsedRequest, parse_chat, parse_completion, parse_json
 from .stepmodel import resolve_step_model
 from .textgen import natural_output_tokens, pieces_for, request_digest
@@ -39,7 +40,8 @@ class EmulatorState:
             raise ConfigError(f"{model.id} does not fit on {cfg.count}x {acc.id} ({cfg.dtype}): no room for a KV cache")
         self.max_model_len = min(cfg.max_model_len or model.context_length, model.context_length, max_kv)
         self.engine = Engine(sm, max_batch=cfg.max_batch or DEFAULT_MAX_BATCH, max_kv_tokens=max_kv,
-                             prefill_chunk_tokens=cfg.prefill_chunk_tokens, time_scale=cfg.time_scale)
+                             prefill_chunk_tokens=cfg.prefill_chunk_tokens, time_scale=cfg.time_scale,
+                             prefix_caching=cfg.prefix_caching, block_tokens=cfg.kv_block_tokens)
         self.names = {cfg.name, model.id, cfg.model}
         self.rng = random.Random(cfg.seed)
         self.created = int(time.time())
@@ -141,7 +143,8 @@ async def _complete(request: web.Request, *, chat: bool) -> web.StreamResponse:
     limit = min(req.max_tokens or room, room)
     n_out = min(natural, limit)
     finish_reason = "length" if natural > limit else "stop"
-    seq = st.engine.submit(req.prompt_tokens, n_out, slow=fault == "slow")
+    hashes = prompt_block_hashes(req.canonical_prompt, st.engine.block_tokens) if st.cfg.prefix_caching else ()
+    seq = st.engine.submit(req.prompt_tokens, n_out, slow=fault == "slow", block_hashes=hashes)
     pieces = pieces_for(digest, n_out)
     ids = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
     try:
@@ -154,9 +157,10 @@ async def _complete(request: web.Request, *, chat: bool) -> web.StreamResponse:
         st.engine.cancel(seq)  # no-op when finished; frees the batch slot if the client left
 
 
-def _usage(req: ParsedRequest, completion_tokens: int) -> dict[str, int]:
+def _usage(req: ParsedRequest, completion_tokens: int, seq: Sequence) -> dict[str, Any]:
     return {"prompt_tokens": req.prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": req.prompt_tokens + completion_tokens}
+            "total_tokens": req.prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": seq.cached_tokens}}
 
 
 def _extensions(st: EmulatorState, seq: Sequence) -> dict[str, Any]:
@@ -178,7 +182,7 @@ async def _whole(request: web.Request, st: EmulatorState, req: ParsedRequest, se
         choice["text"] = text
     body = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
             "model": st.cfg.name, "system_fingerprint": st.fingerprint, "choices": [choice],
-            "usage": _usage(req, len(pieces)), **_extensions(st, seq)}
+            "usage": _usage(req, len(pieces), seq), **_extensions(st, seq)}
     payload = orjson.dumps(body)
     headers = {"x-emulator-energy-j": f"{seq.energy_joules:.6f}",
                "x-emulator-ttft-s": f"{seq.timings()['ttft_seconds'] or 0.0:.6f}"}
@@ -254,7 +258,7 @@ async def _stream(request: web.Request, st: EmulatorState, req: ParsedRequest, s
     final.update({"delta": {}} if chat else {"text": ""})
     out = chunk(final, ext)
     if req.include_usage:
-        out += b"data: " + orjson.dumps({**head, "choices": [], "usage": _usage(req, len(pieces)), **ext}) + b"\n\n"
+        out += b"data: " + orjson.dumps({**head, "choices": [], "usage": _usage(req, len(pieces), seq), **ext}) + b"\n\n"
     await resp.write(out + b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from tokenomy.config import Deployment, GatewayConfig, ModelGroup
 from tokenomy.gateway.health import Breaker, Ewma
 from tokenomy.gateway.pricing import DeploymentPrice
+from tokenomy.gateway.providers import adapter_for
+from tokenomy.gateway.providers.base import resolved_headers
 
 
 class DeploymentRuntime:
@@ -22,14 +24,17 @@ class DeploymentRuntime:
 
     __slots__ = ("name", "cfg", "price", "p_in", "p_cached", "p_out", "p_reason", "base_url", "headers",
                  "model", "breaker", "ttft_ms", "tpot_ms", "cached_frac", "in_flight", "max_in_flight",
-                 "timeout")
+                 "timeout", "adapter")
 
     def __init__(self, cfg: Deployment, price: DeploymentPrice, gc: GatewayConfig):
         self.name, self.cfg, self.price = cfg.name, cfg, price
         self.p_in, self.p_cached, self.p_out, self.p_reason = price.floats
         self.base_url = (cfg.base_url or "").rstrip("/")
-        self.headers: dict[str, str] = {"Content-Type": "application/json", **cfg.headers}
+        self.headers: dict[str, str] = {"Content-Type": "application/json", **resolved_headers(cfg)}
         self.model = cfg.upstream_model
+        # None: an OpenAI-compatible upstream (the fast path in lifecycle/wire.py); else the
+        # provider's adapter (gateway/providers) translating requests and answers.
+        self.adapter = None if cfg.provider == "openai" else adapter_for(cfg, default_max_tokens=gc.defaults.max_tokens)
         self.breaker = Breaker(gc.breaker.failure_threshold, gc.breaker.cooldown_s)
         self.ttft_ms = Ewma()
         self.tpot_ms = Ewma()
@@ -172,6 +177,7 @@ class RouteRuntime:
         self.judge = None  # (GroupRuntime, JudgeVerifier used for its rubric and parsing)
         self.kind = "cascade"
         self.threshold = 0.0
+        self.share = None  # ShareThreshold of a binary router with strong_share (adapted online)
         where = f"routing_groups.{alias}"
         try:
             if cfg.policy == "cascade":
@@ -206,6 +212,12 @@ class RouteRuntime:
                     self.kind = kind
             if self.kind == "strong_share":
                 self.threshold = self.calibrate(_calibration_prompts(), cfg.strong_share)
+                if not self.multi:  # binary router: the cut follows live traffic's scores
+                    from tokenomy.routing.quality.registry import score_prompts
+                    from tokenomy.routing.quality.threshold import ShareThreshold
+
+                    self.share = ShareThreshold(cfg.strong_share, score_prompts(self.router, _calibration_prompts()))
+                    self.threshold = self.share.value
             elif self.kind in ("min_quality", "threshold"):
                 self.threshold = float(getattr(cfg, self.kind))
             else:  # max_usd_per_request: best predicted among the affordable candidates
@@ -243,7 +255,8 @@ class RouteRuntime:
         """Measured share of `prompts` this alias sends to its strongest candidate (equal token counts)."""
         n = 0
         for p in prompts:
-            n += self.decide(p, [(g, float(i + 1)) for i, g in enumerate(self.candidates)])[1] is self.candidates[-1]
+            n += self.decide(p, [(g, float(i + 1)) for i, g in enumerate(self.candidates)], observe=False)[1] \
+                is self.candidates[-1]
         return n / len(prompts) if prompts else 0.0
 
     # ------------------------------------------------------------ per request
@@ -259,8 +272,9 @@ class RouteRuntime:
             out.append((g, best.expected_cost_usd(input_tokens, pred), best))
         return out
 
-    def decide(self, prompt: str, priced: list[tuple]) -> tuple:
-        """-> (quality Decision, chosen GroupRuntime). `priced`: (group, expected USD[, deployment])."""
+    def decide(self, prompt: str, priced: list[tuple], observe: bool = True) -> tuple:
+        """-> (quality Decision, chosen GroupRuntime). `priced`: (group, expected USD[, deployment]).
+        With `strong_share`, the decision's score feeds the live threshold (unless `observe` is False)."""
         from tokenomy.routing.quality.choose import choose_model
 
         cands = [(self.names[self.candidates.index(t[0])], t[1]) for t in priced]
@@ -269,6 +283,9 @@ class RouteRuntime:
             fit = [c for c in cands if c[1] <= cap] or [min(cands, key=lambda c: c[1])]
             cands = fit
         d = choose_model(prompt, cands, self.threshold, router=self.router)
+        if observe and self.share is not None:
+            self.share.observe(d.strong_win_rate)
+            self.threshold = self.share.value
         return d, self.candidates[self.names.index(d.model)]
 
     def route_extra(self, priced: list[tuple], chosen: GroupRuntime) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -29,9 +30,12 @@ class UpstreamTooLarge(aiohttp.ClientPayloadError):
         self.limit = limit
 
 
-async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_capped(resp: Any, limit: int) -> bytes:
     """The whole body of an aiohttp response, at most `limit` bytes after decoding. aiohttp inflates
-    gzip/deflate incrementally as the body is read, so a bomb stops at the limit, not in memory."""
+    gzip/deflate incrementally as the body is read, so a bomb stops at the limit, not in memory.
+    Anything else with a `read()` (a provider adapter's TranslatedStream) reads itself."""
+    if not isinstance(resp, aiohttp.ClientResponse):
+        return await resp.read()
     cl = resp.content_length
     if cl is not None and cl > limit:
         resp.close()

@@ -80,6 +80,8 @@ class Metering:
         self._settle_gen = 0
         self._settle_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._shared_counters = not isinstance(self._counters, InProcessCounters)
+        # shared counters with a non-blocking async path (redis.asyncio, lazy loads on a thread)
+        self._async_counters = bool(getattr(self._counters, "async_ready", False))
         self._day: tuple[int, str] = (-1, "")  # (UTC day number, "YYYY-MM-DD") of the last event
         self._apply_lock = threading.Lock()  # ledger commit + counter update vs. spend loads
         self._settle_lock = threading.Lock()
@@ -430,6 +432,8 @@ class Metering:
                 return self._reservation(p, amount, [])
             if self._inline_ok(limits):
                 refused = self._counters.try_reserve(limits, amount)
+            elif self._async_counters:
+                refused = await self._counters.atry_reserve(limits, amount)
             else:
                 refused = await self._off_loop(self._reserve_limits, limits, amount, now)
             if refused is None:
@@ -486,7 +490,9 @@ class Metering:
                 return True
         limits = list(zip(reservation.scopes, reservation.limits_pusd))
         try:
-            if self._shared_counters:
+            if self._async_counters:
+                grown = await self._counters.atop_up(limits, held, extra)
+            elif self._shared_counters:
                 grown = await self._off_loop(self._counters.top_up, limits, held, extra)
             else:
                 grown = self._counters.top_up(limits, held, extra)
@@ -514,6 +520,12 @@ class Metering:
             return None
         if self._inline_ok(limits):
             room = self._headroom(limits, now)
+        elif self._async_counters:
+            rooms = []
+            for scope, limit in limits:
+                spent, reserved = await self._counters.aspent(scope)
+                rooms.append(limit - spent - reserved)
+            room = max(0, min(rooms))
         else:
             room = await self._off_loop(self._headroom, limits, now)
         return from_pusd(room)
@@ -567,27 +579,47 @@ class Metering:
         """Soft-limit warnings (committed spend >= soft budget); each recorded once per period."""
         if p.is_admin:
             return []
-        out = []
         now = self._clock()
-        for kind, subject, budget in self._budgets(p):
-            soft = budget.soft_budget_pusd
-            if soft is None:
-                continue
-            scope = (kind, subject, budget.period, period_key(budget.period, now))
+        out = []
+        for kind, subject, budget, scope in self._soft_scopes(self._budgets(p), now):
             self._ensure_loaded(scope, now)
-            spent, _ = self._counters.spent(scope)
-            if spent < soft:
-                continue
-            who = f"key {subject}" if kind == "key" else f"tenant '{subject}'"
-            hard = f" (hard budget {usd_text(budget.budget_pusd)})" if budget.budget_pusd is not None else ""
-            message = f"{who} has spent {usd_text(spent)} of its {budget.period} soft budget of {usd_text(soft)}{hard}"
-            out.append(message)
-            if (scope, soft) not in self._soft_recorded:
-                self._soft_recorded.add((scope, soft))
-                audit = AuditRecord("soft_limit", kind, subject, f"{budget.period}:{scope[3]}", now, message)
-                if not self._writer.submit_audit(audit):
-                    self._append_audits([audit])
+            out += self._soft_warning(kind, subject, budget, scope, self._counters.spent(scope)[0], now)
         return out
+
+    async def awarnings(self, p: Principal) -> list[str]:
+        """warnings without blocking the loop (no soft budget: no counter touched)."""
+        if p.is_admin:
+            return []
+        now = self._clock()
+        out = []
+        for kind, subject, budget, scope in self._soft_scopes(await self._abudgets(p), now):
+            if self._inline_ok([(scope, 0)]):
+                spent = self._counters.spent(scope)[0]
+            elif self._async_counters:
+                spent = (await self._counters.aspent(scope))[0]
+            else:
+                spent = await self._off_loop(lambda s=scope: (self._ensure_loaded(s, now), self._counters.spent(s))[1][0])
+            out += self._soft_warning(kind, subject, budget, scope, spent, now)
+        return out
+
+    @staticmethod
+    def _soft_scopes(budgets, now: float):
+        return [(kind, subject, b, (kind, subject, b.period, period_key(b.period, now)))
+                for kind, subject, b in budgets if b.soft_budget_pusd is not None]
+
+    def _soft_warning(self, kind: str, subject: str, budget: Budget, scope: Scope, spent: int, now: float) -> list[str]:
+        soft = budget.soft_budget_pusd
+        if spent < soft:
+            return []
+        who = f"key {subject}" if kind == "key" else f"tenant '{subject}'"
+        hard = f" (hard budget {usd_text(budget.budget_pusd)})" if budget.budget_pusd is not None else ""
+        message = f"{who} has spent {usd_text(spent)} of its {budget.period} soft budget of {usd_text(soft)}{hard}"
+        if (scope, soft) not in self._soft_recorded:
+            self._soft_recorded.add((scope, soft))
+            audit = AuditRecord("soft_limit", kind, subject, f"{budget.period}:{scope[3]}", now, message)
+            if not self._writer.submit_audit(audit):
+                self._append_audits([audit])
+        return [message]
 
     # events ------------------------------------------------------------------------------
     def _event_scopes(self, event: UsageEvent) -> list[Scope]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -44,6 +44,7 @@ _NO_USAGE = (0, 0, 0, 0)
 class Settler:
     def __init__(self, gw):
         self.metering, self.metrics, self.plans = gw.metering, gw.metrics, gw.plans
+        self.longest_output: dict[str, int] = gw.longest_output  # per deployment, for budget caps (admit)
 
     # ------------------------------------------------------------------ usage -> event
     def bill(self, ctx: RequestCtx, d: DeploymentRuntime, usage: object,
@@ -73,7 +74,7 @@ class Settler:
             if a is not None:
                 if price > a.left_usd:  # never settle more than was reserved
                     extra["uncapped_price_usd"] = fmt_usd(price)
-                    price = a.left_usd
+                    price = a.left_usd.quantize(_PICO, rounding=ROUND_DOWN)
                     if cost > price and ctx.plan is None:
                         cost = price
                 a.left_usd -= price
@@ -110,7 +111,7 @@ class Settler:
         if r.status == "ok":
             assert r.d is not None
             b = self.bill(ctx, r.d, r.usage, lambda: counter_for(r.d).count_text(response_text(r.obj, ctx.kind)))
-            _learn(ctx, r.d, b.counts, None, None, r.t_start, r.t_end)
+            _learn(self.longest_output, ctx, r.d, b.counts, None, None, r.t_start, r.t_end)
             return self.event(ctx, r.d, b, status="ok", http_status=200, energy_j=r.energy_j)
         assert r.err is not None
         return self.event(ctx, r.d, None, status="error" if r.status == "client_error" else "upstream_error",
@@ -174,7 +175,7 @@ class Settler:
         else:
             status, http_status = "ok", 200
             d.breaker.success()
-            _learn(ctx, d, b.counts, None if rl.t_first is None else (rl.t_first - s.t_start) * 1000.0, rl.t_first,
+            _learn(self.longest_output, ctx, d, b.counts, None if rl.t_first is None else (rl.t_first - s.t_start) * 1000.0, rl.t_first,
                    s.t_start, time.perf_counter())
         ttft_ms = None if rl.t_first is None else (rl.t_first - ctx.t0) * 1000.0
         ev = self.event(ctx, d, b, status=status, http_status=http_status, ttft_ms=ttft_ms, energy_j=rl.energy_j)
@@ -289,13 +290,16 @@ async def _write_end(out: web.StreamResponse, data: bytes) -> None:
         pass
 
 
-def _learn(ctx: RequestCtx, d: DeploymentRuntime, counts, ttft_ms: float | None, t_first: float | None,
+def _learn(longest_output: dict[str, int], ctx: RequestCtx, d: DeploymentRuntime, counts, ttft_ms: float | None, t_first: float | None,
            t_start: float, t_end: float) -> None:
     """Feed the routing EWMAs from a served call: cached-input share, output length, TTFT/TPOT."""
     inp, cached, out, _ = counts
     if inp > 0:
         d.cached_frac.update(cached / inp)
     ctx.group.observe_output(out)
+    per_choice = -(-out // max(1, ctx.n_choices))
+    if per_choice > longest_output.get(d.name, 0):
+        longest_output[d.name] = per_choice
     if ttft_ms is not None:
         d.ttft_ms.update(ttft_ms)
         if out > 1 and t_first is not None:

@@ -193,6 +193,7 @@ class AnthropicStreamDecoder:
         self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool_calls index
         self._json_blocks: set[int] = set()
         self._finish: str | None = None
+        self.done = False  # message_stop seen: the stream ended properly
 
     def _c(self, delta: dict, finish: str | None = None) -> dict:
         return chunk(self._id, self._model, self._created, delta, finish)
@@ -241,6 +242,7 @@ class AnthropicStreamDecoder:
                     self._finish = "stop" if f == "tool_calls" and not self._tool_index else f
                     out.append(self._c({}, self._finish))
             elif t == "message_stop":
+                self.done = True
                 self.usage = _usage(self._u)
                 out.append({**self._c({}), "choices": [], "usage": self.usage})
             elif t == "error":
