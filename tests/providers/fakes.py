@@ -57,7 +57,7 @@ class FakeAnthropic:
         from anthropic.types.message_create_params import MessageCreateParamsNonStreaming, MessageCreateParamsStreaming
 
         body = orjson.loads(await request.read())
-        self.requests.append((dict(request.headers), body))
+        self.requests.append((request.headers.copy(), body))
         td = MessageCreateParamsStreaming if body.get("stream") else MessageCreateParamsNonStreaming
         # The SDK's types are API version 2026-10-21; 2023-06-01 also took temperature / top_p.
         legacy = request.headers.get("anthropic-version") == "2023-06-01"
@@ -116,3 +116,87 @@ def anthropic_stream(text_parts: list[str], *, tool: tuple[str, str, list[str]] 
                                  "usage": {"output_tokens": output_tokens}}))
     ev.append(("message_stop", {"type": "message_stop"}))
     return ev
+
+
+_GEMINI_TOP = {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings",
+               "cachedContent", "labels"}
+
+
+def check_gemini(body: dict) -> str | None:
+    """None if `body` is a valid generateContent request per google-genai's types (extra='forbid')."""
+    from google.genai import types
+
+    extra = set(body) - _GEMINI_TOP
+    if extra:
+        return f"unknown fields {sorted(extra)}"
+    if "contents" not in body:
+        return "missing contents"
+    try:
+        _adapter(list[types.Content]).validate_python(body["contents"])
+        if "systemInstruction" in body:
+            types.Content.model_validate(body["systemInstruction"])
+        if "tools" in body:
+            _adapter(list[types.Tool]).validate_python(body["tools"])
+        if "toolConfig" in body:
+            types.ToolConfig.model_validate(body["toolConfig"])
+        if "generationConfig" in body:
+            types.GenerationConfig.model_validate(body["generationConfig"])
+    except ValidationError as exc:
+        return str(exc)
+    return None
+
+
+class FakeGemini:
+    """generateContent / streamGenerateContent?alt=sse on the Gemini API and Vertex paths, and an
+    OAuth2 token endpoint (POST /token) for Vertex credential refresh."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict, dict]] = []  # (path_qs, headers, body)
+        self.script: list[tuple[int, object]] = []
+        self.tokens_issued = 0
+        self.public_pem: bytes | None = None  # set: the token endpoint checks the JWT's signature
+        self.app = web.Application()
+        self.app.router.add_post("/v1/models/{tail:.+}", self.generate)
+        self.app.router.add_post("/v1beta/models/{tail:.+}", self.generate)
+        self.app.router.add_post("/v1/projects/{p}/locations/{l}/publishers/google/models/{tail:.+}", self.generate)
+        self.app.router.add_post("/token", self.token)
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        # a service account's signed JWT assertion (RFC 7523), as google-auth sends it
+        if (form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer"
+                or str(form.get("assertion", "")).count(".") != 2):
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        if self.public_pem is not None:
+            from google.auth import jwt
+            claims = jwt.decode(str(form["assertion"]), certs=self.public_pem, verify=True,
+                                audience="https://oauth2.googleapis.com/token")  # google-auth signs for Google
+            assert claims["scope"] == "https://www.googleapis.com/auth/cloud-platform", claims
+        self.tokens_issued += 1
+        return web.json_response({"access_token": f"ya29.token-{self.tokens_issued}", "expires_in": 3600,
+                                  "token_type": "Bearer"})
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self.requests.append((request.path_qs, request.headers.copy(), body))
+        bad = check_gemini(body)
+        if bad:
+            return web.json_response({"error": {"code": 400, "message": f"schema: {bad}", "status": "INVALID_ARGUMENT"}},
+                                     status=400)
+        status, answer = self.script[min(len(self.requests) - 1, len(self.script) - 1)]
+        if ":streamGenerateContent" in request.path:
+            if status != 200:
+                return web.json_response(answer, status=status)
+            resp = web.StreamResponse(status=200, headers={"content-type": "text/event-stream"})
+            await resp.prepare(request)
+            for ev in answer:
+                await resp.write(b"data: " + orjson.dumps(ev) + b"\r\n\r\n")
+            await resp.write_eof()
+            return resp
+        return web.json_response(answer, status=status)
+
+
+def gemini_response(parts: list[dict], finish: str = "STOP", usage: dict | None = None) -> dict:
+    return {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
+            "usageMetadata": usage or {"promptTokenCount": 8, "candidatesTokenCount": 3, "totalTokenCount": 11},
+            "modelVersion": "gemini-2.5-flash", "responseId": "resp-1"}

@@ -24,7 +24,8 @@ URL/header dict are precomputed). Adapters are pure translations plus auth; no I
 `prepare`. Optional dependencies (botocore, google-auth) are imported only by the adapters that
 need them, when such a deployment is configured.
 
-Modules: openai (passthrough, azure), anthropic, translate (shared request pieces), base
+Modules: openai (passthrough, azure), anthropic, gemini (gemini, vertex), stream (a translated
+stream as an aiohttp-like response), translate (shared request pieces), base
 (UpstreamRequest, ProviderError, StreamDecoder, header env expansion, error classification).
 """
 
@@ -48,7 +49,15 @@ def adapter_for(cfg, *, default_max_tokens: int = 4096) -> ProviderAdapter:
     if p == "anthropic":
         from tokenomy.gateway.providers.anthropic import AnthropicAdapter
         return AnthropicAdapter(cfg, default_max_tokens)
-    raise NotImplementedError(f"provider {p!r} is not implemented yet (known: {', '.join(PROVIDERS)})")
+    if p == "gemini":
+        from tokenomy.gateway.providers.gemini import GeminiAdapter
+        return GeminiAdapter(cfg, default_max_tokens)
+    if p == "vertex":
+        from tokenomy.gateway.providers.gemini import VertexAdapter
+        return VertexAdapter(cfg, default_max_tokens)
+    from tokenomy.errors import ConfigError
+    raise ConfigError(f"deployment {cfg.name}: provider {p!r} is not implemented yet "
+                      "(implemented: openai, azure, anthropic, gemini, vertex)")
 
 
 __all__ = ["PROVIDERS", "ProviderAdapter", "ProviderError", "StreamDecoder", "UpstreamRequest", "adapter_for",

@@ -68,7 +68,7 @@ def classify_error(status: int, message: str, provider_type: str | None = None) 
     """Map a provider's HTTP error onto OpenAI's statuses/codes and a dispatcher failure kind."""
     msg = message or f"HTTP {status} from upstream"
     t = (provider_type or "").lower()
-    if status == 529 or "overloaded" in t:
+    if status == 529 or "overloaded" in t or (status == 503 and "overloaded" in msg.lower()):
         return openai_error(503, msg, code="upstream_overloaded", kind="http_5xx", etype="service_unavailable")
     if status == 429 or "rate" in t or "throttl" in t or "resource_exhausted" in t:
         return openai_error(429, msg, code="rate_limit_exceeded", kind="http_429")
