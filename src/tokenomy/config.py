@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tokenomy.errors import ConfigError
 
-Policy = Literal["cost", "latency", "cost-under-slo", "weighted"]
+Policy = Literal["cost", "latency", "cost-under-slo", "weighted", "prefix-affinity"]
 BudgetPeriod = Literal["total", "daily", "monthly"]
 
 
@@ -141,7 +141,11 @@ class ModelGroup(_Strict):
     deployments: list[str] = Field(min_length=1)
     policy: Policy = "cost"
     weights: dict[str, float] | None = None  # policy weighted
-    slo: Slo | None = None  # policy cost-under-slo
+    slo: Slo | None = None  # policy cost-under-slo (and prefix-affinity, when set)
+    # policy prefix-affinity: the prefix cache of each replica, in tokens (what the router's
+    # index of "what was sent where" remembers), and the load bound (x the mean in-flight + 1)
+    affinity_cache_tokens: int = Field(default=1_000_000, ge=256)
+    affinity_load_factor: float = Field(default=1.25, ge=1.0)
     max_in_flight: dict[str, int] | int | None = None  # per deployment (dict) or for all
 
     @model_validator(mode="after")
@@ -334,6 +338,24 @@ class Server(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
+    # Connection limits, on the lean front and aiohttp alike (gateway/fastpath.py): a request
+    # head must arrive within head_timeout_s of its first byte (else 408 + close); a keep-alive
+    # connection idle for idle_timeout_s is closed; at max_connections (default: min(10000, half
+    # the open-file limit)) the longest-idle connection is closed to make room, else 503 + close.
+    head_timeout_s: float = Field(default=10.0, gt=0)
+    idle_timeout_s: float = Field(default=75.0, gt=0)
+    max_connections: int | None = Field(default=None, ge=1)
+    # An upstream answer (after decompression) larger than this is refused: 502 upstream_too_large.
+    max_upstream_response_bytes: int = Field(default=32 << 20, ge=1024)
+
+
+class MetricsAccess(_Strict):
+    """Who may read /metrics (per-tenant names, requests, cost) and /health's details (upstream
+    URLs): the admin key always; also a scrape-only bearer token read from the environment
+    variable `token_env` (e.g. TOKENOMY_METRICS_TOKEN); or anyone with `public: true`."""
+
+    public: bool = False
+    token_env: str | None = Field(default=None, min_length=1)
 
 
 class Costs(_Strict):
@@ -388,6 +410,7 @@ class GatewayConfig(_Strict):
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
     server: Server = Server()
+    metrics: MetricsAccess = MetricsAccess()
     costs: Costs = Costs()
     alerts: Alerts = Alerts()
     # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to

@@ -44,7 +44,7 @@ def test_spec_covers_the_routes_and_refs_resolve():
 def test_auth_errors_and_request_contracts():
     doc = spec()
     public = {p for p, ops in doc["paths"].items() for op in ops.values() if op.get("security") == []}
-    assert public == {"/health", "/metrics", "/openapi.json"}
+    assert public == {"/health", "/openapi.json"}
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "description": "A tenant key, or the admin key"}
     chat = doc["paths"]["/v1/chat/completions"]["post"]["responses"]

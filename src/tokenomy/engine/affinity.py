@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 
 class PrefixAffinityRouter:
-    __slots__ = ("n", "capacity_blocks", "load_factor", "where", "lru")
+    __slots__ = ("n", "capacity_blocks", "load_factor", "where", "lru", "last_affinity")
 
     def __init__(self, replicas: int, *, capacity_blocks: int, load_factor: float = 1.25) -> None:
         if replicas < 1 or replicas > 63:
@@ -31,6 +31,7 @@ class PrefixAffinityRouter:
         self.load_factor = load_factor
         self.where: dict[int, int] = {}  # block hash -> bit mask of replicas believed to hold it
         self.lru: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(replicas)]
+        self.last_affinity = False  # the last choice holds more of its prompt than another eligible replica
 
     def matches(self, hashes: Sequence[int]) -> list[int]:
         """Bit masks of the replicas holding the first 1, 2, ... blocks (stops at the first miss)."""
@@ -66,6 +67,9 @@ class PrefixAffinityRouter:
                 break
         if best < 0:
             best = min((i for i in range(n) if ok[i]), key=lambda i: (loads[i], i))
+        # depth of the shallowest eligible replica: a block everyone holds is no reason to choose
+        floor = sum(1 for m in levels if all(m >> i & 1 for i in range(n) if ok[i]))
+        self.last_affinity = depth > floor
         self.record(best, hashes)
         return best, depth
 

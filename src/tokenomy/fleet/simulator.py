@@ -157,8 +157,8 @@ def simulate(
                     r.advance(t)
                 loads.append(r.outstanding + (r.fin_count if r.fin_time > t else 0))
             if router is not None:
-                ridx, depth = router.choose(hashes[rid], loads)
-                affinity[rid] = depth > 0
+                ridx, _ = router.choose(hashes[rid], loads)
+                affinity[rid] = router.last_affinity
             else:
                 ridx = min(range(replicas), key=lambda i: (loads[i], i))
         r = reps[ridx]

@@ -113,21 +113,57 @@ async def feedback(request: web.Request) -> web.Response:
         return error_response(err)
 
 
+def _operator(request: web.Request) -> bool:
+    """The caller may see operational details (per-tenant metrics, upstream URLs): the admin key,
+    the scrape token of `metrics.token_env`, or anyone with `metrics.public`. Raises the 401/403."""
+    import hmac
+    import os
+
+    gw = _gw(request)
+    access = gw.config.metrics
+    if access.public:
+        return True
+    token = os.environ.get(access.token_env, "") if access.token_env else ""
+    auth = request.headers.get("Authorization") or ""
+    if token:
+        scheme, _, cred = auth.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(cred.strip().encode(), token.encode()):
+            return True
+    p = gw.authenticate(request)
+    if not p.is_admin:
+        raise ApiError(403, "this endpoint needs the admin key or the metrics token", code="permission_denied")
+    return True
+
+
 async def health(request: web.Request) -> web.Response:
+    """Public: {"status"} only. With the admin key (or the metrics token): every deployment's
+    breaker, load and upstream URL."""
     from tokenomy.gateway.health import STATE_NAMES
 
     gw = _gw(request)
+    ok = any(d.breaker.available() for d in gw.deployments.values())
+    status = "ok" if ok else "degraded"
+    if not request.headers.get("Authorization") and not gw.config.metrics.public:
+        return _json({"status": status})
+    try:
+        _operator(request)
+    except ApiError:
+        return _json({"status": status})  # a wrong or tenant key: the public answer
     deps = {d.name: {"breaker": STATE_NAMES[d.breaker.state], "in_flight": d.in_flight,
                      "ttft_ms_ewma": d.ttft_ms.value, "tpot_ms_ewma": d.tpot_ms.value, "base_url": d.base_url,
                      "price": d.price.source}
             for d in gw.deployments.values()}
-    ok = any(d.breaker.available() for d in gw.deployments.values())
-    return _json({"status": "ok" if ok else "degraded", "in_flight": gw.in_flight, "deployments": deps})
+    return _json({"status": status, "in_flight": gw.in_flight, "deployments": deps})
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics (per-tenant names and cost): the admin key or the metrics token."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
+    try:
+        _operator(request)
+    except ApiError as err:
+        return error_response(err)
     body = _gw(request).metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -156,7 +156,7 @@ _SCHEMAS: dict[str, Any] = {
                        "recorded": {"const": True}},
     },
     "Health": {
-        "type": "object", "required": ["status", "in_flight", "deployments"],
+        "type": "object", "required": ["status"],
         "properties": {"status": {"enum": ["ok", "degraded"]}, "in_flight": {"type": "integer", "minimum": 0},
                        "deployments": {"type": "object", "additionalProperties": {
                            "type": "object", "required": ["breaker", "in_flight"],
@@ -242,11 +242,14 @@ def spec(models: list[str] | None = None) -> dict:
             "summary": "Label the outcome of a request of the caller's tenant (trains the quality router)",
             "requestBody": _json_body("FeedbackRequest"),
             "responses": {"200": _ok("Recorded", "FeedbackRecorded"), **_errors("400", "401", "404", "503")}}},
-        "/health": {"get": {"summary": "Liveness and per-deployment breaker state", "security": _PUBLIC,
+        "/health": {"get": {"summary": "Liveness; with the admin key (or the metrics token) also per-deployment "
+                                       "breaker state, load and upstream URL", "security": _PUBLIC,
                             "responses": {"200": _ok("Health", "Health")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": _PUBLIC, "responses": {"200": {
-            "description": "Prometheus text exposition format",
-            "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (admin key, or the scrape token of metrics.token_env)",
+                             "responses": {"200": {
+                                 "description": "Prometheus text exposition format",
+                                 "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                 **_errors("401", "403")}}},
         "/admin/usage": {"get": {
             "summary": "Usage totals over [since, until) (admin key: any tenant or all; tenant key: its own)",
             "parameters": [{"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}},

@@ -108,7 +108,7 @@ class Gateway:
         conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=conn, json_serialize=lambda o: orjson.dumps(o).decode(),
                                              skip_auto_headers=("User-Agent",), auto_decompress=True)
-        self.lean = LeanClient()
+        self.lean = LeanClient(max_response_bytes=self.config.server.max_upstream_response_bytes)
 
     async def close(self) -> None:
         if self.plans is not None:

@@ -1,20 +1,53 @@
-"""Deployment selection inside a model group: cost, latency, cost-under-slo, weighted.
+"""Deployment selection inside a model group: cost, latency, cost-under-slo, weighted, prefix-affinity.
 
 `rank()` orders the group's deployments for ONE request (first = chosen, rest = fallbacks).
 Cost is the expected cost of this request, not a sum of list prices:
     input_tokens x ((1 - f) x input price + f x cached-input price) + predicted_output x output price
 with f the deployment's observed cached-input fraction (EWMA; 0 until seen) and predicted
 output = min(max_tokens, the group's EWMA of observed output lengths).
+
+prefix-affinity (self-hosted replicas with prefix caching): cost-under-slo in which f is, per
+replica, the share of this prompt's leading blocks the replica is believed to hold (an index
+of what was sent where: tokenomy.engine.affinity, the simulator's policy), restricted first to
+replicas under a load bound (ceil(load_factor x (in-flight + 1) / replicas)), so affinity never
+breaks the SLO nor piles everything on one replica. Blocks are AFFINITY_BLOCK_BYTES of the
+prompt's canonical JSON (~256 tokens), chain-hashed with Python's hash (in-process index).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+
+import orjson
 
 from tokenomy.config import Deployment, GatewayConfig, ModelGroup
 from tokenomy.gateway.health import Breaker, Ewma
 from tokenomy.gateway.pricing import DeploymentPrice
+
+AFFINITY_BLOCK_BYTES = 1024  # ~256 tokens of prompt JSON per index block (cl100k ~4 bytes/token)
+AFFINITY_HEADER = "x-tokenomy-prefix-affinity"
+
+
+def prompt_prefix_hashes(body: dict, block_bytes: int = AFFINITY_BLOCK_BYTES) -> list[int]:
+    """Chained hashes of the full `block_bytes` blocks of the request's prompt (chat messages or
+    completion prompt, canonical JSON): equal leading text -> equal leading hashes."""
+    src = body.get("messages")
+    if src is None:
+        src = body.get("prompt")
+    if src is None:
+        return []
+    try:
+        raw = orjson.dumps(src)
+    except TypeError:
+        return []
+    out: list[int] = []
+    h = 0
+    for i in range(0, len(raw) - block_bytes + 1, block_bytes):
+        h = hash((h, raw[i:i + block_bytes]))
+        out.append(h)
+    return out
 from tokenomy.gateway.providers import adapter_for
 from tokenomy.gateway.providers.base import resolved_headers
 
@@ -60,10 +93,12 @@ class Decision:
     order: list[DeploymentRuntime]
     predicted_output_tokens: float
     slo_met: bool | None = None  # cost-under-slo only
+    affinity: bool | None = None  # prefix-affinity only: chosen for the prefix it holds
+    affinity_tokens: int = 0  # prefix-affinity: prompt tokens the chosen replica is believed to hold
 
 
 class GroupRuntime:
-    __slots__ = ("alias", "cfg", "deployments", "policy", "out_tokens", "limits", "weights", "rng")
+    __slots__ = ("alias", "cfg", "deployments", "policy", "out_tokens", "limits", "weights", "rng", "affinity")
 
     def __init__(self, alias: str, cfg: ModelGroup, deps: dict[str, DeploymentRuntime], prior_out: float,
                  seed: int = 0):
@@ -73,6 +108,13 @@ class GroupRuntime:
         self.limits = {d.name: cfg.in_flight_limit(d.name, d.max_in_flight) for d in self.deployments}
         self.weights = [float((cfg.weights or {}).get(d.name, 0.0)) for d in self.deployments]
         self.rng = random.Random(seed)
+        self.affinity = None
+        if self.policy == "prefix-affinity" and len(self.deployments) > 1:
+            from tokenomy.engine.affinity import PrefixAffinityRouter
+
+            blocks = max(1, cfg.affinity_cache_tokens * 4 // AFFINITY_BLOCK_BYTES)
+            self.affinity = PrefixAffinityRouter(len(self.deployments), capacity_blocks=blocks,
+                                                 load_factor=cfg.affinity_load_factor)
 
     def at_capacity(self, d: DeploymentRuntime) -> bool:
         limit = self.limits[d.name]
@@ -81,7 +123,7 @@ class GroupRuntime:
     def observe_output(self, output_tokens: int) -> None:
         self.out_tokens.update(float(output_tokens))
 
-    def rank(self, input_tokens: int, max_tokens: int | None) -> Decision:
+    def rank(self, input_tokens: int, max_tokens: int | None, body: dict | None = None) -> Decision:
         pred = self.out_tokens.value or 0.0
         if max_tokens is not None and max_tokens < pred:
             pred = float(max_tokens)
@@ -99,7 +141,46 @@ class GroupRuntime:
             return Decision(sorted(deps, key=key), pred)
         if policy == "cost-under-slo":
             return self._cost_under_slo(input_tokens, pred)
+        if policy == "prefix-affinity":
+            return self._prefix_affinity(input_tokens, pred, prompt_prefix_hashes(body) if body else [])
         return self._weighted(pred)
+
+    def _prefix_affinity(self, input_tokens: int, pred: float, hashes: list[int]) -> Decision:
+        router = self.affinity
+        assert router is not None
+        deps = self.deployments
+        n = len(deps)
+        levels = router.matches(hashes)
+        depth = [0] * n
+        for mask in levels:
+            for i in range(n):
+                if mask >> i & 1:
+                    depth[i] += 1
+        loads = [d.in_flight for d in deps]
+        bound = math.ceil(router.load_factor * (sum(loads) + 1.0) / n)
+        block_tokens = AFFINITY_BLOCK_BYTES / 4.0
+        ok, rest = [], []
+        for i, d in enumerate(deps):
+            held = min(float(input_tokens), depth[i] * block_tokens)
+            f = held / input_tokens if input_tokens else 0.0
+            if d.cached_frac.value and d.cached_frac.value > f and not hashes:
+                f = d.cached_frac.value  # no prompt to hash: the observed average
+            cost = input_tokens * ((1.0 - f) * d.p_in + f * d.p_cached) + pred * d.p_out
+            bad = self._slo_badness(d)
+            live = d.breaker.available() and bad <= 1.0 and not self.at_capacity(d)
+            row = (cost, -depth[i], loads[i], i, bad)
+            (ok if live and loads[i] + 1 <= bound else rest).append(row)
+        ok.sort()
+        rest.sort(key=lambda t: (not deps[t[3]].breaker.available(), self.at_capacity(deps[t[3]]), t[4] > 1.0,
+                                 t[2], t[0]))
+        order = [deps[t[3]] for t in ok] + [deps[t[3]] for t in rest]
+        chosen = deps.index(order[0])
+        router.record(chosen, hashes)
+        # "routed for affinity": the choice holds more of the prompt than another eligible replica
+        pool = ok or rest
+        return Decision(order, pred, slo_met=bool(ok) if self.cfg.slo else None,
+                        affinity=depth[chosen] > min(depth[t[3]] for t in pool),
+                        affinity_tokens=int(min(input_tokens, depth[chosen] * block_tokens)))
 
     def _slo_badness(self, d: DeploymentRuntime) -> float:
         """max(observed / target) over TTFT and TPOT; <= 1 meets the SLO (unobserved counts as met)."""

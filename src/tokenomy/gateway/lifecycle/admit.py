@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from tokenomy.gateway.routing import AFFINITY_HEADER
 from tokenomy.gateway import validate as v
 from tokenomy.gateway.lifecycle import budget
 from tokenomy.gateway.errors import ApiError
@@ -130,7 +131,10 @@ class Admission:
             headers.update(plan_headers)
         try:
             # ---- rank, rate limit, reserve for the deployment chosen
-            decision = group.rank(input_tokens, max_tokens)
+            decision = group.rank(input_tokens, max_tokens, body)
+            if decision.affinity is not None:  # policy prefix-affinity (gateway/routing.py)
+                headers[AFFINITY_HEADER] = (f"routed; {decision.affinity_tokens} prompt tokens believed cached"
+                                            if decision.affinity else "no")
             cascade = route if route is not None and route.policy == "cascade" else None
             m = gw.metering
             try:

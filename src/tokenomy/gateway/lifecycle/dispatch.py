@@ -23,7 +23,7 @@ from tokenomy.gateway.errors import ApiError
 from tokenomy.gateway.lifecycle import budget, wire
 from tokenomy.gateway.lifecycle.retry import RetryPolicy, classify_exception, classify_status, garbage
 from tokenomy.gateway.lifecycle.state import Failure, OpenStream, RequestCtx, UnaryResult
-from tokenomy.gateway.upstream import event_data, read_event
+from tokenomy.gateway.upstream import MAX_EVENT_BYTES, event_data, read_capped, read_event
 
 if TYPE_CHECKING:
     from tokenomy.gateway.health import RetryBudget
@@ -212,7 +212,7 @@ class Dispatcher:
             async with asyncio.timeout(gw.first_byte_s):
                 resp = await wire.open_stream(session, gw.stream_timeout, ctx, d)
                 if resp.status != 200:
-                    raw = await resp.read()
+                    raw = await read_capped(resp, MAX_EVENT_BYTES)  # an error body: small
                     resp.release()
                     f = classify_status(resp.status, raw, resp.headers.get("Retry-After"))
                     return f if f is not None else (resp, raw)

@@ -63,6 +63,8 @@ class Settler:
               http_status: int, ttft_ms: float | None = None, energy_j: float | None = None) -> UsageEvent:
         """One usage event; billed None: nothing billable (the call failed before any work)."""
         extra: dict = {"policy": ctx.group.policy}
+        if "x-tokenomy-prefix-affinity" in ctx.headers:  # policy prefix-affinity: routed for the cache?
+            extra["prefix_affinity"] = ctx.headers["x-tokenomy-prefix-affinity"].startswith("routed")
         if d is not None and billed is not None:
             counts = billed.counts
             inp, cached, out, reasoning = counts

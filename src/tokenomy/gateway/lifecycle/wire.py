@@ -17,7 +17,8 @@ import orjson
 
 from tokenomy.gateway.providers.base import ProviderError, UpstreamRequest
 from tokenomy.gateway.providers.stream import TranslatedStream
-from tokenomy.gateway.upstream import LeanClient, UpstreamResponse, reported_energy_joules
+from tokenomy.gateway.upstream import (DEFAULT_MAX_RESPONSE_BYTES, LeanClient, UpstreamResponse, read_capped,
+                                      reported_energy_joules)
 
 if TYPE_CHECKING:
     from tokenomy.gateway.lifecycle.state import RequestCtx
@@ -58,7 +59,7 @@ async def _send(session, lean, timeout, target: str, data: bytes, headers: dict[
         if resp is not None:
             return resp
     async with session.post(target, data=data, headers=headers, timeout=timeout) as r:
-        raw = await r.read()
+        raw = await read_capped(r, lean.max_response_bytes if lean is not None else DEFAULT_MAX_RESPONSE_BYTES)
         return UpstreamResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, raw)
 
 
