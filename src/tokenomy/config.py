@@ -145,7 +145,7 @@ class ModelGroup(_Strict):
     # policy prefix-affinity: the prefix cache of each replica, in tokens (what the router's
     # index of "what was sent where" remembers), and the load bound (x the mean in-flight + 1)
     affinity_cache_tokens: int = Field(default=1_000_000, ge=256)
-    affinity_load_factor: float = Field(default=1.25, ge=1.0)
+    affinity_load_factor: float = Field(default=2.0, ge=1.0)
     max_in_flight: dict[str, int] | int | None = None  # per deployment (dict) or for all
 
     @model_validator(mode="after")
