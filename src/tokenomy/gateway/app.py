@@ -61,6 +61,25 @@ async def models(request: web.Request) -> web.Response:
     return _json({"object": "list", "data": data})
 
 
+async def model_detail(request: web.Request) -> web.Response:
+    """GET /v1/models/{id}: one entry of the model list (OpenAI's model object), or a 404."""
+    gw = _gw(request)
+    try:
+        gw.authenticate(request)
+    except ApiError as err:
+        return error_response(err)
+    mid = request.match_info["model_id"]
+    g, r = gw.groups.get(mid), gw.routes.get(mid)
+    if g is not None:
+        return _json({"id": mid, "object": "model", "created": 0, "owned_by": "tokenomy", "policy": g.policy,
+                      "deployments": [d.name for d in g.deployments]})
+    if r is not None:
+        return _json({"id": mid, "object": "model", "created": 0, "owned_by": "tokenomy", "policy": r.policy,
+                      "candidates": [c.alias for c in r.candidates], "threshold": r.threshold,
+                      "threshold_kind": r.kind})
+    return error_response(ApiError(404, f"The model '{mid}' does not exist", param="model", code="model_not_found"))
+
+
 async def feedback(request: web.Request) -> web.Response:
     """POST /v1/feedback {"request_id", "score" in [0, 1]}: an outcome label for a request of the
     caller's tenant (any other tenant's request is a 404, as if it did not exist)."""
@@ -273,6 +292,7 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model_id}", model_detail)
     app.router.add_post("/v1/feedback", feedback)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)

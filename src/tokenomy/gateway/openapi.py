@@ -233,6 +233,11 @@ def spec(models: list[str] | None = None) -> dict:
         "/v1/completions": _inference("Text completion (OpenAI-compatible)", "CompletionRequest", "Completion"),
         "/v1/models": {"get": {"summary": "Model groups and routes",
                                "responses": {"200": _ok("The model aliases", "ModelList"), **_errors("401")}}},
+        "/v1/models/{model_id}": {"get": {  # reach (issue 15)
+            "summary": "One model alias",
+            "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _ok("The model", schema=_SCHEMAS["ModelList"]["properties"]["data"]["items"]),
+                          **_errors("401", "404")}}},
         "/v1/feedback": {"post": {
             "summary": "Label the outcome of a request of the caller's tenant (trains the quality router)",
             "requestBody": _json_body("FeedbackRequest"),
@@ -265,16 +270,19 @@ def spec(models: list[str] | None = None) -> dict:
     if models:
         for name in ("ChatCompletionRequest", "CompletionRequest"):
             schemas[name]["properties"]["model"]["enum"] = sorted(models)
+        paths["/v1/models/{model_id}"]["get"]["parameters"][0]["schema"] = {"type": "string", "enum": sorted(models)}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "tokenomy gateway", "version": _version(),
                  "description": "OpenAI-compatible LLM gateway with cost-aware routing and metering. Errors are "
                                 "OpenAI-style: {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
-        "security": [{"bearerAuth": []}],
+        "security": [{"bearerAuth": []}, {"apiKeyAuth": []}],
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "A tenant key, or the admin key"}},
+                                               "description": "A tenant key, or the admin key"},
+                                "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                                               "description": "The same key, Anthropic-style"}},
             "schemas": schemas,
             "responses": {f"E{code}": _err(desc) for code, desc in _ERROR_STATUSES.items()},
         },

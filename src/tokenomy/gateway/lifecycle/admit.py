@@ -48,7 +48,12 @@ class Admission:
     def _secret(request: web.Request) -> str:
         auth = request.headers.get("Authorization")
         if not auth:
-            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+            # Anthropic-style clients (the anthropic SDK, agents built on it) send `x-api-key`.
+            key = request.headers.get("x-api-key", "").strip()
+            if key:
+                return key
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')",
+                           code="missing_api_key")
         scheme, _, secret = auth.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise ApiError(401, "malformed Authorization header: expected 'Bearer <key>'",
