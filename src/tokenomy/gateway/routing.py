@@ -244,8 +244,10 @@ class RouteRuntime:
     """A routed alias (config `routing_groups`): per request, pick one candidate model group
     (policy router), or answer with the weakest and escalate to the strongest (policy cascade).
 
-    The router and the threshold are resolved once at start: `strong_share` is calibrated on a
-    shipped 300-prompt sample (tokenomy/routing/calibration_prompts.json)."""
+    The router is loaded once at start. `strong_share` with a binary router: a live threshold
+    (routing.quality.threshold.ShareThreshold) started from the shipped sample of users' requests and
+    moved by every decision's score; with a multi-model router: calibrated once on the shipped
+    300-prompt sample (tokenomy/routing/calibration_prompts.json)."""
 
     def __init__(self, alias: str, cfg, groups: dict[str, GroupRuntime]):
         from tokenomy.errors import ConfigError, TokenomyError
@@ -290,14 +292,14 @@ class RouteRuntime:
             for kind in ("strong_share", "min_quality", "threshold", "max_usd_per_request"):
                 if getattr(cfg, kind) is not None:
                     self.kind = kind
-            if self.kind == "strong_share":
+            if self.kind == "strong_share" and self.multi:
                 self.threshold = self.calibrate(_calibration_prompts(), cfg.strong_share)
-                if not self.multi:  # binary router: the cut follows live traffic's scores
-                    from tokenomy.routing.quality.registry import score_prompts
-                    from tokenomy.routing.quality.threshold import ShareThreshold
+            elif self.kind == "strong_share":  # binary router: the cut follows live traffic's scores
+                from tokenomy.routing.quality.registry import score_prompts
+                from tokenomy.routing.quality.threshold import ShareThreshold, startup_prompts
 
-                    self.share = ShareThreshold(cfg.strong_share, score_prompts(self.router, _calibration_prompts()))
-                    self.threshold = self.share.value
+                self.share = ShareThreshold(cfg.strong_share, score_prompts(self.router, startup_prompts()))
+                self.threshold = self.share.value
             elif self.kind in ("min_quality", "threshold"):
                 self.threshold = float(getattr(cfg, self.kind))
             else:  # max_usd_per_request: best predicted among the affordable candidates
