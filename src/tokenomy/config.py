@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tokenomy.errors import ConfigError
 
-Policy = Literal["cost", "latency", "cost-under-slo", "weighted"]
+Policy = Literal["cost", "latency", "cost-under-slo", "weighted", "prefix-affinity"]
 BudgetPeriod = Literal["total", "daily", "monthly"]
 
 
@@ -85,16 +85,26 @@ class Emulate(_Strict):
 
 class Deployment(_Strict):
     name: str = Field(min_length=1)
-    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    # The upstream's wire protocol (tokenomy.gateway.providers): openai (any OpenAI-compatible
+    # server, the default), anthropic, azure (Azure OpenAI), gemini, bedrock, vertex.
+    provider: Literal["openai", "anthropic", "gemini", "bedrock", "azure", "vertex"] = "openai"
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; other providers: their root URL
     api_key_env: str | None = None  # env var holding the upstream key
     model: str | None = None  # model name sent upstream; default: the deployment name
     pricing: Pricing
     emulate: Emulate | None = None
-    headers: dict[str, str] = Field(default_factory=dict)  # extra headers sent upstream
+    # Extra headers sent upstream; a value may name environment variables (`env:NAME`, `${NAME}`).
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_version: str | None = None  # azure: api-version (default 2024-10-21; `v1`: Azure's v1 API)
+    region: str | None = None  # bedrock / vertex: the region (default: AWS chain / us-central1)
+    project: str | None = None  # vertex: the GCP project (default: from the credentials)
     # Ask for a usage chunk in streams (stream_options.include_usage); turn off for servers
     # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
     stream_usage: bool = True
     max_in_flight: int | None = Field(default=None, ge=1)
+    # The model's output limit (tokens): caps the max_tokens the gateway sets for a budgeted
+    # request that set none (default: defaults.max_tokens).
+    max_output_tokens: int | None = Field(default=None, ge=1)
     # Tokenizer for the gateway's own counts (streams without usage, limits, reservations):
     # o200k | cl100k | llama-3 | regex | a path to a tokenizer.json. Default: by the model name
     # (OpenAI families), else the regex approximation. See tokenomy.tokencount.
@@ -113,6 +123,8 @@ class Deployment(_Strict):
             raise ValueError("give exactly one of base_url, emulate")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
+        if self.emulate is not None and self.provider != "openai":
+            raise ValueError(f"emulate serves the OpenAI protocol: provider must be openai (got {self.provider!r})")
         return self
 
     @property
@@ -129,7 +141,11 @@ class ModelGroup(_Strict):
     deployments: list[str] = Field(min_length=1)
     policy: Policy = "cost"
     weights: dict[str, float] | None = None  # policy weighted
-    slo: Slo | None = None  # policy cost-under-slo
+    slo: Slo | None = None  # policy cost-under-slo (and prefix-affinity, when set)
+    # policy prefix-affinity: the prefix cache of each replica, in tokens (what the router's
+    # index of "what was sent where" remembers), and the load bound (x the mean in-flight + 1)
+    affinity_cache_tokens: int = Field(default=1_000_000, ge=256)
+    affinity_load_factor: float = Field(default=2.0, ge=1.0)
     max_in_flight: dict[str, int] | int | None = None  # per deployment (dict) or for all
 
     @model_validator(mode="after")
@@ -290,6 +306,12 @@ class Counters(_Strict):
         return url
 
 
+class Budgets(_Strict):
+    # A request whose budget is held by requests in flight waits up to this long for them to
+    # settle (Metering.areserve) before a 429 with reason "held"; an exhausted budget never waits.
+    wait_s: float = Field(default=2.0, ge=0, le=60)
+
+
 class Timeouts(_Strict):
     connect_s: float = Field(default=5.0, gt=0)
     first_byte_s: float = Field(default=60.0, gt=0)  # response headers + first stream event
@@ -316,6 +338,24 @@ class Server(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
+    # Connection limits, on the lean front and aiohttp alike (gateway/fastpath.py): a request
+    # head must arrive within head_timeout_s of its first byte (else 408 + close); a keep-alive
+    # connection idle for idle_timeout_s is closed; at max_connections (default: min(10000, half
+    # the open-file limit)) the longest-idle connection is closed to make room, else 503 + close.
+    head_timeout_s: float = Field(default=10.0, gt=0)
+    idle_timeout_s: float = Field(default=75.0, gt=0)
+    max_connections: int | None = Field(default=None, ge=1)
+    # An upstream answer (after decompression) larger than this is refused: 502 upstream_too_large.
+    max_upstream_response_bytes: int = Field(default=32 << 20, ge=1024)
+
+
+class MetricsAccess(_Strict):
+    """Who may read /metrics (per-tenant names, requests, cost) and /health's details (upstream
+    URLs): the admin key always; also a scrape-only bearer token read from the environment
+    variable `token_env` (e.g. TOKENOMY_METRICS_TOKEN); or anyone with `public: true`."""
+
+    public: bool = False
+    token_env: str | None = Field(default=None, min_length=1)
 
 
 class Costs(_Strict):
@@ -393,10 +433,12 @@ class GatewayConfig(_Strict):
     defaults: Defaults = Defaults()
     ledger: Ledger = Ledger()
     counters: Counters = Counters()
+    budgets: Budgets = Budgets()
     timeouts: Timeouts = Timeouts()
     retry: Retry = Retry()
     breaker: Breaker = Breaker()
     server: Server = Server()
+    metrics: MetricsAccess = MetricsAccess()
     costs: Costs = Costs()
     alerts: Alerts = Alerts()
     request_log: RequestLogConfig = RequestLogConfig()

@@ -60,3 +60,17 @@ def test_load_source_defaults_and_errors():
     assert len(ae) == 6 and {r.weak_model for r in ae} == {"llama-2-7b-chat-hf", "tulu-2-dpo-7b"}
     with pytest.raises(UnknownNameError):
         load_source("cascade-mmlu", DATA)
+
+
+def test_convert_alpacaeval_drops_unannotated_minus_one(tmp_path):
+    """The source marks unannotated answers with -1 (22 in the shared file): such rows are dropped, not refused."""
+    src = [json.loads(line) for line in (DATA / "raw_alpacaeval_outputs.jsonl").open()]
+    inst = next(o["instruction"] for o in src if o["model"] == "llama-2-7b-chat-hf")
+    bad = [{**o, "ae1_win_vs_davinci003": -1.0} if o["instruction"] == inst and o["model"] == "llama-2-7b-chat-hf"
+           else o for o in src]
+    path = tmp_path / "raw.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in bad))
+    before = convert_alpacaeval_outputs(DATA / "raw_alpacaeval_outputs.jsonl", "llama-2-7b-chat-hf")
+    after = convert_alpacaeval_outputs(path, "llama-2-7b-chat-hf")
+    assert len(after) == len(before) - 1 and inst not in {r.prompt for r in after}
+    assert all(0 <= r.weak <= 1 and 0 <= r.strong <= 1 for r in after)

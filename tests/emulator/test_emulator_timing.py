@@ -56,7 +56,10 @@ async def test_chunked_prefill_splits_long_prompts(make_emulator) -> None:
             data = (await http.post(f"{base_url}/chat/completions", json=_body("word " * 1500, 5))).json()
     p = data["usage"]["prompt_tokens"]
     chunks = [512] * (p // 512) + ([p % 512] if p % 512 else [])
-    expected = sum(sm.step_seconds(prefill_tokens=c) for c in chunks)
+    # Each chunk's attention reads the prompt already prefilled (the shared engine model's
+    # chunked prefill, the same as the fleet simulator's).
+    expected = sum(sm.step_seconds(prefill_tokens=c, prefill_context=512 * i, prefill_seqs=1)
+                   for i, c in enumerate(chunks))
     assert data["x_emulator"]["ttft_seconds"] == pytest.approx(expected, rel=1e-9)
 
 
@@ -128,8 +131,9 @@ async def test_requests_queue_when_the_batch_is_full(make_emulator) -> None:
 
 
 async def test_kv_capacity_limits_admission(make_emulator) -> None:
-    # Each request reserves prompt + output tokens of KV; a 2,000-token cache holds two of them.
-    async with make_emulator(time_scale=0.0, kv_cache_tokens=2000) as (base_url, _):
+    # Each request reserves prompt + output tokens of KV; a 2,000-token cache holds two of them
+    # (without prefix caching: with it their shared prompt is held once, test_emulator_prefix).
+    async with make_emulator(time_scale=0.0, kv_cache_tokens=2000, prefix_caching=False) as (base_url, _):
         results = await _concurrent(base_url, 5, 10, "word " * 800)
         async with httpx.AsyncClient() as http:
             stats = (await http.get(base_url.removesuffix("/v1") + "/emulator/stats")).json()

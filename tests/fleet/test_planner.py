@@ -92,7 +92,12 @@ def test_plan_is_verified_and_beats_or_ties_best_single(catalog, small_conv):
             rental_usd_per_hour(acc) * a["count"], abs=1e-3)
     assert out["usd_per_hour"] <= out["best_single"]["usd_per_hour"] + 1e-9
     assert out["saving_fraction"] == pytest.approx(1 - out["usd_per_hour"] / out["best_single"]["usd_per_hour"], abs=1e-5)
-    tokens_per_hour = small_conv.total_tokens / small_conv.duration_seconds * 3600
+    # $/Mtok over the tokens served: requests beyond the 4,096-token context are excluded (and reported).
+    fits = (small_conv.prompt_tokens + small_conv.output_tokens) <= 4096
+    assert out["excluded_overlong"]["requests"] == int((~fits).sum()) > 0
+    served = int((small_conv.prompt_tokens + small_conv.output_tokens)[fits].sum())
+    served_s = float(small_conv.arrived_at[fits].max() - small_conv.arrived_at[fits].min())
+    tokens_per_hour = served / served_s * 3600
     assert out["usd_per_mtok"] == pytest.approx(out["usd_per_hour"] / tokens_per_hour * 1e6, rel=1e-3)
     assert out["verification"][-1]["slo_attainment"] >= 0.99 or out["slo_attainment"] >= 0.99
 

@@ -184,16 +184,12 @@ async def serve_gateway(app: web.Application):
     Yields (base URL, the front or None)."""
     from tokenomy.gateway.fastpath import fast_front, fastpath_enabled
 
-    if not fastpath_enabled():
-        async with serve(app) as url:
-            yield url, None
-        return
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     front = fast_front(app, runner)
     try:
         port = await front.start("127.0.0.1", 0)
-        yield f"http://127.0.0.1:{port}", front
+        yield f"http://127.0.0.1:{port}", (front if fastpath_enabled() else None)
     finally:
         await front.shutdown(0.5)
         await runner.cleanup()

@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gw_helpers import FAST_TIMEOUTS, Stub, gateway, list_dep, stubs
+from gw_helpers import ADMIN_KEY, FAST_TIMEOUTS, Stub, gateway, list_dep, stubs
 
 MSGS = [{"role": "user", "content": "hello there"}]
 
@@ -44,7 +44,7 @@ async def test_fallback_to_next_deployment(data_dir, mode, kind, stream):
             assert ev.status == "ok" and ev.deployment == "good" and ev.output_tokens == 4
             assert [a["deployment"] for a in ev.extra["attempts"]] == ["bad"]
             assert ev.extra["attempts"][0]["error"] == kind
-            _, _, metrics = await g.get("/metrics")
+            _, _, metrics = await g.get("/metrics", ADMIN_KEY)
             assert f'tokenomy_upstream_errors_total{{deployment="bad",kind="{kind}"}} 1.0' in metrics
 
 
@@ -57,15 +57,15 @@ async def test_breaker_opens_then_half_open_probe_closes_it(data_dir):
                 st, h, _ = await g.post("/v1/chat/completions", {"model": "m", "messages": MSGS}, key)
                 assert st == 200 and h["x-tokenomy-deployment"] == "good"
             assert bad.calls == 2  # open after 2 consecutive failures: not tried any more
-            _, _, health = await g.get("/health")
+            _, _, health = await g.get("/health", ADMIN_KEY)
             assert health["deployments"]["bad"]["breaker"] == "open"
-            _, _, metrics = await g.get("/metrics")
+            _, _, metrics = await g.get("/metrics", ADMIN_KEY)
             assert 'tokenomy_breaker_state{deployment="bad",state="open"} 2.0' in metrics
             bad.mode = "ok"  # the deployment recovers
             await asyncio.sleep(0.35)
             st, h, _ = await g.post("/v1/chat/completions", {"model": "m", "messages": MSGS}, key)
             assert h["x-tokenomy-deployment"] == "bad" and bad.calls == 3  # the half-open probe
-            _, _, health = await g.get("/health")
+            _, _, health = await g.get("/health", ADMIN_KEY)
             assert health["deployments"]["bad"]["breaker"] == "closed"
 
 

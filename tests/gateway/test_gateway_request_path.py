@@ -170,9 +170,9 @@ async def test_models_health_metrics(data_dir):
         st, _, models = await g.get("/v1/models", key)
         assert st == 200 and {m["id"] for m in models["data"]} == {"m", "d1"}
         await g.post("/v1/chat/completions", {"model": "m", "messages": MSGS}, key)
-        st, _, health = await g.get("/health")
+        st, _, health = await g.get("/health", ADMIN_KEY)
         assert st == 200 and health["deployments"]["d1"]["breaker"] == "closed"
-        st, _, text = await g.get("/metrics")
+        st, _, text = await g.get("/metrics", ADMIN_KEY)
         assert 'tokenomy_requests_total{deployment="d1",model="m",status="ok",tenant="acme"} 1.0' in text
         assert 'tokenomy_tokens_total{category="output",deployment="d1",tenant="acme"} 2.0' in text
         assert 'tokenomy_cost_usd_total{deployment="d1",tenant="acme"}' in text

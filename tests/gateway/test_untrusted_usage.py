@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gw_helpers import FAST_TIMEOUTS, gateway, list_dep, serve
+from gw_helpers import ADMIN_KEY, FAST_TIMEOUTS, gateway, list_dep, serve
 
 from tokenomy.gateway.lifecycle.usage import COMPLETION_SLACK_TOKENS, PROMPT_MARGIN, PROMPT_SLACK_TOKENS, bound_usage
 from tokenomy.tokens import count_chat_tokens, count_tokens
@@ -112,7 +112,7 @@ async def test_lying_usage_is_bounded_recorded_and_flagged(data_dir, caplog, nam
             # the $1 hard budget holds, whatever the upstream says
             spent = sum((e.price_usd for e in evs), Decimal(0))
             assert spent <= Decimal(1)
-            _, _, metrics = await g.get("/metrics")
+            _, _, metrics = await g.get("/metrics", ADMIN_KEY)
             assert f'tokenomy_usage_anomalies_total{{deployment="liar"}} {float(len(evs))}' in metrics
             assert any("liar" in r.getMessage() and "untrusted usage" in r.getMessage() for r in caplog.records)
 

@@ -79,8 +79,42 @@ def test_user_errors_are_one_line(tmp_path):
 
 def test_train_rejects_unknown_expert_format(tmp_path, sample_path):
     exe = Path(sys.executable).parent / "tokenomy"
-    p = subprocess.run([str(exe), "route", "train", "--data", str(sample_path), "--out", str(tmp_path / "x.npz"),
-                        "--expert-formats", "essay", "--cv", "0", "--no-loso"], capture_output=True, text=True)
+    p = subprocess.run([str(exe), "route", "train", "--router", "lexical", "--data", str(sample_path), "--out",
+                        str(tmp_path / "x.npz"), "--expert-formats", "essay", "--cv", "0", "--no-loso"],
+                       capture_output=True, text=True)
     assert p.returncode == 2 and not (tmp_path / "x.npz").exists()
     assert p.stderr.strip().startswith("error: expert_formats must be distinct names among multiple_choice")
     assert p.stderr.count("\n") == 1
+    # the same option on the (default) task router is refused: it would be ignored
+    p = subprocess.run([str(exe), "route", "train", "--data", str(sample_path), "--out", str(tmp_path / "x.npz"),
+                        "--expert-formats", "open", "--cv", "0", "--no-loso"], capture_output=True, text=True)
+    assert p.returncode == 2 and not (tmp_path / "x.npz").exists()
+    assert p.stderr.strip() == "error: --expert-formats: lexical router options (pass --router lexical)"
+
+
+def test_route_explain_json_and_text():
+    from typer.testing import CliRunner
+
+
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["route", "explain", "hi", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["kind"] == "chitchat" and out["decision"] == "weak" and out["score"] < out["threshold"]
+    assert out["threshold_from"].startswith("strong_share 0.3") and out["top_features"]
+    hard = json.loads(runner.invoke(app, ["route", "explain", "Implement a lock-free MPMC queue in C++ with atomics",
+                                          "--threshold", "0.5", "--json"]).stdout)
+    assert hard["kind"] == "coding" and hard["decision"] == "strong" and hard["threshold_from"] == "given"
+    assert "systems" in [f["feature"] for f in hard["top_features"]]
+    text = runner.invoke(app, ["route", "explain", "Translate 'cat' into French."])
+    assert text.exit_code == 0 and "task kind: translation" in text.stdout and "-> " in text.stdout
+
+
+def test_route_explain_errors_are_one_line(tmp_path):
+    exe = Path(sys.executable).parent / "tokenomy"
+    for args, msg in ((["   "], "error: prompt is empty"),
+                      (["hi", "--router", "mf"], "error: router 'mf' is a multi-model router"),
+                      (["hi", "--strong-share", "2"], "error: --strong-share must be in [0, 1]")):
+        p = subprocess.run([str(exe), "route", "explain", *args], capture_output=True, text=True)
+        assert p.returncode == 2 and p.stderr.startswith(msg) and p.stderr.count("\n") == 1, p.stderr

@@ -89,8 +89,9 @@ def test_multi_model_router_on_alpacaeval_sample(matrix_path, tmp_path):
         r.with_pair("llama-2-7b-chat-hf", "gpt-5")
 
 
-def test_shipped_default_router(sample_rows):
-    r = load_router("default")
+def test_shipped_lexical_router(sample_rows):
+    """The previous default (hashed n-grams), kept as `lexical`."""
+    r = load_router("lexical")
     p = "What is the capital of France?"
     assert 0.0 < r.strong_win_rate(p) < 1.0 and r.strong_win_rate(p) == r.strong_win_rate(p)
     # Regression guard on the in-repo sample (rows the default saw in training): clearly above
@@ -98,9 +99,9 @@ def test_shipped_default_router(sample_rows):
     # Its layout: a shared head for every prompt, plus a maths word problem head behind a hard gate.
     assert r.spec.format_experts and r.spec.expert_formats == ("math_word_problem",) and not r.spec.expert_shared
     assert r.meta["experts"] == ["math_word_problem"] and r.weights.shape == (2 * r.spec.buckets,)
-    from tokenomy.routing.quality.registry import DEFAULT_ARTIFACT
+    from tokenomy.routing.quality.registry import LEXICAL_ARTIFACT
 
-    assert DEFAULT_ARTIFACT.stat().st_size < 1_000_000
+    assert LEXICAL_ARTIFACT.stat().st_size < 1_000_000
     # Regression guard on the in-repo sample (rows the default saw in training, so in-sample
     # figures): clearly above the length baseline on MMLU and GSM8K, both measured on the same rows.
     # Pinned values of the shipped artifact (scripts/train_default_router.sh).

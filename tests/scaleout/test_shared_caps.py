@@ -180,3 +180,41 @@ def test_a_failed_ledger_read_gives_up_the_load_lease(replicas):
     good = Events([("acme", now - 60, 7)])
     d, held = replicas(good).check("acme", PLAN, now)  # no waiting out the lease
     assert good.reads == 1 and (d.action, held) == ("allow", True)
+
+
+async def test_acheck_decides_like_check_across_replicas_and_loads_once(replicas):
+    """The request path's async check (redis.asyncio): same decisions, same shared counters."""
+    now = time.time()
+    source = Events([("acme", now - 60, 10), ("acme", now - 30, 10)])
+    a, b = replicas(source), replicas(source)
+    decisions = [await (a if i % 2 else b).acheck("acme", PLAN, now) for i in range(5)]
+    assert [held for _, held in decisions] == [True] * 3 + [False] * 2  # 2 loaded + 3 in flight = 5
+    assert source.reads == 1  # loaded from the ledger once, across both replicas
+    sync_d, sync_held = a.check("acme", PLAN, now)  # the sync path sees the same counters
+    assert (sync_d.action, sync_held) == ("block", False)
+
+
+async def test_acheck_fail_modes_on_an_unreachable_redis(replicas):
+    closed = replicas(url=DEAD_URL)
+    with pytest.raises(CountersUnavailable):
+        await closed.acheck("acme", PLAN, time.time())
+    opened = replicas(url=DEAD_URL, fail_mode="open")
+    assert await opened.acheck("acme", PLAN, time.time()) is None  # the gate falls back to local caps
+
+
+async def test_plan_gate_acheck_shared_local_and_uncapped(replicas):
+    book = parse_plans({"plans": {**{n: p.model_dump(by_alias=True) for n, p in BOOK.plans.items()},
+                                  "free": {"subscription_usd": 0}},
+                        "tenants": {"acme": {"subscriptions": [{"plan": "capped", "start": 0}]},
+                                    "open": {"subscriptions": [{"plan": "free", "start": 0}]}}})
+    shared = PlanGate(book, shared=replicas())
+    states = [await shared.acheck("acme", time.time()) for _ in range(6)]
+    assert [s.action for s in states] == ["allow"] * 5 + ["block"] and all(s.shared for s in states[:5])
+    dead = PlanGate(book, shared=replicas(url=DEAD_URL))
+    uncapped = await dead.acheck("open", time.time())  # no caps: Redis never asked, even when it is down
+    assert uncapped.action == "allow" and not uncapped.tracked
+    with pytest.raises(ApiError) as info:
+        await dead.acheck("acme", time.time())
+    assert info.value.status == 503
+    local = PlanGate(book)  # no Redis configured: in-process caps
+    assert [(await local.acheck("acme", time.time())).action for _ in range(6)] == ["allow"] * 5 + ["block"]

@@ -16,12 +16,16 @@ returned sums, so it reads exactly as the in-process one. record/release are que
 order on the counter store's settler (one script call per batch, exactly once, kept while
 Redis is away): usage lands before the slot is released, so it is never counted neither.
 
+`acheck` is the same on the store's redis.asyncio client (the request path: the event loop
+never waits on Redis; a tenant's first load reads the ledger on a worker thread).
+
 Redis down: the counter store's fail mode - "closed" raises CountersUnavailable (503), "open"
 returns None and the gateway falls back to its in-process counters (caps per replica).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -194,6 +198,38 @@ class RedisCaps:
         """(decision, holds an in-flight slot) atomically across replicas; None when Redis is
         down and the fail mode is open (the caller uses its local counters); raises
         CountersUnavailable when it is down and the fail mode is closed."""
+        windows, keys, args = self._check_call(tenant, plan, now)
+
+        def run():
+            for _ in range(3):
+                res = self._check(keys=keys, args=args)
+                if int(res[0]) >= 0:
+                    return self._decide(tenant, plan, now, windows, res)
+                self._load(tenant, now)
+            raise self.store._unavailable(RuntimeError("cap counters kept disappearing"))
+
+        return self.store._call(run, lambda: None)
+
+    async def acheck(self, tenant: str, plan: Plan, now: float) -> tuple[CapDecision, bool] | None:
+        """check on the async client: a paused Redis delays this request only, not the loop."""
+        if not getattr(self.store, "_async_ok", False):
+            return await asyncio.to_thread(self.check, tenant, plan, now)
+        windows, keys, args = self._check_call(tenant, plan, now)
+
+        async def run():
+            for _ in range(3):
+                res = await self.store.aeval("cap_check", _CHECK, keys, args)
+                if int(res[0]) >= 0:
+                    return self._decide(tenant, plan, now, windows, res)
+                await self._aload(tenant, now)
+            raise self.store._unavailable(RuntimeError("cap counters kept disappearing"))
+
+        async def fallback():
+            return None
+
+        return await self.store.acall(run, fallback)
+
+    def _check_call(self, tenant: str, plan: Plan, now: float) -> tuple[list[float], list, list]:
         windows = sorted({c.window_seconds for c in plan.caps})
         keys = [self._key(tenant, "p"), self._key(tenant, "ready")] + [self._wkey(tenant, w) for w in windows]
         args: list = [repr(float(now)), self.store.replica, self.store.prefix + "hb:",
@@ -208,16 +244,7 @@ class RedisCaps:
             args += [repr(float(w)), smallest("requests", True), smallest("tokens", True),
                      smallest("requests", False), smallest("tokens", False)]
         args.append("1")
-
-        def run():
-            for _ in range(3):
-                res = self._check(keys=keys, args=args)
-                if int(res[0]) >= 0:
-                    return self._decide(tenant, plan, now, windows, res)
-                self._load(tenant, now)
-            raise self.store._unavailable(RuntimeError("cap counters kept disappearing"))
-
-        return self.store._call(run, lambda: None)
+        return windows, keys, args
 
     def _decide(self, tenant: str, plan: Plan, now: float, windows: list[float], res: list) -> tuple[CapDecision, bool]:
         admitted, pending = int(res[0]) == 1, int(res[1])
@@ -243,32 +270,65 @@ class RedisCaps:
                 return
             if state == 1:
                 try:
-                    events = [] if self.source is None else self.source.events(tenant, now - self.horizon_s,
-                                                                                 now + 1e-6)
+                    events = self._recent_events(tenant, now)
                 except Exception as exc:
                     self._abort(keys=keys[:1], args=[token])  # let another try at once
-                    from tokenomy.metering.redis_counters import CountersUnavailable
-
-                    raise CountersUnavailable(f"cannot load the plan-cap usage of tenant '{tenant}' from the ledger: "
-                                              f"{exc}; retry shortly", retry_after_s=1.0) from None
-                args: list = [token, self._ready_ttl]
-                for w in self.windows:
-                    width = bucket_seconds(w)
-                    acc: dict[int, list[int]] = {}
-                    for e in events:
-                        if e.ts > now - w:
-                            a = acc.setdefault(bucket_stamp(e.ts, width), [0, 0])
-                            a[0] += 1
-                            a[1] += int(e.tokens)
-                    args.append(len(acc))
-                    for stamp, (req, tok) in sorted(acc.items()):
-                        args += [stamp, req, tok]
-                if int(self._finish(keys=keys, args=args)) == 1:
+                    raise self._load_failed(tenant, exc) from None
+                if int(self._finish(keys=keys, args=self._finish_args(token, events, now))) == 1:
                     return
                 continue  # the lease expired under us: load again
             if time.monotonic() > deadline:
                 raise self.store._unavailable(TimeoutError(f"loading the caps of tenant '{tenant}' took too long"))
             time.sleep(0.005)  # another replica is loading it
+
+    async def _aload(self, tenant: str, now: float) -> None:
+        """_load on the async client; the ledger read on a worker thread."""
+        keys = [self._key(tenant, "ready")] + [self._wkey(tenant, w) for w in self.windows]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOAD_LEASE_MS / 1000 + 5
+        while True:
+            token = uuid.uuid4().hex
+            state = int(await self.store.aeval("cap_begin", _BEGIN, keys, [token, LOAD_LEASE_MS]))
+            if state == 0:
+                return
+            if state == 1:
+                try:
+                    events = await asyncio.to_thread(self._recent_events, tenant, now)
+                except Exception as exc:
+                    await self.store.aeval("cap_abort", _ABORT, keys[:1], [token])
+                    raise self._load_failed(tenant, exc) from None
+                finished = await self.store.aeval("cap_finish", _FINISH, keys, self._finish_args(token, events, now))
+                if int(finished) == 1:
+                    return
+                continue
+            if loop.time() > deadline:
+                raise self.store._unavailable(TimeoutError(f"loading the caps of tenant '{tenant}' took too long"))
+            await asyncio.sleep(0.005)
+
+    def _recent_events(self, tenant: str, now: float) -> list:
+        return [] if self.source is None else self.source.events(tenant, now - self.horizon_s, now + 1e-6)
+
+    @staticmethod
+    def _load_failed(tenant: str, exc: BaseException):
+        from tokenomy.metering.redis_counters import CountersUnavailable
+
+        return CountersUnavailable(f"cannot load the plan-cap usage of tenant '{tenant}' from the ledger: "
+                                   f"{exc}; retry shortly", retry_after_s=1.0)
+
+    def _finish_args(self, token: str, events: list, now: float) -> list:
+        args: list = [token, self._ready_ttl]
+        for w in self.windows:
+            width = bucket_seconds(w)
+            acc: dict[int, list[int]] = {}
+            for e in events:
+                if e.ts > now - w:
+                    a = acc.setdefault(bucket_stamp(e.ts, width), [0, 0])
+                    a[0] += 1
+                    a[1] += int(e.tokens)
+            args.append(len(acc))
+            for stamp, (req, tok) in sorted(acc.items()):
+                args += [stamp, req, tok]
+        return args
 
     def record(self, tenant: str, ts: float, tokens: int, requests: int = 1) -> None:
         """Count a committed event in every window (queued: never waits, never raises)."""

@@ -11,7 +11,8 @@ import typer
 from tokenomy.errors import TokenomyError
 
 TRACE_HELP = ("CSV trace (arrived_at,num_prefill_tokens,num_decode_tokens), 'conv' / 'code' (shipped Splitwise "
-              "traces), synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...', or 'ledger[:DATA_DIR]' "
+              "traces), a Mooncake-format JSONL (timestamp,input_length,output_length,hash_ids; 'mooncake' = the shipped "
+              "Kimi conversation slice), synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...', or 'ledger[:DATA_DIR]' "
               "(the gateway's ok events; see --since/--until/--tenant)")
 DATA_DIR_HELP = "data dir of the metering ledger and saved plans (default: TOKENOMY_DATA_DIR or ./.tokenomy)"
 
@@ -194,7 +195,12 @@ def register(app: typer.Typer) -> None:
         max_num_seqs: int = typer.Option(256, "--max-num-seqs", help="max running sequences per replica"),
         max_batched_tokens: int = typer.Option(2048, "--max-batched-tokens", help="token budget per step"),
         kv_policy: str = typer.Option("preempt", "--kv-policy", help="preempt (vLLM recompute) | reserve"),
-        lb: str = typer.Option("least-loaded", "--lb", help="least-loaded | round-robin"),
+        lb: str = typer.Option("least-loaded", "--routing", "--lb",
+                               help="round-robin | least-loaded | prefix-affinity (replica choice per request)"),
+        prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache",
+                                          help="keep prompt KV blocks for reuse (needs a trace with hash_ids)"),
+        block_tokens: int = typer.Option(16, "--block-tokens", min=1,
+                                         help="KV block size (a Mooncake trace's 512-token hash blocks override it)"),
         engine_efficiency: float = typer.Option(1.0, "--engine-efficiency"),
         plot: Optional[str] = typer.Option(None, "--plot", help="write a latency CDF plot (PNG)"),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -213,14 +219,15 @@ def register(app: typer.Typer) -> None:
         trace = _resolve_trace(trace, lo)
         tr = _load_workload(trace, rate_scale, start, end, limit, seed, lo)
         cfg = SchedulerConfig(max_num_seqs=max_num_seqs, max_batched_tokens=max_batched_tokens,
-                              kv_policy=kv_policy, lb=lb)
+                              kv_policy=kv_policy, lb=lb, prefix_caching=prefix_cache, block_tokens=block_tokens)
         with _progress(f"simulating {len(tr)} requests", not as_json) as cb:
             result = simulate(tr, dep.step_model, replicas=replicas, config=cfg, progress=cb)
         report = {
             "deployment": {"model": dep.model.id, "accelerator": dep.accelerator.id, "count": count,
                            "dtype": dtype, "replicas": replicas, "site": site,
                            "replica_usd_per_hour": round(dep.usd_per_hour, 6),
-                           "max_kv_tokens": int(dep.step_model.max_kv_tokens),
+                           "max_kv_tokens": int(dep.step_model.max_kv_tokens), "routing": lb,
+                           "prefix_cache": prefix_cache,
                            "perf_source": getattr(dep.step_model, "source", None)},
             "trace": tr.summary(),
             **summarize(result, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
@@ -261,19 +268,29 @@ def register(app: typer.Typer) -> None:
         growth: Optional[str] = typer.Option(None, "--growth", help="traffic growth, e.g. 8%/month, or 'ledger[:WINDOW]' "
                                              "(fitted to the ledger's daily tokens, e.g. ledger:90d)"),
         months: int = typer.Option(12, "--months", help="horizon for --growth"),
-        attainment_target: float = typer.Option(0.99, "--attainment", help="simulated SLO attainment to reach"),
+        attainment_target: float = typer.Option(0.99, "--attainment", help="simulated SLO attainment to reach (share of requests)"),
+        overlong: str = typer.Option("exclude", "--overlong", help="requests beyond the model's context length: "
+                                     "exclude (reported in the plan) | fail"),
         no_verify: bool = typer.Option(False, "--no-verify", help="skip the simulation check"),
         plot: Optional[str] = typer.Option(None, "--plot", help="write the plan composition plot (PNG)"),
         slo_sweep: Optional[str] = typer.Option(None, "--slo-sweep", help="also plan at these TPOT SLOs (ms), e.g. 20,40,80,120"),
         sweep_plot: Optional[str] = typer.Option(None, "--sweep-plot", help="write the cost vs TPOT SLO plot (PNG)"),
         rate_sweep: Optional[str] = typer.Option(None, "--rate-sweep", help="also plan at these rate scales, e.g. 1,2,4,8"),
         rate_plot: Optional[str] = typer.Option(None, "--rate-plot", help="write the cost vs rate plot (PNG; default sweep 1,2,4,8)"),
+        plan_prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache",
+                                               help="verify with prefix caching (traces with hash_ids, e.g. mooncake)"),
+        plan_routing: str = typer.Option("least-loaded", "--routing",
+                                         help="replica choice in the verification: round-robin | least-loaded | prefix-affinity"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Cheapest accelerator mix (and sites) that serves a trace under TTFT/TPOT SLOs (MILP)."""
         from tokenomy.catalog import load_catalog
         from tokenomy.fleet.planner import PlanRequest, plan_fleet, plan_growth
 
+        if sweep_plot and not slo_sweep:
+            raise TokenomyError("--sweep-plot needs --slo-sweep (the TPOT SLOs to plot), e.g. --slo-sweep 40,80,120")
+        if overlong not in ("exclude", "fail"):
+            raise TokenomyError(f"bad --overlong '{overlong}': expected exclude or fail")
         cat = load_catalog()
         lo = LedgerOpts(from_ledger, data_dir, since, until, tenant)
         growth_from_ledger = bool(growth) and growth.strip().lower().startswith("ledger")
@@ -305,9 +322,28 @@ def register(app: typer.Typer) -> None:
             provider=provider,
             usd_per_hour_overrides=_parse_prices(price),
             attainment_target=attainment_target,
+            overlong=overlong,
+            prefix_caching=plan_prefix_cache,
+            routing=plan_routing,
         )
-        with _progress("planning", not as_json) as cb:
-            result = plan_fleet(tr, req, verify=not no_verify, progress=cb)
+        slos = None
+        if slo_sweep:
+            try:
+                slos = [float(v) for v in _parse_list(slo_sweep)]
+                if not slos or min(slos) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise TokenomyError(f"bad --slo-sweep '{slo_sweep}': expected SLOs > 0 ms, e.g. 20,40,80") from None
+        with _progress("planning (simulations run)", not as_json) as cb:
+            if slos:
+                from tokenomy.fleet.planner import plan_with_slo_sweep
+
+                # One search over the sweep and the plan's own SLO, tightest first: each plan
+                # bounds the looser ones, and the plan equals its sweep point.
+                result, sweep = plan_with_slo_sweep(tr, req, slos, verify=not no_verify, progress=cb)
+                result["cost_vs_slo"] = sweep
+            else:
+                result = plan_fleet(tr, req, verify=not no_verify, progress=cb)
             if growth:
                 result["growth"] = plan_growth(tr, req, monthly_growth=monthly_growth, months=months)
                 if growth_fit is not None:
@@ -315,15 +351,8 @@ def register(app: typer.Typer) -> None:
             if rate_scales:
                 from tokenomy.fleet.planner import cost_vs_rate
 
-                result["cost_vs_rate"] = cost_vs_rate(tr, req, rate_scales, verify=not no_verify)
-            if slo_sweep:
-                from tokenomy.fleet.planner import cost_vs_slo
-
-                try:
-                    slos = [float(v) for v in _parse_list(slo_sweep)]
-                except ValueError:
-                    raise TokenomyError(f"bad --slo-sweep '{slo_sweep}': expected e.g. 20,40,80") from None
-                result["cost_vs_slo"] = cost_vs_slo(tr, req, slos, verify=not no_verify)
+                result["cost_vs_rate"] = cost_vs_rate(tr, req, rate_scales, verify=not no_verify,
+                                                      base_rate_scale=rate_scale, progress=cb)
         if plot:
             from tokenomy.fleet.plots import plan_composition_plot
 
@@ -368,7 +397,10 @@ def _print_simulation(r: dict) -> None:
     t.add_row("TPOT ms p50/p90/p99", _fmt(r["tpot_ms"]))
     t.add_row("E2E ms p50/p90/p99", _fmt(r["e2e_ms"]))
     t.add_row("SLO attainment", f"{r['slo_attainment']:.2%}")
-    t.add_row("utilization", f"{r['utilization']:.1%}")
+    t.add_row("busy / batch slots / token budget",
+              f"{r['busy_share']:.1%} / {r['batch_slot_utilization']:.1%} / {r['token_budget_utilization']:.1%}")
+    t.add_row("prefix cache hit share", f"{r['prefix_cache_hit_share']:.1%} of prompt tokens"
+              f" ({r['affinity_routed_share']:.0%} routed for affinity)")
     t.add_row("energy (IT)", f"{r['energy_kwh']:.3f} kWh")
     t.add_row("cost", f"${r['cost_usd']:.4f}  (${r['usd_per_mtok']:.4f}/Mtok)" if r["usd_per_mtok"] else f"${r['cost_usd']:.4f}")
     t.add_row("preemptions", str(r["preemptions"]))
@@ -391,7 +423,10 @@ def _print_plan(r: dict) -> None:
                   f"{a['usd_per_hour']:.2f}", f"{a['utilization_planned']:.0%}")
     c.print(t)
     b = r["best_single"]
-    c.print(f"best single type: {b['accelerator']} ${b['usd_per_hour']:.2f}/h -> saving {r['saving_fraction']:.1%}")
+    if b:
+        c.print(f"best single type: {b['accelerator']} ${b['usd_per_hour']:.2f}/h -> saving {r['saving_fraction']:.1%}")
+    if r.get("excluded_overlong"):
+        c.print(f"excluded: {r['excluded_overlong']['note']}")
     for s, mw in (r.get("site_mw") or {}).items():
         c.print(f"site {s}: {mw:.4f} MW")
     for m in (r.get("growth") or {}).get("months", []):
@@ -407,11 +442,11 @@ def _print_plan(r: dict) -> None:
                 f"{fit['daily_growth']:+.2%}/day = {fit['monthly_growth']:+.1%}/month (R^2 {fit['r2']:.2f})")
     for p in r.get("cost_vs_rate") or []:
         if p["feasible"]:
-            c.print(f"rate x{p['rate_scale']:g} ({p['rate_per_s']:g}/s): ${p['usd_per_hour']:.2f}/h "
+            c.print(f"rate x{p['rate_scale_total']:g} of the trace ({p['rate_per_s']:g}/s): ${p['usd_per_hour']:.2f}/h "
                     f"${p['usd_per_mtok']:.4f}/Mtok vs best single {p['best_single_accelerator']} "
                     f"${p['best_single_usd_per_hour']:.2f}/h")
         else:
-            c.print(f"rate x{p['rate_scale']:g}: infeasible: {p['reason']}")
+            c.print(f"rate x{p['rate_scale_total']:g} of the trace: infeasible: {p['reason']}")
     if r.get("saved"):
         c.print(f"saved: {r['saved']}")
     for p in r.get("cost_vs_slo") or []:

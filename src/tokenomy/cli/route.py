@@ -14,7 +14,8 @@ from tokenomy.errors import TokenomyError
 route_app = typer.Typer(help="Quality routing: build eval data, evaluate and train routers, choose models.",
                         no_args_is_help=True)
 
-SOURCE_FILES = {"routellm": "routellm_mmlu_gsm8k.jsonl", "alpacaeval": "alpacaeval_per_instruction.jsonl"}
+SOURCE_FILES = {"routellm": "routellm_mmlu_gsm8k.jsonl", "alpacaeval": "alpacaeval_per_instruction.jsonl",
+                "alpacaeval-groups": "alpacaeval_per_instruction.jsonl"}
 
 
 def _shared_routing_dir() -> Path:
@@ -50,7 +51,8 @@ def _progress(total: int, label: str, enabled: bool):
 
 @route_app.command("data")
 def data_cmd(
-    source: str = typer.Option(..., help="routellm | alpacaeval | cascade-alpacaeval | cascade-gsm8k"),
+    source: str = typer.Option(..., help="routellm | alpacaeval | alpacaeval-groups (mean of small vs large models) | "
+                                         "cascade-alpacaeval | cascade-gsm8k"),
     out: Path = typer.Option(..., help="output JSONL {id, prompt, weak, strong, source}"),
     input: Optional[Path] = typer.Option(None, "--input", help="source file (default: ../shared/data/routing/...)"),
     weak: str = typer.Option("llama-2-7b-chat-hf", help="alpacaeval: weak model"),
@@ -74,7 +76,12 @@ def data_cmd(
     if source not in SOURCE_FILES:
         raise TokenomyError(f"unknown source '{source}'; known: {', '.join(SOURCE_FILES)}")
     path = input or _shared_routing_dir() / SOURCE_FILES[source]
-    rows = data.convert_routellm(path) if source == "routellm" else data.convert_alpacaeval(path, weak, strong)
+    if source == "routellm":
+        rows = data.convert_routellm(path)
+    elif source == "alpacaeval-groups":
+        rows = data.convert_alpacaeval_groups(path)
+    else:
+        rows = data.convert_alpacaeval(path, weak, strong)
     n = data.write_rows(rows, out)
     by_source: dict[str, int] = {}
     for r in rows:
@@ -97,7 +104,7 @@ def _read_many(paths: list[Path]):
 @route_app.command("eval")
 def eval_cmd(
     data: list[Path] = typer.Option(..., help="evaluation JSONL (repeatable)"),
-    router: str = typer.Option("default", help="default | lexical | mf | embed | random | length | oracle | PATH.npz"),
+    router: str = typer.Option("default", help="default (= task) | lexical | mf | embed | random | length | oracle | PATH.npz"),
     model: Optional[Path] = typer.Option(None, help="trained router artifact (.npz)"),
     by_source: bool = typer.Option(False, "--by-source", help="also report each source separately"),
     bootstrap: int = typer.Option(1000, help="bootstrap resamples for the APGR CI (0 = none)"),
@@ -177,7 +184,7 @@ def _print_report(title: str, rep: dict) -> None:
 
 @route_app.command("train")
 def train_cmd(
-    router: str = typer.Option("lexical", help="lexical | embed | mf | cascade"),
+    router: str = typer.Option("task", help="task (the default's kind) | lexical | embed | mf | cascade"),
     data: list[Path] = typer.Option([], help="rows JSONL (lexical/embed, repeatable) or AlpacaEval per-instruction JSONL (mf)"),
     from_ledger: bool = typer.Option(False, "--from-ledger", help="also train on feedback labels stored by the gateway"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="gateway data dir (with --from-ledger)"),
@@ -200,6 +207,10 @@ def train_cmd(
         help="lexical: expert-format prompts read shared weights plus their head, fitted jointly (--expert-shared), "
              "or their head alone, fitted on their format's rows after a shared head on all rows (--expert-gated; "
              "default: the shipped one)"),
+    l2: Optional[float] = typer.Option(None, help="task: pull of the weights towards the hand-set prior (default: shipped)"),
+    prior: bool = typer.Option(True, "--prior/--no-prior", help="task: regularise towards the task-kind prior (else 0)"),
+    grouped_cv: int = typer.Option(0, "--grouped-cv", help="folds of a CV holding out whole MMLU subjects / AlpacaEval "
+                                                          "sub-collections (0 = skip)"),
     cv: int = typer.Option(5, help="folds for the cross-validation report (0 = skip)"),
     loso: bool = typer.Option(True, "--loso/--no-loso", help="also report leave-one-source-out"),
     bootstrap: int = typer.Option(300, help="bootstrap resamples for CIs in reports"),
@@ -234,7 +245,7 @@ def train_cmd(
         else:
             typer.echo(json.dumps(report, indent=1))
         return
-    from tokenomy.routing.quality.train import cross_validate, leave_one_source_out, make_trainer
+    from tokenomy.routing.quality.train import cross_validate, grouped_cross_validate, leave_one_source_out, make_trainer
 
     rows = _read_many(data)
     if from_ledger:  # online improvement loop: outcome labels from POST /v1/feedback
@@ -252,16 +263,28 @@ def train_cmd(
         rows = rows + fb
     if not rows:
         raise TokenomyError("no training rows: pass --data FILE and/or --from-ledger")
+    if router in ("task", "default"):
+        lexical_only = {"--sparse-scale": sparse_scale, "--expert-scale": expert_scale, "--expert-formats": expert_formats,
+                        "--expert-shared/--expert-gated": expert_shared, "--balance-sources": balance_sources or None}
+        given = [k for k, v in lexical_only.items() if v is not None]
+        if given:
+            raise TokenomyError(f"{', '.join(given)}: lexical router options (pass --router lexical)")
+    elif l2 is not None or not prior:
+        raise TokenomyError("--l2 and --no-prior apply to the task router only")
     trainer = make_trainer(router, seed=seed, c=c, sparse_scale=sparse_scale, balance_sources=balance_sources,
                            format_experts=format_experts, expert_scale=expert_scale,
                            expert_formats=None if expert_formats is None else
-                           [x.strip() for x in expert_formats.split(",") if x.strip()], expert_shared=expert_shared)
+                           [x.strip() for x in expert_formats.split(",") if x.strip()], expert_shared=expert_shared,
+                           l2=l2, use_prior=prior)
     n_sources = len({r.source for r in rows if r.source})
-    steps = (cv or 0) + (n_sources if loso and n_sources >= 2 else 0) + 1
+    steps = (cv or 0) + (grouped_cv or 0) + (n_sources if loso and n_sources >= 2 else 0) + 1
     report: dict = {"router": router, "n": len(rows), "seed": seed, "c": c, "out": str(out)}
     with _progress(steps, f"training {router}", not as_json) as adv:
         if cv:
             report["cv"] = cross_validate(rows, trainer, folds=cv, seed=seed, n_boot=bootstrap, progress=adv)
+        if grouped_cv:
+            report["grouped_cv"] = grouped_cross_validate(rows, trainer, folds=grouped_cv, seed=seed, n_boot=bootstrap,
+                                                          progress=adv)
         if loso and n_sources >= 2:
             report["loso"] = leave_one_source_out(rows, trainer, seed=seed, n_boot=bootstrap, progress=adv)
         final = trainer(rows)
@@ -274,6 +297,8 @@ def train_cmd(
         return
     if "cv" in report:
         _print_report(f"{cv}-fold CV (per source, out-of-fold):", report["cv"])
+    if "grouped_cv" in report:
+        _print_report(f"{grouped_cv}-fold CV holding out whole subjects / sub-collections:", report["grouped_cv"])
     if "loso" in report:
         _print_report("leave-one-source-out (trained on the others):", report["loso"])
     typer.echo(f"wrote {out}")
@@ -335,6 +360,55 @@ def choose_cmd(
     else:
         pq = "" if d.predicted_quality is None else f" predicted quality {d.predicted_quality:.3f}"
         typer.echo(f"{d.model} ({d.reason}; strong win rate {d.strong_win_rate:.3f}, threshold {d.threshold}){pq}")
+
+
+@route_app.command("explain")
+def explain_cmd(
+    prompt: str = typer.Argument(..., help="the prompt to explain"),
+    router: str = typer.Option("default", help="default | task | lexical | PATH.npz"),
+    model: Optional[Path] = typer.Option(None, help="router artifact"),
+    threshold: Optional[float] = typer.Option(None, help="score threshold (default: the one `strong_share` gives)"),
+    strong_share: float = typer.Option(0.3, help="target strong share the threshold is calibrated for (gateway "
+                                                 "start-up sample), unless --threshold"),
+    top: int = typer.Option(6, help="how many features to list"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Why a prompt goes where it goes: score, decision, task kind and the features that drove it."""
+    from tokenomy.routing.quality import load_router
+    from tokenomy.routing.quality.taskkind import profile
+
+    if not prompt.strip():
+        raise TokenomyError("prompt is empty")
+    if top < 1:
+        raise TokenomyError("--top must be >= 1")
+    if not 0.0 <= strong_share <= 1.0:
+        raise TokenomyError("--strong-share must be in [0, 1]")
+    r = load_router(router, model=model)
+    if not hasattr(r, "strong_win_rate") or hasattr(r, "quality_of"):
+        raise TokenomyError(f"router '{router}' is a multi-model router: use `tokenomy route choose`")
+    if threshold is None:
+        from tokenomy.routing.quality.threshold import startup_threshold
+
+        threshold, how = startup_threshold(r, strong_share), f"strong_share {strong_share:g} on the start-up sample"
+    else:
+        how = "given"
+    if hasattr(r, "explain"):
+        out = r.explain(prompt, top=top)
+    else:
+        prof = profile(prompt)
+        out = {"score": float(r.strong_win_rate(prompt)), "kind": prof.kind,
+               "kind_cues": {k: v for k, v in prof.kind_scores.items() if v > 0}, "top_features": []}
+    out = {"router": router, **out, "threshold": round(float(threshold), 6), "threshold_from": how,
+           "decision": "strong" if out["score"] >= threshold else "weak"}
+    out["score"] = round(float(out["score"]), 6)
+    if as_json:
+        _emit(out)
+        return
+    typer.echo(f"score {out['score']:.4f}  threshold {out['threshold']:.4f} ({how})  ->  {out['decision']}")
+    typer.echo(f"task kind: {out['kind']}" + (f"  (cues: {', '.join(f'{k} {v:g}' for k, v in out['kind_cues'].items())})"
+                                            if out["kind_cues"] else ""))
+    for f in out["top_features"]:
+        typer.echo(f"  {f['feature']:<24} value {f['value']:>7.3f} x weight {f['weight']:>7.3f} = {f['contribution']:+.3f}")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,9 +14,11 @@ from aiohttp import web
 from .config import DEFAULT_MAX_BATCH, EmulatorConfig
 from .engine import Engine, Sequence
 from .errors import ApiError, error_response
+from .prefix import prompt_block_hashes
 from .protocol import ParsedRequest, parse_chat, parse_completion, parse_json
 from .stepmodel import resolve_step_model
-from .textgen import natural_output_tokens, pieces_for, request_digest
+from .textgen import (chat_logprobs, completion_logprobs, cut_at_stop, json_pieces, natural_output_tokens, pieces_for,
+                      request_digest)
 
 FAULT_HEADER = "x-emulator-fault"
 FAULTS = frozenset({"500", "429", "garbage", "broken-stream", "hang", "slow"})
@@ -39,7 +41,8 @@ class EmulatorState:
             raise ConfigError(f"{model.id} does not fit on {cfg.count}x {acc.id} ({cfg.dtype}): no room for a KV cache")
         self.max_model_len = min(cfg.max_model_len or model.context_length, model.context_length, max_kv)
         self.engine = Engine(sm, max_batch=cfg.max_batch or DEFAULT_MAX_BATCH, max_kv_tokens=max_kv,
-                             prefill_chunk_tokens=cfg.prefill_chunk_tokens, time_scale=cfg.time_scale)
+                             prefill_chunk_tokens=cfg.prefill_chunk_tokens, time_scale=cfg.time_scale,
+                             prefix_caching=cfg.prefix_caching, block_tokens=cfg.kv_block_tokens)
         self.names = {cfg.name, model.id, cfg.model}
         self.rng = random.Random(cfg.seed)
         self.created = int(time.time())
@@ -137,26 +140,69 @@ async def _complete(request: web.Request, *, chat: bool) -> web.StreamResponse:
         return await _garbage(request, req)
 
     digest = request_digest(st.cfg.seed ^ (req.seed or 0), req.canonical_prompt)
-    natural = natural_output_tokens(digest)
     limit = min(req.max_tokens or room, room)
-    n_out = min(natural, limit)
-    finish_reason = "length" if natural > limit else "stop"
-    seq = st.engine.submit(req.prompt_tokens, n_out, slow=fault == "slow")
-    pieces = pieces_for(digest, n_out)
+    pieces, finish_reason, tool = _shaped(req, digest, limit)
+    hashes = prompt_block_hashes(req.canonical_prompt, st.engine.block_tokens) if st.cfg.prefix_caching else ()
+    seq = st.engine.submit(req.prompt_tokens, len(pieces), slow=fault == "slow", block_hashes=hashes)
     ids = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+    look = _Look(tool, digest)
     try:
         if req.stream:
             return await _stream(request, st, req, seq, pieces, ids, finish_reason, chat,
-                                 broken=fault == "broken-stream")
+                                 broken=fault == "broken-stream", look=look)
         return await _whole(request, st, req, seq, pieces, ids, finish_reason, chat,
-                            broken=fault == "broken-stream")
+                            broken=fault == "broken-stream", look=look)
     finally:
         st.engine.cancel(seq)  # no-op when finished; frees the batch slot if the client left
 
 
-def _usage(req: ParsedRequest, completion_tokens: int) -> dict[str, int]:
+class _Look:
+    """How the answer is rendered: as a tool call (name, call id) or text; digest seeds logprobs."""
+
+    __slots__ = ("tool", "digest")
+
+    def __init__(self, tool: tuple[str, str] | None, digest: int):
+        self.tool, self.digest = tool, digest
+
+
+def _shaped(req: ParsedRequest, digest: int, limit: int) -> tuple[list[str], str, tuple[str, str] | None]:
+    """(pieces, finish_reason, (tool name, call id) | None) honouring tool_choice,
+    response_format and stop; max_tokens truncates (finish_reason length, like OpenAI)."""
+    sh = req.shape
+    tool = None
+    if sh.tool is not None or sh.json is not None:
+        if sh.tool is not None:
+            schema = sh.tool[1] or {"type": "object", "properties": {}}
+            tool = (sh.tool[0], "call_" + format(digest & 0xFFFFFFFFFFFF, "012x"))
+        else:
+            schema = sh.json
+        full = json_pieces(schema, digest)
+        if len(full) > limit:
+            return full[:limit], "length", tool
+        if tool is not None:
+            return full, "stop" if sh.tool_forced_by_name else "tool_calls", tool
+        finish = "stop"
+    else:
+        natural = natural_output_tokens(digest)
+        full = pieces_for(digest, min(natural, limit))
+        finish = "length" if natural > limit else "stop"
+    cut, hit = cut_at_stop(full, sh.stop)
+    return cut, "stop" if hit else finish, None
+
+
+def _logprobs(req: ParsedRequest, look: _Look, pieces: list[str], chat: bool, start: int = 0,
+              offset: int = 0) -> dict | None:
+    if not req.shape.logprobs or look.tool is not None:
+        return None
+    if chat:
+        return chat_logprobs(pieces, look.digest, req.shape.top_logprobs, start)
+    return completion_logprobs(pieces, look.digest, req.shape.top_logprobs, start, offset)
+
+
+def _usage(req: ParsedRequest, completion_tokens: int, seq: Sequence) -> dict[str, Any]:
     return {"prompt_tokens": req.prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": req.prompt_tokens + completion_tokens}
+            "total_tokens": req.prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": seq.cached_tokens}}
 
 
 def _extensions(st: EmulatorState, seq: Sequence) -> dict[str, Any]:
@@ -166,19 +212,23 @@ def _extensions(st: EmulatorState, seq: Sequence) -> dict[str, Any]:
 
 
 async def _whole(request: web.Request, st: EmulatorState, req: ParsedRequest, seq: Sequence,
-                 pieces: list[str], rid: str, finish_reason: str, chat: bool, *, broken: bool) -> web.StreamResponse:
+                 pieces: list[str], rid: str, finish_reason: str, chat: bool, *, broken: bool,
+                 look: _Look) -> web.StreamResponse:
     await seq.done.wait()
     if seq.error:
         raise ApiError(500, seq.error, code="engine_error")
     text = "".join(pieces)
-    choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish_reason}
-    if chat:
+    choice: dict[str, Any] = {"index": 0, "logprobs": _logprobs(req, look, pieces, chat), "finish_reason": finish_reason}
+    if chat and look.tool is not None:
+        choice["message"] = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+            {"id": look.tool[1], "type": "function", "function": {"name": look.tool[0], "arguments": text}}]}
+    elif chat:
         choice["message"] = {"role": "assistant", "content": text}
     else:
         choice["text"] = text
     body = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
             "model": st.cfg.name, "system_fingerprint": st.fingerprint, "choices": [choice],
-            "usage": _usage(req, len(pieces)), **_extensions(st, seq)}
+            "usage": _usage(req, len(pieces), seq), **_extensions(st, seq)}
     payload = orjson.dumps(body)
     headers = {"x-emulator-energy-j": f"{seq.energy_joules:.6f}",
                "x-emulator-ttft-s": f"{seq.timings()['ttft_seconds'] or 0.0:.6f}"}
@@ -200,7 +250,8 @@ def _drop_connection(request: web.Request) -> None:
 
 
 async def _stream(request: web.Request, st: EmulatorState, req: ParsedRequest, seq: Sequence,
-                  pieces: list[str], rid: str, finish_reason: str, chat: bool, *, broken: bool) -> web.StreamResponse:
+                  pieces: list[str], rid: str, finish_reason: str, chat: bool, *, broken: bool,
+                  look: _Look) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "x-emulator-model": st.cfg.name})
     await resp.prepare(request)
@@ -218,7 +269,31 @@ async def _stream(request: web.Request, st: EmulatorState, req: ParsedRequest, s
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     # Pre-rendered frame around each piece: the per-token cost is one orjson.dumps of a string.
-    if chat:
+    # Tool calls and logprobs render each chunk whole (frame()).
+    frame = None
+    if look.tool is not None:
+        await resp.write(chunk({"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, "id": look.tool[1], "type": "function", "function": {"name": look.tool[0], "arguments": ""}}]},
+            "logprobs": None, "finish_reason": None}))
+
+        def frame(i: int, p: str) -> bytes:
+            return chunk({"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": p}}]},
+                          "logprobs": None, "finish_reason": None})
+    elif req.shape.logprobs:
+        offsets = [0]
+        for p in pieces:
+            offsets.append(offsets[-1] + len(p))
+
+        def frame(i: int, p: str) -> bytes:
+            lp = _logprobs(req, look, [p], chat, start=i, offset=offsets[i])
+            c = {"index": 0, "delta": {"content": p}} if chat else {"index": 0, "text": p}
+            return chunk({**c, "logprobs": lp, "finish_reason": None})
+    if frame is not None:
+        if chat and look.tool is None:
+            await resp.write(chunk({"index": 0, "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": None, "finish_reason": None}))
+        prefix = suffix = b""
+    elif chat:
         prefix = b"data: " + orjson.dumps({**head, "choices": [{"index": 0, "delta": {"content": ""}}]})
         prefix = prefix[: prefix.rindex(b'"content":') + len(b'"content":')]
         suffix = b'},"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
@@ -241,7 +316,10 @@ async def _stream(request: web.Request, st: EmulatorState, req: ParsedRequest, s
         if broken:
             upto = min(upto, BROKEN_STREAM_AFTER_CHUNKS)
         if upto > sent:
-            await resp.write(b"".join(prefix + orjson.dumps(p) + suffix for p in pieces[sent:upto]))
+            if frame is not None:
+                await resp.write(b"".join(frame(i, pieces[i]) for i in range(sent, min(upto, len(pieces)))))
+            else:
+                await resp.write(b"".join(prefix + orjson.dumps(p) + suffix for p in pieces[sent:upto]))
             sent = upto
         if broken and sent >= min(BROKEN_STREAM_AFTER_CHUNKS, len(pieces)):
             _drop_connection(request)
@@ -254,7 +332,7 @@ async def _stream(request: web.Request, st: EmulatorState, req: ParsedRequest, s
     final.update({"delta": {}} if chat else {"text": ""})
     out = chunk(final, ext)
     if req.include_usage:
-        out += b"data: " + orjson.dumps({**head, "choices": [], "usage": _usage(req, len(pieces)), **ext}) + b"\n\n"
+        out += b"data: " + orjson.dumps({**head, "choices": [], "usage": _usage(req, len(pieces), seq), **ext}) + b"\n\n"
     await resp.write(out + b"data: [DONE]\n\n")
     await resp.write_eof()
     return resp

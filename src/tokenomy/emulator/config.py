@@ -31,6 +31,8 @@ class EmulatorConfig(BaseModel):
     fault_rate_429: float = Field(0.0, ge=0.0, le=1.0)
     retry_after_seconds: int = Field(1, ge=0)  # Retry-After sent with 429s
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    prefix_caching: bool = True  # keep prompt KV blocks for reuse (vLLM's automatic prefix caching)
+    kv_block_tokens: int = Field(16, ge=1, le=4096)  # KV block size; prefix hits come in whole blocks
 
     @property
     def name(self) -> str:

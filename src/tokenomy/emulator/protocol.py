@@ -15,6 +15,21 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 
 
 @dataclass(frozen=True, slots=True)
+class Shape:
+    """What the output must look like (OpenAI's request parameters the emulator honours)."""
+
+    stop: tuple[str, ...] = ()  # the text ends before the first occurrence of any
+    tool: tuple[str, dict] | None = None  # (name, parameters schema): answer with this tool call
+    tool_forced_by_name: bool = False  # named tool_choice: finish_reason "stop" (OpenAI's behaviour)
+    json: dict | None = None  # JSON mode: {} (any object) or the json_schema's schema
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+PLAIN = Shape()
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedRequest:
     model: str
     prompt_tokens: int
@@ -23,6 +38,7 @@ class ParsedRequest:
     stream: bool
     include_usage: bool
     seed: int | None
+    shape: Shape = PLAIN
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -56,6 +72,116 @@ def _opt_number(body: dict[str, Any], name: str) -> None:
         raise _type_error(name, "a number")
 
 
+# OpenAI's documented ranges (platform.openai.com/docs/api-reference/chat/create, 2026-11).
+_RANGES = {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2), "frequency_penalty": (-2, 2)}
+
+
+def _range(body: dict[str, Any], name: str) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    lo, hi = _RANGES[name]
+    # OpenAI's wording and codes for out-of-range numbers
+    if value < lo:
+        raise ApiError(400, f"Invalid '{name}': decimal below minimum value. Expected a value >= {lo}, but got "
+                            f"{value} instead.", param=name, code="decimal_below_min_value")
+    if value > hi:
+        raise ApiError(400, f"Invalid '{name}': decimal above maximum value. Expected a value <= {hi}, but got "
+                            f"{value} instead.", param=name, code="decimal_above_max_value")
+
+
+def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(x, str) for x in stop):
+        raise _type_error("stop", "a string or an array of strings")
+    if len(stop) > 4:
+        raise ApiError(400, f"Invalid 'stop': array too long. Expected an array with maximum length 4, but got an "
+                            f"array with length {len(stop)} instead.", param="stop", code="array_above_max_length")
+    return tuple(x for x in stop if x)
+
+
+def _tools(body: dict[str, Any]) -> dict[str, dict]:
+    tools = body.get("tools")
+    if tools is None:
+        return {}
+    if not isinstance(tools, list):
+        raise _type_error("tools", "an array")
+    out: dict[str, dict] = {}
+    for i, t in enumerate(tools):
+        f = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not f["name"]:
+            raise ApiError(400, f"Invalid 'tools[{i}]': expected {{type: 'function', function: {{name, parameters}}}}",
+                           param=f"tools[{i}]", code="invalid_value")
+        params = f.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(params, dict):
+            raise _type_error(f"tools[{i}].function.parameters", "a JSON schema object")
+        out[f["name"]] = params
+    return out
+
+
+def _shape(body: dict[str, Any], chat: bool) -> Shape:
+    stop = _stop(body)
+    tool, by_name, json_schema = None, False, None
+    if chat:
+        tools = _tools(body)
+        tc = body.get("tool_choice")
+        if tc is not None:
+            if tc in ("none", "auto"):
+                pass
+            elif tc == "required":
+                if not tools:
+                    raise ApiError(400, "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
+                                        "are specified.", param="tool_choice", code="invalid_value")
+                name = sorted(tools)[0]
+                tool = (name, tools[name])
+            elif isinstance(tc, dict) and isinstance(tc.get("function"), dict) and isinstance(tc["function"].get("name"), str):
+                name = tc["function"]["name"]
+                if name not in tools:
+                    raise ApiError(400, f"Invalid value for 'tool_choice': no function named '{name}' was specified "
+                                        f"in the 'tools' parameter.", param="tool_choice", code="invalid_value")
+                tool, by_name = (name, tools[name]), True
+            else:
+                raise ApiError(400, "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or "
+                                    "{type: 'function', function: {name}}", param="tool_choice", code="invalid_value")
+        rf = body.get("response_format")
+        if rf is not None:
+            t = rf.get("type") if isinstance(rf, dict) else None
+            if t == "json_object":
+                json_schema = {}
+            elif t == "json_schema":
+                js = rf.get("json_schema")
+                if not isinstance(js, dict) or not isinstance(js.get("name"), str):
+                    raise ApiError(400, "Missing required parameter: 'response_format.json_schema.name'.",
+                                   param="response_format.json_schema.name", code="missing_required_parameter")
+                sch = js.get("schema", {})
+                if not isinstance(sch, dict):
+                    raise _type_error("response_format.json_schema.schema", "a JSON schema object")
+                json_schema = sch
+            elif t != "text":
+                raise ApiError(400, "Invalid value for 'response_format.type': expected 'text', 'json_object' or "
+                                    "'json_schema'", param="response_format.type", code="invalid_value")
+        lp = body.get("logprobs")
+        if lp is not None and not isinstance(lp, bool):
+            raise _type_error("logprobs", "a boolean")
+        top = _opt_int(body, "top_logprobs", 0)
+        if top is not None and top > 20:
+            raise ApiError(400, f"Invalid 'top_logprobs': integer above maximum value. Expected a value <= 20, but got "
+                                f"{top} instead.", param="top_logprobs", code="integer_above_max_value")
+        if top is not None and not lp:
+            raise ApiError(400, "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' "
+                                "is set.", param="top_logprobs", code="invalid_value")
+        return Shape(stop, tool, by_name, json_schema, bool(lp), top or 0)
+    lp = _opt_int(body, "logprobs", 0)  # legacy completions: an integer, at most 5
+    if lp is not None and lp > 5:
+        raise ApiError(400, f"Invalid 'logprobs': integer above maximum value. Expected a value <= 5, but got {lp} "
+                            f"instead.", param="logprobs", code="integer_above_max_value")
+    return Shape(stop, None, False, None, lp is not None, lp or 0)
+
+
 def _common(body: dict[str, Any]) -> tuple[str, bool, bool, int | None]:
     model = body.get("model")
     if model is None:
@@ -74,11 +200,16 @@ def _common(body: dict[str, Any]) -> tuple[str, bool, bool, int | None]:
         if inc is not None and not isinstance(inc, bool):
             raise _type_error("stream_options.include_usage", "a boolean")
         include_usage = bool(inc)
+    n = body.get("n")
+    if n is not None and not isinstance(n, bool) and isinstance(n, int) and n < 1:
+        raise ApiError(400, f"Invalid 'n': integer below minimum value. Expected a value >= 1, but got {n} instead.",
+                       param="n", code="integer_below_min_value")
     n = _opt_int(body, "n", 1)
     if n is not None and n != 1:
         raise ApiError(400, "only n=1 is supported by this server", param="n", code="unsupported_value")
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         _opt_number(body, name)
+        _range(body, name)
     seed = _opt_int(body, "seed", -(2**63))
     return model, bool(stream), include_usage, seed
 
@@ -110,7 +241,7 @@ def parse_chat(body: dict[str, Any]) -> ParsedRequest:
         _opt_int(body, "max_tokens", 1)
     return ParsedRequest(model, count_chat_tokens(messages),
                          orjson.dumps(messages, option=orjson.OPT_SORT_KEYS),
-                         max_tokens, stream, include_usage, seed)
+                         max_tokens, stream, include_usage, seed, _shape(body, chat=True))
 
 
 def parse_completion(body: dict[str, Any]) -> ParsedRequest:
@@ -134,4 +265,5 @@ def parse_completion(body: dict[str, Any]) -> ParsedRequest:
     max_tokens = _opt_int(body, "max_tokens", 1)
     if max_tokens is None:
         max_tokens = 16  # OpenAI's legacy completions default
-    return ParsedRequest(model, prompt_tokens, orjson.dumps(prompt), max_tokens, stream, include_usage, seed)
+    return ParsedRequest(model, prompt_tokens, orjson.dumps(prompt), max_tokens, stream, include_usage, seed,
+                         _shape(body, chat=False))

@@ -66,7 +66,17 @@ def summarize(
         "slo_ttft_ms": slo_ttft_ms,
         "slo_tpot_ms": slo_tpot_ms,
         "slo_attainment": round(attainment, 6),
+        # Busy time (any work in flight) is NOT capacity used: a step with one sequence is busy.
+        # Slot and token-budget utilisation weigh each step by how full its batch was.
         "utilization": round(float(result.busy_seconds.sum() / (replicas * duration)), 6),
+        "busy_share": round(float(result.busy_seconds.sum() / (replicas * duration)), 6),
+        "batch_slot_utilization": _weighted_share(result.slot_seconds, result.max_num_seqs, replicas, duration),
+        "token_budget_utilization": _weighted_share(result.token_seconds, result.max_batched_tokens, replicas,
+                                                    duration),
+        "prefix_cache_hit_share": round(result.prefix_cache_hit_share, 6),
+        "cached_input_tokens": int(result.cached_tokens[done].sum()) if result.cached_tokens is not None else 0,
+        "affinity_routed_share": round(float(result.affinity_routed[done].mean()), 6)
+        if result.affinity_routed is not None and done.any() else 0.0,
         "duration_seconds": round(duration, 3),
         "input_tokens": in_tokens,
         "output_tokens": out_tokens,
@@ -84,6 +94,13 @@ def summarize(
         "mean_queue_at_arrival": round(float(result.queue_at_arrival.mean()), 3) if len(done) else 0.0,
         "steps": int(result.steps.sum()),
     }
+
+
+def _weighted_share(weighted_seconds, capacity: int, replicas: int, duration: float) -> float | None:
+    """Time-weighted mean of (used / capacity) over the replicas' whole duration."""
+    if weighted_seconds is None or capacity <= 0:
+        return None
+    return round(float(min(1.0, weighted_seconds.sum() / (capacity * replicas * duration))), 6)
 
 
 def latency_cdf_plot(result: SimResult, path: str, *, title: str = "", slo_ttft_ms=None, slo_tpot_ms=None) -> None:

@@ -52,6 +52,9 @@ class PlanRequest:
     peak_window_seconds: float = 60.0  # plan for the busiest window of this length (0: the mean rate)
     max_utilization: float = 0.9  # plan replicas to at most this share of their SLO capacity (queueing headroom)
     seed: int = 0
+    overlong: str = "exclude"  # requests beyond the model's context: "exclude" (reported) | "fail"
+    prefix_caching: bool = True  # verification simulations keep prompt KV blocks (traces with hash_ids)
+    routing: str = "least-loaded"  # verification simulations' replica choice (simulate --routing)
 
 
 @dataclass(frozen=True)
@@ -203,8 +206,10 @@ def solve_milp(
     allowed: Callable[[Candidate], bool] | None = None,
     rate_scale: float = 1.0,
     ignore_caps: bool = False,
+    miss_budget_requests: int = 0,
 ) -> _Milp | None:
-    """Solve the MILP; None when infeasible."""
+    """Solve the MILP; None when infeasible. Buckets no allowed candidate can serve are left out
+    (their requests count as SLO misses) while they hold at most `miss_budget_requests` requests."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import lil_matrix
 
@@ -246,8 +251,11 @@ def solve_milp(
             if sj == si:
                 a[rows + k, ny + j] = facility_watts(cands[ci].watts, s) / 1e6
         lb[rows + k], ub[rows + k] = -np.inf, caps[s.id]
-    if any(yub[b * nc:(b + 1) * nc].sum() == 0 for b in range(nb)):
+    uncovered = [b for b in range(nb) if yub[b * nc:(b + 1) * nc].sum() == 0]
+    if sum(buckets[b].requests for b in uncovered) > miss_budget_requests:
         return None
+    for b in uncovered:
+        lb[b] = ub[b] = 0.0
     integrality = np.concatenate([np.zeros(ny), np.ones(nc)])
     bounds = Bounds(np.zeros(nvar), np.concatenate([yub, np.full(nc, np.inf)]))
     with _quiet_stdout():

@@ -80,13 +80,13 @@ def cost_vs_rate_plot(points: list[dict], path: str, *, title: str = "") -> None
     for the mixed plan and the best single type, with the mix annotated at each rate."""
     plt = _plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    xs = [p["rate_scale"] for p in points]
+    xs = [p.get("rate_scale_total", p["rate_scale"]) for p in points]  # x the original trace
     ax.plot(xs, [p["usd_per_hour"] for p in points], marker="o", label="mixed plan")
     ax.plot(xs, [p["best_single_usd_per_hour"] for p in points], marker="s", ls="--", label="best single type")
     for i, p in enumerate(points):
         mix = "\n".join(f"{n} × {k}" for k, n in p["mix"].items())  # replicas × accelerator x TP / dtype
         right = i >= len(points) / 2  # keep the labels inside the axes
-        ax.annotate(mix, (p["rate_scale"], p["usd_per_hour"]), textcoords="offset points",
+        ax.annotate(mix, (xs[i], p["usd_per_hour"]), textcoords="offset points",
                     xytext=(-6 if right else 6, 4 if right else -4), ha="right" if right else "left",
                     va="bottom" if right else "top", fontsize=6.5, color="dimgray")
     ax.set_ylabel("USD per hour")

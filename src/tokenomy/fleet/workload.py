@@ -18,7 +18,9 @@ import numpy as np
 from tokenomy.errors import TokenomyError
 
 TRACES_DIR = Path(__file__).parent / "traces"
-SHIPPED_TRACES = {"conv": "splitwise_conv.csv", "code": "splitwise_code.csv"}
+SHIPPED_TRACES = {"conv": "splitwise_conv.csv", "code": "splitwise_code.csv",
+                  "mooncake": "mooncake_conversation.jsonl"}
+MOONCAKE_BLOCK_TOKENS = 512  # Mooncake's hash_ids cover 512-token prompt blocks (FAST'25 release README)
 _COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 
 
@@ -30,11 +32,27 @@ class Trace:
     prompt_tokens: np.ndarray  # int64
     output_tokens: np.ndarray  # int64
     name: str = "trace"
+    # Optional prefix-sharing information (Mooncake `hash_ids`): per request, the chained hashes
+    # of its prompt's `hash_block_tokens`-token KV blocks (equal leading hashes = shared prefix).
+    hashes: tuple[tuple[int, ...], ...] | None = None
+    hash_block_tokens: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.arrived_at)
         if len(self.prompt_tokens) != n or len(self.output_tokens) != n:
             raise TokenomyError("trace columns have different lengths")
+        if self.hashes is not None and len(self.hashes) != n:
+            raise TokenomyError("trace hashes and requests have different lengths")
+
+    def select(self, index: np.ndarray | slice, arrived_at: np.ndarray | None = None) -> "Trace":
+        """The requests at `index` (a mask, indices or slice), hashes included."""
+        hashes = None
+        if self.hashes is not None:
+            idx = np.arange(len(self))[index]
+            hashes = tuple(self.hashes[i] for i in idx.tolist())
+        arr = self.arrived_at[index] if arrived_at is None else arrived_at
+        return Trace(arr, self.prompt_tokens[index], self.output_tokens[index], self.name, hashes,
+                     self.hash_block_tokens)
 
     def __len__(self) -> int:
         return len(self.arrived_at)
@@ -93,6 +111,8 @@ def load_trace(source: str | Path) -> Trace:
             raise TokenomyError(
                 f"trace file '{source}' not found (use a CSV path, or one of: {', '.join(SHIPPED_TRACES)})"
             )
+    if path.suffix == ".jsonl":
+        return load_mooncake(path, name)
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
         try:
@@ -121,12 +141,44 @@ def load_trace(source: str | Path) -> Trace:
     return _sorted(arr[:, 0], np.maximum(arr[:, 1], 1), np.maximum(arr[:, 2], 1), name)
 
 
+def load_mooncake(path: Path, name: str | None = None, *, block_tokens: int = MOONCAKE_BLOCK_TOKENS) -> Trace:
+    """A Mooncake-format JSONL trace: `timestamp` (ms), `input_length`, `output_length`, `hash_ids`."""
+    import json
+
+    arrived, prompt, output, hashes = [], [], [], []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                t = float(row["timestamp"]) / 1000.0
+                p, o = int(row["input_length"]), int(row["output_length"])
+                h = tuple(int(x) for x in row.get("hash_ids") or ())
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise TokenomyError(f"trace file '{path}' line {lineno}: not a Mooncake record "
+                                    "(need timestamp, input_length, output_length[, hash_ids])") from None
+            if p < 0 or o < 0 or not math.isfinite(t):
+                raise TokenomyError(f"trace file '{path}' line {lineno}: negative token count or bad timestamp")
+            arrived.append(t)
+            prompt.append(max(p, 1))
+            output.append(max(o, 1))
+            hashes.append(h)
+    if not arrived:
+        raise TokenomyError(f"trace file '{path}' has no requests")
+    order = np.argsort(np.array(arrived), kind="stable")
+    return Trace(np.array(arrived, dtype=np.float64)[order], np.array(prompt, dtype=np.int64)[order],
+                 np.array(output, dtype=np.int64)[order], name or path.stem,
+                 tuple(hashes[i] for i in order.tolist()), block_tokens)
+
+
 def scale_rate(trace: Trace, factor: float) -> Trace:
     """Compress time by `factor` (x2 = twice the request rate, same requests)."""
     if not factor > 0:
         raise TokenomyError(f"rate scale must be > 0, got {factor}")
     t0 = trace.arrived_at[0] if len(trace) else 0.0
-    return Trace(t0 + (trace.arrived_at - t0) / factor, trace.prompt_tokens, trace.output_tokens, trace.name)
+    return Trace(t0 + (trace.arrived_at - t0) / factor, trace.prompt_tokens, trace.output_tokens, trace.name,
+                 trace.hashes, trace.hash_block_tokens)
 
 
 def window(trace: Trace, start_seconds: float = 0.0, end_seconds: float | None = None) -> Trace:
@@ -138,12 +190,12 @@ def window(trace: Trace, start_seconds: float = 0.0, end_seconds: float | None =
         mask &= rel < end_seconds
     if not mask.any():
         raise TokenomyError(f"window [{start_seconds}, {end_seconds}) s holds no requests")
-    return Trace(rel[mask] - start_seconds, trace.prompt_tokens[mask], trace.output_tokens[mask], trace.name)
+    return trace.select(mask, rel[mask] - start_seconds)
 
 
 def head(trace: Trace, n: int) -> Trace:
     """The first n requests."""
-    return Trace(trace.arrived_at[:n], trace.prompt_tokens[:n], trace.output_tokens[:n], trace.name)
+    return trace.select(slice(0, n))
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,25 @@ async def models(request: web.Request) -> web.Response:
     return _json({"object": "list", "data": data})
 
 
+async def model_detail(request: web.Request) -> web.Response:
+    """GET /v1/models/{id}: one entry of the model list (OpenAI's model object), or a 404."""
+    gw = _gw(request)
+    try:
+        gw.authenticate(request)
+    except ApiError as err:
+        return error_response(err)
+    mid = request.match_info["model_id"]
+    g, r = gw.groups.get(mid), gw.routes.get(mid)
+    if g is not None:
+        return _json({"id": mid, "object": "model", "created": 0, "owned_by": "tokenomy", "policy": g.policy,
+                      "deployments": [d.name for d in g.deployments]})
+    if r is not None:
+        return _json({"id": mid, "object": "model", "created": 0, "owned_by": "tokenomy", "policy": r.policy,
+                      "candidates": [c.alias for c in r.candidates], "threshold": r.threshold,
+                      "threshold_kind": r.kind})
+    return error_response(ApiError(404, f"The model '{mid}' does not exist", param="model", code="model_not_found"))
+
+
 async def feedback(request: web.Request) -> web.Response:
     """POST /v1/feedback {"request_id", "score" in [0, 1]}: an outcome label for a request of the
     caller's tenant (any other tenant's request is a 404, as if it did not exist)."""
@@ -94,21 +113,57 @@ async def feedback(request: web.Request) -> web.Response:
         return error_response(err)
 
 
+def _operator(request: web.Request) -> bool:
+    """The caller may see operational details (per-tenant metrics, upstream URLs): the admin key,
+    the scrape token of `metrics.token_env`, or anyone with `metrics.public`. Raises the 401/403."""
+    import hmac
+    import os
+
+    gw = _gw(request)
+    access = gw.config.metrics
+    if access.public:
+        return True
+    token = os.environ.get(access.token_env, "") if access.token_env else ""
+    auth = request.headers.get("Authorization") or ""
+    if token:
+        scheme, _, cred = auth.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(cred.strip().encode(), token.encode()):
+            return True
+    p = gw.authenticate(request)
+    if not p.is_admin:
+        raise ApiError(403, "this endpoint needs the admin key or the metrics token", code="permission_denied")
+    return True
+
+
 async def health(request: web.Request) -> web.Response:
+    """Public: {"status"} only. With the admin key (or the metrics token): every deployment's
+    breaker, load and upstream URL."""
     from tokenomy.gateway.health import STATE_NAMES
 
     gw = _gw(request)
+    ok = any(d.breaker.available() for d in gw.deployments.values())
+    status = "ok" if ok else "degraded"
+    if not request.headers.get("Authorization") and not gw.config.metrics.public:
+        return _json({"status": status})
+    try:
+        _operator(request)
+    except ApiError:
+        return _json({"status": status})  # a wrong or tenant key: the public answer
     deps = {d.name: {"breaker": STATE_NAMES[d.breaker.state], "in_flight": d.in_flight,
                      "ttft_ms_ewma": d.ttft_ms.value, "tpot_ms_ewma": d.tpot_ms.value, "base_url": d.base_url,
                      "price": d.price.source}
             for d in gw.deployments.values()}
-    ok = any(d.breaker.available() for d in gw.deployments.values())
-    return _json({"status": "ok" if ok else "degraded", "in_flight": gw.in_flight, "deployments": deps})
+    return _json({"status": status, "in_flight": gw.in_flight, "deployments": deps})
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics (per-tenant names and cost): the admin key or the metrics token."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
+    try:
+        _operator(request)
+    except ApiError as err:
+        return error_response(err)
     body = _gw(request).metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -256,6 +311,7 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model_id}", model_detail)
     app.router.add_post("/v1/feedback", feedback)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)

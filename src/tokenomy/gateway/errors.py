@@ -14,18 +14,20 @@ class ApiError(Exception):
     """Raised anywhere in a handler; rendered by `error_response`."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, type: str | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
+        self.type = type  # None: by status (a budget that is spent is "insufficient_quota", as OpenAI's)
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": _TYPES.get(status, "api_error"),
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
+               type: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type or _TYPES.get(status, "api_error"),
                                    "param": param, "code": code}})
 
 
 def error_response(err: ApiError, extra_headers: dict[str, str] | None = None) -> web.Response:
     headers = {**err.headers, **(extra_headers or {})}
-    return web.Response(status=err.status, body=error_body(err.status, err.message, err.param, err.code),
+    return web.Response(status=err.status, body=error_body(err.status, err.message, err.param, err.code, err.type),
                         content_type="application/json", headers=headers)

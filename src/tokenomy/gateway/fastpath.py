@@ -18,7 +18,19 @@ untouched, to aiohttp on the same connection:
 
 Requests of one connection are answered in order (pipelined ones wait their turn). A client
 that goes away mid-request does not cancel it (like aiohttp): the event still commits.
-Set TOKENOMY_GATEWAY_FASTPATH=0 to serve everything through aiohttp.
+Set TOKENOMY_GATEWAY_FASTPATH=0 to serve everything through aiohttp (every connection is then
+handed over at once; the limits below still apply).
+
+Connection limits (config `server:`), the same whichever side serves a connection:
+  * head_timeout_s (10): a request's head must arrive within this of its first byte (on this
+    front: its head and body), else 408 + close; aiohttp's side is a GuardedHandler
+    (gateway/connguard.py) that gets the remaining deadline at hand-over.
+  * idle_timeout_s (75): a keep-alive connection with no request in flight is closed after this.
+  * max_connections (min(10000, half the open-file limit)): at the cap a new connection first
+    makes room by closing the longest-idle keep-alive connection; when none is idle it gets
+    `503` + `Retry-After: 1` + close. Requests in flight are never cut.
+  * a head with bare-LF line endings (or a NUL/control byte in its request line) is answered
+    400 + close at once, on both sides.
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ ENV_FASTPATH = "TOKENOMY_GATEWAY_FASTPATH"
 _ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control bytes (HTAB, CR, LF aside)
+_BARE_LF = re.compile(rb"(?<!\r)\n")  # a line ending without its CR (RFC 9112 2.2: reject)
 _MAX_HEAD = 16384  # a larger head goes to aiohttp (which applies its own limits)
 _MAX_HEADERS = 100
 _PAUSE_AT = 1 << 20  # buffered (pipelined) bytes at which reading pauses until the turn comes
@@ -147,9 +160,23 @@ def serialize(resp: web.StreamResponse, date_line: str, close: bool) -> bytes:
     return "".join(out).encode("utf-8") + body
 
 
+def _canned(status: int, reason: str, message: str, code: str, extra: str = "") -> bytes:
+    """A complete error response that closes the connection (written before any request is read)."""
+    body = error_body(status, message, code=code)
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{extra}Connection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+_BARE_LF_400 = _canned(400, "Bad Request", "malformed HTTP request: line endings must be CRLF (bare LF)",
+                       "bad_request")
+_TIMEOUT_408 = _canned(408, "Request Timeout", "request head not received in time", "request_timeout")
+_FULL_503 = _canned(503, "Service Unavailable", "too many open connections: retry shortly", "overloaded",
+                    "Retry-After: 1\r\n")
+
+
 class FastConnection(asyncio.Protocol):
     __slots__ = ("front", "transport", "buf", "busy", "closed", "close_after", "idle_since", "paused",
-                 "task", "_drain")
+                 "task", "_drain", "head_since")
 
     def __init__(self, front: "FastFront"):
         self.front = front
@@ -159,6 +186,7 @@ class FastConnection(asyncio.Protocol):
         self.closed = False
         self.close_after = False
         self.idle_since = time.monotonic()
+        self.head_since = 0.0  # monotonic time of the first byte of the request being read (0: none)
         self.paused = False
         self.task: asyncio.Task | None = None
         self._drain: asyncio.Future | None = None
@@ -172,7 +200,16 @@ class FastConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        self.front.conns.add(self)
+        front = self.front
+        if front.open_connections() >= front.max_connections and not front.make_room():
+            front.refused += 1
+            self.closed = True
+            transport.write(_FULL_503)
+            transport.close()
+            return
+        front.conns.add(self)
+        if not front.answer:
+            self._handover()  # TOKENOMY_GATEWAY_FASTPATH=0: aiohttp serves every request
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -196,6 +233,10 @@ class FastConnection(asyncio.Protocol):
             d.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.buf and not self.busy:
+            self.head_since = time.monotonic()  # a new request starts: its head deadline runs
         self.buf += data
         if self.busy:
             if len(self.buf) > _PAUSE_AT and not self.paused and self.transport is not None:
@@ -212,14 +253,20 @@ class FastConnection(asyncio.Protocol):
             return
         end = buf.find(b"\r\n\r\n", 0, _MAX_HEAD + 4)
         if end < 0:
-            if len(buf) > _MAX_HEAD:
+            if _BARE_LF.search(buf, 0, _MAX_HEAD) is not None:
+                self._reject(_BARE_LF_400)  # it would never see its CRLF CRLF: answer now
+            elif len(buf) > _MAX_HEAD:
                 self._handover()
             elif b"\r\n" in buf and not buf.startswith(b"POST /v1/"):
                 self._handover()  # clearly not a hot route: no need to wait for the whole head
             return
-        parsed = parse_head(bytes(buf[:end]))
+        head = bytes(buf[:end])
+        parsed = parse_head(head)
         if parsed is None:
-            self._handover()
+            if b"\n" in head and _BARE_LF.search(head) is not None:
+                self._reject(_BARE_LF_400)
+            else:
+                self._handover()
             return
         kind, path, headers = parsed
         length = int(headers["content-length"])
@@ -234,6 +281,7 @@ class FastConnection(asyncio.Protocol):
             self._handover()  # streamed through aiohttp's StreamResponse
             return
         del buf[:start + length]
+        self.head_since = 0.0
         conn = headers.get("connection")
         if conn is not None and "close" in conn.lower():
             self.close_after = True
@@ -280,6 +328,7 @@ class FastConnection(asyncio.Protocol):
             self.paused = False
             t.resume_reading()
         if self.buf:
+            self.head_since = self.idle_since  # a pipelined request: its deadline runs from now
             self._next()
 
     def _handover(self) -> None:
@@ -292,6 +341,11 @@ class FastConnection(asyncio.Protocol):
         self.front.handovers += 1
         data, self.buf = bytes(self.buf), bytearray()
         proto = self.front.aiohttp_server()
+        if self.front.head_timeout_s > 0 and hasattr(proto, "head_deadline"):
+            # the head deadline keeps running: aiohttp gets what is left of it
+            started = self.head_since or time.monotonic()
+            left = max(0.0, started + self.front.head_timeout_s - time.monotonic())
+            proto.head_deadline = asyncio.get_running_loop().time() + left
         t.set_protocol(proto)
         proto.connection_made(t)
         if self.paused:
@@ -299,6 +353,14 @@ class FastConnection(asyncio.Protocol):
             t.resume_reading()
         if data:
             proto.data_received(data)
+
+    def _reject(self, response: bytes) -> None:
+        """Answer a head this front cannot accept with a canned error, then close."""
+        self.buf.clear()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(response)
+        self._close()
 
     def _close(self) -> None:
         self.closed = True
@@ -321,15 +383,26 @@ class FastFront:
     """The listening side: fast connections, idle keep-alive expiry, graceful drain."""
 
     def __init__(self, handler: Callable[[FastRequest, str], Any], aiohttp_server: Callable[[], asyncio.Protocol],
-                 *, max_body: int, keepalive_s: float = 75.0):
+                 *, max_body: int, keepalive_s: float = 75.0, head_timeout_s: float = 10.0,
+                 max_connections: int | None = None, answer: bool = True,
+                 aiohttp_connections: Callable[[], list] | None = None,
+                 aiohttp_count: Callable[[], int] | None = None):
         self.handler = handler
         self.aiohttp_server = aiohttp_server
         self.max_body = max_body
         self.keepalive_s = keepalive_s
+        self.head_timeout_s = head_timeout_s
+        self.max_connections = max_connections or default_max_connections()
+        self.answer = answer  # False: hand every connection to aiohttp at once
+        self.aiohttp_connections = aiohttp_connections or (lambda: [])
+        self.aiohttp_count = aiohttp_count or (lambda: len(self.aiohttp_connections()))
         self.conns: set[FastConnection] = set()
         self.tasks: set[asyncio.Task] = set()  # requests being answered (also of closed connections)
         self.answered = 0  # requests answered here
         self.handovers = 0  # connections handed to aiohttp
+        self.refused = 0  # connections refused at the cap (503)
+        self.evicted = 0  # idle keep-alive connections closed to make room
+        self.timed_out = 0  # connections closed because a head did not arrive in time
         self.date = _Date()
         self.server: asyncio.AbstractServer | None = None
         self._reaper: asyncio.Task | None = None
@@ -344,14 +417,41 @@ class FastFront:
         self._reaper = loop.create_task(self._reap())
         return self.server.sockets[0].getsockname()[1]
 
+    def open_connections(self) -> int:
+        return len(self.conns) + self.aiohttp_count()
+
+    def make_room(self) -> bool:
+        """Close the longest-idle keep-alive connection (this front's first, then aiohttp's)."""
+        idle = [c for c in self.conns if not c.busy and not c.buf]
+        if idle:
+            min(idle, key=lambda c: c.idle_since)._close()
+            self.evicted += 1
+            return True
+        for h in self.aiohttp_connections():
+            is_idle = getattr(h, "is_idle", None)
+            if is_idle is not None and is_idle():
+                h.force_close()
+                self.evicted += 1
+                return True
+        return False
+
     async def _reap(self) -> None:
-        """Close connections idle for longer than the keep-alive timeout (checked a few times a period)."""
-        period = max(0.05, self.keepalive_s / 5)
+        """Close keep-alive connections idle for longer than keepalive_s and connections whose
+        request head (and body) has not arrived within head_timeout_s (checked a few times a period)."""
+        limits = [x for x in (self.keepalive_s, self.head_timeout_s) if x > 0]
+        period = max(0.05, min(limits) / 5) if limits else 1.0
         while True:
             await asyncio.sleep(period)
-            cutoff = time.monotonic() - self.keepalive_s
-            for c in [c for c in self.conns if not c.busy and c.idle_since < cutoff]:
-                c._close()
+            now = time.monotonic()
+            idle_cut = now - self.keepalive_s if self.keepalive_s > 0 else -1.0
+            head_cut = now - self.head_timeout_s if self.head_timeout_s > 0 else -1.0
+            for c in [c for c in self.conns if not c.busy]:
+                if c.buf:
+                    if c.head_since and c.head_since < head_cut:
+                        self.timed_out += 1
+                        c._reject(_TIMEOUT_408)
+                elif c.idle_since < idle_cut:
+                    c._close()
 
     async def shutdown(self, timeout_s: float) -> None:
         """Stop listening, let in-flight requests finish (up to timeout_s), close the connections."""
@@ -374,11 +474,36 @@ class FastFront:
             self.server = None
 
 
-def fast_front(app: web.Application, runner: web.AppRunner) -> FastFront:
-    """The front of a gateway app whose runner is set up (its aiohttp server exists)."""
-    from tokenomy.gateway.app import GATEWAY_KEY
+def default_max_connections() -> int:
+    """min(10000, half the open-file limit): the other half stays for upstream sockets, the
+    ledger and the logs (at the limit every accept and connect fails: no request is served)."""
+    try:
+        import resource
 
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return 10_000
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return max(16, min(10_000, (soft - 64) // 2))
+
+
+def fast_front(app: web.Application, runner: web.AppRunner, *, answer: bool | None = None) -> FastFront:
+    """The front of a gateway app whose runner is set up (its aiohttp server exists). Every
+    connection is accepted here; with answer=False (default: TOKENOMY_GATEWAY_FASTPATH=0) each
+    is handed to aiohttp at once, so the connection limits hold on both paths."""
+    from tokenomy.gateway import redact
+    from tokenomy.gateway.app import GATEWAY_KEY
+    from tokenomy.gateway.connguard import handler_factory
+
+    redact.install()
     gw = app[GATEWAY_KEY]
     server = runner.server
     assert server is not None, "runner.setup() first"
-    return FastFront(gw.handle, server, max_body=gw.config.server.max_body_bytes)
+    sc = gw.config.server
+    make = handler_factory(server, head_timeout_s=sc.head_timeout_s, idle_timeout_s=sc.idle_timeout_s)
+    return FastFront(gw.handle, make, max_body=sc.max_body_bytes, keepalive_s=sc.idle_timeout_s,
+                     head_timeout_s=sc.head_timeout_s, max_connections=sc.max_connections,
+                     answer=fastpath_enabled() if answer is None else answer,
+                     aiohttp_connections=lambda: server.connections,
+                     aiohttp_count=lambda: len(getattr(server, "_connections", ())))

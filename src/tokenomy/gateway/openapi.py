@@ -156,7 +156,7 @@ _SCHEMAS: dict[str, Any] = {
                        "recorded": {"const": True}},
     },
     "Health": {
-        "type": "object", "required": ["status", "in_flight", "deployments"],
+        "type": "object", "required": ["status"],
         "properties": {"status": {"enum": ["ok", "degraded"]}, "in_flight": {"type": "integer", "minimum": 0},
                        "deployments": {"type": "object", "additionalProperties": {
                            "type": "object", "required": ["breaker", "in_flight"],
@@ -233,15 +233,23 @@ def spec(models: list[str] | None = None) -> dict:
         "/v1/completions": _inference("Text completion (OpenAI-compatible)", "CompletionRequest", "Completion"),
         "/v1/models": {"get": {"summary": "Model groups and routes",
                                "responses": {"200": _ok("The model aliases", "ModelList"), **_errors("401")}}},
+        "/v1/models/{model_id}": {"get": {  # reach (issue 15)
+            "summary": "One model alias",
+            "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _ok("The model", schema=_SCHEMAS["ModelList"]["properties"]["data"]["items"]),
+                          **_errors("401", "404")}}},
         "/v1/feedback": {"post": {
             "summary": "Label the outcome of a request of the caller's tenant (trains the quality router)",
             "requestBody": _json_body("FeedbackRequest"),
             "responses": {"200": _ok("Recorded", "FeedbackRecorded"), **_errors("400", "401", "404", "503")}}},
-        "/health": {"get": {"summary": "Liveness and per-deployment breaker state", "security": _PUBLIC,
+        "/health": {"get": {"summary": "Liveness; with the admin key (or the metrics token) also per-deployment "
+                                       "breaker state, load and upstream URL", "security": _PUBLIC,
                             "responses": {"200": _ok("Health", "Health")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": _PUBLIC, "responses": {"200": {
-            "description": "Prometheus text exposition format",
-            "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (admin key, or the scrape token of metrics.token_env)",
+                             "responses": {"200": {
+                                 "description": "Prometheus text exposition format",
+                                 "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                 **_errors("401", "403")}}},
         "/admin/usage": {"get": {
             "summary": "Usage totals over [since, until) (admin key: any tenant or all; tenant key: its own)",
             "parameters": [{"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}},
@@ -262,16 +270,19 @@ def spec(models: list[str] | None = None) -> dict:
     if models:
         for name in ("ChatCompletionRequest", "CompletionRequest"):
             schemas[name]["properties"]["model"]["enum"] = sorted(models)
+        paths["/v1/models/{model_id}"]["get"]["parameters"][0]["schema"] = {"type": "string", "enum": sorted(models)}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "tokenomy gateway", "version": _version(),
                  "description": "OpenAI-compatible LLM gateway with cost-aware routing and metering. Errors are "
                                 "OpenAI-style: {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
-        "security": [{"bearerAuth": []}],
+        "security": [{"bearerAuth": []}, {"apiKeyAuth": []}],
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "A tenant key, or the admin key"}},
+                                               "description": "A tenant key, or the admin key"},
+                                "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                                               "description": "The same key, Anthropic-style"}},
             "schemas": schemas,
             "responses": {f"E{code}": _err(desc) for code, desc in _ERROR_STATUSES.items()},
         },

@@ -2,6 +2,7 @@
 
     gate = load_plan_gate(config, data_dir)       # None when the config has no `plans:`
     state = gate.check(tenant, now)                # before routing: allow | block | downgrade | overage
+    state = await gate.acheck(tenant, now)         # the same on the request path (never blocks the loop)
     price = gate.price_usd(state, counts, cost)    # the event's price_usd (pure, no I/O)
     gate.record(event)                             # after the event is committed
 
@@ -49,6 +50,12 @@ class PlanState:
     @property
     def action(self) -> str:
         return self.decision.action
+
+
+def _unavailable(exc: MeteringError) -> ApiError:
+    retry = exc.retry_after_s
+    headers = {} if retry is None else {"Retry-After": str(max(1, math.ceil(retry)))}
+    return ApiError(exc.status, exc.message, code=exc.code, headers=headers)
 
 
 def load_book(config: GatewayConfig) -> PlanBook | None:
@@ -132,13 +139,32 @@ class PlanGate:
             try:
                 res = self.shared.check(tenant, plan, now)
             except MeteringError as exc:  # Redis down, fail mode closed
-                retry = exc.retry_after_s
-                headers = {} if retry is None else {"Retry-After": str(max(1, math.ceil(retry)))}
-                raise ApiError(exc.status, exc.message, code=exc.code, headers=headers) from None
+                raise _unavailable(exc) from None
             if res is not None:
-                decision, held = res
-                return PlanState(plan, decision, tracked=held, shared=True)
+                return PlanState(plan, res[0], tracked=res[1], shared=True)
             # None: Redis down, fail mode open -> this process's counters below
+        return self._local_check(tenant, now, plan)
+
+    async def acheck(self, tenant: str, now: float) -> PlanState:
+        """check for the request path: a plan without caps touches nothing shared; shared caps
+        are awaited on Redis's async client, never blocking the event loop."""
+        plan = self.plan(tenant, now)
+        if not plan.caps:
+            return PlanState(plan, _ALLOW)
+        if self.shared is not None:
+            try:
+                res = await self.shared.acheck(tenant, plan, now)
+            except MeteringError as exc:
+                raise _unavailable(exc) from None
+            if res is not None:
+                return PlanState(plan, res[0], tracked=res[1], shared=True)
+        if self.enforcer.source is not None and tenant not in self.enforcer._counters:
+            import asyncio
+
+            await asyncio.to_thread(self.enforcer._counter, tenant, now)  # warm from the ledger, off the loop
+        return self._local_check(tenant, now, plan)
+
+    def _local_check(self, tenant: str, now: float, plan: Plan) -> PlanState:
         d = self.enforcer.check(tenant, now, plan, pending_requests=self._in_flight.get(tenant, 0))
         if d.action == "block":
             return PlanState(plan, d)

@@ -31,6 +31,7 @@ from tokenomy.errors import ConfigError, TokenomyError
 from tokenomy.gateway.errors import ApiError, error_response
 from tokenomy.gateway.health import RetryBudget
 from tokenomy.gateway.lifecycle.admit import Admission
+from tokenomy.gateway.lifecycle.budget import release_extra
 from tokenomy.gateway.lifecycle.cascade import Cascade
 from tokenomy.gateway.lifecycle.dispatch import Dispatcher
 from tokenomy.gateway.lifecycle.relay import Relayed, relay
@@ -82,6 +83,8 @@ class Gateway:
         self.stream_timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_read=t.total_s)
         self.first_byte_s = t.first_byte_s
         self.default_max_tokens = config.defaults.max_tokens
+        self.budget_wait_s = config.budgets.wait_s
+        self.longest_output: dict[str, int] = {}  # deployment -> longest output per choice served (tokens)
         r = config.retry
         self.retry_policy = RetryPolicy(r.max_attempts, r.backoff_base_s, r.backoff_max_s, r.retry_after_max_s)
         self.in_flight = 0  # requests being handled (for graceful drain)
@@ -105,7 +108,7 @@ class Gateway:
         conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=conn, json_serialize=lambda o: orjson.dumps(o).decode(),
                                              skip_auto_headers=("User-Agent",), auto_decompress=True)
-        self.lean = LeanClient()
+        self.lean = LeanClient(max_response_bytes=self.config.server.max_upstream_response_bytes)
 
     async def close(self) -> None:
         if self.plans is not None:
@@ -173,6 +176,7 @@ class Gateway:
         finally:
             if not ctx.committed:  # failed before its event: nothing may stay held
                 self.metering.release(ctx.reservation)
+            release_extra(self.metering, ctx)  # top-ups held apart (the adapter of budget.top_up)
             if ctx.plan is not None:
                 self.plans.finish(ctx.principal.tenant, ctx.plan)  # type: ignore[union-attr]
 

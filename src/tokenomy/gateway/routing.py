@@ -1,10 +1,18 @@
-"""Deployment selection inside a model group: cost, latency, cost-under-slo, weighted.
+"""Deployment selection inside a model group: cost, latency, cost-under-slo, weighted, prefix-affinity.
 
 `rank()` orders the group's deployments for ONE request (first = chosen, rest = fallbacks).
 Cost is the expected cost of this request, not a sum of list prices:
     input_tokens x ((1 - f) x input price + f x cached-input price) + predicted_output x output price
 with f the deployment's observed cached-input fraction (EWMA; 0 until seen) and predicted
 output = min(max_tokens, the group's EWMA of observed output lengths).
+
+prefix-affinity (self-hosted replicas with prefix caching): cost-under-slo in which f is, per
+replica, the share of this prompt's leading blocks the replica is believed to hold (an index
+of what was sent where: tokenomy.engine.affinity, the simulator's policy), restricted first to
+replicas under a hard load bound (ceil(load_factor x (in-flight + 1) / replicas)), with the
+router's load penalty (in-flight above the mean, priced as the recompute it stands for), so
+affinity never breaks the SLO nor piles everything on one replica. Blocks are AFFINITY_BLOCK_BYTES of the
+prompt's canonical JSON (~256 tokens), chain-hashed with Python's hash (in-process index).
 """
 
 from __future__ import annotations
@@ -12,9 +20,36 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import orjson
+
 from tokenomy.config import Deployment, GatewayConfig, ModelGroup
 from tokenomy.gateway.health import Breaker, Ewma
 from tokenomy.gateway.pricing import DeploymentPrice
+
+AFFINITY_BLOCK_BYTES = 1024  # ~256 tokens of prompt JSON per index block (cl100k ~4 bytes/token)
+AFFINITY_HEADER = "x-tokenomy-prefix-affinity"
+
+
+def prompt_prefix_hashes(body: dict, block_bytes: int = AFFINITY_BLOCK_BYTES) -> list[int]:
+    """Chained hashes of the full `block_bytes` blocks of the request's prompt (chat messages or
+    completion prompt, canonical JSON): equal leading text -> equal leading hashes."""
+    src = body.get("messages")
+    if src is None:
+        src = body.get("prompt")
+    if src is None:
+        return []
+    try:
+        raw = orjson.dumps(src)
+    except TypeError:
+        return []
+    out: list[int] = []
+    h = 0
+    for i in range(0, len(raw) - block_bytes + 1, block_bytes):
+        h = hash((h, raw[i:i + block_bytes]))
+        out.append(h)
+    return out
+from tokenomy.gateway.providers import adapter_for
+from tokenomy.gateway.providers.base import resolved_headers
 
 
 class DeploymentRuntime:
@@ -22,14 +57,17 @@ class DeploymentRuntime:
 
     __slots__ = ("name", "cfg", "price", "p_in", "p_cached", "p_out", "p_reason", "base_url", "headers",
                  "model", "breaker", "ttft_ms", "tpot_ms", "cached_frac", "in_flight", "max_in_flight",
-                 "timeout")
+                 "timeout", "adapter")
 
     def __init__(self, cfg: Deployment, price: DeploymentPrice, gc: GatewayConfig):
         self.name, self.cfg, self.price = cfg.name, cfg, price
         self.p_in, self.p_cached, self.p_out, self.p_reason = price.floats
         self.base_url = (cfg.base_url or "").rstrip("/")
-        self.headers: dict[str, str] = {"Content-Type": "application/json", **cfg.headers}
+        self.headers: dict[str, str] = {"Content-Type": "application/json", **resolved_headers(cfg)}
         self.model = cfg.upstream_model
+        # None: an OpenAI-compatible upstream (the fast path in lifecycle/wire.py); else the
+        # provider's adapter (gateway/providers) translating requests and answers.
+        self.adapter = None if cfg.provider == "openai" else adapter_for(cfg, default_max_tokens=gc.defaults.max_tokens)
         self.breaker = Breaker(gc.breaker.failure_threshold, gc.breaker.cooldown_s)
         self.ttft_ms = Ewma()
         self.tpot_ms = Ewma()
@@ -55,10 +93,12 @@ class Decision:
     order: list[DeploymentRuntime]
     predicted_output_tokens: float
     slo_met: bool | None = None  # cost-under-slo only
+    affinity: bool | None = None  # prefix-affinity only: chosen for the prefix it holds
+    affinity_tokens: int = 0  # prefix-affinity: prompt tokens the chosen replica is believed to hold
 
 
 class GroupRuntime:
-    __slots__ = ("alias", "cfg", "deployments", "policy", "out_tokens", "limits", "weights", "rng")
+    __slots__ = ("alias", "cfg", "deployments", "policy", "out_tokens", "limits", "weights", "rng", "affinity")
 
     def __init__(self, alias: str, cfg: ModelGroup, deps: dict[str, DeploymentRuntime], prior_out: float,
                  seed: int = 0):
@@ -68,6 +108,14 @@ class GroupRuntime:
         self.limits = {d.name: cfg.in_flight_limit(d.name, d.max_in_flight) for d in self.deployments}
         self.weights = [float((cfg.weights or {}).get(d.name, 0.0)) for d in self.deployments]
         self.rng = random.Random(seed)
+        self.affinity = None
+        if self.policy == "prefix-affinity" and len(self.deployments) > 1:
+            from tokenomy.engine.affinity import PrefixAffinityRouter
+
+            blocks = max(1, cfg.affinity_cache_tokens * 4 // AFFINITY_BLOCK_BYTES)
+            self.affinity = PrefixAffinityRouter(len(self.deployments), capacity_blocks=blocks,
+                                                 load_factor=cfg.affinity_load_factor,
+                                                 block_tokens=AFFINITY_BLOCK_BYTES // 4)
 
     def at_capacity(self, d: DeploymentRuntime) -> bool:
         limit = self.limits[d.name]
@@ -76,7 +124,7 @@ class GroupRuntime:
     def observe_output(self, output_tokens: int) -> None:
         self.out_tokens.update(float(output_tokens))
 
-    def rank(self, input_tokens: int, max_tokens: int | None) -> Decision:
+    def rank(self, input_tokens: int, max_tokens: int | None, body: dict | None = None) -> Decision:
         pred = self.out_tokens.value or 0.0
         if max_tokens is not None and max_tokens < pred:
             pred = float(max_tokens)
@@ -94,7 +142,44 @@ class GroupRuntime:
             return Decision(sorted(deps, key=key), pred)
         if policy == "cost-under-slo":
             return self._cost_under_slo(input_tokens, pred)
+        if policy == "prefix-affinity":
+            return self._prefix_affinity(input_tokens, pred, prompt_prefix_hashes(body) if body else [])
         return self._weighted(pred)
+
+    def _prefix_affinity(self, input_tokens: int, pred: float, hashes: list[int]) -> Decision:
+        router = self.affinity
+        assert router is not None
+        deps = self.deployments
+        n = len(deps)
+        depth, _ = router.depths(hashes)
+        loads = [d.in_flight for d in deps]
+        bound = router.bound(loads)
+        mean = sum(loads) / n
+        ok, rest = [], []
+        for i, d in enumerate(deps):
+            held = min(float(input_tokens), depth[i] * router.block_tokens)
+            f = held / input_tokens if input_tokens else 0.0
+            if not hashes and d.cached_frac.value:
+                f = d.cached_frac.value  # no prompt to hash: the observed average
+            cost = input_tokens * ((1.0 - f) * d.p_in + f * d.p_cached) + pred * d.p_out
+            # the load penalty is priced as the recompute it stands for (0 when caching is unpriced:
+            # then the score breaks the tie between equally priced replicas)
+            gain = router.score(depth[i], loads[i], mean)
+            penalty = router.load_penalty_tokens * max(0.0, loads[i] - mean) * max(d.p_in - d.p_cached, 0.0)
+            bad = self._slo_badness(d)
+            live = d.breaker.available() and bad <= 1.0 and not self.at_capacity(d)
+            row = (cost + penalty, -gain, loads[i], i, bad)
+            (ok if live and loads[i] + 1 <= bound else rest).append(row)
+        ok.sort()
+        rest.sort(key=lambda t: (not deps[t[3]].breaker.available(), self.at_capacity(deps[t[3]]), t[4] > 1.0,
+                                 t[2], t[0]))
+        order = [deps[t[3]] for t in ok] + [deps[t[3]] for t in rest]
+        chosen = deps.index(order[0])
+        router.record(chosen, hashes)
+        pool = ok or rest  # routed for affinity: it holds more of the prompt than another eligible replica
+        return Decision(order, pred, slo_met=bool(ok) if self.cfg.slo else None,
+                        affinity=depth[chosen] > min(depth[t[3]] for t in pool),
+                        affinity_tokens=int(min(input_tokens, depth[chosen] * router.block_tokens)))
 
     def _slo_badness(self, d: DeploymentRuntime) -> float:
         """max(observed / target) over TTFT and TPOT; <= 1 meets the SLO (unobserved counts as met)."""
@@ -159,8 +244,10 @@ class RouteRuntime:
     """A routed alias (config `routing_groups`): per request, pick one candidate model group
     (policy router), or answer with the weakest and escalate to the strongest (policy cascade).
 
-    The router and the threshold are resolved once at start: `strong_share` is calibrated on a
-    shipped 300-prompt sample (tokenomy/routing/calibration_prompts.json)."""
+    The router is loaded once at start. `strong_share` with a binary router: a live threshold
+    (routing.quality.threshold.ShareThreshold) started from the shipped sample of users' requests and
+    moved by every decision's score; with a multi-model router: calibrated once on the shipped
+    300-prompt sample (tokenomy/routing/calibration_prompts.json)."""
 
     def __init__(self, alias: str, cfg, groups: dict[str, GroupRuntime]):
         from tokenomy.errors import ConfigError, TokenomyError
@@ -172,6 +259,7 @@ class RouteRuntime:
         self.judge = None  # (GroupRuntime, JudgeVerifier used for its rubric and parsing)
         self.kind = "cascade"
         self.threshold = 0.0
+        self.share = None  # ShareThreshold of a binary router with strong_share (adapted online)
         where = f"routing_groups.{alias}"
         try:
             if cfg.policy == "cascade":
@@ -204,8 +292,14 @@ class RouteRuntime:
             for kind in ("strong_share", "min_quality", "threshold", "max_usd_per_request"):
                 if getattr(cfg, kind) is not None:
                     self.kind = kind
-            if self.kind == "strong_share":
+            if self.kind == "strong_share" and self.multi:
                 self.threshold = self.calibrate(_calibration_prompts(), cfg.strong_share)
+            elif self.kind == "strong_share":  # binary router: the cut follows live traffic's scores
+                from tokenomy.routing.quality.registry import score_prompts
+                from tokenomy.routing.quality.threshold import ShareThreshold, startup_prompts
+
+                self.share = ShareThreshold(cfg.strong_share, score_prompts(self.router, startup_prompts()))
+                self.threshold = self.share.value
             elif self.kind in ("min_quality", "threshold"):
                 self.threshold = float(getattr(cfg, self.kind))
             else:  # max_usd_per_request: best predicted among the affordable candidates
@@ -243,7 +337,8 @@ class RouteRuntime:
         """Measured share of `prompts` this alias sends to its strongest candidate (equal token counts)."""
         n = 0
         for p in prompts:
-            n += self.decide(p, [(g, float(i + 1)) for i, g in enumerate(self.candidates)])[1] is self.candidates[-1]
+            n += self.decide(p, [(g, float(i + 1)) for i, g in enumerate(self.candidates)], observe=False)[1] \
+                is self.candidates[-1]
         return n / len(prompts) if prompts else 0.0
 
     # ------------------------------------------------------------ per request
@@ -259,8 +354,9 @@ class RouteRuntime:
             out.append((g, best.expected_cost_usd(input_tokens, pred), best))
         return out
 
-    def decide(self, prompt: str, priced: list[tuple]) -> tuple:
-        """-> (quality Decision, chosen GroupRuntime). `priced`: (group, expected USD[, deployment])."""
+    def decide(self, prompt: str, priced: list[tuple], observe: bool = True) -> tuple:
+        """-> (quality Decision, chosen GroupRuntime). `priced`: (group, expected USD[, deployment]).
+        With `strong_share`, the decision's score feeds the live threshold (unless `observe` is False)."""
         from tokenomy.routing.quality.choose import choose_model
 
         cands = [(self.names[self.candidates.index(t[0])], t[1]) for t in priced]
@@ -269,6 +365,9 @@ class RouteRuntime:
             fit = [c for c in cands if c[1] <= cap] or [min(cands, key=lambda c: c[1])]
             cands = fit
         d = choose_model(prompt, cands, self.threshold, router=self.router)
+        if observe and self.share is not None:
+            self.share.observe(d.strong_win_rate)
+            self.threshold = self.share.value
         return d, self.candidates[self.names.index(d.model)]
 
     def route_extra(self, priced: list[tuple], chosen: GroupRuntime) -> dict:

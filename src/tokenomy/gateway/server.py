@@ -70,15 +70,11 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
                            access_log=None)
     await runner.setup()
     # The hot routes are answered by a lean HTTP/1.1 front; every other request (and any
-    # connection after one) is aiohttp's, as before (gateway/fastpath.py).
-    front = fast_front(app, runner) if fastpath_enabled() else None
-    site = None if front is not None else web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+    # connection after one) is aiohttp's, as before (gateway/fastpath.py). With the fast path
+    # off the front still accepts (connection cap, head/idle timeouts) and hands over at once.
+    front = fast_front(app, runner, answer=fastpath_enabled())
     try:
-        if front is not None:
-            bound = await front.start(host, port, backlog=2048, reuse_address=True)
-        else:
-            await site.start()  # type: ignore[union-attr]
-            bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port  # type: ignore[union-attr]
+        bound = await front.start(host, port, backlog=2048, reuse_address=True)
     except OSError as exc:
         await runner.cleanup()
         from tokenomy.errors import TokenomyError
@@ -101,8 +97,7 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if front is not None:  # stop listening, drain the fast path's in-flight requests
-            await front.shutdown(config.server.shutdown_timeout_s)
+        await front.shutdown(config.server.shutdown_timeout_s)  # stop listening, drain the fast path
         await runner.cleanup()  # stop listening, drain handlers, then app cleanup (ledger, emulators)
     emit("stopped")
 

@@ -4,14 +4,49 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import StreamReader
+from aiohttp.http_exceptions import LineTooLong
 
 
 class UpstreamGarbage(Exception):
     """The upstream answered 200 but with something that is not the OpenAI protocol."""
+
+
+DEFAULT_MAX_RESPONSE_BYTES = 32 << 20  # config server.max_upstream_response_bytes
+MAX_EVENT_BYTES = 1 << 20  # one SSE event of a stream (a chunk of a completion is a few hundred bytes)
+
+
+class UpstreamTooLarge(aiohttp.ClientPayloadError):
+    """An upstream answer (or one stream event) over its size limit, counted after decoding.
+    A ClientPayloadError: the gateway fails the attempt like a broken connection (next
+    deployment, else a 502 naming the limit)."""
+
+    def __init__(self, limit: int, what: str = "answer"):
+        super().__init__(f"upstream {what} larger than {limit} bytes (after decoding): refused")
+        self.limit = limit
+
+
+async def read_capped(resp: Any, limit: int) -> bytes:
+    """The whole body of an aiohttp response, at most `limit` bytes after decoding. aiohttp inflates
+    gzip/deflate incrementally as the body is read, so a bomb stops at the limit, not in memory.
+    Anything else with a `read()` (a provider adapter's TranslatedStream) reads itself."""
+    if not isinstance(resp, aiohttp.ClientResponse):
+        return await resp.read()
+    cl = resp.content_length
+    if cl is not None and cl > limit:
+        resp.close()
+        raise UpstreamTooLarge(limit)
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            resp.close()
+            raise UpstreamTooLarge(limit)
+    return bytes(buf)
 
 
 def usage_counts(usage: object) -> tuple[int, int, int, int] | None:
@@ -57,10 +92,18 @@ def reported_energy_joules(obj: dict) -> float | None:
 async def read_event(content: StreamReader) -> bytes | None:
     """One SSE event (its lines joined, blank-line terminator stripped); None at EOF.
 
-    Returns b"" for EOF in the middle of an event only if nothing was read."""
+    Returns b"" for EOF in the middle of an event only if nothing was read. An event (or a line)
+    over MAX_EVENT_BYTES raises UpstreamTooLarge."""
     lines: list[bytes] = []
+    size = 0
     while True:
-        line = await content.readline()
+        try:
+            line = await content.readline()
+        except (LineTooLong, ValueError):  # a line over the reader's high-water mark
+            raise UpstreamTooLarge(MAX_EVENT_BYTES, "stream line") from None
+        size += len(line)
+        if size > MAX_EVENT_BYTES:
+            raise UpstreamTooLarge(MAX_EVENT_BYTES, "stream event")
         if not line:  # EOF
             return b"".join(lines) if lines else None
         if line in (b"\n", b"\r\n"):
@@ -105,9 +148,11 @@ class _BadResponse(Exception):
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("transport", "buf", "waiter", "closed", "got_data", "_head", "_need", "_chunked", "_until_eof")
+    __slots__ = ("transport", "buf", "waiter", "closed", "got_data", "_head", "_need", "_chunked", "_until_eof",
+                 "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        self.limit = limit  # bytes of a body, before and after decoding
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.waiter: asyncio.Future | None = None
@@ -125,6 +170,8 @@ class _Conn(asyncio.Protocol):
             if self._head is not None and self._until_eof:
                 try:
                     self._finish(bytes(self.buf), reuse=False)
+                except UpstreamTooLarge as big:
+                    w.set_exception(big)
                 except _BadResponse as bad:
                     w.set_exception(aiohttp.ClientPayloadError(f"malformed upstream response: {bad}"))
             else:
@@ -145,7 +192,14 @@ class _Conn(asyncio.Protocol):
             return
         self.buf += data
         try:
+            if len(self.buf) > self.limit + 65536:  # a body (plus framing) over the limit: stop reading
+                raise UpstreamTooLarge(self.limit)
             self._parse()
+        except UpstreamTooLarge as exc:
+            self.closed = True
+            self.transport.close()  # type: ignore[union-attr]
+            if not w.done():
+                w.set_exception(exc)
         except _BadResponse as exc:
             self.closed = True
             self.transport.close()  # type: ignore[union-attr]
@@ -186,6 +240,8 @@ class _Conn(asyncio.Protocol):
                 if not cl.isdigit():
                     raise _BadResponse(f"bad Content-Length {cl[:40]!r}")
                 self._need = int(cl)
+                if self._need > self.limit:
+                    raise UpstreamTooLarge(self.limit)
             elif status in (204, 304):
                 self._need = 0
             else:
@@ -203,10 +259,7 @@ class _Conn(asyncio.Protocol):
         status, headers = self._head  # type: ignore[misc]
         enc = headers.get("content-encoding")
         if enc and enc != "identity":
-            try:
-                body = zlib.decompress(body, 47 if enc in ("gzip", "x-gzip") else 15)
-            except zlib.error as exc:
-                raise _BadResponse(f"cannot decode {enc} body: {exc}") from None
+            body = _inflate(body, enc, self.limit)
         if not reuse or headers.get("connection", "").lower() == "close":
             self.closed = True
             if self.transport is not None:
@@ -215,6 +268,18 @@ class _Conn(asyncio.Protocol):
         self.buf.clear()
         if w is not None and not w.done():
             w.set_result(UpstreamResponse(status, headers, body))
+
+
+def _inflate(body: bytes, enc: str, limit: int) -> bytes:
+    """Decode a gzip/deflate body, stopping at `limit` decoded bytes (a bomb never inflates whole)."""
+    d = zlib.decompressobj(47 if enc.lower() in ("gzip", "x-gzip") else 15)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise _BadResponse(f"cannot decode {enc} body: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise UpstreamTooLarge(limit)
+    return out
 
 
 def _dechunk(buf: bytearray) -> bytes | None:
@@ -256,7 +321,8 @@ class LeanClient:
     `post` returns None for URLs it does not handle (https, ...): use aiohttp for those.
     Errors are aiohttp's (ClientError subclasses) or asyncio.TimeoutError, like aiohttp's."""
 
-    def __init__(self, max_idle_per_host: int = 256):
+    def __init__(self, max_idle_per_host: int = 256, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES):
+        self.max_response_bytes = max_response_bytes
         self._targets: dict[str, _Target | None] = {}
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
         self._max_idle = max_idle_per_host
@@ -338,13 +404,16 @@ class LeanClient:
             limit = left if limit is None else min(limit, left)
         try:
             if limit is None:
-                _, conn = await loop.create_connection(_Conn, t.host, t.port)
+                _, conn = await loop.create_connection(self._protocol, t.host, t.port)
             else:
                 async with asyncio.timeout(limit):
-                    _, conn = await loop.create_connection(_Conn, t.host, t.port)
+                    _, conn = await loop.create_connection(self._protocol, t.host, t.port)
         except OSError as exc:
             raise aiohttp.ClientConnectorError(_ConnKey(t.host, t.port), exc) from None
         return conn
+
+    def _protocol(self) -> _Conn:
+        return _Conn(self.max_response_bytes)
 
     def close(self) -> None:
         for pool in self._idle.values():

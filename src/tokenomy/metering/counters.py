@@ -40,6 +40,18 @@ class InProcessCounters:
                 self._reserved[scope] = self._reserved.get(scope, 0) + amount_pusd
             return None
 
+    def top_up(self, limits: Sequence[tuple[Scope, int]], held_pusd: int, extra_pusd: int) -> bool:
+        """Grow a reservation of held_pusd on these scopes by extra_pusd, on all or none: False
+        (nothing changed) if a scope would exceed its limit or no longer holds the reservation."""
+        with self._lock:
+            for scope, limit in limits:
+                spent, reserved = self._spent.get(scope, 0), self._reserved.get(scope, 0)
+                if reserved < held_pusd or spent + reserved + extra_pusd > limit:
+                    return False
+            for scope, _ in limits:
+                self._reserved[scope] += extra_pusd
+            return True
+
     def unreserve(self, scopes: Sequence[Scope], amount_pusd: int) -> None:
         with self._lock:
             for scope in scopes:

@@ -23,6 +23,11 @@ Settlements (add spent, then release the reservation) never wait on Redis: they 
 in order and applied by a background thread in one Lua call per batch (so a commit batch of
 N events costs one round trip, not 2N), and flushed before this replica's next read.
 
+Async path (the gateway's request path): `atry_reserve`, `atop_up`, `aspent`, `atake` run the
+same scripts on a `redis.asyncio` client of the running loop, so a slow or paused Redis delays
+only the requests that need it, never the event loop; ledger reads for a lazy load run on a
+worker thread. They never replay queued settlements inline (the settler thread does, woken).
+
 Redis down: fail_mode "closed" raises CountersUnavailable (503, clear message) from
 reserve/check_rate; "open" falls back to in-process counters (limits become per replica)
 and retries Redis after `retry_s`. Queued settlements stay queued while Redis is away and
@@ -31,6 +36,7 @@ are applied when it returns, so no spend is lost.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -80,6 +86,36 @@ for i, key in ipairs(KEYS) do
   if spent + reserved + amount > limit then
     return {0, i, spent_s, string.format('%.0f', reserved)}
   end
+end
+for _, key in ipairs(KEYS) do redis.call('HINCRBY', key, me, ARGV[1]) end
+return {1}
+"""
+
+# Grow this replica's held reservation: ARGV = extra, replica, heartbeat prefix, heartbeat TTL,
+# held amount, then one limit per key. All or none: {1}, or {0, i} (key i would exceed its
+# limit) or {-1, i} (key i does not hold this replica's reservation any more, e.g. lost).
+_TOP_UP = """
+local extra = tonumber(ARGV[1])
+local me = 'r:' .. ARGV[2]
+local hbp = ARGV[3]
+local held = tonumber(ARGV[5])
+redis.call('SET', hbp .. ARGV[2], '1', 'PX', ARGV[4])
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[5 + i])
+  local h = redis.call('HGETALL', key)
+  local spent, ready, reserved, mine = 0, false, 0, 0
+  for j = 1, #h, 2 do
+    local f, v = h[j], h[j + 1]
+    if f == 'spent' then spent = tonumber(v)
+    elseif f == 'ready' then ready = (v == '1')
+    elseif string.sub(f, 1, 2) == 'r:' then
+      if f == me then mine = tonumber(v); reserved = reserved + mine
+      elseif redis.call('EXISTS', hbp .. string.sub(f, 3)) == 1 then reserved = reserved + tonumber(v)
+      else redis.call('HDEL', key, f) end
+    end
+  end
+  if not ready or mine < held then return {-1, i} end
+  if spent + reserved + extra > limit then return {0, i} end
 end
 for _, key in ipairs(KEYS) do redis.call('HINCRBY', key, me, ARGV[1]) end
 return {1}
@@ -253,7 +289,14 @@ class RedisCounterStore:
         self._r = client or redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
             decode_responses=True)
-        scripts = dict(reserve=_RESERVE, settle=_SETTLE, spent=_SPENT,
+        self._timeout_s = timeout_s
+        # async client: one per event loop (a redis.asyncio connection belongs to its loop);
+        # none when a sync client was injected (then the async methods run the sync ones on a thread)
+        self._async_ok = client is None
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._ar = None
+        self._ascripts: dict[str, object] = {}
+        scripts = dict(reserve=_RESERVE, top_up=_TOP_UP, settle=_SETTLE, spent=_SPENT,
                        begin=_BEGIN_LOAD, finish=_FINISH_LOAD, abort=_ABORT_LOAD, take=_TAKE)
         self._s = {name: self._r.register_script(src) for name, src in scripts.items()}
         self._hb_key = f"{prefix}hb:{self.replica}"
@@ -319,6 +362,64 @@ class RedisCounterStore:
         except self._redis_errors:
             pass
         self._r.close()
+        self._drop_async()
+
+    def _drop_async(self) -> None:
+        ar, self._ar, self._aloop, self._ascripts = self._ar, None, None, {}
+        if ar is None:
+            return
+        try:  # close its sockets; the loop it belonged to may be gone
+            for conn in list(getattr(ar.connection_pool, "_available_connections", [])) + list(
+                    getattr(ar.connection_pool, "_in_use_connections", [])):
+                writer = getattr(conn, "_writer", None)
+                if writer is not None:
+                    writer.transport.abort()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    # async plumbing ------------------------------------------------------------------------
+    @property
+    def async_ready(self) -> bool:
+        """The async methods never block the loop (else callers run the sync ones on a thread)."""
+        return self._async_ok and self._reader is not None
+
+    def _aclient(self):
+        loop = asyncio.get_running_loop()
+        if self._aloop is not loop:
+            import redis.asyncio as aredis
+            from redis.asyncio.retry import Retry as ARetry
+            from redis.backoff import NoBackoff
+
+            self._drop_async()
+            self._ar = aredis.Redis.from_url(
+                self.url, socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s,
+                retry=ARetry(NoBackoff(), 0), decode_responses=True)
+            self._aloop = loop
+        return self._ar
+
+    async def aeval(self, name: str, source: str, keys: list, args: list):
+        """Run a Lua script (registered once per loop under `name`) on the async client."""
+        client = self._aclient()
+        script = self._ascripts.get(name)
+        if script is None:
+            script = self._ascripts[name] = client.register_script(source)
+        return await script(keys=keys, args=args)
+
+    async def acall(self, fn, fallback):
+        """await fn() against Redis; on failure: 503 (closed) or await fallback() (open)."""
+        if self._deferred:
+            self._settle_wake.set()  # the settler applies them; this call does not wait for it
+        if self._available():
+            try:
+                return await fn()
+            except self._redis_errors as exc:
+                self._down(exc)
+                if self.fail_mode == "closed":
+                    raise self._unavailable(exc) from None
+        elif self.fail_mode == "closed":
+            raise self._unavailable()
+        self.fallbacks += 1
+        return await fallback()
 
     def _available(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -472,6 +573,42 @@ class RedisCounterStore:
 
         return self._call(run, local)
 
+    def top_up(self, limits: Sequence[tuple[Scope, int]], held_pusd: int, extra_pusd: int) -> bool:
+        """Grow a held reservation on all its scopes or none. One made in the fail-open fallback
+        grows there; one held in Redis grows only in Redis (False while Redis is away)."""
+        if not limits:
+            return True
+        scopes = tuple(scope for scope, _ in limits)
+        with self._lock:
+            if self._local_held[(scopes, held_pusd)] > 0:
+                if not self._local.top_up(limits, held_pusd, extra_pusd):
+                    return False
+                self._move_local_held(scopes, held_pusd, held_pusd + extra_pusd)
+                return True
+        if self._deferred or self._inflight is not None:
+            try:
+                self._replay()  # our own earlier releases first: they free room
+            except self._redis_errors as exc:
+                self._down(exc)
+                return False
+        if not self._available():
+            return False
+        keys = [self._key(scope) for scope in scopes]
+        args = [extra_pusd, self.replica, self.prefix + "hb:", HEARTBEAT_TTL_MS, held_pusd,
+                *(limit for _, limit in limits)]
+        try:
+            return int(self._s["top_up"](keys=keys, args=args)[0]) == 1
+        except self._redis_errors as exc:
+            self._down(exc)
+            return False
+
+    def _move_local_held(self, scopes: tuple, old_pusd: int, new_pusd: int) -> None:
+        old = (scopes, old_pusd)
+        self._local_held[old] -= 1
+        if not self._local_held[old]:
+            del self._local_held[old]
+        self._local_held[(scopes, new_pusd)] += 1
+
     def unreserve(self, scopes: Sequence[Scope], amount_pusd: int) -> None:
         if not scopes:
             return
@@ -508,6 +645,128 @@ class RedisCounterStore:
             return self._local.spent(scope)
 
         return self._call(run, local)
+
+    async def _aensure(self, scope: Scope) -> None:
+        """_ensure on the async client; the ledger read runs on a worker thread."""
+        if self._reader is None:
+            raise RuntimeError(f"budget scope {scope} is not loaded and this store has no ledger reader")
+        key = self._key(scope)
+        keys = [key, key + "|load"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOAD_LEASE_MS / 1000 + 5
+        while True:
+            token = uuid.uuid4().hex
+            state = await self.aeval("begin", _BEGIN_LOAD, keys, [token, LOAD_LEASE_MS, self._ttl_s(scope)])
+            if state == 0:
+                return
+            if state == 1:
+                try:
+                    spent = await asyncio.to_thread(self._reader, scope)
+                except BaseException:
+                    await self.aeval("abort", _ABORT_LOAD, keys, [token])
+                    raise
+                if await self.aeval("finish", _FINISH_LOAD, keys, [token, spent]) == 1:
+                    return
+                continue
+            if loop.time() > deadline:
+                raise self._unavailable(TimeoutError(f"loading budget {scope} took too long"))
+            await asyncio.sleep(0.005)  # another replica is loading it
+
+    async def _alocal_ready(self, scopes) -> None:
+        missing = [scope for scope in scopes if not self._local.is_loaded(scope)]
+        if missing:
+            await asyncio.to_thread(lambda: [self._local_ready(scope) for scope in missing])
+
+    async def atry_reserve(self, limits: Sequence[tuple[Scope, int]], amount_pusd: int):
+        if not limits:
+            return None
+        if not self._async_ok:
+            return await asyncio.to_thread(self.try_reserve, limits, amount_pusd)
+        keys = [self._key(scope) for scope, _ in limits]
+        args = [amount_pusd, self.replica, self.prefix + "hb:", HEARTBEAT_TTL_MS, *(limit for _, limit in limits)]
+
+        async def run():
+            for _ in range(5):
+                res = await self.aeval("reserve", _RESERVE, keys, args)
+                if res[0] == 1:
+                    return None
+                scope, limit = limits[int(res[1]) - 1]
+                if res[0] == 0:
+                    return scope, limit, int(res[2]), int(res[3])
+                await self._aensure(scope)
+            raise self._unavailable(RuntimeError("budget counters kept disappearing"))
+
+        async def local():
+            await self._alocal_ready([scope for scope, _ in limits])
+            refused = self._local.try_reserve(limits, amount_pusd)
+            if refused is None:
+                with self._lock:
+                    self._local_held[(tuple(scope for scope, _ in limits), amount_pusd)] += 1
+            return refused
+
+        return await self.acall(run, local)
+
+    async def atop_up(self, limits: Sequence[tuple[Scope, int]], held_pusd: int, extra_pusd: int) -> bool:
+        if not limits:
+            return True
+        if not self._async_ok:
+            return await asyncio.to_thread(self.top_up, limits, held_pusd, extra_pusd)
+        scopes = tuple(scope for scope, _ in limits)
+        with self._lock:
+            if self._local_held[(scopes, held_pusd)] > 0:  # made in the fallback: grows there
+                if not self._local.top_up(limits, held_pusd, extra_pusd):
+                    return False
+                self._move_local_held(scopes, held_pusd, held_pusd + extra_pusd)
+                return True
+        if self._deferred or self._inflight is not None:
+            self._settle_wake.set()
+        if not self._available():
+            return False
+        keys = [self._key(scope) for scope in scopes]
+        args = [extra_pusd, self.replica, self.prefix + "hb:", HEARTBEAT_TTL_MS, held_pusd,
+                *(limit for _, limit in limits)]
+        try:
+            return int((await self.aeval("top_up", _TOP_UP, keys, args))[0]) == 1
+        except self._redis_errors as exc:
+            self._down(exc)
+            return False
+
+    async def aspent(self, scope: Scope) -> tuple[int, int]:
+        if not self._async_ok:
+            return await asyncio.to_thread(self.spent, scope)
+
+        async def run():
+            for _ in range(5):
+                res = await self.aeval("spent", _SPENT, [self._key(scope)], [self.prefix + "hb:"])
+                if res[0] == 1:
+                    return int(res[1]), int(res[2])
+                await self._aensure(scope)
+            raise self._unavailable(RuntimeError("budget counters kept disappearing"))
+
+        async def local():
+            await self._alocal_ready([scope])
+            return self._local.spent(scope)
+
+        return await self.acall(run, local)
+
+    async def atake(self, buckets: Sequence[tuple[str, float, float, float]], now: float) -> float:
+        if not buckets:
+            return 0.0
+        if not self._async_ok:
+            return await asyncio.to_thread(self.take, buckets, now)
+        keys = [self.prefix + "rl|" + name for name, *_ in buckets]
+        args: list = ["1" if self._server_time else "0", repr(float(now))]
+        for _, capacity, per_s, amount in buckets:
+            args += [repr(float(capacity)), repr(float(per_s)), repr(float(amount))]
+
+        async def run():
+            out = await self.aeval("take", _TAKE, keys, args)
+            return math.inf if out == "inf" else float(out)
+
+        async def local():
+            return self._local.take(buckets, time.monotonic() if self._server_time else now)
+
+        return await self.acall(run, local)
 
     # rate limits -------------------------------------------------------------------------
     def take(self, buckets: Sequence[tuple[str, float, float, float]], now: float) -> float:

@@ -1,13 +1,18 @@
 """Metering: authentication, rate limits, budgets (reserve -> settle) and the usage ledger.
 
-Hot-path calls (authenticate, check_rate, reserve, release, warnings) are synchronous and
-in-memory after the first look-up; `commit` awaits the group-commit writer, so it returns
-only once the event is durable.
+The request path uses the async API (aauthenticate, acheck_rate, areserve, atop_up,
+aheadroom_usd): a cache hit and in-process counters answer inline; a ledger read (cache miss)
+runs on a worker thread and shared counters (Redis) are awaited, so the event loop never waits
+on the network. Unknown key ids are cached negatively (bounded, short TTL) and looked up in a
+lane of their own, so a flood of them cannot delay known keys. The synchronous methods
+(authenticate, check_rate, reserve, ...) stay for the CLI and threads without a loop.
+`commit` awaits the group-commit writer, so it returns only once the event is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import math
 import os
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from tokenomy.metering import keyfmt
 from tokenomy.metering.counters import InProcessCounters
-from tokenomy.metering.errors import AuthError, BudgetExceeded, NotFound, RateLimited
+from tokenomy.metering.errors import AuthError, BudgetExceeded, MeteringError, NotFound, RateLimited
 from tokenomy.metering.money import from_pusd, money_str, to_pusd
 from tokenomy.metering.periods import period_bounds, period_key
 from tokenomy.metering.records import (
@@ -33,6 +38,10 @@ from tokenomy.metering.writer import GroupCommitWriter, Pending, blocking_future
 
 ENV_ADMIN_KEY = "TOKENOMY_ADMIN_KEY"
 _MAX_VERIFIED = 10_000
+_MAX_UNKNOWN = 10_000  # negative key-id cache entries (bounded: oldest dropped first)
+DEFAULT_BUDGET_WAIT_S = 2.0  # areserve: how long to wait for in-flight reservations to settle
+HELD_RETRY_AFTER_S = 1.0  # a refusal because requests in flight hold the budget: retry soon
+_POLL_S = (0.02, 0.25)  # shared counters: re-check a held budget from 20 ms, backing off to 250 ms
 ADMIN_TENANT = "admin"
 
 
@@ -47,8 +56,10 @@ class Metering:
         cache_ttl_s: float = 1.0,
         max_batch: int = 512,
         commit_linger_s: float = 0.0,
+        budget_wait_s: float = DEFAULT_BUDGET_WAIT_S,
     ):
         self._ledger = ledger
+        self.budget_wait_s = max(0.0, float(budget_wait_s))
         self._counters: CounterStore = counters if counters is not None else InProcessCounters()
         self._clock = clock
         self._monotonic = monotonic
@@ -59,6 +70,18 @@ class Metering:
         # secret -> (the key record it was verified against, its principal): skips the HMAC
         # while that cached record is current (a new record, e.g. after a revoke, re-verifies)
         self._verified: dict[str, tuple[KeyRecord, Principal]] = {}
+        self._unknown: dict[str, float] = {}  # key id -> until when it is known not to exist
+        # ledger reads off the loop: ids not cached yet (unknown ones, a flood of them) in a
+        # narrow lane of their own, refreshes of known keys/tenants in another
+        self._cold_lane: concurrent.futures.ThreadPoolExecutor | None = None
+        self._warm_lane: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lanes_lock = threading.Lock()
+        # areserve waiters: woken when any reservation is released or settled
+        self._settle_gen = 0
+        self._settle_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._shared_counters = not isinstance(self._counters, InProcessCounters)
+        # shared counters with a non-blocking async path (redis.asyncio, lazy loads on a thread)
+        self._async_counters = bool(getattr(self._counters, "async_ready", False))
         self._day: tuple[int, str] = (-1, "")  # (UTC day number, "YYYY-MM-DD") of the last event
         self._apply_lock = threading.Lock()  # ledger commit + counter update vs. spend loads
         self._settle_lock = threading.Lock()
@@ -146,6 +169,9 @@ class Metering:
             for item in pending:
                 self._writer.submit(item)
         self._writer.stop()
+        for lane in (self._cold_lane, self._warm_lane):
+            if lane is not None:
+                lane.shutdown(wait=True, cancel_futures=True)
         self._ledger.close()
         close_counters = getattr(self._counters, "close", None)  # e.g. Redis: heartbeat thread
         if callable(close_counters):
@@ -158,17 +184,66 @@ class Metering:
         self.shutdown()
 
     # cached look-ups (another process may create/revoke: TTL keeps us within ~1 s) ---------
-    def _key(self, key_id: str) -> KeyRecord | None:
+    def _cached_key(self, key_id: str) -> tuple[bool, KeyRecord | None]:
+        """(True, record or None) if the cache answers without the ledger, else (False, None)."""
         now = self._monotonic()
         hit = self._keys.get(key_id)
         if hit is not None and hit[0] > now:
-            return hit[1]
+            return True, hit[1]
+        until = self._unknown.get(key_id)
+        if until is not None and until > now:
+            return True, None
+        return False, None
+
+    def _key(self, key_id: str) -> KeyRecord | None:
+        known, record = self._cached_key(key_id)
+        if known:
+            return record
+        now = self._monotonic()
         record = self._ledger.get_key(key_id)
         if record is None:
-            self._keys.pop(key_id, None)  # unknown ids are not cached (no unbounded growth)
+            self._keys.pop(key_id, None)
+            if len(self._unknown) >= _MAX_UNKNOWN:
+                try:
+                    self._unknown.pop(next(iter(self._unknown)))  # the oldest
+                except (StopIteration, KeyError, RuntimeError):
+                    pass
+            self._unknown[key_id] = now + self._ttl
         else:
+            self._unknown.pop(key_id, None)
             self._keys[key_id] = (now + self._ttl, record)
         return record
+
+    def _lane(self, cold: bool) -> concurrent.futures.ThreadPoolExecutor:
+        lane = self._cold_lane if cold else self._warm_lane
+        if lane is None:
+            with self._lanes_lock:
+                if cold and self._cold_lane is None:
+                    self._cold_lane = concurrent.futures.ThreadPoolExecutor(2, "tokenomy-auth-cold")
+                elif not cold and self._warm_lane is None:
+                    self._warm_lane = concurrent.futures.ThreadPoolExecutor(4, "tokenomy-metering-io")
+                lane = self._cold_lane if cold else self._warm_lane
+        return lane
+
+    async def _off_loop(self, fn, *args, cold: bool = False):
+        return await asyncio.get_running_loop().run_in_executor(self._lane(cold), fn, *args)
+
+    async def _akey(self, key_id: str) -> KeyRecord | None:
+        known, record = self._cached_key(key_id)
+        if known:
+            return record
+        return await self._off_loop(self._key, key_id, cold=key_id not in self._keys)
+
+    async def _atenant(self, name: str) -> TenantRecord | None:
+        hit = self._tenants.get(name)
+        if hit is not None and hit[0] > self._monotonic():
+            return hit[1]
+        return await self._off_loop(self._tenant, name)
+
+    async def _aadmin_hash(self) -> str | None:
+        if self._admin[0] > self._monotonic():
+            return self._admin[1]
+        return await self._off_loop(self._admin_hash)
 
     def _tenant(self, name: str) -> TenantRecord | None:
         now = self._monotonic()
@@ -199,16 +274,39 @@ class Metering:
             return hit[1]
         parsed = keyfmt.parse_key(secret)
         if parsed is not None and parsed[0] != keyfmt.ADMIN_KEY_ID:
-            record = self._key(parsed[0])
-            if record is not None and keyfmt.same_hash(record.secret_hash, keyfmt.hash_secret(*parsed)):
-                if record.revoked_at is not None:
-                    raise AuthError(f"API key {record.key_id} was revoked at {iso_utc(record.revoked_at)}")
-                principal = Principal(record.key_id, record.tenant, False)
-                if len(self._verified) >= _MAX_VERIFIED:
-                    self._verified.clear()  # bounded: valid secrets only, re-verified when dropped
-                self._verified[secret] = (record, principal)
+            principal = self._verify(secret, parsed, self._key(parsed[0]))
+            if principal is not None:
                 return principal
-        admin = self._admin_hash()
+        return self._verify_admin(secret, self._admin_hash())
+
+    async def aauthenticate(self, secret: str | None) -> Principal:
+        """authenticate, without blocking the loop: cache hits answer inline, ledger reads
+        run on a worker thread (ids never seen before in their own narrow lane)."""
+        if not secret:
+            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+        hit = self._verified.get(secret)
+        if hit is not None and (await self._akey(hit[0].key_id)) is hit[0]:
+            return hit[1]
+        parsed = keyfmt.parse_key(secret)
+        if parsed is not None and parsed[0] != keyfmt.ADMIN_KEY_ID:
+            principal = self._verify(secret, parsed, await self._akey(parsed[0]))
+            if principal is not None:
+                return principal
+        return self._verify_admin(secret, await self._aadmin_hash())
+
+    def _verify(self, secret: str, parsed: tuple[str, str], record: KeyRecord | None) -> Principal | None:
+        if record is None or not keyfmt.same_hash(record.secret_hash, keyfmt.hash_secret(*parsed)):
+            return None
+        if record.revoked_at is not None:
+            raise AuthError(f"API key {record.key_id} was revoked at {iso_utc(record.revoked_at)}")
+        principal = Principal(record.key_id, record.tenant, False)
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()  # bounded: valid secrets only, re-verified when dropped
+        self._verified[secret] = (record, principal)
+        return principal
+
+    @staticmethod
+    def _verify_admin(secret: str, admin: str | None) -> Principal:
         if admin is not None and keyfmt.same_hash(admin, keyfmt.hash_admin_key(secret)):
             return Principal(keyfmt.ADMIN_KEY_ID, ADMIN_TENANT, True)
         raise AuthError("invalid API key")
@@ -219,16 +317,41 @@ class Metering:
         if p.is_admin:
             return
         record = self._key(p.key_id)
-        if record is None or (record.rpm is None and record.tpm is None):
+        buckets = self._rate_buckets(p, record, tokens)
+        if buckets:
+            self._rate_verdict(p, record, tokens, self._counters.take(buckets, self._monotonic()))
+
+    async def acheck_rate(self, p: Principal, tokens: int) -> None:
+        """check_rate without blocking the loop (a key without limits touches no counter)."""
+        if p.is_admin:
             return
+        record = await self._akey(p.key_id)
+        buckets = self._rate_buckets(p, record, tokens)
+        if not buckets:
+            return
+        now = self._monotonic()
+        atake = getattr(self._counters, "atake", None)
+        if atake is not None:
+            wait = await atake(buckets, now)
+        elif self._shared_counters:
+            wait = await self._off_loop(self._counters.take, buckets, now)
+        else:
+            wait = self._counters.take(buckets, now)
+        self._rate_verdict(p, record, tokens, wait)
+
+    @staticmethod
+    def _rate_buckets(p: Principal, record: KeyRecord | None, tokens: int) -> list[tuple[str, float, float, float]]:
+        if record is None or (record.rpm is None and record.tpm is None):
+            return []
         buckets = []
         if record.rpm is not None:
             buckets.append((f"rpm:{p.key_id}", float(record.rpm), record.rpm / 60.0, 1.0))
         if record.tpm is not None and tokens > 0:
             buckets.append((f"tpm:{p.key_id}", float(record.tpm), record.tpm / 60.0, float(tokens)))
-        if not buckets:
-            return
-        wait = self._counters.take(buckets, self._monotonic())
+        return buckets
+
+    @staticmethod
+    def _rate_verdict(p: Principal, record: KeyRecord, tokens: int, wait: float) -> None:
         if wait == 0.0:
             return
         if math.isinf(wait):
@@ -242,14 +365,24 @@ class Metering:
 
     # budgets -----------------------------------------------------------------------------
     def _budgets(self, p: Principal) -> list[tuple[str, str, Budget]]:
+        return self._budget_list(p, self._key(p.key_id), self._tenant(p.tenant))
+
+    async def _abudgets(self, p: Principal) -> list[tuple[str, str, Budget]]:
+        return self._budget_list(p, await self._akey(p.key_id), await self._atenant(p.tenant))
+
+    @staticmethod
+    def _budget_list(p: Principal, record: KeyRecord | None, tenant: TenantRecord | None) -> list[tuple[str, str, Budget]]:
         out = []
-        record = self._key(p.key_id)
         if record is not None:
             out.append(("key", p.key_id, record.budget))
-        tenant = self._tenant(p.tenant)
         if tenant is not None:
             out.append(("tenant", p.tenant, tenant.budget))
         return out
+
+    @staticmethod
+    def _hard_limits(budgets: list[tuple[str, str, Budget]], now: float) -> list[tuple[Scope, int]]:
+        return [((kind, subject, b.period, period_key(b.period, now)), b.budget_pusd)
+                for kind, subject, b in budgets if b.budget_pusd is not None]
 
     def _ensure_loaded(self, scope: Scope, now: float) -> None:
         if self._counters.is_loaded(scope):
@@ -260,35 +393,174 @@ class Metering:
             spent = self._ledger.spend_pusd(kind=kind, subject=subject, since=since, until=until)
             self._counters.load(scope, spent)
 
+    def _inline_ok(self, limits: Sequence[tuple[Scope, int]]) -> bool:
+        """In-process counters with every scope loaded: nothing below can block."""
+        return not self._shared_counters and all(self._counters.is_loaded(scope) for scope, _ in limits)
+
+    def _reserve_limits(self, limits: list[tuple[Scope, int]], amount: int, now: float):
+        for scope, _ in limits:
+            self._ensure_loaded(scope, now)
+        return self._counters.try_reserve(limits, amount)
+
     def reserve(self, p: Principal, worst_case_usd: Decimal) -> Reservation:
-        """Hold the worst-case cost against the key's and the tenant's hard budgets."""
+        """Hold the worst-case cost against the key's and the tenant's hard budgets (no waiting:
+        areserve waits for requests in flight)."""
         amount = max(0, to_pusd(worst_case_usd))
         now = self._clock()
-        limits: list[tuple[Scope, int]] = []
-        if not p.is_admin:
-            for kind, subject, budget in self._budgets(p):
-                if budget.budget_pusd is None:
-                    continue
-                scope = (kind, subject, budget.period, period_key(budget.period, now))
-                self._ensure_loaded(scope, now)
-                limits.append((scope, budget.budget_pusd))
-        refused = self._counters.try_reserve(limits, amount) if limits else None  # no budget: no lock
+        limits = [] if p.is_admin else self._hard_limits(self._budgets(p), now)
+        refused = self._reserve_limits(limits, amount, now) if limits else None  # no budget: no lock
         if refused is not None:
-            raise BudgetExceeded(self._budget_message(p, refused, amount, now), retry_after_s=None)
+            raise self._refusal(p, refused, amount, now)
+        return self._reservation(p, amount, limits)
+
+    async def areserve(self, p: Principal, usd: Decimal, *, wait_s: float | None = None) -> Reservation:
+        """reserve without blocking the loop. While requests in flight hold what this one needs
+        (reason "held"), wait up to wait_s (default budget_wait_s) for them to settle; an
+        exhausted budget is refused at once."""
+        amount = max(0, to_pusd(usd))
+        if p.is_admin:
+            return self._reservation(p, amount, [])
+        budgets = await self._abudgets(p)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.budget_wait_s if wait_s is None else max(0.0, float(wait_s)))
+        poll = _POLL_S[0]
+        while True:
+            gen = self._settle_gen
+            now = self._clock()
+            limits = self._hard_limits(budgets, now)
+            if not limits:
+                return self._reservation(p, amount, [])
+            if self._inline_ok(limits):
+                refused = self._counters.try_reserve(limits, amount)
+            elif self._async_counters:
+                refused = await self._counters.atry_reserve(limits, amount)
+            else:
+                refused = await self._off_loop(self._reserve_limits, limits, amount, now)
+            if refused is None:
+                return self._reservation(p, amount, limits)
+            error = self._refusal(p, refused, amount, now)
+            left = deadline - loop.time()
+            if error.reason != "held" or left <= 0:
+                raise error
+            if gen != self._settle_gen:
+                continue  # something settled meanwhile: try again now
+            # other replicas' settlements are not signalled here: poll shared counters
+            await self._settled(loop, min(left, poll) if self._shared_counters else left)
+            poll = min(poll * 2, _POLL_S[1])
+
+    async def _settled(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        event = asyncio.Event()
+        waiter = (loop, event)
+        self._settle_waiters.add(waiter)
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._settle_waiters.discard(waiter)
+
+    def _notify_settled(self) -> None:
+        self._settle_gen += 1
+        for loop, event in list(self._settle_waiters):
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed
+                self._settle_waiters.discard((loop, event))
+
+    def _reservation(self, p: Principal, amount: int, limits: list[tuple[Scope, int]]) -> Reservation:
         return Reservation(
             id=next(self._rid), key_id=p.key_id, tenant=p.tenant, amount_usd=from_pusd(amount),
-            amount_pusd=amount, scopes=tuple(scope for scope, _ in limits))
+            amount_pusd=amount, scopes=tuple(scope for scope, _ in limits),
+            limits_pusd=tuple(limit for _, limit in limits))
+
+    async def atop_up(self, reservation: Reservation, extra_usd: Decimal) -> bool:
+        """Grow a held reservation by extra_usd on every scope it holds, atomically: False (and
+        the reservation unchanged) if that does not fit, the counters are unreachable, or it
+        was already settled."""
+        extra = to_pusd(extra_usd)
+        if extra <= 0:
+            return not reservation.settled
+        with self._settle_lock:
+            if reservation.settled:
+                return False
+            held = reservation.amount_pusd
+            if not reservation.scopes:  # no hard budget: nothing to check
+                reservation.amount_pusd += extra
+                reservation.amount_usd = from_pusd(reservation.amount_pusd)
+                return True
+        limits = list(zip(reservation.scopes, reservation.limits_pusd))
+        try:
+            if self._async_counters:
+                grown = await self._counters.atop_up(limits, held, extra)
+            elif self._shared_counters:
+                grown = await self._off_loop(self._counters.top_up, limits, held, extra)
+            else:
+                grown = self._counters.top_up(limits, held, extra)
+        except MeteringError:
+            return False
+        if not grown:
+            return False
+        with self._settle_lock:
+            if not reservation.settled and reservation.amount_pusd == held:
+                reservation.amount_pusd += extra
+                reservation.amount_usd = from_pusd(reservation.amount_pusd)
+                return True
+        self._counters.unreserve(reservation.scopes, extra)  # released (or grown) meanwhile: undo ours
+        self._notify_settled()
+        return False
+
+    async def aheadroom_usd(self, p: Principal) -> Decimal | None:
+        """What p can still reserve now: the least, over its hard budgets, of limit - spent -
+        reserved (never below 0); None when no hard budget applies."""
+        if p.is_admin:
+            return None
+        now = self._clock()
+        limits = self._hard_limits(await self._abudgets(p), now)
+        if not limits:
+            return None
+        if self._inline_ok(limits):
+            room = self._headroom(limits, now)
+        elif self._async_counters:
+            rooms = []
+            for scope, limit in limits:
+                spent, reserved = await self._counters.aspent(scope)
+                rooms.append(limit - spent - reserved)
+            room = max(0, min(rooms))
+        else:
+            room = await self._off_loop(self._headroom, limits, now)
+        return from_pusd(room)
+
+    def _headroom(self, limits: list[tuple[Scope, int]], now: float) -> int:
+        rooms = []
+        for scope, limit in limits:
+            self._ensure_loaded(scope, now)
+            spent, reserved = self._counters.spent(scope)
+            rooms.append(limit - spent - reserved)
+        return max(0, min(rooms))
+
+    def _refusal(self, p: Principal, refused, amount: int, now: float) -> BudgetExceeded:
+        (kind, subject, period, pkey), limit, spent, reserved = refused
+        reason = "exhausted" if spent + amount > limit else "held"
+        reset_at = None if period == "total" else period_bounds(period, now)[1]
+        if reason == "held":
+            retry_after = HELD_RETRY_AFTER_S
+        else:
+            retry_after = None if reset_at is None else max(0.0, reset_at - now)
+        return BudgetExceeded(self._budget_message(p, refused, amount, now, reason), reason=reason,
+                              reset_at=reset_at, retry_after_s=retry_after)
 
     @staticmethod
-    def _budget_message(p: Principal, refused, amount: int, now: float) -> str:
+    def _budget_message(p: Principal, refused, amount: int, now: float, reason: str) -> str:
         (kind, subject, period, pkey), limit, spent, reserved = refused
         who = f"key {subject} (tenant '{p.tenant}')" if kind == "key" else f"tenant '{subject}'"
         when = {"total": "total", "daily": f"daily ({pkey} UTC)", "monthly": f"monthly ({pkey} UTC)"}[period]
         reset = ""
         if period != "total":
             reset = f"; resets at {iso_utc(period_bounds(period, now)[1])}"
+        why = ("exhausted: the committed spend alone leaves no room for it" if reason == "exhausted"
+               else "held by requests in flight: retry when they settle")
         return (
-            f"budget exceeded for {who}: {when} budget {usd_text(limit)}, spent {usd_text(spent)}"
+            f"budget exceeded for {who} ({why}): {when} budget {usd_text(limit)}, spent {usd_text(spent)}"
             f" + {usd_text(reserved)} reserved by requests in flight; this request may cost up to {usd_text(amount)}{reset}")
 
     def release(self, reservation: Reservation | None) -> None:
@@ -298,33 +570,56 @@ class Metering:
             if reservation.settled:
                 return
             reservation.settled = True
-        self._counters.unreserve(reservation.scopes, reservation.amount_pusd)
+            amount = reservation.amount_pusd
+        self._counters.unreserve(reservation.scopes, amount)
+        if reservation.scopes:
+            self._notify_settled()
 
     def warnings(self, p: Principal) -> list[str]:
         """Soft-limit warnings (committed spend >= soft budget); each recorded once per period."""
         if p.is_admin:
             return []
-        out = []
         now = self._clock()
-        for kind, subject, budget in self._budgets(p):
-            soft = budget.soft_budget_pusd
-            if soft is None:
-                continue
-            scope = (kind, subject, budget.period, period_key(budget.period, now))
+        out = []
+        for kind, subject, budget, scope in self._soft_scopes(self._budgets(p), now):
             self._ensure_loaded(scope, now)
-            spent, _ = self._counters.spent(scope)
-            if spent < soft:
-                continue
-            who = f"key {subject}" if kind == "key" else f"tenant '{subject}'"
-            hard = f" (hard budget {usd_text(budget.budget_pusd)})" if budget.budget_pusd is not None else ""
-            message = f"{who} has spent {usd_text(spent)} of its {budget.period} soft budget of {usd_text(soft)}{hard}"
-            out.append(message)
-            if (scope, soft) not in self._soft_recorded:
-                self._soft_recorded.add((scope, soft))
-                audit = AuditRecord("soft_limit", kind, subject, f"{budget.period}:{scope[3]}", now, message)
-                if not self._writer.submit_audit(audit):
-                    self._append_audits([audit])
+            out += self._soft_warning(kind, subject, budget, scope, self._counters.spent(scope)[0], now)
         return out
+
+    async def awarnings(self, p: Principal) -> list[str]:
+        """warnings without blocking the loop (no soft budget: no counter touched)."""
+        if p.is_admin:
+            return []
+        now = self._clock()
+        out = []
+        for kind, subject, budget, scope in self._soft_scopes(await self._abudgets(p), now):
+            if self._inline_ok([(scope, 0)]):
+                spent = self._counters.spent(scope)[0]
+            elif self._async_counters:
+                spent = (await self._counters.aspent(scope))[0]
+            else:
+                spent = await self._off_loop(lambda s=scope: (self._ensure_loaded(s, now), self._counters.spent(s))[1][0])
+            out += self._soft_warning(kind, subject, budget, scope, spent, now)
+        return out
+
+    @staticmethod
+    def _soft_scopes(budgets, now: float):
+        return [(kind, subject, b, (kind, subject, b.period, period_key(b.period, now)))
+                for kind, subject, b in budgets if b.soft_budget_pusd is not None]
+
+    def _soft_warning(self, kind: str, subject: str, budget: Budget, scope: Scope, spent: int, now: float) -> list[str]:
+        soft = budget.soft_budget_pusd
+        if spent < soft:
+            return []
+        who = f"key {subject}" if kind == "key" else f"tenant '{subject}'"
+        hard = f" (hard budget {usd_text(budget.budget_pusd)})" if budget.budget_pusd is not None else ""
+        message = f"{who} has spent {usd_text(spent)} of its {budget.period} soft budget of {usd_text(soft)}{hard}"
+        if (scope, soft) not in self._soft_recorded:
+            self._soft_recorded.add((scope, soft))
+            audit = AuditRecord("soft_limit", kind, subject, f"{budget.period}:{scope[3]}", now, message)
+            if not self._writer.submit_audit(audit):
+                self._append_audits([audit])
+        return [message]
 
     # events ------------------------------------------------------------------------------
     def _event_scopes(self, event: UsageEvent) -> list[Scope]:
@@ -515,6 +810,7 @@ class Metering:
         self._ledger.insert_key(KeyRecord(
             key_id=key_id, tenant=tenant, name=name, secret_hash=keyfmt.hash_secret(key_id, secret),
             created=self._clock(), revoked_at=None, budget=budget, rpm=rpm, tpm=tpm))
+        self._unknown.pop(key_id, None)
         return key_id, keyfmt.format_key(key_id, secret)
 
     def list_keys(self, tenant: str | None = None) -> list[dict]:

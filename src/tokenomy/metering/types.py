@@ -53,6 +53,7 @@ class Reservation:
     amount_pusd: int
     scopes: tuple[tuple[str, str, str, str], ...]  # (kind, subject, period, period_key)
     settled: bool = False
+    limits_pusd: tuple[int, ...] = ()  # each scope's hard limit when reserved (top-ups check it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ settle (or the pipeline's `finally`) releases.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -16,20 +17,19 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from tokenomy.gateway.routing import AFFINITY_HEADER
 from tokenomy.gateway import validate as v
+from tokenomy.gateway.lifecycle import budget
 from tokenomy.gateway.errors import ApiError
 from tokenomy.gateway.lifecycle.state import Allowance, RequestCtx, header_safe
+from tokenomy.gateway.lifecycle.usage import UNSTATED_MAX_OUTPUT_TOKENS
 from tokenomy.metering import MeteringError
 from tokenomy.tokencount import counter_for
 
 if TYPE_CHECKING:
     from tokenomy.gateway.plans import PlanState
     from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRuntime
-
-# Reserve a little above our own input estimate: an upstream's tokenizer may count more.
-INPUT_MARGIN = 1.1
-INPUT_SLACK_TOKENS = 16
-
+    from tokenomy.metering.types import Reservation
 
 @dataclass(slots=True)
 class Admitted:
@@ -40,38 +40,45 @@ class Admitted:
     routed: bool = False  # served through a routed alias (its prompt may be stored for feedback)
 
 
-def worst_case_usd(deployments, input_tokens: int, max_output_tokens: int) -> Decimal:
-    """Worst case over `deployments`: no cache hits, all of max_output_tokens generated at the
-    highest output/reasoning price."""
-    inp = int(input_tokens * INPUT_MARGIN) + INPUT_SLACK_TOKENS
-    best = 0.0
-    for d in deployments:  # floats: the input margin dwarfs any rounding
-        c = inp * d.p_in + max_output_tokens * (d.p_out if d.p_out >= d.p_reason else d.p_reason)
-        if c > best:
-            best = c
-    return Decimal(repr(best))
-
-
 class Admission:
     def __init__(self, gw):
         self.gw = gw
 
-    def authenticate(self, request: web.Request):
+    @staticmethod
+    def _secret(request: web.Request) -> str:
         auth = request.headers.get("Authorization")
         if not auth:
-            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+            # Anthropic-style clients (the anthropic SDK, agents built on it) send `x-api-key`.
+            key = request.headers.get("x-api-key", "").strip()
+            if key:
+                return key
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')",
+                           code="missing_api_key")
         scheme, _, secret = auth.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise ApiError(401, "malformed Authorization header: expected 'Bearer <key>'",
                            code="invalid_api_key")
+        return secret.strip()
+
+    def authenticate(self, request: web.Request):
         try:
-            return self.gw.metering.authenticate(secret.strip())
+            return self.gw.metering.authenticate(self._secret(request))
+        except MeteringError as exc:
+            raise ApiError(exc.status, exc.message, code=exc.code) from None
+
+    async def aauthenticate(self, request: web.Request):
+        """authenticate, with the key look-up off the event loop (Metering.aauthenticate)."""
+        m = self.gw.metering
+        if not hasattr(m, "aauthenticate"):
+            return self.authenticate(request)
+        try:
+            return await m.aauthenticate(self._secret(request))
         except MeteringError as exc:
             raise ApiError(exc.status, exc.message, code=exc.code) from None
 
     async def admit(self, request: web.Request, kind: str, rid: str, t0: float) -> Admitted:
         gw = self.gw
-        principal = self.authenticate(request)
+        principal = await self.aauthenticate(request)
         body = v.parse_body(await gw._read_body(request))
         alias = v.require_str(body, "model")
         stream = v.opt_bool(body, "stream")
@@ -124,28 +131,32 @@ class Admission:
                 headers = {"x-tokenomy-request-id": rid}
             headers.update(plan_headers)
         try:
-            # ---- rank, rate limit, reserve
-            decision = group.rank(input_tokens, max_tokens)
+            # ---- rank, rate limit, reserve for the deployment chosen
+            decision = group.rank(input_tokens, max_tokens, body)
+            if decision.affinity is not None:  # policy prefix-affinity (gateway/routing.py)
+                headers[AFFINITY_HEADER] = (f"routed; {decision.affinity_tokens} prompt tokens believed cached"
+                                            if decision.affinity else "no")
             cascade = route if route is not None and route.policy == "cascade" else None
-            out_limit = max_tokens or gw.default_max_tokens
-            max_out = out_limit * n_choices
-            worst = worst_case_usd(group.deployments, input_tokens, max_out)
-            if cascade is not None:  # the weak call, then maybe the strong one (and a judge call)
-                worst += worst_case_usd(cascade.candidates[-1].deployments, input_tokens, max_out)
-                if cascade.judge is not None:
-                    worst += worst_case_usd(cascade.judge[0].deployments, input_tokens * 2 + 400,
-                                            cascade.judge[1].max_tokens)
-            if plan_state is not None:
-                worst = gw.plans.worst_case_usd(plan_state, input_tokens, max_out, worst)
             m = gw.metering
             try:
-                m.check_rate(principal, input_tokens + int(decision.predicted_output_tokens))
-                reservation = m.reserve(principal, worst)
+                tokens = input_tokens + int(decision.predicted_output_tokens)
+                if hasattr(m, "acheck_rate"):
+                    await m.acheck_rate(principal, tokens)
+                else:
+                    m.check_rate(principal, tokens)
             except MeteringError as exc:
                 err_headers = {}
                 if exc.retry_after_s is not None:
                     err_headers["Retry-After"] = str(max(1, int(-(-exc.retry_after_s // 1))))
                 raise ApiError(exc.status, exc.message, code=exc.code, headers=err_headers) from None
+            try:
+                reservation, out_limit, capped = await self._reserve(principal, plan_state, decision.order, cascade,
+                                                                     input_tokens, max_tokens, n_choices)
+            except budget.BudgetRefused as exc:
+                raise budget.refusal_error(exc.refusal) from None
+            if capped:  # the client set no max_tokens: the upstream gets what the budget affords
+                body["max_tokens"] = out_limit
+                headers["x-tokenomy-max-tokens-capped"] = str(out_limit)
             warnings = m.warnings(principal)
             if warnings:
                 headers["x-tokenomy-warning"] = header_safe("; ".join(warnings))
@@ -159,9 +170,66 @@ class Admission:
         ctx = RequestCtx(rid, t0, principal, kind, body, stream, input_tokens, group, headers,
                          client_usage=bool(so and so.get("include_usage")), max_tokens=max_tokens,
                          out_limit_tokens=out_limit, n_choices=n_choices, reservation=reservation,
+                         reserved_usd=reservation.amount_usd,
                          allowance=Allowance(reservation.amount_usd) if reservation.scopes else None,
                          plan=plan_state, route=route_extra, prompt=prompt)
         return Admitted(ctx, decision.order, cascade, priced, routed=route is not None)
+
+    async def _reserve(self, principal, plan_state, order: list[DeploymentRuntime], cascade, input_tokens: int,
+                       max_tokens: int | None, n: int) -> tuple[Reservation, int, bool]:
+        """(reservation, max output tokens per choice, whether the gateway capped max_tokens).
+
+        Priced at the deployment chosen (order[0]); a dearer fallback tops it up (dispatch).
+        Without max_tokens and with a hard budget, the output is capped to what the budget
+        affords on that deployment (at most its output limit) and that is reserved; without a
+        hard budget nothing is capped (the reservation then holds nothing back)."""
+        gw = self.gw
+        m, plans, wait_s = gw.metering, gw.plans, gw.budget_wait_s
+        chosen = order[0]
+        limit = chosen.cfg.max_output_tokens or gw.default_max_tokens
+        if cascade is not None:  # the weak call, then maybe the strong one (and a judge call): group-wide
+            out = max_tokens or gw.default_max_tokens
+            worst = budget.worst_case_usd(cascade.candidates[0].deployments, input_tokens, out * n)
+            worst += budget.worst_case_usd(cascade.candidates[-1].deployments, input_tokens, out * n)
+            if cascade.judge is not None:
+                worst += budget.worst_case_usd(cascade.judge[0].deployments, input_tokens * 2 + 400,
+                                               cascade.judge[1].max_tokens)
+            if plan_state is not None:
+                worst = plans.worst_case_usd(plan_state, input_tokens, out * n, worst)
+            return await budget.reserve(m, principal, worst, wait_s=wait_s), out, False
+        if max_tokens is not None:
+            worst = budget.priced_worst_usd(plans, plan_state, [chosen], input_tokens, max_tokens * n)
+            return await budget.reserve(m, principal, worst, wait_s=wait_s), max_tokens, False
+        headroom = await budget.headroom_usd(m, principal)
+        if headroom is None:  # no hard budget: the upstream's own default applies, bounded for billing
+            worst = budget.priced_worst_usd(plans, plan_state, [chosen], input_tokens, gw.default_max_tokens * n)
+            out = chosen.cfg.max_output_tokens or UNSTATED_MAX_OUTPUT_TOKENS
+            return await budget.reserve(m, principal, worst, wait_s=wait_s), out, False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (budget.DEFAULT_WAIT_S if wait_s is None else wait_s)
+        seen = gw.longest_output.get(chosen.name)
+        while True:
+            cap = budget.affordable_output_tokens(plans, plan_state, chosen, input_tokens, n, headroom, limit)
+            if cap < limit and seen:
+                # A tight budget: reserving all it affords would let one request hold it all and make
+                # concurrent ones wait. Cap at the longest output this deployment has produced: an
+                # answer is cut short only if it is longer than any seen (and the header says so).
+                cap = min(cap, seen)
+            left_s = max(0.0, deadline - loop.time())
+            if cap >= 1:
+                worst = budget.priced_worst_usd(plans, plan_state, [chosen], input_tokens, cap * n)
+                try:
+                    return await budget.reserve(m, principal, worst, wait_s=0.0), cap, True
+                except budget.BudgetRefused:
+                    if left_s <= 0:
+                        raise
+                    await asyncio.sleep(budget.POLL_S)  # another request took it first: look again
+            else:  # not one token fits now: wait (bounded) for in-flight reservations to settle
+                one = budget.priced_worst_usd(plans, plan_state, [chosen], input_tokens, n)
+                m.release(await budget.reserve(m, principal, one, wait_s=left_s))  # raises when exhausted
+            headroom = await budget.headroom_usd(m, principal)
+            if headroom is None:  # the budget was lifted meanwhile
+                headroom = Decimal(10**12)
 
     def _apply_plan(self, principal, group: GroupRuntime) -> tuple[PlanState, GroupRuntime, dict[str, str]]:
         """The tenant's plan caps, before anything is reserved or sent: block raises a 429 naming the

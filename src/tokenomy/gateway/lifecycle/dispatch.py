@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import orjson
 
 from tokenomy.gateway.errors import ApiError
-from tokenomy.gateway.lifecycle import wire
+from tokenomy.gateway.lifecycle import budget, wire
 from tokenomy.gateway.lifecycle.retry import RetryPolicy, classify_exception, classify_status, garbage
 from tokenomy.gateway.lifecycle.state import Failure, OpenStream, RequestCtx, UnaryResult
-from tokenomy.gateway.upstream import event_data, read_event
+from tokenomy.gateway.upstream import MAX_EVENT_BYTES, event_data, read_capped, read_event
 
 if TYPE_CHECKING:
     from tokenomy.gateway.health import RetryBudget
@@ -29,15 +31,20 @@ if TYPE_CHECKING:
     from tokenomy.gateway.routing import DeploymentRuntime
 
 
+_PICO = Decimal("1e-12")
+
+
 class Attempts:
     """The deployments one request may try, in order: the ranked ones, then those whose failure
     allows another try (after its backoff). At most policy.max_attempts; every attempt after the
     first spends a retry-budget token; a deployment whose breaker refuses is skipped."""
 
-    __slots__ = ("policy", "budget", "order", "pos", "tried", "again", "failures")
+    __slots__ = ("policy", "budget", "order", "pos", "tried", "again", "failures", "fits")
 
-    def __init__(self, order: list[DeploymentRuntime], policy: RetryPolicy, budget: RetryBudget):
+    def __init__(self, order: list[DeploymentRuntime], policy: RetryPolicy, budget: RetryBudget,
+                 fits: Callable[[DeploymentRuntime], Awaitable[bool]] | None = None):
         self.policy, self.budget, self.order = policy, budget, order
+        self.fits = fits  # may this deployment be tried within the request's reservation (topped up)?
         self.pos = 0
         self.tried = 0
         self.again: list[tuple[DeploymentRuntime, float]] = []  # (deployment, delay before retrying it)
@@ -53,6 +60,8 @@ class Attempts:
                 d, delay = self.again.pop(0)
             else:
                 return None
+            if self.fits is not None and not await self.fits(d):
+                continue
             if self.tried and not self.budget.try_spend():
                 return None
             if delay > 0:
@@ -75,8 +84,22 @@ class Dispatcher:
         self.gw = gw  # session, lean client, timeouts, metrics, retry budget and policy
         self.metrics: Metrics = gw.metrics
 
-    def attempts(self, order: list[DeploymentRuntime]) -> Attempts:
-        return Attempts(order, self.gw.retry_policy, self.gw.retry_budget)
+    def attempts(self, ctx: RequestCtx, order: list[DeploymentRuntime]) -> Attempts:
+        fits = None
+        if ctx.reservation is not None and ctx.allowance is not None:  # a hard budget to respect
+            fits = lambda d: self._fits(ctx, d)  # noqa: E731
+        return Attempts(order, self.gw.retry_policy, self.gw.retry_budget, fits)
+
+    async def _fits(self, ctx: RequestCtx, d: DeploymentRuntime) -> bool:
+        """A deployment dearer than what is reserved is tried only if the reservation can be topped
+        up to its worst case; else it is skipped (recorded in the event's attempts)."""
+        need = budget.priced_worst_usd(self.gw.plans, ctx.plan, [d], ctx.input_tokens,
+                                       ctx.out_limit_tokens * ctx.n_choices)
+        if need <= ctx.reserved_usd + _PICO or await budget.top_up(self.gw.metering, ctx, need - ctx.reserved_usd):
+            return True
+        ctx.attempts.append({"deployment": d.name, "error": "budget",
+                             "message": f"skipped: its worst case ${need:.6g} does not fit the budget"})
+        return False
 
     def fail(self, ctx: RequestCtx, d: DeploymentRuntime, f: Failure, plan: Attempts | None = None) -> None:
         """Record a failed attempt: breaker, metrics, the event's `attempts`, maybe a retry."""
@@ -113,7 +136,7 @@ class Dispatcher:
         session = gw.session
         assert session is not None, "gateway not started"
         timeout = gw.unary_timeout
-        plan = self.attempts(order)
+        plan = self.attempts(ctx, order)
         last: DeploymentRuntime | None = None
         while (d := await plan.next()) is not None:
             last = d
@@ -155,7 +178,7 @@ class Dispatcher:
     async def open_stream(self, ctx: RequestCtx, order: list[DeploymentRuntime]) -> OpenStream | UnaryResult:
         """Connect and read the first SSE event (within first_byte_s), failing over or retrying
         until one deployment sends it. A 4xx passes through (UnaryResult client_error)."""
-        plan = self.attempts(order)
+        plan = self.attempts(ctx, order)
         last: DeploymentRuntime | None = None
         while (d := await plan.next()) is not None:
             last = d
@@ -189,7 +212,7 @@ class Dispatcher:
             async with asyncio.timeout(gw.first_byte_s):
                 resp = await wire.open_stream(session, gw.stream_timeout, ctx, d)
                 if resp.status != 200:
-                    raw = await resp.read()
+                    raw = await read_capped(resp, MAX_EVENT_BYTES)  # an error body: small
                     resp.release()
                     f = classify_status(resp.status, raw, resp.headers.get("Retry-After"))
                     return f if f is not None else (resp, raw)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -46,6 +46,7 @@ class Settler:
     def __init__(self, gw):
         self.metering, self.metrics, self.plans = gw.metering, gw.metrics, gw.plans
         self.request_log = None  # tokenomy.observe.requestlog.RequestLog, set by the app when enabled
+        self.longest_output: dict[str, int] = gw.longest_output  # per deployment, for budget caps (admit)
 
     # ------------------------------------------------------------------ usage -> event
     def bill(self, ctx: RequestCtx, d: DeploymentRuntime, usage: object,
@@ -64,6 +65,8 @@ class Settler:
               http_status: int, ttft_ms: float | None = None, energy_j: float | None = None) -> UsageEvent:
         """One usage event; billed None: nothing billable (the call failed before any work)."""
         extra: dict = {"policy": ctx.group.policy}
+        if "x-tokenomy-prefix-affinity" in ctx.headers:  # policy prefix-affinity: routed for the cache?
+            extra["prefix_affinity"] = ctx.headers["x-tokenomy-prefix-affinity"].startswith("routed")
         if d is not None and billed is not None:
             counts = billed.counts
             inp, cached, out, reasoning = counts
@@ -75,7 +78,7 @@ class Settler:
             if a is not None:
                 if price > a.left_usd:  # never settle more than was reserved
                     extra["uncapped_price_usd"] = fmt_usd(price)
-                    price = a.left_usd
+                    price = a.left_usd.quantize(_PICO, rounding=ROUND_DOWN)
                     if cost > price and ctx.plan is None:
                         cost = price
                 a.left_usd -= price
@@ -117,7 +120,7 @@ class Settler:
         if r.status == "ok":
             assert r.d is not None
             b = self.bill(ctx, r.d, r.usage, lambda: counter_for(r.d).count_text(response_text(r.obj, ctx.kind)))
-            _learn(ctx, r.d, b.counts, None, None, r.t_start, r.t_end)
+            _learn(self.longest_output, ctx, r.d, b.counts, None, None, r.t_start, r.t_end)
             return self.event(ctx, r.d, b, status="ok", http_status=200, energy_j=r.energy_j)
         assert r.err is not None
         return self.event(ctx, r.d, None, status="error" if r.status == "client_error" else "upstream_error",
@@ -183,7 +186,7 @@ class Settler:
         else:
             status, http_status = "ok", 200
             d.breaker.success()
-            _learn(ctx, d, b.counts, None if rl.t_first is None else (rl.t_first - s.t_start) * 1000.0, rl.t_first,
+            _learn(self.longest_output, ctx, d, b.counts, None if rl.t_first is None else (rl.t_first - s.t_start) * 1000.0, rl.t_first,
                    s.t_start, time.perf_counter())
         ttft_ms = None if rl.t_first is None else (rl.t_first - ctx.t0) * 1000.0
         ev = self.event(ctx, d, b, status=status, http_status=http_status, ttft_ms=ttft_ms, energy_j=rl.energy_j)
@@ -304,13 +307,16 @@ def _prompt_text(ctx: RequestCtx) -> str:
     return x if isinstance(x, str) else orjson.dumps(x).decode()
 
 
-def _learn(ctx: RequestCtx, d: DeploymentRuntime, counts, ttft_ms: float | None, t_first: float | None,
+def _learn(longest_output: dict[str, int], ctx: RequestCtx, d: DeploymentRuntime, counts, ttft_ms: float | None, t_first: float | None,
            t_start: float, t_end: float) -> None:
     """Feed the routing EWMAs from a served call: cached-input share, output length, TTFT/TPOT."""
     inp, cached, out, _ = counts
     if inp > 0:
         d.cached_frac.update(cached / inp)
     ctx.group.observe_output(out)
+    per_choice = -(-out // max(1, ctx.n_choices))
+    if per_choice > longest_output.get(d.name, 0):
+        longest_output[d.name] = per_choice
     if ttft_ms is not None:
         d.ttft_ms.update(ttft_ms)
         if out > 1 and t_first is not None:

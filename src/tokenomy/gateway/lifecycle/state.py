@@ -64,6 +64,8 @@ class RequestCtx:
     out_limit_tokens: int = 4096  # max tokens per choice the upstream may generate (bounds its usage)
     n_choices: int = 1
     reservation: Reservation | None = None
+    reserved_usd: Decimal = Decimal(0)  # what the reservation (with its top-ups) holds
+    extra_holds: list = field(default_factory=list)  # top-ups held as reservations of their own
     allowance: Allowance | None = None  # None: no hard budget to protect
     plan: PlanState | None = None
     route: dict | None = None  # extra["route"] of a routed alias (quality router / cascade)

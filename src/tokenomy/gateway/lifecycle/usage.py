@@ -24,6 +24,10 @@ MAX_COUNT = 2**53
 COMPLETION_SLACK_TOKENS = 16
 PROMPT_MARGIN = 2.0
 PROMPT_SLACK_TOKENS = 64
+# The output bound of a request that set no max_tokens, on a key without a hard budget (nothing
+# was capped): above the largest documented output limit of current API models (OpenAI o1/o3:
+# 100,000 completion tokens, platform.openai.com model pages, checked 2025).
+UNSTATED_MAX_OUTPUT_TOKENS = 131_072
 
 Counts = tuple[int, int, int, int]  # input incl. cached, cached input, output incl. reasoning, reasoning
 

@@ -2,7 +2,10 @@
 
 Everything dispatch knows about the upstream's wire format is here (OpenAI chat/completions,
 the request body forwarded as is with `model` swapped, the answer's bytes passed through). A
-provider adapter (gateway/providers) plugs in by replacing these few functions per deployment.
+provider adapter (gateway/providers) plugs in here: a deployment with `d.adapter` (any
+provider but openai) has its request built by the adapter, and its answer (unary body, error
+body, or stream) turned back into OpenAI's wire format before dispatch and relay read it, so
+both stay provider-blind. `d.adapter is None` is the untouched OpenAI fast path.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from typing import TYPE_CHECKING
 import aiohttp
 import orjson
 
-from tokenomy.gateway.upstream import LeanClient, UpstreamResponse, reported_energy_joules
+from tokenomy.gateway.providers.base import ProviderError, UpstreamRequest
+from tokenomy.gateway.providers.stream import TranslatedStream
+from tokenomy.gateway.upstream import (DEFAULT_MAX_RESPONSE_BYTES, LeanClient, UpstreamResponse, read_capped,
+                                      reported_energy_joules)
 
 if TYPE_CHECKING:
     from tokenomy.gateway.lifecycle.state import RequestCtx
@@ -42,19 +48,69 @@ async def post(session: aiohttp.ClientSession, lean: LeanClient | None, timeout:
                ctx: RequestCtx, d: DeploymentRuntime) -> UpstreamResponse:
     """One unary call, the whole answer read: the lean client for plain http://, aiohttp for the
     rest (https, ...). Raises aiohttp.ClientError / OSError / TimeoutError."""
-    target, data = url(ctx, d), payload(ctx, d)
+    if d.adapter is not None:
+        return await _post_adapted(session, lean, timeout, ctx, d)
+    return await _send(session, lean, timeout, url(ctx, d), payload(ctx, d), d.headers)
+
+
+async def _send(session, lean, timeout, target: str, data: bytes, headers: dict[str, str]) -> UpstreamResponse:
     if lean is not None:
-        resp = await lean.post(target, data, d.headers, total_s=timeout.total, connect_s=timeout.connect)
+        resp = await lean.post(target, data, headers, total_s=timeout.total, connect_s=timeout.connect)
         if resp is not None:
             return resp
-    async with session.post(target, data=data, headers=d.headers, timeout=timeout) as r:
-        raw = await r.read()
+    async with session.post(target, data=data, headers=headers, timeout=timeout) as r:
+        raw = await read_capped(r, lean.max_response_bytes if lean is not None else DEFAULT_MAX_RESPONSE_BYTES)
         return UpstreamResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, raw)
 
 
 async def open_stream(session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout, ctx: RequestCtx,
                       d: DeploymentRuntime) -> aiohttp.ClientResponse:
+    if d.adapter is not None:
+        return await _open_adapted(session, timeout, ctx, d)
     return await session.post(url(ctx, d), data=payload(ctx, d), headers=d.headers, timeout=timeout)
+
+
+_JSON = {"content-type": "application/json"}
+
+
+async def _build(ctx: RequestCtx, d: DeploymentRuntime) -> UpstreamRequest | ProviderError:
+    ad = d.adapter
+    if ad.needs_prepare:
+        await ad.prepare()
+    req = ad.build_request(ctx.body, d, stream=ctx.stream, kind=ctx.kind)
+    if isinstance(req, UpstreamRequest) and req.warnings:
+        w = "; ".join(req.warnings)
+        old = ctx.headers.get("x-tokenomy-warning")
+        if not old or w not in old:
+            ctx.headers["x-tokenomy-warning"] = "".join(ch if 32 <= ord(ch) < 127 else "?"
+                                                       for ch in (f"{old}; {w}" if old else w))
+    return req
+
+
+async def _post_adapted(session, lean, timeout, ctx: RequestCtx, d: DeploymentRuntime) -> UpstreamResponse:
+    req = await _build(ctx, d)
+    if isinstance(req, ProviderError):  # the body cannot be expressed for this provider
+        return UpstreamResponse(req.status, dict(_JSON), req.raw)
+    resp = await _send(session, lean, timeout, req.url, req.body, req.headers)
+    if d.adapter.passthrough and resp.status < 400:
+        return resp
+    out = d.adapter.parse_response(resp.status, resp._headers, resp.body, req)
+    if isinstance(out, ProviderError):
+        hdrs = dict(_JSON)
+        if out.status == 429 and resp.get("retry-after"):
+            hdrs["retry-after"] = resp.get("retry-after")
+        return UpstreamResponse(out.status, hdrs, out.raw)
+    return UpstreamResponse(200, dict(_JSON), orjson.dumps(out))
+
+
+async def _open_adapted(session, timeout, ctx: RequestCtx, d: DeploymentRuntime):
+    req = await _build(ctx, d)
+    if isinstance(req, ProviderError):
+        return TranslatedStream.rejected(req)
+    resp = await session.post(req.url, data=req.body, headers=req.headers, timeout=timeout)
+    if d.adapter.passthrough and resp.status == 200:
+        return resp
+    return TranslatedStream(d.adapter, req, resp)
 
 
 def energy_j(obj: dict, header: str | None) -> float | None:

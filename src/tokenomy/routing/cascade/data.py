@@ -115,11 +115,11 @@ def convert_alpacaeval_outputs(path: Path | str, weak: str | Sequence[str] = AE_
     for i, inst in enumerate(order):
         answers = by_inst[inst]
         s = answers.get(strong, {}).get(AE_FIELD)
-        if s is None:
+        if s is None or not 0.0 <= float(s) <= 1.0:   # the source marks 22 unannotated answers with -1
             continue
         for m in weak_models:
             a = answers.get(m)
-            if a is None or a.get(AE_FIELD) is None or a.get("output") is None:
+            if a is None or a.get(AE_FIELD) is None or a.get("output") is None or not 0.0 <= float(a[AE_FIELD]) <= 1.0:
                 continue
             rows.append(CascadeRow(f"alpacaeval/{a.get('dataset', '')}/{i}/{m}", inst, float(a[AE_FIELD]),
                                    float(s), a["output"], "alpacaeval", m))

@@ -66,10 +66,18 @@ class _Features:
 
 
 def _prompt_only(train: Sequence[CascadeRow], test: Sequence[CascadeRow], seed: int) -> np.ndarray:
-    from tokenomy.routing.quality.lexical import train_lexical
+    """The prompt-only gate to compare with: the default's kind (task router), fitted on the same
+    training rows as the verifier (so leave-one-source-out holds for it too)."""
+    from tokenomy.routing.quality.taskrouter import train_task_router
 
-    r = train_lexical([x.prompt for x in train], [x.weak for x in train], [x.strong for x in train], seed=seed)
-    return np.array([r.strong_win_rate(x.prompt) for x in test])
+    r = train_task_router([x.prompt for x in train], [x.weak for x in train], [x.strong for x in train],
+                          [x.source or "all" for x in train])
+    return r.scores([x.prompt for x in test])
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 def _report(rows: Sequence[CascadeRow], escalate: np.ndarray, prompt_scores: np.ndarray | None,
@@ -88,6 +96,8 @@ def _report(rows: Sequence[CascadeRow], escalate: np.ndarray, prompt_scores: np.
         if prompt_scores is not None:
             entry["prompt_only"] = ev(prompt_scores)
             entry["cascade_minus_prompt_only"] = round(entry["cascade"]["apgr"] - entry["prompt_only"]["apgr"], 4)
+            # both signals, unweighted (nothing fitted): logit(escalate) + logit(prompt score)
+            entry["cascade_plus_prompt"] = ev(_logit(escalate) + _logit(prompt_scores))
         if price_ratios:
             cc = curve(escalate[j], weak[j], strong[j])
             pc = None if prompt_scores is None else curve(prompt_scores[j], weak[j], strong[j])

@@ -8,7 +8,7 @@ leave-one-source-out validation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +158,32 @@ def load_alpacaeval_matrix(path: Path | str, field: str = "ae1_win_vs_davinci003
         prompts.append(obj["instruction"])
         mat.append(row)
     return QualityMatrix(prompts, models, np.array(mat))
+
+
+# Size ladders for group labels (AlpacaEval 1, GPT-4 judge vs text-davinci-003). One pair of models
+# is a noisy 0/1 per prompt; the mean over a group of small models vs a group of large ones is a
+# graded "how much does a stronger model help here" on the same scale as RouteLLM's correctness gap.
+ALPACAEVAL_WEAK_GROUP = ("llama-2-7b-chat-hf", "tulu-2-dpo-7b", "zephyr-7b-beta", "zephyr-7b-alpha", "alpaca-7b",
+                         "minichat-3b", "minichat-1.5-3b", "phi-2-dpo", "phi-2-sft")
+ALPACAEVAL_STRONG_GROUP = ("gpt4", "gpt4_0314", "gpt4_1106_preview", "claude-2", "llama-2-70b-chat-hf",
+                           "tulu-2-dpo-70b", "mistral-medium", "Yi-34B-Chat")
+
+
+def convert_alpacaeval_groups(path: Path | str, weak: Sequence[str] = ALPACAEVAL_WEAK_GROUP,
+                              strong: Sequence[str] = ALPACAEVAL_STRONG_GROUP,
+                              field: str = "ae1_win_vs_davinci003", min_models: int = 3) -> list[Row]:
+    """AlpacaEval rows whose weak/strong quality is the mean score of a group of weak / strong models
+    (a prompt needs `min_models` scored models in each group)."""
+    bad = (set(weak) | set(strong)) & ALPACAEVAL_EXCLUDED
+    if bad:
+        raise TokenomyError(f"models {sorted(bad)} are excluded from AlpacaEval data (unreliable source entry)")
+    rows = []
+    for i, obj in enumerate(_jsonl(Path(path))):
+        scores = obj.get(field) or {}
+        w = [float(scores[m]) for m in weak if scores.get(m) is not None]
+        s = [float(scores[m]) for m in strong if scores.get(m) is not None]
+        if len(w) < min_models or len(s) < min_models:
+            continue
+        rows.append(Row(f"alpacaeval/{obj.get('dataset', '')}/{i}", obj["instruction"],
+                        sum(w) / len(w), sum(s) / len(s), "alpacaeval"))
+    return rows

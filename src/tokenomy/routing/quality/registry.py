@@ -12,9 +12,12 @@ import numpy as np
 from tokenomy.errors import TokenomyError, UnknownNameError
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
+# default: the task router (task kind + demand, numpy only); lexical: the earlier hashed n-gram
+# router (kept for comparison: it learned which data set a prompt came from)
 DEFAULT_ARTIFACT = ARTIFACT_DIR / "default.npz"
+LEXICAL_ARTIFACT = ARTIFACT_DIR / "lexical.npz"
 MF_ARTIFACT = ARTIFACT_DIR / "mf_alpacaeval.npz"
-ROUTER_NAMES = ("default", "lexical", "mf", "embed", "random", "length", "oracle")
+ROUTER_NAMES = ("default", "task", "lexical", "mf", "embed", "random", "length", "oracle")
 
 
 class QualityRouter(Protocol):
@@ -34,6 +37,13 @@ def load_artifact(path: Path | str):
     except (OSError, ValueError, KeyError) as exc:
         raise TokenomyError(f"{path}: not a router artifact ({exc})") from None
     kind = header.get("kind")
+    if kind == "task-lr":
+        from tokenomy.routing.quality.taskrouter import TaskRouter
+
+        try:
+            return TaskRouter.from_npz(data, header)
+        except (KeyError, ValueError) as exc:
+            raise TokenomyError(f"{path}: {exc}") from None
     if kind == "lexical-lr":
         from tokenomy.routing.quality.lexical import LexicalRouter
 
@@ -62,8 +72,10 @@ def load_router(name: str = "default", *, model: Path | str | None = None, seed:
         if rows is None:
             raise TokenomyError("the oracle router needs labelled rows (use it with `tokenomy route eval`)")
         return baselines.OracleRouter(rows)
-    if name in ("default", "lexical"):
+    if name in ("default", "task"):
         return load_artifact(model or DEFAULT_ARTIFACT)
+    if name == "lexical":
+        return load_artifact(model or LEXICAL_ARTIFACT)
     if name == "mf":
         return load_artifact(model or MF_ARTIFACT)
     if name == "embed":

@@ -57,11 +57,32 @@ DEFAULT_EXPERT_FORMATS = ("math_word_problem",)
 DEFAULT_EXPERT_SHARED = False
 
 
+def task_trainer(*, l2: float | None = None, use_prior: bool = True, balance_sources: bool = True) -> Trainer:
+    """Trainer of the task router (`taskrouter`); each distinct prompt is featurised once."""
+    from tokenomy.routing.quality.taskrouter import DEFAULT_L2, feature_matrix, train_task_router
+
+    cache: dict[str, np.ndarray] = {}
+
+    def train(rows: Sequence[Row]):
+        new = [p for p in dict.fromkeys(r.prompt for r in rows) if p not in cache]
+        if new:
+            cache.update(zip(new, feature_matrix(new)))
+        x = np.array([cache[r.prompt] for r in rows])
+        return train_task_router([], [r.weak for r in rows], [r.strong for r in rows],
+                                 [r.source or "all" for r in rows], l2=DEFAULT_L2 if l2 is None else l2,
+                                 use_prior=use_prior, x=x,
+                                 sample_weight=source_balanced_weights(rows) if balance_sources else None,
+                                 meta={"balance_sources": balance_sources})
+    return train
+
+
 def make_trainer(kind: str, *, seed: int = 0, c: float = 1.0, sparse_scale: float | None = None,
                  balance_sources: bool = False, format_experts: bool = True,
                  expert_scale: float | None = None, expert_formats: Sequence[str] | None = None,
-                 expert_shared: bool | None = None) -> Trainer:
-    if kind in ("lexical", "default"):
+                 expert_shared: bool | None = None, l2: float | None = None, use_prior: bool = True) -> Trainer:
+    if kind in ("task", "default"):
+        return task_trainer(l2=l2, use_prior=use_prior)
+    if kind == "lexical":
         from tokenomy.routing.quality.lexical import FeatureCache, train_gated, train_lexical
 
         spec = lexical_spec(format_experts=format_experts, expert_scale=expert_scale, sparse_scale=sparse_scale,
@@ -87,7 +108,7 @@ def make_trainer(kind: str, *, seed: int = 0, c: float = 1.0, sparse_scale: floa
 
         return lambda rows: train_embed([r.prompt for r in rows], [r.weak for r in rows],
                                         [r.strong for r in rows], c=c, seed=seed)
-    raise TokenomyError(f"router '{kind}' is not trained from weak/strong rows (use lexical or embed)")
+    raise TokenomyError(f"router '{kind}' is not trained from weak/strong rows (use task, lexical or embed)")
 
 
 def _scores(router, prompts: Sequence[str]) -> np.ndarray:
@@ -151,3 +172,37 @@ def leave_one_source_out(rows: Sequence[Row], trainer: Trainer, *, seed: int = 0
         if progress:
             progress()
     return {"by_source": out}
+
+
+def group_of(row: Row) -> str:
+    """The subject / sub-collection a row belongs to, from its id: `mmlu/<subject>/<i>`,
+    `alpacaeval/<dataset>/<i>`; rows without one (GSM8K) are their own group."""
+    parts = row.id.split("/")
+    return "/".join(parts[:2]) if len(parts) >= 3 and row.source in ("mmlu", "alpacaeval") else row.id
+
+
+def grouped_cross_validate(rows: Sequence[Row], trainer: Trainer, *, folds: int = 5, seed: int = 0,
+                           n_boot: int = 300, progress: Callable[[], None] | None = None) -> dict:
+    """k-fold CV whose folds hold out whole groups (MMLU subjects, AlpacaEval sub-collections):
+    a router is scored on subjects it never saw, which in-source CV hides."""
+    rng = np.random.default_rng(seed)
+    groups = [group_of(r) for r in rows]
+    src = np.array([r.source for r in rows])
+    fold_of = np.empty(len(rows), dtype=int)
+    for s in sorted(set(src)):
+        idx = np.flatnonzero(src == s)
+        names = sorted({groups[i] for i in idx})
+        order = {g: k % folds for k, g in enumerate(rng.permutation(names))}
+        fold_of[idx] = [order[groups[i]] for i in idx]
+    scores = np.empty(len(rows))
+    for f in range(folds):
+        train = [rows[i] for i in np.flatnonzero(fold_of != f)]
+        test = np.flatnonzero(fold_of == f)
+        if not test.size:
+            continue
+        router = trainer(train)
+        scores[test] = _scores(router, [rows[i].prompt for i in test])
+        if progress:
+            progress()
+    return {"folds": folds, "seed": seed, "grouped_by": "subject / sub-collection",
+            "by_source": _report(rows, scores, n_boot, seed)}

@@ -1,0 +1,173 @@
+"""The adapter contract shared by every provider module (see the package docstring)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+# Failure kinds, in the dispatcher's own terms (gateway/proxy.py `_fail`): the first two are
+# retried / fallen back on like an OpenAI upstream's 429 / 5xx; "client_error" is the caller's
+# fault (bad request, context too long, auth) and is passed back without a fallback.
+RETRYABLE_KINDS = frozenset({"http_429", "http_5xx", "garbage"})
+
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error",
+                 500: "api_error", 502: "upstream_error", 503: "service_unavailable", 529: "overloaded_error"}
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """One HTTP POST to make upstream. `warnings` name request fields the adapter dropped
+    (the gateway puts them in `x-tokenomy-warning`)."""
+
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    warnings: tuple[str, ...] = ()
+    json_mode: bool = False  # response_format asked for JSON (translated adapters need it back)
+
+
+@dataclass(slots=True)
+class ProviderError:
+    """A provider's error answer, already in OpenAI's shape.
+
+    status: the HTTP status to give the client (a provider's 529 "overloaded" becomes 503);
+    kind: http_429 | http_5xx | garbage (retry / fall back) or client_error (pass back);
+    body: {"error": {"message", "type", "param", "code"}}."""
+
+    status: int
+    kind: str
+    body: dict
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+    @property
+    def raw(self) -> bytes:
+        return orjson.dumps(self.body)
+
+
+def openai_error(status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 kind: str | None = None, etype: str | None = None) -> ProviderError:
+    if kind is None:
+        kind = "http_429" if status == 429 else "http_5xx" if status >= 500 else "client_error"
+    return ProviderError(status, kind, {"error": {"message": message, "type": etype or _OPENAI_TYPES.get(status, "api_error"),
+                                                  "param": param, "code": code}})
+
+
+_CONTEXT_RE = re.compile(r"(prompt is too long|context (length|window)|too many (input )?tokens|"
+                         r"input (is )?too long|exceeds the maximum|maximum context)", re.I)
+
+
+def classify_error(status: int, message: str, provider_type: str | None = None) -> ProviderError:
+    """Map a provider's HTTP error onto OpenAI's statuses/codes and a dispatcher failure kind."""
+    msg = message or f"HTTP {status} from upstream"
+    t = (provider_type or "").lower()
+    if status == 529 or "overloaded" in t or (status == 503 and "overloaded" in msg.lower()):
+        return openai_error(503, msg, code="upstream_overloaded", kind="http_5xx", etype="service_unavailable")
+    if status == 429 or "rate" in t or "throttl" in t or "resource_exhausted" in t:
+        return openai_error(429, msg, code="rate_limit_exceeded", kind="http_429")
+    if status in (400, 413, 422) and _CONTEXT_RE.search(msg):
+        return openai_error(400, msg, code="context_length_exceeded", kind="client_error")
+    if status in (401, 403):
+        return openai_error(status, msg, code="upstream_auth_failed", kind="client_error")
+    if status == 408 or status >= 500:
+        return openai_error(503 if status == 503 else 502, msg, code="upstream_error", kind="http_5xx")
+    return openai_error(400 if status in (413, 422) else status, msg, code="invalid_request", kind="client_error")
+
+
+def garbage(message: str) -> ProviderError:
+    return openai_error(502, message, code="upstream_garbage", kind="garbage")
+
+
+class StreamDecoder(Protocol):
+    """Turns a provider's stream bytes into OpenAI chat.completion.chunk dicts."""
+
+    usage: dict | None  # OpenAI-shaped usage once the provider has reported it
+
+    def feed(self, data: bytes) -> list[dict]: ...
+
+    def close(self) -> list[dict]:
+        """End of stream: any last chunks (raises nothing; a truncated stream just ends)."""
+        ...
+
+
+class ProviderAdapter(Protocol):
+    provider: str
+    passthrough: bool  # True: the upstream speaks OpenAI (bytes may be relayed as they are)
+    needs_prepare: bool  # True: `await prepare()` before build_request (credential refresh)
+
+    async def prepare(self) -> None: ...
+
+    def build_request(self, body: dict, d, *, stream: bool, kind: str = "chat") -> UpstreamRequest | ProviderError: ...
+
+    def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
+                       req: UpstreamRequest | None = None) -> dict | ProviderError: ...
+
+    def stream_decoder(self, req: UpstreamRequest | None = None) -> StreamDecoder: ...
+
+
+# ------------------------------------------------------------------ helpers shared by adapters
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|^env:([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def resolve_header_value(value: str) -> str:
+    """A configured header value, with environment variables expanded: `env:NAME` (the whole
+    value) or `${NAME}` anywhere, so no secret needs to sit in the config file. An unset
+    variable expands to "" (the upstream then answers 401, which names the problem)."""
+    return _ENV_REF.sub(lambda m: os.environ.get(m.group(1) or m.group(2), ""), value)
+
+
+def resolved_headers(cfg) -> dict[str, str]:
+    return {k: resolve_header_value(v) for k, v in cfg.headers.items()}
+
+
+def api_key(cfg) -> str | None:
+    return os.environ.get(cfg.api_key_env) or None if cfg.api_key_env else None
+
+
+@dataclass(slots=True)
+class SseSplitter:
+    """Splits an SSE byte stream into (event, data) pairs, across arbitrary chunk boundaries."""
+
+    buf: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self.buf += data.replace(b"\r\n", b"\n")
+        out: list[tuple[str, bytes]] = []
+        while True:
+            end = self.buf.find(b"\n\n")
+            if end < 0:
+                return out
+            block, self.buf[:end + 2] = bytes(self.buf[:end]), b""
+            name, datas = "", []
+            for line in block.split(b"\n"):
+                if line.startswith(b"event:"):
+                    name = line[6:].strip().decode("utf-8", "replace")
+                elif line.startswith(b"data:"):
+                    datas.append(line[5:].strip())
+            if datas:
+                out.append((name, b"\n".join(datas)))
+
+
+def chunk(rid: str, model: str, created: int, delta: dict, finish: str | None = None,
+          index: int = 0) -> dict:
+    return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+
+
+def usage_dict(prompt: int, completion: int, cached: int = 0, reasoning: int = 0,
+               cache_write: int = 0) -> dict:
+    """OpenAI usage; prompt includes cached (and cache-write) tokens, completion includes reasoning.
+    cache_write_tokens is tokenomy's extension for providers that bill cache writes."""
+    u = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+         "prompt_tokens_details": {"cached_tokens": cached},
+         "completion_tokens_details": {"reasoning_tokens": reasoning}}
+    if cache_write:
+        u["prompt_tokens_details"]["cache_write_tokens"] = cache_write
+    return u

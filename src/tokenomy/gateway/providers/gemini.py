@@ -1,0 +1,351 @@
+"""Google Gemini (generateContent / streamGenerateContent) and Vertex AI (the same wire format on
+Vertex URLs, google-auth credentials).
+
+Gemini API: POST {base_url}/v1/models/{model}:generateContent (`api_version: v1beta` for beta), `x-goog-api-key: $api_key_env`;
+streams: :streamGenerateContent?alt=sse (SSE, one GenerateContentResponse per event).
+Vertex: POST {base_url}/v1/projects/{project}/locations/{region}/publishers/google/models/{model}
+:generateContent, `Authorization: Bearer <token>` from google-auth's default credential chain
+(GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server), refreshed before it expires.
+base_url default for Vertex: https://{region}-aiplatform.googleapis.com (region default us-central1).
+
+Request mapping (OpenAI chat -> Gemini):
+  system / developer -> systemInstruction; user -> role user; assistant -> role model (text and
+  functionCall parts); tool -> a user turn of functionResponse parts (named after the call they
+  answer); text parts; image_url data: URLs -> inlineData, http(s) URLs -> fileData (mime type from
+  the extension); max_tokens / max_completion_tokens -> maxOutputTokens; temperature, top_p
+  (topP), stop (stopSequences), n (candidateCount), seed, presence_penalty, frequency_penalty ->
+  generationConfig; response_format json_object -> responseMimeType application/json, json_schema
+  -> + responseJsonSchema; tools -> one functionDeclarations tool (parametersJsonSchema);
+  tool_choice auto/none/required/named -> functionCallingConfig AUTO/NONE/ANY/ANY+allowedFunctionNames.
+  Rejected (400): non-function tools. Dropped with a warning: the rest of translate.DROPPED_EVERYWHERE
+  (logprobs, logit_bias, ...), parallel_tool_calls, user.
+Response: text parts -> content (thought parts dropped), functionCall -> tool_calls; finishReason
+  STOP -> stop (tool_calls when calls were made), MAX_TOKENS -> length, SAFETY / RECITATION /
+  BLOCKLIST / PROHIBITED_CONTENT / SPII -> content_filter; usage: prompt = promptTokenCount
+  (cached = cachedContentTokenCount), completion = candidatesTokenCount + thoughtsTokenCount
+  (reasoning = thoughtsTokenCount).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+import time
+
+import orjson
+
+from tokenomy.gateway.providers import translate as tr
+from tokenomy.gateway.providers.base import (ProviderError, SseSplitter, UpstreamRequest, api_key, chunk,
+                                             classify_error, garbage, resolved_headers, usage_dict)
+from tokenomy.gateway.providers.openai import error_message
+
+_FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
+           "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
+           "IMAGE_SAFETY": "content_filter"}
+_KNOWN_HERE = ("seed", "presence_penalty", "frequency_penalty")
+
+
+def _parts(content) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise tr.BadRequest("message 'content' must be a string or an array of content parts", "messages")
+    out = []
+    for p in content:
+        t = p.get("type") if isinstance(p, dict) else None
+        if t == "text":
+            out.append({"text": str(p.get("text", ""))})
+        elif t == "image_url":
+            kind, media, data = tr.image_source(p)
+            if kind == "base64":
+                out.append({"inlineData": {"mimeType": media, "data": data}})
+            else:
+                out.append({"fileData": {"mimeType": mimetypes.guess_type(data.split("?")[0])[0] or "image/jpeg",
+                                         "fileUri": data}})
+        else:
+            raise tr.BadRequest(f"content part type {t!r} is not supported by Gemini deployments", "messages")
+    return out
+
+
+def to_gemini(body: dict) -> tuple[dict, list[str]]:
+    warnings = tr.common_warnings({k: v for k, v in body.items() if k not in _KNOWN_HERE},
+                                  extra_dropped=("parallel_tool_calls", "user"))
+    system: list[dict] = []
+    contents: list[dict] = []
+    call_names: dict[str, str] = {}
+
+    def push(role: str, parts: list[dict]) -> None:
+        if not parts:
+            return
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for m in tr.messages(body):
+        role = m.get("role")
+        if role in ("system", "developer"):
+            text = tr.text_of(m.get("content"))
+            if text:
+                system.append({"text": text})
+        elif role == "user":
+            push("user", _parts(m.get("content")))
+        elif role == "assistant":
+            parts = _parts(m.get("content"))
+            for tc in m.get("tool_calls") or ():
+                f = tc.get("function") or {}
+                call_names[tc.get("id") or ""] = f.get("name") or ""
+                parts.append({"functionCall": {"name": f.get("name") or "", "args": tr.tool_args(f.get("arguments"))}})
+            push("model", parts)
+        elif role == "tool":
+            name = call_names.get(m.get("tool_call_id") or "") or m.get("name") or "tool"
+            push("user", [{"functionResponse": {"name": name, "response": {"content": tr.text_of(m.get("content"))}}}])
+        else:
+            raise tr.BadRequest(f"message role {role!r} is not supported", "messages")
+    if not contents:
+        raise tr.BadRequest("Gemini needs at least one user or assistant message", "messages")
+    req: dict = {"contents": contents}
+    if system:
+        req["systemInstruction"] = {"parts": system}
+    gc: dict = {}
+    mt = tr.max_tokens(body, 0)
+    if mt:
+        gc["maxOutputTokens"] = mt
+    for src, dst in (("temperature", "temperature"), ("top_p", "topP"), ("presence_penalty", "presencePenalty"),
+                     ("frequency_penalty", "frequencyPenalty")):
+        v = body.get(src)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            gc[dst] = v
+    if isinstance(body.get("seed"), int):
+        gc["seed"] = body["seed"]
+    stops = tr.stop_list(body)
+    if stops:
+        gc["stopSequences"] = stops
+    n = body.get("n")
+    if isinstance(n, int) and n > 1:
+        gc["candidateCount"] = n
+    jf = tr.json_format(body)
+    if jf is not None:
+        gc["responseMimeType"] = "application/json"
+        if jf[0] == "json_schema":
+            gc["responseJsonSchema"] = jf[1]
+    if gc:
+        req["generationConfig"] = gc
+    fns = tr.function_tools(body)
+    if fns:
+        req["tools"] = [{"functionDeclarations": [{"name": f["name"], "description": f["description"],
+                                                   "parametersJsonSchema": f["parameters"]} for f in fns]}]
+    tc = tr.tool_choice(body)
+    if tc is not None:
+        mode = {"auto": "AUTO", "none": "NONE", "required": "ANY", "named": "ANY"}[tc[0]]
+        fcc: dict = {"mode": mode}
+        if tc[0] == "named":
+            fcc["allowedFunctionNames"] = [tc[1]]
+        req["toolConfig"] = {"functionCallingConfig": fcc}
+    return req, warnings
+
+
+def _usage(u: dict) -> dict:
+    def n(k: str) -> int:
+        v = u.get(k)
+        return v if isinstance(v, int) else 0
+    thoughts = n("thoughtsTokenCount")
+    return usage_dict(n("promptTokenCount"), n("candidatesTokenCount") + thoughts, cached=n("cachedContentTokenCount"),
+                      reasoning=thoughts)
+
+
+def _candidate(c: dict, call_base: int = 0) -> tuple[str, list[dict]]:
+    text, calls = [], []
+    for p in (c.get("content") or {}).get("parts") or ():
+        if p.get("thought"):
+            continue
+        if "text" in p:
+            text.append(p.get("text") or "")
+        elif isinstance(p.get("functionCall"), dict):
+            fc = p["functionCall"]
+            calls.append(tr.tool_call(fc.get("id") or f"call_{call_base + len(calls)}", fc.get("name", ""),
+                                      fc.get("args") or {}))
+    return "".join(text), calls
+
+
+def _finish(c: dict, calls: bool) -> str:
+    f = _FINISH.get(c.get("finishReason") or "STOP", "stop")
+    return "tool_calls" if calls and f == "stop" else f
+
+
+def from_gemini(obj: dict, model: str) -> dict:
+    cands = obj.get("candidates") or []
+    choices = []
+    for i, c in enumerate(cands):
+        text, calls = _candidate(c)
+        msg: dict = {"role": "assistant", "content": text if (text or not calls) else None}
+        if calls:
+            msg["tool_calls"] = calls
+        choices.append({"index": c.get("index", i), "message": msg, "finish_reason": _finish(c, bool(calls)),
+                        "logprobs": None})
+    if not choices:  # the prompt itself was blocked (promptFeedback.blockReason)
+        choices = [{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "content_filter",
+                    "logprobs": None}]
+    return {"id": obj.get("responseId") or "gemini", "object": "chat.completion", "created": int(time.time()),
+            "model": obj.get("modelVersion") or model, "choices": choices,
+            "usage": _usage(obj.get("usageMetadata") or {})}
+
+
+class GeminiStreamDecoder:
+    """Gemini SSE (one GenerateContentResponse per event) -> OpenAI chunks; usage chunk at the end."""
+
+    def __init__(self, model: str) -> None:
+        self.sse = SseSplitter()
+        self.usage: dict | None = None
+        self.error: ProviderError | None = None
+        self.done = False  # a finishReason arrived
+        self._model, self._created = model, int(time.time())
+        self._id = "gemini"
+        self._started: set[int] = set()
+        self._calls: dict[int, int] = {}
+        self._u: dict = {}
+
+    def feed(self, data: bytes) -> list[dict]:
+        out: list[dict] = []
+        for _, payload in self.sse.feed(data):
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                self.error = garbage(f"invalid JSON in Gemini stream event: {payload[:100]!r}")
+                return out
+            if not isinstance(obj, dict):
+                continue
+            if "error" in obj:
+                e = obj["error"] if isinstance(obj["error"], dict) else {}
+                self.error = classify_error(int(e.get("code") or 500), str(e.get("message", "stream error")),
+                                            e.get("status"))
+                return out
+            self._id = obj.get("responseId") or self._id
+            self._model = obj.get("modelVersion") or self._model
+            if isinstance(obj.get("usageMetadata"), dict):
+                self._u = obj["usageMetadata"]
+            for i, c in enumerate(obj.get("candidates") or ()):
+                idx = c.get("index", i)
+                if idx not in self._started:
+                    self._started.add(idx)
+                    out.append(chunk(self._id, self._model, self._created, {"role": "assistant", "content": ""},
+                                     index=idx))
+                text, calls = _candidate(c, self._calls.get(idx, 0))
+                if text:
+                    out.append(chunk(self._id, self._model, self._created, {"content": text}, index=idx))
+                if calls:
+                    base = self._calls.get(idx, 0)
+                    self._calls[idx] = base + len(calls)
+                    out.append(chunk(self._id, self._model, self._created,
+                                     {"tool_calls": [{"index": base + k, **tc} for k, tc in enumerate(calls)]}, index=idx))
+                if c.get("finishReason"):
+                    self.done = True
+                    out.append(chunk(self._id, self._model, self._created, {},
+                                     _finish(c, bool(self._calls.get(idx))), index=idx))
+        return out
+
+    def close(self) -> list[dict]:
+        if self.error is not None or not self.done:
+            return []
+        self.usage = _usage(self._u)
+        return [{**chunk(self._id, self._model, self._created, {}), "choices": [], "usage": self.usage}]
+
+
+class GeminiAdapter:
+    provider = "gemini"
+    passthrough = False
+    needs_prepare = False
+
+    def __init__(self, cfg, default_max_tokens: int = 4096):
+        self.cfg = cfg
+        self.headers = {"content-type": "application/json", **{k.lower(): v for k, v in resolved_headers(cfg).items()}}
+        key = api_key(cfg)
+        if key:
+            self.headers["x-goog-api-key"] = key
+
+    async def prepare(self) -> None:
+        return None
+
+    def model_url(self, d) -> str:
+        # v1: what google-genai 3.x calls by default; `api_version: v1beta` for preview features.
+        ver = self.cfg.api_version or "v1"
+        base = d.base_url.removesuffix("/" + ver)
+        return f"{base}/{ver}/models/{d.model}"
+
+    def build_request(self, body: dict, d, *, stream: bool, kind: str = "chat") -> UpstreamRequest | ProviderError:
+        if kind != "chat":
+            return tr.BadRequest(f"{self.provider} deployments serve chat completions only", "model").error
+        try:
+            req, warnings = to_gemini(body)
+        except tr.BadRequest as exc:
+            return exc.error
+        op = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
+        return UpstreamRequest(self.model_url(d) + op, self.headers, orjson.dumps(req), tuple(warnings),
+                               json_mode=tr.json_format(body) is not None)
+
+    def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
+                       req: UpstreamRequest | None = None) -> dict | ProviderError:
+        if status >= 400:
+            msg, etype = error_message(raw)
+            return classify_error(status, msg, etype)
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return garbage(f"invalid JSON in Gemini response: {exc}")
+        if not isinstance(obj, dict) or not ("candidates" in obj or "promptFeedback" in obj):
+            return garbage("Gemini response has no candidates")
+        return from_gemini(obj, self.cfg.upstream_model)
+
+    def stream_decoder(self, req: UpstreamRequest | None = None) -> GeminiStreamDecoder:
+        return GeminiStreamDecoder(self.cfg.upstream_model)
+
+
+_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+
+
+class VertexAdapter(GeminiAdapter):
+    """Gemini on Vertex AI: OAuth2 access tokens from google-auth (imported only here)."""
+
+    provider = "vertex"
+    needs_prepare = True
+
+    def __init__(self, cfg, default_max_tokens: int = 4096):
+        super().__init__(cfg, default_max_tokens)
+        self.headers.pop("x-goog-api-key", None)
+        try:
+            import google.auth
+            import google.auth.transport.requests
+        except ImportError:  # pragma: no cover - depends on the install
+            from tokenomy.errors import ConfigError
+            raise ConfigError(f"deployment {cfg.name}: provider vertex needs google-auth "
+                              "(pip install 'tokenomy[providers]')") from None
+        self.region = cfg.region or "us-central1"
+        self._google = google.auth
+        self._creds, project = google.auth.default(scopes=list(_SCOPES))
+        self.project = cfg.project or project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+        if not self.project:
+            from tokenomy.errors import ConfigError
+            raise ConfigError(f"deployment {cfg.name}: provider vertex needs `project:` (or credentials that name one)")
+        self._lock = asyncio.Lock()
+
+    async def prepare(self) -> None:
+        """A valid access token in the Authorization header (refreshed off the event loop when
+        missing or about to expire; one refresh at a time)."""
+        if self._creds.valid and "authorization" in self.headers:
+            return
+        async with self._lock:
+            if not self._creds.valid:
+                from google.auth.transport.requests import Request
+                try:
+                    await asyncio.to_thread(self._creds.refresh, Request())
+                except Exception as exc:  # google.auth RefreshError, transport errors: this attempt fails
+                    import aiohttp
+                    raise aiohttp.ClientConnectionError(f"vertex credential refresh failed: {exc}") from None
+            self.headers = {**self.headers, "authorization": f"Bearer {self._creds.token}"}
+
+    def model_url(self, d) -> str:
+        base = (d.base_url or f"https://{self.region}-aiplatform.googleapis.com").removesuffix("/v1")
+        return (f"{base}/v1/projects/{self.project}/locations/{self.region}/publishers/google/models/{d.model}")
