@@ -60,11 +60,12 @@ def test_obvious_set_apgr_reaches_the_oracle(obvious, scored):
     assert ours >= 0.98 * oracle and ours > length + 0.05
 
 
-def test_start_up_threshold_sends_no_easy_prompt_strong(scored):
-    """The gateway's default (`strong_share: 0.3`) starts from the shipped sample's quantile."""
+def test_start_up_threshold_routes_every_obvious_case_right(scored):
+    """The gateway's default (`strong_share: 0.3`) starts from the start-up sample's quantile: a new
+    user's first "hi" goes weak and first "Implement a lock-free MPMC queue" goes strong."""
     scores, hard = scored
     t = startup_threshold(load_router("default"), 0.3)
-    assert not (scores[~hard] >= t).any()
+    assert not (scores[~hard] >= t).any() and (scores[hard] >= t).all()
 
 
 def test_live_threshold_on_obvious_traffic_sends_exactly_the_hard_ones(obvious, scored):

@@ -3,8 +3,8 @@
 A fixed score cut learned on a sample drifts away from the target as soon as live prompts differ
 from the sample (longer, more code, another language). `ShareThreshold` keeps an exponentially
 decayed histogram of the scores the router gave to the traffic it actually saw and puts the cut
-at its (1 - share) quantile; it starts from the shipped calibration sample (weighted as
-`prior_weight` observations) so the first requests are routed sensibly.
+at its (1 - share) quantile; it starts from a shipped sample of real users' requests
+(`startup_prompts`, weighted as `prior_weight` observations) so the first requests are routed sensibly.
 
 - Decay is per observation (half-life `half_life` requests), never per wall-clock second: the
   estimate depends only on the sequence of scores (deterministic, testable, no clock).
@@ -110,14 +110,27 @@ class ShareThreshold:
                 "strong_share_estimate": round(self.strong_share_estimate(), 4)}
 
 
-def calibration_prompts() -> list[str]:
-    """The shipped start-up sample (tokenomy/routing/calibration_prompts.json)."""
+def _calibration() -> dict:
     path = Path(__file__).resolve().parent.parent / "calibration_prompts.json"
-    return list(json.loads(path.read_text(encoding="utf-8"))["prompts"])
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def calibration_prompts() -> list[str]:
+    """The shipped 300-prompt calibration sample (tokenomy/routing/calibration_prompts.json)."""
+    return list(_calibration()["prompts"])
+
+
+def startup_prompts() -> list[str]:
+    """The start-up sample of a live threshold: the calibration sample's 100 AlpacaEval instructions
+    (real users' requests). Its MMLU / GSM8K prompts are long benchmark-formatted questions: with them
+    the start-up cut sat so high that a one-line hard request ("Implement a lock-free MPMC queue")
+    went weak until live traffic had moved it."""
+    d = _calibration()
+    return list(d["prompts"][: int(d["chat_prompts"])])
 
 
 def startup_threshold(router, share: float) -> float:
     """The threshold sending `share` of the start-up sample strong (what a gateway starts with)."""
     from tokenomy.routing.quality.choose import threshold_for_strong_share
 
-    return threshold_for_strong_share(router, calibration_prompts(), share)
+    return threshold_for_strong_share(router, startup_prompts(), share)
