@@ -66,7 +66,7 @@ async def phase(url: str, key: str, duration_s: float, concurrency: int, timeout
     end = time.monotonic() + duration_s
     timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    limited = {"ok": 0, "failed": 0}
+    limited: dict = {"ok": 0, "failed": 0, "statuses": {}}
     limited_headers = {**headers, "Authorization": f"Bearer {limited_key}"}
 
     async def limited_client(session):
@@ -75,6 +75,8 @@ async def phase(url: str, key: str, duration_s: float, concurrency: int, timeout
                 async with session.post(url, data=body, headers=limited_headers) as resp:
                     await resp.read()
                     limited["ok" if resp.status == 200 else "failed"] += 1
+                    if resp.status != 200:
+                        limited["statuses"][resp.status] = limited["statuses"].get(resp.status, 0) + 1
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 limited["failed"] += 1
 
@@ -172,7 +174,7 @@ def main() -> None:
               "fail_mode closed, SQLite ledger")
         for name, r in rows:
             print(f"  {name:8s} {r['rps']:8.1f} req/s  ok {r['ok']:6d}  failed {r['failed']:4d} {r['statuses'] or ''}"
-                  f"   limited key: ok {r['limited']['ok']}, refused {r['limited']['failed']}")
+                  f"   limited key: ok {r['limited']['ok']}, refused {r['limited']['failed']} {r['limited']['statuses'] or ''}")
         print(f"paused / healthy = {ratio:.2f}  (goal >= 0.80){'' if ratio >= 0.8 else '  BELOW GOAL'}")
     finally:
         procs.stop_all()

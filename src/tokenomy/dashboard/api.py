@@ -244,8 +244,11 @@ def render(request: web.Request, data: dict) -> web.Response:
     fmt = request.query.get("format", "json")
     headers = {"Cache-Control": "no-store"}
     if fmt == "json":
-        return web.Response(body=orjson.dumps(data, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY),
-                            content_type="application/json", headers=headers)
+        try:
+            body = orjson.dumps(data, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+        except orjson.JSONEncodeError:  # an int beyond 64 bits (absurd usage): exact, via the stdlib
+            body = json.dumps(data, default=_json_default).encode()
+        return web.Response(body=body, content_type="application/json", headers=headers)
     if fmt != "csv":
         raise DashError(400, "format must be json or csv", param="format", code="invalid_value")
     tables = data.get("tables") or {}

@@ -25,13 +25,14 @@ import threading
 import time
 from pathlib import Path
 
+from tokenomy.metering import sums
 from tokenomy.dashboard.store import (BIN_FLOOR_MS, BIN_MIN, BIN_THRESHOLDS, BINS_PER_OCTAVE, Histograms,
                                       TenantUsage, UsageBucket, find_feedback_columns)
 
 RESOLUTIONS = {"minute": 60, "hour": 3600, "day": 86400}
 HIST_RESOLUTIONS = ("hour", "day")
 # histogram bins 2^(1/8) ~ 9% wide: percentiles within ~5% (store.BIN_THRESHOLDS)
-ROLLUP_SCHEMA = 4  # bump when the rollup tables change: they are derived, so they are rebuilt
+ROLLUP_SCHEMA = 5  # bump when the rollup tables change: they are derived, so they are rebuilt
 CHUNK_ROWS = 50_000  # ~1 s of write lock at most per chunk
 BUSY_TIMEOUT_MS = 10_000
 
@@ -56,8 +57,9 @@ SELECT CAST(ts / 60 AS INTEGER) * 60 AS bucket, tenant, model, deployment,
 FROM (SELECT *, {_STRONG} AS s, {_PQ} AS pq FROM events WHERE rowid > ? AND rowid <= ?)
 GROUP BY 1, 2, 3, 4"""
 
-_KEY_DELTA_SELECT = """
-SELECT CAST(ts / 60 AS INTEGER) * 60, tenant, key_id, COUNT(*), SUM(input_tokens) + SUM(output_tokens), SUM(price_pusd)
+_KEY_DELTA_SELECT = f"""
+SELECT CAST(ts / 60 AS INTEGER) * 60, tenant, key_id, COUNT(*), {sums.add_sql("SUM(input_tokens)", "SUM(output_tokens)")},
+       SUM(price_pusd)
 FROM events WHERE rowid > ? AND rowid <= ? GROUP BY 1, 2, 3"""
 
 _HIST_DELTA_SELECT = """
@@ -82,9 +84,14 @@ def money_sum(col: str) -> str:
     return f"COALESCE(SUM({col} / 1000000), 0), COALESCE(SUM({col} % 1000000), 0)"
 
 
+def _col_type(c: str) -> str:
+    # counters: no declared type (BLOB affinity), so one beyond 64 bits is kept as exact TEXT
+    # (metering.sums); floats are REAL
+    return "REAL" if c in _REAL_COLS else ""
+
+
 def _ddl() -> list[str]:
-    cols = ", ".join(f"{c} {'REAL' if c in ('energy_joules', 'latency_ms_sum', 'ttft_ms_sum', 'pq_sum') else 'INTEGER'} NOT NULL"
-                     for c in SUM_COLS)
+    cols = ", ".join(f"{c} {_col_type(c)} NOT NULL" for c in SUM_COLS)
     out = ["CREATE TABLE IF NOT EXISTS rollup_state (name TEXT PRIMARY KEY, last_rowid INTEGER NOT NULL, updated REAL NOT NULL)"]
     for res in RESOLUTIONS:
         out.append(f"CREATE TABLE IF NOT EXISTS rollup_{res} (bucket INTEGER NOT NULL, tenant TEXT NOT NULL, "
@@ -92,18 +99,26 @@ def _ddl() -> list[str]:
                    "PRIMARY KEY (bucket, tenant, model, deployment)) WITHOUT ROWID")
     for res in KEY_RESOLUTIONS:
         out.append(f"CREATE TABLE IF NOT EXISTS rollup_key_{res} (bucket INTEGER NOT NULL, tenant TEXT NOT NULL, "
-                   "key_id TEXT NOT NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, price_pusd INTEGER NOT NULL, "
+                   "key_id TEXT NOT NULL, requests NOT NULL, tokens NOT NULL, price_pusd NOT NULL, "
                    "PRIMARY KEY (bucket, tenant, key_id)) WITHOUT ROWID")
     for res in HIST_RESOLUTIONS:
         out.append(f"CREATE TABLE IF NOT EXISTS rollup_hist_{res} (bucket INTEGER NOT NULL, tenant TEXT NOT NULL, "
-                   "deployment TEXT NOT NULL, metric TEXT NOT NULL, bin INTEGER NOT NULL, n INTEGER NOT NULL, "
+                   "deployment TEXT NOT NULL, metric TEXT NOT NULL, bin INTEGER NOT NULL, n NOT NULL, "
                    "PRIMARY KEY (bucket, tenant, deployment, metric, bin)) WITHOUT ROWID")
     return out
 
 
+_REAL_COLS = ("energy_joules", "latency_ms_sum", "ttft_ms_sum", "pq_sum")
+
+
+def _add(col: str, other: str) -> str:
+    """Stored counters add exactly, past 64 bits too (metering.sums.add_sql)."""
+    return f"{col} + {other}" if col in _REAL_COLS else sums.add_sql(col, other)
+
+
 def _upsert(table: str, select_sql: str) -> str:
     keys = ", ".join(("bucket",) + DIMS)
-    sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in SUM_COLS)
+    sets = ", ".join(f"{c} = {_add(c, 'excluded.' + c)}" for c in SUM_COLS)
     return (f"INSERT INTO {table} (bucket, {', '.join(DIMS)}, {', '.join(SUM_COLS)}) {select_sql} "
             f"ON CONFLICT ({keys}) DO UPDATE SET {sets}")
 
@@ -119,12 +134,13 @@ def _key_upsert(res: str, seconds: int) -> str:
     return (f"INSERT INTO rollup_key_{res} (bucket, tenant, key_id, requests, tokens, price_pusd) "
             f"SELECT (bucket / {seconds}) * {seconds}, tenant, key_id, SUM(requests), SUM(tokens), "
             "SUM(price_pusd) FROM temp.rollup_key_delta GROUP BY 1, 2, 3 "
-            "ON CONFLICT (bucket, tenant, key_id) DO UPDATE SET requests = requests + excluded.requests, "
-            "tokens = tokens + excluded.tokens, price_pusd = price_pusd + excluded.price_pusd")
+            "ON CONFLICT (bucket, tenant, key_id) DO UPDATE SET "
+            + ", ".join(f"{c} = {_add(c, 'excluded.' + c)}" for c in KEY_COLS))
 
 
 _HIST_UPSERT = ("INSERT INTO {table} (bucket, tenant, deployment, metric, bin, n) {select} "
-                "ON CONFLICT (bucket, tenant, deployment, metric, bin) DO UPDATE SET n = n + excluded.n")
+                "ON CONFLICT (bucket, tenant, deployment, metric, bin) DO UPDATE SET n = "
+                + sums.add_sql("n", "excluded.n"))
 
 
 class Rollups:
@@ -140,6 +156,8 @@ class Rollups:
         self._conn.execute("PRAGMA temp_store = MEMORY")
         self._conn.execute("PRAGMA cache_size = -65536")
         self._conn.create_function("rollup_bin", 1, latency_bin, deterministic=True)
+        self._went_big = False  # this fold chunk stored a counter beyond 64 bits
+        sums.register(self._conn, self._big_add)
         self._lock = threading.Lock()  # the fold (write) connection
         # Reads use their own connection: in WAL mode they see the last committed chunk and
         # never wait for a long catch-up fold.
@@ -147,6 +165,7 @@ class Rollups:
                                       timeout=BUSY_TIMEOUT_MS / 1000)
         self._rconn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._rconn.execute("PRAGMA cache_size = -65536")
+        sums.register(self._rconn)
         self._rlock = threading.Lock()
         self._last_fold = -math.inf
         with self._lock:
@@ -163,13 +182,13 @@ class Rollups:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            cols = ", ".join(f"{c} {'REAL' if c.endswith('_sum') or c == 'energy_joules' else 'INTEGER'}" for c in SUM_COLS)
+            cols = ", ".join(f"{c} {_col_type(c)}" for c in SUM_COLS)
             self._conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS rollup_delta (bucket INTEGER, tenant TEXT, "
                                f"model TEXT, deployment TEXT, {cols})")
             self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS rollup_key_delta (bucket INTEGER, tenant TEXT, key_id TEXT, "
-                               "requests INTEGER, tokens INTEGER, price_pusd INTEGER)")
+                               "requests, tokens, price_pusd)")
             self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS rollup_hist_delta (bucket INTEGER, tenant TEXT, "
-                               "deployment TEXT, metric TEXT, bin INTEGER, n INTEGER)")
+                               "deployment TEXT, metric TEXT, bin INTEGER, n)")
 
     def _rebuild_if_stale(self) -> None:
         """Drop rollups written by another rollup schema version (they are refolded from events)."""
@@ -236,24 +255,29 @@ class Rollups:
                 conn.execute("COMMIT")
                 return 0
             count = conn.execute("SELECT COUNT(*) FROM events WHERE rowid > ? AND rowid <= ?", (low, high)).fetchone()[0]
+            self._went_big = self._is_big(conn)
+            run = self._run_exact
             conn.execute("DELETE FROM temp.rollup_delta")
-            conn.execute(f"INSERT INTO temp.rollup_delta {_DELTA_SELECT}", (low, high))
+            run(f"INSERT INTO temp.rollup_delta {_DELTA_SELECT}", (low, high))
             conn.execute(_upsert("rollup_minute", "SELECT * FROM temp.rollup_delta WHERE true"))
-            conn.execute(_upsert("rollup_hour", _coarser(3600)))
-            conn.execute(_upsert("rollup_day", _coarser(86400)))
+            run(_upsert("rollup_hour", _coarser(3600)))
+            run(_upsert("rollup_day", _coarser(86400)))
             conn.execute("DELETE FROM temp.rollup_key_delta")
-            conn.execute(f"INSERT INTO temp.rollup_key_delta {_KEY_DELTA_SELECT}", (low, high))
+            run(f"INSERT INTO temp.rollup_key_delta {_KEY_DELTA_SELECT}", (low, high))
             for res in KEY_RESOLUTIONS:
-                conn.execute(_key_upsert(res, RESOLUTIONS[res]))
+                run(_key_upsert(res, RESOLUTIONS[res]))
             conn.execute("DELETE FROM temp.rollup_hist_delta")
             for metric, col in (("latency", "latency_ms"), ("ttft", "ttft_ms")):
                 conn.execute(f"INSERT INTO temp.rollup_hist_delta {_HIST_DELTA_SELECT.format(col=col)}", (metric, low, high))
             conn.execute(_HIST_UPSERT.format(table="rollup_hist_hour", select="SELECT * FROM temp.rollup_hist_delta WHERE true"))
-            conn.execute(_HIST_UPSERT.format(
+            run(_HIST_UPSERT.format(
                 table="rollup_hist_day",
                 select="SELECT (bucket / 86400) * 86400, tenant, deployment, metric, bin, SUM(n) "
                        "FROM temp.rollup_hist_delta GROUP BY 1, 2, 3, 4, 5"))
             conn.execute("UPDATE rollup_state SET last_rowid = ?, updated = ? WHERE name = 'events'", (high, time.time()))
+            if self._went_big:  # from now on, reads of the rollups sum exactly
+                conn.execute("INSERT OR IGNORE INTO rollup_state (name, last_rowid, updated) VALUES ('big', 1, ?)",
+                             (time.time(),))
             conn.execute("COMMIT")
             return count
         except BaseException:
@@ -261,9 +285,37 @@ class Rollups:
                 conn.execute("ROLLBACK")
             raise
 
+    def _big_add(self, a, b):
+        out = sums.big_add(a, b)
+        if isinstance(out, str):
+            self._went_big = True
+        return out
+
+    def _is_big(self, conn: sqlite3.Connection) -> bool:
+        return conn.execute("SELECT 1 FROM rollup_state WHERE name = 'big'").fetchone() is not None
+
+    def _run_exact(self, sql: str, params: tuple | list = ()) -> None:
+        """A fold statement with native SUM() (fast) while every counter fits 64 bits; once one
+        does not (absurd data), with exact sums: the fold never fails and never rounds."""
+        if self._went_big:
+            self._conn.execute(sums.exact_sql(sql), params)
+            return
+        try:
+            self._conn.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            if not sums.is_overflow(exc):
+                raise
+            self._went_big = True
+            self._conn.execute(sums.exact_sql(sql), params)
+
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        """A read; its SUM()s exact whatever the data: exact_sum() once the rollups hold a counter
+        beyond 64 bits, else native SUM() (an overflow re-runs it with exact sums)."""
         with self._rlock:
-            return self._rconn.execute(sql, params).fetchall()
+            conn = self._rconn
+            if "SUM(" in sql.upper() and self._is_big(conn):
+                return conn.execute(sums.exact_sql(sql), params).fetchall()
+            return sums.query_sums(lambda q, p: conn.execute(q, p).fetchall(), sql, params)
 
     # reads of the read models (store.RollupStore) ------------------------------------------
     def first_bucket(self) -> int | None:
@@ -275,9 +327,10 @@ class Rollups:
                f"SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens), {money_sum('cost_pusd')}, "
                f"{money_sum('price_pusd')}, TOTAL(energy_joules), TOTAL(latency_ms_sum), SUM(routed), SUM(strong), "
                f"TOTAL(pq_sum), SUM(pq_n) FROM rollup_{_res(res)}{where} GROUP BY bucket, model, deployment")
-        return [UsageBucket(t[0], t[1], t[2], t[3], t[4] or 0, t[5] or 0, t[6] or 0, t[7] or 0, t[8] or 0,
-                            _usd(t[9], t[10]), _usd(t[11], t[12]), t[13], t[14], t[15] or 0, t[16] or 0, t[17],
-                            t[18] or 0)
+        n = sums.as_int
+        return [UsageBucket(t[0], t[1], t[2], n(t[3]), n(t[4]), n(t[5]), n(t[6]), n(t[7]), n(t[8]),
+                            _usd(t[9], t[10]), _usd(t[11], t[12]), t[13], t[14], n(t[15]), n(t[16]), t[17],
+                            n(t[18]))
                 for t in self.query(sql, params)]
 
     def histograms(self, res: str, since: int, until: int, tenant: str | None) -> Histograms:
@@ -287,15 +340,16 @@ class Rollups:
         out: Histograms = {}
         for dep, metric, b, n in self.query(f"SELECT deployment, metric, bin, SUM(n) FROM rollup_hist_{res}{where} "
                                             "GROUP BY deployment, metric, bin", params):
-            out.setdefault(dep, {}).setdefault(metric, {})[b] = n
+            out.setdefault(dep, {}).setdefault(metric, {})[b] = sums.as_int(n)
         return out
 
     def tenant_usage(self, res: str, since: int, until: int, tenant: str | None) -> dict[str, TenantUsage]:
         where, params = _where(since, until, tenant)
-        rows = self.query("SELECT tenant, SUM(requests), SUM(input_tokens) + SUM(output_tokens), "
+        rows = self.query("SELECT tenant, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
                           f"{money_sum('cost_pusd')}, {money_sum('price_pusd')}, TOTAL(energy_joules) "
                           f"FROM rollup_{_res(res)}{where} GROUP BY tenant", params)
-        return {t[0]: TenantUsage(t[1], t[2], _usd(t[3], t[4]), _usd(t[5], t[6]), t[7]) for t in rows}
+        n = sums.as_int
+        return {t[0]: TenantUsage(n(t[1]), n(t[2]) + n(t[3]), _usd(t[4], t[5]), _usd(t[6], t[7]), t[8]) for t in rows}
 
     def spend_pusd(self, kind: str, subject: str, since: int | None) -> int:
         table, col = ("rollup_key_day", "key_id") if kind == "key" else ("rollup_day", "tenant")
@@ -345,8 +399,8 @@ def _where(since: int, until: int, tenant: str | None) -> tuple[str, list]:
     return sql, params
 
 
-def _usd(hi: int, lo: int) -> int:
-    return hi * 1_000_000 + lo
+def _usd(hi, lo) -> int:
+    return sums.as_int(hi) * 1_000_000 + sums.as_int(lo)
 
 
 def pick_resolution(since: float, until: float) -> str:

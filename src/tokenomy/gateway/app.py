@@ -31,8 +31,13 @@ def _json_default(o: Any):
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data, default=_json_default),
-                        content_type="application/json")
+    try:
+        body = orjson.dumps(data, default=_json_default)
+    except orjson.JSONEncodeError:  # an int beyond 64 bits (absurd usage): exact, via the stdlib
+        import json
+
+        body = json.dumps(data, default=_json_default).encode()
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def _gw(request: web.Request) -> Gateway:

@@ -69,6 +69,12 @@ def open_ledger(data_dir: Path | str, *, ledger_url: str | None = None, synchron
     from tokenomy.metering.outbox import OutboxLedger
     from tokenomy.metering.postgres_ledger import PostgresLedger, redact
 
+    try:  # the outbox (and billing.db) live here: owner-only, like the SQLite ledger's directory
+        Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        from tokenomy.errors import TokenomyError
+
+        raise TokenomyError(f"cannot create data directory {data_dir}: {exc.strerror}") from None
     pg = PostgresLedger.open(ledger_url)
     try:
         return OutboxLedger(pg, Path(data_dir) / OUTBOX_FILE, describe=f"the PostgreSQL ledger at {redact(ledger_url)}")

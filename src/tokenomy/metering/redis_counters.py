@@ -414,12 +414,23 @@ class RedisCounterStore:
                 return await fn()
             except self._redis_errors as exc:
                 self._down(exc)
+                await self._reset_pool()
                 if self.fail_mode == "closed":
                     raise self._unavailable(exc) from None
         elif self.fail_mode == "closed":
             raise self._unavailable()
         self.fallbacks += 1
         return await fallback()
+
+    async def _reset_pool(self) -> None:
+        """Drop every pooled async connection: after a failure the idle ones are likely dead too
+        (a restarted Redis or proxy), and each would fail one more request once Redis is back."""
+        ar = self._ar
+        if ar is not None:
+            try:
+                await ar.connection_pool.disconnect(inuse_connections=False)
+            except Exception:  # pragma: no cover - best effort
+                pass
 
     def _available(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -729,6 +740,7 @@ class RedisCounterStore:
             return int((await self.aeval("top_up", _TOP_UP, keys, args))[0]) == 1
         except self._redis_errors as exc:
             self._down(exc)
+            await self._reset_pool()
             return False
 
     async def aspent(self, scope: Scope) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from pathlib import Path
 import orjson
 
 from tokenomy.errors import TokenomyError
+from tokenomy.metering import sums
 from tokenomy.metering.errors import Conflict
 from tokenomy.metering.money import from_pusd, to_pusd
 from tokenomy.metering.paths import ledger_path
@@ -52,7 +53,7 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
-    return conn
+    return sums.register(conn)
 
 
 def _restart_wal(conn: sqlite3.Connection) -> None:
@@ -296,20 +297,23 @@ class SqliteLedger:
 
     def spend_pusd(self, *, kind: str, subject: str, since: float | None, until: float | None) -> int:
         where, params = _where(subject, since, until, col="key_id" if kind == "key" else "tenant")
-        hi, lo = self._query(f"SELECT {_MONEY_SUM.format(c='price_pusd')} FROM events{where}", params)[0]
-        return hi * 1_000_000 + lo
+        hi, lo = sums.query_sums(self._query, f"SELECT {_MONEY_SUM.format(c='price_pusd')} FROM events{where}",
+                                 params)[0]
+        return sums.as_int(hi) * 1_000_000 + sums.as_int(lo)
 
     def usage_rows(self, tenant: str | None, since: float | None, until: float | None) -> list[UsageRow]:
         where, params = _where(tenant, since, until)
-        rows = self._query(
+        rows = sums.query_sums(self._query, (
             "SELECT model, deployment, COUNT(*), SUM(status != 'ok'), SUM(input_tokens), SUM(cached_input_tokens), "
             f"SUM(output_tokens), SUM(reasoning_tokens), {_MONEY_SUM.format(c='cost_pusd')}, "
-            f"{_MONEY_SUM.format(c='price_pusd')}, SUM(energy_joules) "
-            f"FROM events{where} GROUP BY model, deployment ORDER BY model, deployment", params)
+            f"{_MONEY_SUM.format(c='price_pusd')}, TOTAL(energy_joules) "
+            f"FROM events{where} GROUP BY model, deployment ORDER BY model, deployment"), params)
+        n = sums.as_int
         return [
-            UsageRow(model=r[0], deployment=r[1], requests=r[2], errors=r[3], input_tokens=r[4],
-                     cached_input_tokens=r[5], output_tokens=r[6], reasoning_tokens=r[7],
-                     cost_pusd=r[8] * 1_000_000 + r[9], price_pusd=r[10] * 1_000_000 + r[11], energy_joules=r[12])
+            UsageRow(model=r[0], deployment=r[1], requests=r[2], errors=n(r[3]), input_tokens=n(r[4]),
+                     cached_input_tokens=n(r[5]), output_tokens=n(r[6]), reasoning_tokens=n(r[7]),
+                     cost_pusd=n(r[8]) * 1_000_000 + n(r[9]), price_pusd=n(r[10]) * 1_000_000 + n(r[11]),
+                     energy_joules=r[12])
             for r in rows
         ]
 
