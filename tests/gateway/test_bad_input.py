@@ -115,5 +115,5 @@ def test_csv_cells_are_neutralised_and_numbers_kept():
     assert csv_cell(-1.25) == -1.25 and csv_cell("acme") == "acme"
     assert csv_cell(" -1") == " -1"  # does not start with a trigger
     assert csv_cell({"k": "=1"}) == '{"k": "=1"}'
-    rows = list(csv.reader(io.StringIO(to_csv([{"=bad header": "=1+1", "n": -3}]))))
+    rows = list(csv.reader(io.StringIO(to_csv([{"=bad header": "=1+1", "n": -3}]), newline="")))
     assert rows == [["'=bad header", "n"], ["'=1+1", "-3"]]

@@ -292,7 +292,7 @@ def to_csv(rows: list[dict]) -> str:
             if k not in cols:
                 cols.append(k)
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a CR or LF inside a cell is then quoted
     w.writerow([csv_cell(c) for c in cols])
     for row in rows:
         w.writerow(["" if row.get(c) is None else csv_cell(row[c]) for c in cols])
