@@ -244,8 +244,12 @@ class Routing(_Strict):
     store_prompts: bool = False
 
 
+# tenant and key names: 1-200 characters without control characters (gateway/app.py check_name)
+_NAME = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
+
+
 class Tenant(_Strict):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200, pattern=_NAME)
     budget_usd: float | None = Field(default=None, ge=0)
     budget_period: BudgetPeriod = "total"
     soft_budget_usd: float | None = Field(default=None, ge=0)
@@ -257,10 +261,10 @@ class Tenant(_Strict):
 class Key(_Strict):
     """An API key imported at start (stored hashed) — the secret comes from an env var or inline."""
 
-    tenant: str
+    tenant: str = Field(min_length=1, max_length=200, pattern=_NAME)
     secret_env: str | None = None
     secret: str | None = None
-    name: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=_NAME)
     budget_usd: float | None = Field(default=None, ge=0)
     budget_period: BudgetPeriod = "total"
     soft_budget_usd: float | None = Field(default=None, ge=0)

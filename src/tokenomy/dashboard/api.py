@@ -210,23 +210,32 @@ def _gateway(app: web.Application):
 
 
 def _time_param(q, name: str, default: float) -> float:
+    """Unix seconds or ISO 8601 (UTC unless zoned), within years 1970-9999 (tokenomy.timebounds)."""
+    from tokenomy.timebounds import in_range, out_of_range_message
+
     raw = q.get(name)
     if not raw:
         return default
     try:
-        return float(raw)
+        ts = float(raw)
     except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise DashError(400, f"'{name}' must be unix seconds or an ISO 8601 time, not '{raw}'", param=name,
-                        code="invalid_value") from None
-    if dt.tzinfo is None:
-        from datetime import timezone
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            shown = raw if len(raw) <= 64 else raw[:64] + "..."
+            raise DashError(400, f"'{name}' must be unix seconds or an ISO 8601 time, not {shown!r}", param=name,
+                            code="invalid_value") from None
+        if dt.tzinfo is None:
+            from datetime import timezone
 
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+            dt = dt.replace(tzinfo=timezone.utc)
+        try:
+            ts = dt.timestamp()
+        except (OverflowError, ValueError, OSError):  # 0001-01-01T00:00+14:00: before datetime.min in UTC
+            ts = float("nan")
+    if not in_range(ts):
+        raise DashError(400, out_of_range_message(name, raw), param=name, code="invalid_value")
+    return ts
 
 
 def _json_default(o: Any):
@@ -260,6 +269,25 @@ def render(request: web.Request, data: dict) -> web.Response:
                         headers={**headers, "Content-Disposition": f'attachment; filename="{name}.csv"'})
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text, never runs (OWASP CSV injection): a string starting with
+    = + - @ TAB or CR gets a leading apostrophe, unless it is a plain number like -1.5."""
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, default=str)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+            if value.strip() == value:
+                return value  # a signed number (money as a string): safe and still numeric
+        except ValueError:
+            pass
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict]) -> str:
     cols: list[str] = []
     for row in rows:
@@ -267,10 +295,8 @@ def to_csv(rows: list[dict]) -> str:
             if k not in cols:
                 cols.append(k)
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a CR or LF inside a cell is then quoted
+    w.writerow([csv_cell(c) for c in cols])
     for row in rows:
-        w.writerow(["" if row.get(c) is None else
-                    json.dumps(row[c], default=str) if isinstance(row.get(c), (dict, list)) else row.get(c)
-                    for c in cols])
+        w.writerow(["" if row.get(c) is None else csv_cell(row[c]) for c in cols])
     return buf.getvalue()

@@ -155,6 +155,10 @@ async def tenants(request, dash: Dashboard, p, tenant):
     return await _from_rollups(r, run)
 
 
+MAX_CONTEXT_TOKENS = 10_000_000  # far above any model's window (10M tokens)
+MAX_SLO_TPOT_MS = 1_000_000.0  # 1000 s per output token: no useful SLO is looser
+
+
 @functools.lru_cache(maxsize=64)
 def _compare(model: str, slo_tpot_ms: float | None, context: int, sites: str | None, ownership: bool) -> dict:
     from tokenomy.catalog import load_catalog
@@ -183,8 +187,12 @@ async def unit_cost(request, dash: Dashboard, p, tenant):
         context = int(q.get("context") or 2048)
     except ValueError:
         raise DashError(400, "slo_tpot_ms must be a number and context an integer", code="invalid_value") from None
-    if slo is not None and slo <= 0 or context <= 0:
-        raise DashError(400, "slo_tpot_ms and context must be positive", code="invalid_value")
+    if slo is not None and not 0 < slo <= MAX_SLO_TPOT_MS:  # nan fails this too
+        raise DashError(400, f"slo_tpot_ms must be a number in (0, {MAX_SLO_TPOT_MS:g}]", param="slo_tpot_ms",
+                        code="invalid_value")
+    if not 0 < context <= MAX_CONTEXT_TOKENS:
+        raise DashError(400, f"context must be an integer in [1, {MAX_CONTEXT_TOKENS}] tokens", param="context",
+                        code="invalid_value")
     try:
         out = await asyncio.to_thread(_compare, model, slo, context, q.get("sites") or None,
                                       q.get("ownership") in ("1", "true", "yes"))

@@ -189,6 +189,7 @@ def _float_q(request: web.Request, name: str) -> float | None:
     import time
 
     from tokenomy.metering.timeparse import parse_time
+    from tokenomy.timebounds import in_range, out_of_range_message
 
     try:
         ts = float(raw)
@@ -200,13 +201,9 @@ def _float_q(request: web.Request, name: str) -> float | None:
         except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+14:00 is before datetime.min in UTC
             ts = float("nan")
     # nan/inf/1e400 or an age like 99999999d: not a datetime (it would be a 500 when rendered).
-    if not _MIN_TS <= ts <= _MAX_TS:
-        raise ApiError(400, f"'{name}' is out of range (years 1970-9999): {raw!r}", param=name,
-                       code="invalid_value")
+    if not in_range(ts):
+        raise ApiError(400, out_of_range_message(name, raw), param=name, code="invalid_value")
     return ts
-
-
-_MIN_TS, _MAX_TS = 0.0, 253402300799.0  # 1970-01-01 .. 9999-12-31T23:59:59Z
 
 
 async def admin_usage(request: web.Request) -> web.Response:
@@ -256,6 +253,9 @@ async def admin_create_key(request: web.Request) -> web.Response:
         if not isinstance(tenant, str) or not tenant:
             raise ApiError(400, "missing required field 'tenant' (string)", param="tenant",
                            code="missing_required_parameter")
+        check_name("tenant", tenant)
+        if isinstance(body.get("name"), str):
+            check_name("name", body["name"])
         kwargs = {}
         for field, typ in (("budget_usd", (int, float, str)), ("soft_budget_usd", (int, float, str)),
                            ("budget_period", str), ("rpm", int), ("tpm", int), ("name", str)):
@@ -288,6 +288,23 @@ async def admin_list_keys(request: web.Request) -> web.Response:
         return _json({"object": "list", "data": [_public_key(k) for k in keys]})
     except ApiError as err:
         return error_response(err)
+
+
+MAX_NAME_CHARS = 200
+_CONTROL = __import__("re").compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_name(field: str, value: str) -> None:
+    """A tenant or key name: 1-200 characters, no control characters (CR/LF/NUL would split log
+    lines and CSV rows), not blank. Spreadsheet formulas are neutralised where CSV is written."""
+    if not value.strip():
+        raise ApiError(400, f"'{field}' must not be blank", param=field, code="invalid_value")
+    if len(value) > MAX_NAME_CHARS:
+        raise ApiError(400, f"'{field}' is longer than {MAX_NAME_CHARS} characters ({len(value)})", param=field,
+                       code="invalid_value")
+    if _CONTROL.search(value):
+        raise ApiError(400, f"'{field}' must not contain control characters (CR, LF, NUL, ...)", param=field,
+                       code="invalid_value")
 
 
 def _public_key(k: Any) -> dict:

@@ -13,6 +13,25 @@ def _bad(param: str, message: str, code: str = "invalid_type") -> ApiError:
     return ApiError(400, message, param=param, code=code)
 
 
+# orjson parses up to 1024 levels but serialises at most 254 (the body is re-serialised for the
+# upstream): a body nested deeper than this is a 400, not a 500 after parsing.
+MAX_JSON_DEPTH = 128
+
+
+def json_depth_exceeds(obj: object, limit: int) -> bool:
+    """True when arrays/objects nest deeper than `limit` (iterative: no recursion limit to hit)."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return False
+
+
 def parse_body(raw: bytes) -> dict:
     if not raw:
         raise ApiError(400, "request body is empty; expected a JSON object", code="invalid_json")
@@ -22,6 +41,10 @@ def parse_body(raw: bytes) -> dict:
         raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    # nesting needs brackets: a body with few of them (nearly all) skips the walk
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth_exceeds(body, MAX_JSON_DEPTH):
+        raise ApiError(400, f"request body nests arrays/objects deeper than {MAX_JSON_DEPTH} levels",
+                       code="invalid_json")
     return body
 
 
