@@ -238,9 +238,9 @@ def test_reads_do_not_wait_for_a_running_catch_up(tmp_path):
     r = Rollups(m.ledger.path, chunk_rows=100, min_interval_s=0)
     assert r.behind() == 400
     with r._lock:  # a catch-up fold in progress (as held by the startup task)
-        t = time.monotonic()
+        # -1: it gave up on the held lock instead of waiting for the fold (a wait would hang here
+        # until pytest's timeout; no wall-clock bound is asserted)
         assert r.maybe_fold(wait_s=0.2) == -1
-        assert time.monotonic() - t < 5
         assert r.query("SELECT COUNT(*) FROM rollup_day")[0][0] == 0
         r._fold_chunk()  # one chunk committed by the fold
         assert r.behind() == 300
