@@ -115,3 +115,20 @@ async def test_a_daily_budget_refusal_names_its_reset(data_dir):
             assert st == 429 and b["error"]["code"] == "budget_exhausted"
             assert h["x-tokenomy-budget-reset"].endswith("T00:00:00Z")
             assert "resets at" in b["error"]["message"]
+
+
+async def test_counters_unavailable_anywhere_on_the_path_is_its_503_not_a_500(data_dir):
+    from tokenomy.metering.redis_counters import CountersUnavailable
+
+    async with stubs(Stub(out_tokens=10)) as (s,):
+        cfg = {"deployments": [list_dep("only", s.base_url, 1000.0, 1000.0)], "timeouts": FAST_TIMEOUTS}
+        async with gateway(cfg, data_dir) as g:
+            key = g.key("k", budget_usd="1")
+
+            async def down(*a, **kw):
+                raise CountersUnavailable("counters (Redis) are unavailable", retry_after_s=1.0)
+
+            g.metering.areserve = down
+            st, h, b = await g.post("/v1/chat/completions", {"model": "only", "messages": MSGS, "max_tokens": 5}, key)
+            assert st == 503 and b["error"]["code"] == "service_unavailable" and h["Retry-After"] == "1"
+            assert s.calls == 0

@@ -43,8 +43,18 @@ from tokenomy.gateway.plans import PlanGate, load_plan_gate
 from tokenomy.gateway.pricing import latency_prior_ms, resolve_price
 from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRuntime, build_groups, build_routes
 from tokenomy.gateway.upstream import LeanClient
+from tokenomy.metering import MeteringError
 
 log = logging.getLogger("tokenomy.gateway")
+
+
+def _metering_api_error(exc: MeteringError) -> ApiError:
+    """A metering refusal anywhere on the path (e.g. counters unavailable, fail mode closed) as its
+    own status and code, never a 500."""
+    headers = {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, int(-(-exc.retry_after_s // 1))))
+    return ApiError(exc.status, exc.message, code=exc.code, headers=headers)
 
 
 class Gateway:
@@ -146,7 +156,8 @@ class Gateway:
         self.in_flight += 1
         try:
             return await self._handle(request, kind, rid, t0)
-        except ApiError as err:
+        except (ApiError, MeteringError) as exc:
+            err = exc if isinstance(exc, ApiError) else _metering_api_error(exc)
             if err.status == 429:
                 self.metrics.rejected(err.code or "429")
             if self.settler.request_log is not None:  # refused before any upstream work: a line too
