@@ -22,9 +22,9 @@ def _cfg(stub: Stub) -> dict:
 
 
 def _nested(depth: int) -> bytes:
-    """A chat body whose `metadata` nests `depth` arrays (the body object itself is one more level)."""
+    """A chat body whose `x_nested` (a field passed through unchecked) nests `depth` arrays (the body object itself is one more level)."""
     inner = b"[" * depth + b"]" * depth
-    return b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": ' + inner + b"}"
+    return b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "x_nested": ' + inner + b"}"
 
 
 @pytest.mark.parametrize("fast", [True, False])
