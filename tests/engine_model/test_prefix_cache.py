@@ -14,7 +14,7 @@ from tokenomy.engine.scheduler import SchedulerConfig
 from tokenomy.fleet.deployment import KVCapped
 from tokenomy.fleet.metrics import summarize
 from tokenomy.fleet.simulator import simulate
-from tokenomy.fleet.workload import Trace, head, load_trace
+from tokenomy.fleet.workload import Trace, head, load_trace, scale_rate
 from tokenomy.perf import make_step_model
 
 
@@ -90,15 +90,28 @@ def test_router_prefers_the_replica_holding_the_prefix_under_a_load_bound():
     assert r.choose([7, 12], [6, 2, 1, 1]) == (2, 1)  # 1 and 2 hold block 7; 2 is less loaded
 
 
+def test_router_trades_held_tokens_against_excess_load():
+    # score = held tokens - 1024 x (load - mean load, if above); a loose hard bound (x4)
+    r = PrefixAffinityRouter(4, capacity_blocks=100, load_factor=4.0, block_tokens=512,
+                             load_penalty_tokens=1024)
+    r.record(2, [20, 21, 22, 23])
+    assert r.choose([20, 21, 22, 23, 24], [0, 0, 2, 0]) == (2, 4)  # 2048 - 1024 x 1.5 > 0
+    assert r.last_affinity
+    assert r.choose([20, 21, 22, 23, 25], [0, 0, 3, 0]) == (0, 0)  # 2048 - 1024 x 2.25 < 0: least loaded
+    assert not r.last_affinity
+
+
 def test_mooncake_trace_loads_with_hashes_and_affinity_beats_round_robin(sm):
-    tr = head(load_trace("mooncake"), 600)
-    assert tr.hash_block_tokens == 512 and len(tr.hashes) == 600
+    tr = head(load_trace("mooncake"), 1000)
+    assert tr.hash_block_tokens == 512 and len(tr.hashes) == 1000
     assert tr.hashes[0][:2] == (0, 1) and tr.prompt_tokens[0] == 6758
-    big = KVCapped(sm, 400_000) if sm.max_kv_tokens > 400_000 else sm
-    rr = simulate(tr, big, replicas=4, config=SchedulerConfig(lb="round-robin"))
-    pa = simulate(tr, big, replicas=4, config=SchedulerConfig(lb="prefix-affinity"))
-    assert rr.completed == pa.completed == 600
-    assert pa.prefix_cache_hit_share > rr.prefix_cache_hit_share > 0
+    tr = scale_rate(tr, 0.5)  # 4 replicas ~70 % busy
+    cat = load_catalog()
+    h200 = make_step_model(cat.model("llama-3-8b"), cat.accelerator("h200"))
+    rr = simulate(tr, h200, replicas=4, config=SchedulerConfig(lb="round-robin"))
+    pa = simulate(tr, h200, replicas=4, config=SchedulerConfig(lb="prefix-affinity"))
+    assert rr.completed == pa.completed == 1000
+    assert pa.prefix_cache_hit_share > 1.5 * rr.prefix_cache_hit_share > 0
     # block 0 (a system prompt) is everywhere: only later turns of a session are affinity choices
     assert 0 < pa.affinity_routed.mean() < 0.5 and not rr.affinity_routed.any()
     assert set(pa.replica.tolist()) == {0, 1, 2, 3}  # the load bound spreads the shared head

@@ -71,7 +71,7 @@ def test_affinity_yields_to_the_load_bound_the_slo_and_the_breaker():
     deps, groups = _runtime(_cfg(4, slo={"ttft_ms": 500}))
     g = groups["m"]
     holder = g.rank(3000, 50, {"messages": _conv("ann", 1)}).order[0]
-    holder.in_flight = 5  # over ceil(1.25 x 6 / 4) = 2
+    holder.in_flight = 5  # over the hard bound ceil(2 x 6 / 4) = 3
     d = g.rank(6000, 50, {"messages": _conv("ann", 2)})
     assert d.order[0] is not holder and d.affinity is False
     holder.in_flight = 0

@@ -277,6 +277,10 @@ def register(app: typer.Typer) -> None:
         sweep_plot: Optional[str] = typer.Option(None, "--sweep-plot", help="write the cost vs TPOT SLO plot (PNG)"),
         rate_sweep: Optional[str] = typer.Option(None, "--rate-sweep", help="also plan at these rate scales, e.g. 1,2,4,8"),
         rate_plot: Optional[str] = typer.Option(None, "--rate-plot", help="write the cost vs rate plot (PNG; default sweep 1,2,4,8)"),
+        plan_prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache",
+                                               help="verify with prefix caching (traces with hash_ids, e.g. mooncake)"),
+        plan_routing: str = typer.Option("least-loaded", "--routing",
+                                         help="replica choice in the verification: round-robin | least-loaded | prefix-affinity"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Cheapest accelerator mix (and sites) that serves a trace under TTFT/TPOT SLOs (MILP)."""
@@ -319,6 +323,8 @@ def register(app: typer.Typer) -> None:
             usd_per_hour_overrides=_parse_prices(price),
             attainment_target=attainment_target,
             overlong=overlong,
+            prefix_caching=plan_prefix_cache,
+            routing=plan_routing,
         )
         slos = None
         if slo_sweep:

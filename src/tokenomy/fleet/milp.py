@@ -53,6 +53,8 @@ class PlanRequest:
     max_utilization: float = 0.9  # plan replicas to at most this share of their SLO capacity (queueing headroom)
     seed: int = 0
     overlong: str = "exclude"  # requests beyond the model's context: "exclude" (reported) | "fail"
+    prefix_caching: bool = True  # verification simulations keep prompt KV blocks (traces with hash_ids)
+    routing: str = "least-loaded"  # verification simulations' replica choice (simulate --routing)
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,9 @@ class _Judge:
             if mask is not None:
                 if not mask.any():
                     return 0, 0.0
-                tr = Trace(tr.arrived_at[mask], tr.prompt_tokens[mask], tr.output_tokens[mask], tr.name)
-            cfg = SchedulerConfig(max_num_seqs=self.req.max_num_seqs, max_batched_tokens=self.req.max_batched_tokens)
+                tr = tr.select(mask)  # block hashes included: the simulation counts prefix-cache hits
+            cfg = SchedulerConfig(max_num_seqs=self.req.max_num_seqs, max_batched_tokens=self.req.max_batched_tokens,
+                                  prefix_caching=self.req.prefix_caching, lb=self.req.routing)
             res = simulate(tr, cand.step_model, replicas=replicas, config=cfg)
             ok = slo_met(res, slo_ttft_ms=self.req.slo_ttft_ms, slo_tpot_ms=self.req.slo_tpot_ms)
             self._cache[key] = (int(ok.sum()), float(res.energy_joules.sum()))
@@ -313,7 +314,7 @@ def _exclude_overlong(trace: Trace, req: PlanRequest) -> tuple[Trace, dict | Non
     keep = ~over
     if not keep.any():
         raise TokenomyError(what + ": nothing left to plan for")
-    return (Trace(trace.arrived_at[keep], trace.prompt_tokens[keep], trace.output_tokens[keep], trace.name),
+    return (trace.select(keep),
             {"requests": n, "share": round(n / len(trace), 6), "context_length_tokens": limit, "note": what})
 
 

@@ -137,7 +137,8 @@ def simulate(
     cap = reps[0].cap
     router = None
     if lb == "prefix-affinity":
-        router = PrefixAffinityRouter(replicas, capacity_blocks=max(1, cap // cfg.block_tokens))
+        router = PrefixAffinityRouter(replicas, capacity_blocks=max(1, cap // cfg.block_tokens),
+                                      block_tokens=cfg.block_tokens)
     hashes = req.hashes
     rr = 0
     report_every = max(1, n // 200)

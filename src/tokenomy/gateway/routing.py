@@ -9,14 +9,14 @@ output = min(max_tokens, the group's EWMA of observed output lengths).
 prefix-affinity (self-hosted replicas with prefix caching): cost-under-slo in which f is, per
 replica, the share of this prompt's leading blocks the replica is believed to hold (an index
 of what was sent where: tokenomy.engine.affinity, the simulator's policy), restricted first to
-replicas under a load bound (ceil(load_factor x (in-flight + 1) / replicas)), so affinity never
-breaks the SLO nor piles everything on one replica. Blocks are AFFINITY_BLOCK_BYTES of the
+replicas under a hard load bound (ceil(load_factor x (in-flight + 1) / replicas)), with the
+router's load penalty (in-flight above the mean, priced as the recompute it stands for), so
+affinity never breaks the SLO nor piles everything on one replica. Blocks are AFFINITY_BLOCK_BYTES of the
 prompt's canonical JSON (~256 tokens), chain-hashed with Python's hash (in-process index).
 """
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
@@ -114,7 +114,8 @@ class GroupRuntime:
 
             blocks = max(1, cfg.affinity_cache_tokens * 4 // AFFINITY_BLOCK_BYTES)
             self.affinity = PrefixAffinityRouter(len(self.deployments), capacity_blocks=blocks,
-                                                 load_factor=cfg.affinity_load_factor)
+                                                 load_factor=cfg.affinity_load_factor,
+                                                 block_tokens=AFFINITY_BLOCK_BYTES // 4)
 
     def at_capacity(self, d: DeploymentRuntime) -> bool:
         limit = self.limits[d.name]
@@ -150,25 +151,24 @@ class GroupRuntime:
         assert router is not None
         deps = self.deployments
         n = len(deps)
-        levels = router.matches(hashes)
-        depth = [0] * n
-        for mask in levels:
-            for i in range(n):
-                if mask >> i & 1:
-                    depth[i] += 1
+        depth, _ = router.depths(hashes)
         loads = [d.in_flight for d in deps]
-        bound = math.ceil(router.load_factor * (sum(loads) + 1.0) / n)
-        block_tokens = AFFINITY_BLOCK_BYTES / 4.0
+        bound = router.bound(loads)
+        mean = sum(loads) / n
         ok, rest = [], []
         for i, d in enumerate(deps):
-            held = min(float(input_tokens), depth[i] * block_tokens)
+            held = min(float(input_tokens), depth[i] * router.block_tokens)
             f = held / input_tokens if input_tokens else 0.0
-            if d.cached_frac.value and d.cached_frac.value > f and not hashes:
+            if not hashes and d.cached_frac.value:
                 f = d.cached_frac.value  # no prompt to hash: the observed average
             cost = input_tokens * ((1.0 - f) * d.p_in + f * d.p_cached) + pred * d.p_out
+            # the load penalty is priced as the recompute it stands for (0 when caching is unpriced:
+            # then the score breaks the tie between equally priced replicas)
+            gain = router.score(depth[i], loads[i], mean)
+            penalty = router.load_penalty_tokens * max(0.0, loads[i] - mean) * max(d.p_in - d.p_cached, 0.0)
             bad = self._slo_badness(d)
             live = d.breaker.available() and bad <= 1.0 and not self.at_capacity(d)
-            row = (cost, -depth[i], loads[i], i, bad)
+            row = (cost + penalty, -gain, loads[i], i, bad)
             (ok if live and loads[i] + 1 <= bound else rest).append(row)
         ok.sort()
         rest.sort(key=lambda t: (not deps[t[3]].breaker.available(), self.at_capacity(deps[t[3]]), t[4] > 1.0,
@@ -176,11 +176,10 @@ class GroupRuntime:
         order = [deps[t[3]] for t in ok] + [deps[t[3]] for t in rest]
         chosen = deps.index(order[0])
         router.record(chosen, hashes)
-        # "routed for affinity": the choice holds more of the prompt than another eligible replica
-        pool = ok or rest
+        pool = ok or rest  # routed for affinity: it holds more of the prompt than another eligible replica
         return Decision(order, pred, slo_met=bool(ok) if self.cfg.slo else None,
                         affinity=depth[chosen] > min(depth[t[3]] for t in pool),
-                        affinity_tokens=int(min(input_tokens, depth[chosen] * block_tokens)))
+                        affinity_tokens=int(min(input_tokens, depth[chosen] * router.block_tokens)))
 
     def _slo_badness(self, d: DeploymentRuntime) -> float:
         """max(observed / target) over TTFT and TPOT; <= 1 meets the SLO (unobserved counts as met)."""
