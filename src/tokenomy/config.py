@@ -394,6 +394,34 @@ class Alerts(_Strict):
         return sorted(set(v))
 
 
+class RequestLogConfig(_Strict):
+    """One JSON line per request (tokenomy.observe.requestlog): to stdout, or to `path` rotating at
+    `max_bytes` x `backups`; `sample` the share of requests kept (by request id); prompt and
+    response captured only for `capture_tenants`, redacted with the default patterns (API keys,
+    e-mail, card numbers) and `redact` (regular expressions)."""
+
+    enabled: bool = False
+    path: str | None = None
+    max_bytes: int = Field(default=100 * 2**20, ge=4096)
+    backups: int = Field(default=5, ge=0, le=1000)
+    sample: float = Field(default=1.0, ge=0, le=1)
+    capture_tenants: list[str] = Field(default_factory=list)
+    redact: list[str] = Field(default_factory=list)
+    redact_defaults: bool = True
+
+    @field_validator("redact")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        import re
+
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"redact: '{p}' is not a regular expression ({exc})") from None
+        return v
+
+
 class GatewayConfig(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     model_groups: dict[str, ModelGroup] = Field(default_factory=dict)
@@ -413,6 +441,7 @@ class GatewayConfig(_Strict):
     metrics: MetricsAccess = MetricsAccess()
     costs: Costs = Costs()
     alerts: Alerts = Alerts()
+    request_log: RequestLogConfig = RequestLogConfig()
     # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to
     # a plans YAML (relative to this config file) or the same mapping inline (tokenomy.billing.plans).
     plans: str | dict | list | None = None

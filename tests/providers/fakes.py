@@ -200,3 +200,86 @@ def gemini_response(parts: list[dict], finish: str = "STOP", usage: dict | None 
     return {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
             "usageMetadata": usage or {"promptTokenCount": 8, "candidatesTokenCount": 3, "totalTokenCount": 11},
             "modelVersion": "gemini-2.5-flash", "responseId": "resp-1"}
+
+
+# ------------------------------------------------------------------ Bedrock
+def eventstream_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message (prelude, string headers, payload, CRC32s), as Bedrock sends."""
+    import binascii
+    import struct
+
+    hb = b"".join(struct.pack("B", len(k.encode())) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode())) + v.encode()
+                  for k, v in headers.items())
+    total = 12 + len(hb) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(hb))
+    prelude += struct.pack(">I", binascii.crc32(prelude) & 0xFFFFFFFF)
+    msg = prelude + hb + payload
+    return msg + struct.pack(">I", binascii.crc32(msg) & 0xFFFFFFFF)
+
+
+def bedrock_event(event_type: str, payload: dict) -> bytes:
+    return eventstream_frame({":event-type": event_type, ":content-type": "application/json",
+                              ":message-type": "event"}, orjson.dumps(payload))
+
+
+def check_converse(model_id: str, body: dict, stream: bool) -> str | None:
+    """None if body is a valid Converse(Stream) request per botocore's bedrock-runtime service model."""
+    import botocore.session
+    from botocore.exceptions import ParamValidationError
+    from botocore.validate import validate_parameters
+
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    shape = model.operation_model("ConverseStream" if stream else "Converse").input_shape
+    try:
+        validate_parameters({**body, "modelId": model_id}, shape)
+    except ParamValidationError as exc:
+        return str(exc)
+    return None
+
+
+class FakeBedrock:
+    """POST /model/{modelId}/converse and /converse-stream (event-stream). `script` as FakeAnthropic:
+    (status, json) or (200, [(event_type, payload), ...]); errors: (status, (error_type, message))."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, object, dict]] = []
+        self.script: list[tuple[int, object]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/model/{model_id}/converse", self.converse)
+        self.app.router.add_post("/model/{model_id}/converse-stream", self.converse)
+
+    async def converse(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self.requests.append((request.raw_path, request.headers.copy(), body))
+        stream = request.path.endswith("-stream")
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDTEST/") or "/bedrock/aws4_request" not in auth:
+            return web.json_response({"message": "The security token included in the request is invalid."}, status=403,
+                                     headers={"x-amzn-ErrorType": "UnrecognizedClientException:http://internal.amazon.com/"})
+        bad = check_converse(request.match_info["model_id"], body, stream)
+        if bad:
+            return web.json_response({"message": f"schema: {bad}"}, status=400,
+                                     headers={"x-amzn-ErrorType": "ValidationException:http://internal.amazon.com/"})
+        status, answer = self.script[min(len(self.requests) - 1, len(self.script) - 1)]
+        if status != 200:
+            etype, msg = answer
+            return web.json_response({"message": msg}, status=status,
+                                     headers={"x-amzn-ErrorType": f"{etype}:http://internal.amazon.com/coral/"})
+        if stream:
+            resp = web.StreamResponse(status=200, headers={"content-type": "application/vnd.amazon.eventstream"})
+            await resp.prepare(request)
+            for et, payload in answer:
+                if et.startswith("!"):  # an exception frame
+                    await resp.write(eventstream_frame({":exception-type": et[1:], ":content-type": "application/json",
+                                                        ":message-type": "exception"}, orjson.dumps(payload)))
+                else:
+                    await resp.write(bedrock_event(et, payload))
+            await resp.write_eof()
+            return resp
+        return web.json_response(answer)
+
+
+def converse_response(content: list[dict], stop: str = "end_turn", usage: dict | None = None) -> dict:
+    return {"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
+            "usage": usage or {"inputTokens": 11, "outputTokens": 4, "totalTokens": 15},
+            "metrics": {"latencyMs": 120}}

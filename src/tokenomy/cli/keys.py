@@ -191,6 +191,7 @@ def usage(
     since: Optional[str] = typer.Option(None, "--since", help="ISO time or age: 24h, 7d, 2026-11-01."),
     until: Optional[str] = typer.Option(None, "--until", help="ISO time or age (exclusive)."),
     wide: bool = typer.Option(False, "--wide", help="All columns (errors, cached tokens, price)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also group by the requests' end user or tags: user | tag."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = Json,
 ) -> None:
@@ -206,18 +207,32 @@ def usage(
         raise TokenomyError(f"--until ({until}) must be after --since ({since})")
     with _open(data_dir, must_exist=True) as m:
         report = m.usage(tenant, since_ts, until_ts)
+        if by is not None:
+            from tokenomy.ledgerdb import LedgerDB
+            from tokenomy.metering.spend_by import usage_by
+
+            db = LedgerDB.for_ledger(m.ledger)
+            if db is None:
+                raise TokenomyError("--by needs the SQLite or PostgreSQL ledger")
+            try:
+                report[f"by_{by}"] = usage_by(db, by, tenant, since_ts, until_ts)
+            finally:
+                db.close()
     if as_json:
         _print_json(report)
         return
     from tokenomy.cli.fmt import count, joules, print_table, usd
 
     who = tenant or "all tenants"
-    for title, groups in (("by model", report["by_model"]), ("by deployment", report["by_deployment"])):
+    sections = [("by model", report["by_model"]), ("by deployment", report["by_deployment"])]
+    if by is not None:
+        sections.append((f"by {by}", report[f"by_{by}"]))
+    for title, groups in sections:
         named = [*groups.items(), ("TOTAL", report)]
         if wide:
             headers = ["name", "requests", "errors", "input tok", "cached tok", "output tok", "cost", "price",
                        "energy"]
-            rows = [[n, count(g["requests"]), count(g["errors"]), count(g["input_tokens"]),
+            rows = [[n, count(g["requests"]), count(g.get("errors")), count(g["input_tokens"]),
                      count(g.get("cached_input_tokens")), count(g["output_tokens"]), usd(g["cost_usd"]),
                      usd(g["price_usd"]), joules(g["energy_joules"])] for n, g in named]
         else:  # what fits 80 columns: the figures people read first

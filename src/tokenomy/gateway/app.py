@@ -214,10 +214,25 @@ async def admin_usage(request: web.Request) -> web.Response:
                 raise ApiError(403, f"a key of tenant '{p.tenant}' cannot read the usage of tenant '{tenant}'",
                                code="permission_denied")
             tenant = p.tenant
+        since, until = _float_q(request, "since"), _float_q(request, "until")
         try:
-            usage = gw.metering.usage(tenant, since=_float_q(request, "since"), until=_float_q(request, "until"))
+            usage = gw.metering.usage(tenant, since=since, until=until)
         except UnknownNameError as exc:
             raise ApiError(404, str(exc), param="tenant", code="tenant_not_found") from None
+        group_by = request.query.get("group_by")
+        if group_by is not None:  # spend by the requests' end user or tags
+            from tokenomy.ledgerdb import LedgerDB
+            from tokenomy.metering.spend_by import DIMENSIONS, usage_by
+
+            if group_by not in DIMENSIONS:
+                raise ApiError(400, f"group_by must be one of {', '.join(DIMENSIONS)}", param="group_by",
+                               code="invalid_value")
+            db = LedgerDB.for_ledger(gw.metering.ledger)
+            if db is not None:
+                try:
+                    usage[f"by_{group_by}"] = await asyncio.to_thread(usage_by, db, group_by, tenant, since, until)
+                finally:
+                    db.close()
         return _json({"tenant": tenant, **usage})
     except ApiError as err:
         return error_response(err)
@@ -287,6 +302,10 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     """The gateway as an aiohttp app. `metering`: a tokenomy.metering.Metering (opened, not started)."""
     config = config or default_config()
     gw = Gateway(config, metering)
+    if config.request_log.enabled:
+        from tokenomy.observe.requestlog import RequestLog
+
+        gw.settler.request_log = RequestLog(config.request_log)
     app = web.Application(client_max_size=config.server.max_body_bytes, handler_args={"max_field_size": 16384})
     app[GATEWAY_KEY] = gw
     app.router.add_post("/v1/chat/completions", chat_completions)
@@ -369,4 +388,6 @@ async def _lifecycle(app: web.Application):
         stack.push_async_callback(gw.close)
         await _start_capacity_recorder(gw, stack)
         await _start_alerts(gw, stack)
+        if gw.settler.request_log is not None:
+            stack.callback(gw.settler.request_log.close)  # drains what is queued
         yield

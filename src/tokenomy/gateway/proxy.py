@@ -149,6 +149,8 @@ class Gateway:
         except ApiError as err:
             if err.status == 429:
                 self.metrics.rejected(err.code or "429")
+            if self.settler.request_log is not None:  # refused before any upstream work: a line too
+                self.settler.request_log.refused(rid, err.status, err.code, (time.perf_counter() - t0) * 1000.0)
             return error_response(err, {"x-tokenomy-request-id": rid})
         except (ConnectionError, aiohttp.ClientConnectionResetError):
             raise

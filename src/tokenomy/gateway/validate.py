@@ -118,3 +118,39 @@ def max_tokens(body: dict) -> int | None:
 
 def n_choices(body: dict) -> int:
     return opt_pos_int(body, "n", MAX_N) or 1
+
+
+# OpenAI's limits for `metadata` (16 pairs, keys <= 64 chars, values <= 512) and a bound on `user`.
+MAX_USER_CHARS = 256
+MAX_TAGS, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS = 16, 64, 512
+
+
+def _printable(s: str) -> bool:
+    return s.isprintable()
+
+
+def user_and_tags(body: dict) -> tuple[str | None, dict[str, str] | None]:
+    """The request's end user (`user`) and tags (`metadata`: string -> string), validated:
+    spend is reported and limited per user and tag, so they must be short, printable strings."""
+    user = body.get("user")
+    if user is not None:
+        if not isinstance(user, str):
+            raise _bad("user", f"'user' must be a string, not {_type_name(user)}")
+        if not 0 < len(user) <= MAX_USER_CHARS or not _printable(user):
+            raise _bad("user", f"'user' must be 1 to {MAX_USER_CHARS} printable characters", "invalid_value")
+    meta = body.get("metadata")
+    if meta is None:
+        return user, None
+    if not isinstance(meta, dict):
+        raise _bad("metadata", f"'metadata' must be an object of strings, not {_type_name(meta)}")
+    if len(meta) > MAX_TAGS:
+        raise _bad("metadata", f"'metadata' has {len(meta)} pairs; at most {MAX_TAGS}", "invalid_value")
+    for k, val in meta.items():
+        if not isinstance(val, str):
+            raise _bad("metadata", f"metadata['{k[:64]}'] must be a string, not {_type_name(val)}")
+        if not 0 < len(k) <= MAX_TAG_KEY_CHARS or not _printable(k):
+            raise _bad("metadata", f"metadata keys must be 1 to {MAX_TAG_KEY_CHARS} printable characters", "invalid_value")
+        if len(val) > MAX_TAG_VALUE_CHARS or not _printable(val):
+            raise _bad("metadata", f"metadata['{k}'] must be at most {MAX_TAG_VALUE_CHARS} printable characters",
+                       "invalid_value")
+    return user, dict(meta)

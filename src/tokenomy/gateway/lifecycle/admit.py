@@ -96,6 +96,7 @@ class Admission:
         if so is not None and not isinstance(so, dict):
             raise ApiError(400, "'stream_options' must be an object", param="stream_options", code="invalid_type")
         n_choices = v.n_choices(body)
+        v.user_and_tags(body)  # recorded on the event; bad ones are a 400 before any work
 
         # ---- model group: a plain group, or a routed alias (quality router / cascade)
         group = gw.groups.get(alias)

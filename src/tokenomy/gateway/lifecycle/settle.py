@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from tokenomy.gateway import validate as v
 from tokenomy.gateway.errors import error_body, error_response
 from tokenomy.gateway.lifecycle.state import OpenStream, RequestCtx, UnaryResult, fmt_usd
 from tokenomy.gateway.lifecycle.usage import BilledUsage, bound_usage
@@ -44,6 +45,7 @@ _NO_USAGE = (0, 0, 0, 0)
 class Settler:
     def __init__(self, gw):
         self.metering, self.metrics, self.plans = gw.metering, gw.metrics, gw.plans
+        self.request_log = None  # tokenomy.observe.requestlog.RequestLog, set by the app when enabled
         self.longest_output: dict[str, int] = gw.longest_output  # per deployment, for budget caps (admit)
 
     # ------------------------------------------------------------------ usage -> event
@@ -96,6 +98,11 @@ class Settler:
                     extra["downgraded"] = ctx.headers["x-tokenomy-downgraded"]
         if ctx.attempts:
             extra["attempts"] = ctx.attempts
+        user, tags = v.user_and_tags(ctx.body)  # validated at admission
+        if user is not None:
+            extra["user"] = user
+        if tags:
+            extra["tags"] = tags
         if ctx.route is not None:
             extra["route"] = ctx.route
         if ctx.part is not None:
@@ -120,12 +127,14 @@ class Settler:
                           http_status=r.err.status)
 
     # ------------------------------------------------------------------ commit
-    async def commit(self, ctx: RequestCtx, ev: UsageEvent) -> None:
+    async def commit(self, ctx: RequestCtx, ev: UsageEvent, response: Callable[[], str] | None = None) -> None:
         """Durably record the request's main event (settling the reservation) — before the
-        client sees the end of the answer."""
+        client sees the end of the answer — then its request-log line (off the loop's path)."""
         recorded = await self.metering.commit(ev, ctx.reservation)
         ctx.committed = True
         self.metrics.observe(ev)
+        if self.request_log is not None:
+            self.request_log.record(ev, lambda: (_prompt_text(ctx), response() if response else None))
         if ctx.plan is not None:
             if recorded is not False:
                 self.plans.record(ev)
@@ -142,7 +151,7 @@ class Settler:
     async def unary(self, ctx: RequestCtx, r: UnaryResult, extra_headers: dict[str, str] | None = None) -> web.Response:
         """The main event of a non-stream answer (or of a failure), committed, then the response."""
         ev = self.unary_event(ctx, r)
-        await self.commit(ctx, ev)
+        await self.commit(ctx, ev, lambda: response_text(r.obj, ctx.kind) if r.obj is not None else "")
         dep = {"x-tokenomy-deployment": r.d.name} if r.d is not None else {}
         more = extra_headers or {}
         if r.status == "client_error":
@@ -182,7 +191,7 @@ class Settler:
         ttft_ms = None if rl.t_first is None else (rl.t_first - ctx.t0) * 1000.0
         ev = self.event(ctx, d, b, status=status, http_status=http_status, ttft_ms=ttft_ms, energy_j=rl.energy_j)
         try:
-            await self.commit(ctx, ev)
+            await self.commit(ctx, ev, lambda: "".join(rl.texts))
         except Exception as exc:  # e.g. the ledger cannot commit: never report success then
             log.exception("request %s: usage not recorded", ctx.rid)
             if not rl.client_gone:
@@ -218,7 +227,7 @@ class Settler:
         """Send a complete (buffered) answer as an SSE stream: one content chunk, the finish chunk,
         the usage chunk when asked for, then [DONE] — after its event is committed."""
         ev = self.unary_event(ctx, r)
-        await self.commit(ctx, ev)
+        await self.commit(ctx, ev, lambda: response_text(r.obj, ctx.kind) if r.obj is not None else "")
         assert r.d is not None
         obj = r.obj or {}
         chat = ctx.kind == "chat"
@@ -290,6 +299,12 @@ async def _write_end(out: web.StreamResponse, data: bytes) -> None:
         await out.write_eof()
     except (ConnectionError, aiohttp.ClientConnectionResetError):
         pass
+
+
+def _prompt_text(ctx: RequestCtx) -> str:
+    """What the client sent, for a captured request log line (redacted there)."""
+    x = ctx.body.get("messages") if ctx.kind == "chat" else ctx.body.get("prompt")
+    return x if isinstance(x, str) else orjson.dumps(x).decode()
 
 
 def _learn(longest_output: dict[str, int], ctx: RequestCtx, d: DeploymentRuntime, counts, ttft_ms: float | None, t_first: float | None,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from tokenomy.gateway.providers.base import ProviderError, UpstreamRequest
 from tokenomy.gateway.providers.stream import TranslatedStream
@@ -53,12 +54,15 @@ async def post(session: aiohttp.ClientSession, lean: LeanClient | None, timeout:
     return await _send(session, lean, timeout, url(ctx, d), payload(ctx, d), d.headers)
 
 
-async def _send(session, lean, timeout, target: str, data: bytes, headers: dict[str, str]) -> UpstreamResponse:
+async def _send(session, lean, timeout, target: str, data: bytes, headers: dict[str, str],
+                encoded: bool = False) -> UpstreamResponse:
     if lean is not None:
         resp = await lean.post(target, data, headers, total_s=timeout.total, connect_s=timeout.connect)
         if resp is not None:
             return resp
-    async with session.post(target, data=data, headers=headers, timeout=timeout) as r:
+    # Adapters build percent-encoded URLs (a Bedrock model ARN's ':' is %3A and SigV4 signs it so).
+    url = URL(target, encoded=True) if encoded else target
+    async with session.post(url, data=data, headers=headers, timeout=timeout) as r:
         raw = await read_capped(r, lean.max_response_bytes if lean is not None else DEFAULT_MAX_RESPONSE_BYTES)
         return UpstreamResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, raw)
 
@@ -91,7 +95,7 @@ async def _post_adapted(session, lean, timeout, ctx: RequestCtx, d: DeploymentRu
     req = await _build(ctx, d)
     if isinstance(req, ProviderError):  # the body cannot be expressed for this provider
         return UpstreamResponse(req.status, dict(_JSON), req.raw)
-    resp = await _send(session, lean, timeout, req.url, req.body, req.headers)
+    resp = await _send(session, lean, timeout, req.url, req.body, req.headers, encoded=True)
     if d.adapter.passthrough and resp.status < 400:
         return resp
     out = d.adapter.parse_response(resp.status, resp._headers, resp.body, req)
@@ -107,7 +111,7 @@ async def _open_adapted(session, timeout, ctx: RequestCtx, d: DeploymentRuntime)
     req = await _build(ctx, d)
     if isinstance(req, ProviderError):
         return TranslatedStream.rejected(req)
-    resp = await session.post(req.url, data=req.body, headers=req.headers, timeout=timeout)
+    resp = await session.post(URL(req.url, encoded=True), data=req.body, headers=req.headers, timeout=timeout)
     if d.adapter.passthrough and resp.status == 200:
         return resp
     return TranslatedStream(d.adapter, req, resp)

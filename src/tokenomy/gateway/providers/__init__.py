@@ -24,7 +24,7 @@ URL/header dict are precomputed). Adapters are pure translations plus auth; no I
 `prepare`. Optional dependencies (botocore, google-auth) are imported only by the adapters that
 need them, when such a deployment is configured.
 
-Modules: openai (passthrough, azure), anthropic, gemini (gemini, vertex), stream (a translated
+Modules: openai (passthrough, azure), anthropic, gemini (gemini, vertex), bedrock, stream (a translated
 stream as an aiohttp-like response), translate (shared request pieces), base
 (UpstreamRequest, ProviderError, StreamDecoder, header env expansion, error classification).
 """
@@ -55,6 +55,9 @@ def adapter_for(cfg, *, default_max_tokens: int = 4096) -> ProviderAdapter:
     if p == "vertex":
         from tokenomy.gateway.providers.gemini import VertexAdapter
         return VertexAdapter(cfg, default_max_tokens)
+    if p == "bedrock":
+        from tokenomy.gateway.providers.bedrock import BedrockAdapter
+        return BedrockAdapter(cfg, default_max_tokens)
     from tokenomy.errors import ConfigError
     raise ConfigError(f"deployment {cfg.name}: provider {p!r} is not implemented yet "
                       "(implemented: openai, azure, anthropic, gemini, vertex)")

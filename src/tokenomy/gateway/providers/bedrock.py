@@ -1,0 +1,326 @@
+"""Amazon Bedrock Converse / ConverseStream, SigV4-signed through botocore.
+
+POST {base_url}/model/{modelId}/converse (stream: /converse-stream, AWS event-stream framing,
+decoded with botocore's EventStreamBuffer). base_url: https://bedrock-runtime.{region}.amazonaws.com.
+Credentials: botocore's standard chain (env AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+AWS_SESSION_TOKEN, AWS_PROFILE + ~/.aws, SSO, container / instance roles), frozen per request so
+refreshable credentials renew; region: `region:` or the chain's (AWS_REGION / profile).
+botocore is imported only when a bedrock deployment is configured (extra `providers`).
+
+Request mapping (OpenAI chat -> Converse):
+  system / developer -> system [{text}]; user / assistant -> messages (same-role turns merged);
+  text parts -> {text}; image_url data: URLs -> {image: {format, source: {bytes}}} (http(s) image
+  URLs are rejected: Converse takes bytes or S3 only); assistant tool_calls -> {toolUse}; role tool
+  -> a user turn of {toolResult}; max_tokens -> inferenceConfig.maxTokens, temperature, top_p ->
+  topP, stop -> stopSequences; tools -> toolConfig.tools[].toolSpec (inputSchema.json);
+  tool_choice auto/required/named -> {auto}/{any}/{tool}; none -> tools kept, no choice (Converse
+  has no "none"; warned); response_format json_object / json_schema -> a forced tool
+  `json_response` (its input returned as the content).
+  Rejected (400): n > 1, non-function tools, http(s) image URLs. Dropped with a warning: see
+  translate.DROPPED_EVERYWHERE, user, parallel_tool_calls.
+Response: text -> content, toolUse -> tool_calls, reasoningContent dropped; stopReason end_turn /
+  stop_sequence -> stop, max_tokens -> length, tool_use -> tool_calls, guardrail_intervened /
+  content_filtered -> content_filter; usage: prompt = inputTokens + cacheReadInputTokens +
+  cacheWriteInputTokens (cached = cacheRead, cache_write_tokens = cacheWrite), completion = outputTokens.
+Errors: x-amzn-ErrorType ThrottlingException / ModelNotReadyException -> 429, ServiceUnavailable
+  -> 503, InternalServer / ModelTimeout -> 502 (retried), ValidationException -> 400
+  (context_length_exceeded when the input is too long), AccessDenied -> 403.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import orjson
+
+from tokenomy.gateway.providers import translate as tr
+from tokenomy.gateway.providers.base import (ProviderError, UpstreamRequest, chunk, classify_error, garbage,
+                                             resolved_headers, usage_dict)
+
+JSON_TOOL = "json_response"
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+           "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
+           "model_context_window_exceeded": "length"}
+_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+# x-amzn-ErrorType -> the HTTP status the classifier should see
+_ERROR_STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 429, "ServiceQuotaExceededException": 429,
+                 "ServiceUnavailableException": 503, "InternalServerException": 500, "ModelTimeoutException": 500,
+                 "ModelErrorException": 500, "ModelStreamErrorException": 500, "ValidationException": 400,
+                 "AccessDeniedException": 403, "ResourceNotFoundException": 404}
+
+
+def _content(content) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise tr.BadRequest("message 'content' must be a string or an array of content parts", "messages")
+    out = []
+    for p in content:
+        t = p.get("type") if isinstance(p, dict) else None
+        if t == "text":
+            out.append({"text": str(p.get("text", ""))})
+        elif t == "image_url":
+            kind, media, data = tr.image_source(p)
+            if kind != "base64":
+                raise tr.BadRequest("Bedrock Converse takes images as bytes only: send a data: URL", "messages")
+            fmt = _FORMATS.get(media)
+            if fmt is None:
+                raise tr.BadRequest(f"image type {media} is not supported by Bedrock (png, jpeg, gif, webp)", "messages")
+            out.append({"image": {"format": fmt, "source": {"bytes": data}}})
+        else:
+            raise tr.BadRequest(f"content part type {t!r} is not supported by Bedrock deployments", "messages")
+    return out
+
+
+def to_converse(body: dict, default_max_tokens: int) -> tuple[dict, list[str]]:
+    tr.check_n(body)
+    warnings = tr.common_warnings(body, extra_dropped=("user", "parallel_tool_calls"))
+    system: list[dict] = []
+    msgs: list[dict] = []
+
+    def push(role: str, blocks: list[dict]) -> None:
+        if not blocks:
+            return
+        if msgs and msgs[-1]["role"] == role:
+            msgs[-1]["content"].extend(blocks)
+        else:
+            msgs.append({"role": role, "content": blocks})
+
+    for m in tr.messages(body):
+        role = m.get("role")
+        if role in ("system", "developer"):
+            text = tr.text_of(m.get("content"))
+            if text:
+                system.append({"text": text})
+        elif role == "user":
+            push("user", _content(m.get("content")))
+        elif role == "assistant":
+            blocks = _content(m.get("content"))
+            for tc in m.get("tool_calls") or ():
+                f = tc.get("function") or {}
+                blocks.append({"toolUse": {"toolUseId": tc.get("id") or "", "name": f.get("name") or "",
+                                           "input": tr.tool_args(f.get("arguments"))}})
+            push("assistant", blocks)
+        elif role == "tool":
+            push("user", [{"toolResult": {"toolUseId": m.get("tool_call_id") or "",
+                                          "content": [{"text": tr.text_of(m.get("content"))}]}}])
+        else:
+            raise tr.BadRequest(f"message role {role!r} is not supported", "messages")
+    if not msgs:
+        raise tr.BadRequest("Bedrock needs at least one user or assistant message", "messages")
+    req: dict = {"messages": msgs}
+    if system:
+        req["system"] = system
+    inf: dict = {"maxTokens": tr.max_tokens(body, default_max_tokens)}
+    t = body.get("temperature")
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        inf["temperature"] = t
+    if isinstance(body.get("top_p"), (int, float)):
+        inf["topP"] = body["top_p"]
+    stops = tr.stop_list(body)
+    if stops:
+        inf["stopSequences"] = stops
+    req["inferenceConfig"] = inf
+    tools = [{"toolSpec": {"name": f["name"], "description": f["description"] or f["name"],
+                           "inputSchema": {"json": f["parameters"]}}} for f in tr.function_tools(body)]
+    tc = tr.tool_choice(body)
+    choice = None
+    if tc is not None:
+        if tc[0] == "none":
+            warnings.append("tool_choice none: Converse has no equivalent (the model may still call a tool)")
+        else:
+            choice = {"auto": {"auto": {}}, "required": {"any": {}}}.get(tc[0]) or {"tool": {"name": tc[1]}}
+    jf = tr.json_format(body)
+    if jf is not None:
+        schema = jf[1] or {"type": "object"}
+        tools.append({"toolSpec": {"name": JSON_TOOL, "description": "Respond with the answer as this JSON object.",
+                                   "inputSchema": {"json": schema if schema.get("type") == "object" else
+                                                   {"type": "object", "properties": {"value": schema},
+                                                    "required": ["value"]}}}})
+        choice = {"tool": {"name": JSON_TOOL}}
+    if tools:
+        req["toolConfig"] = {"tools": tools, **({"toolChoice": choice} if choice else {})}
+    return req, warnings
+
+
+def _usage(u: dict) -> dict:
+    def n(k: str) -> int:
+        v = u.get(k)
+        return v if isinstance(v, int) else 0
+    read, write = n("cacheReadInputTokens"), n("cacheWriteInputTokens")
+    return usage_dict(n("inputTokens") + read + write, n("outputTokens"), cached=read, cache_write=write)
+
+
+def from_converse(obj: dict, json_mode: bool, model: str) -> dict:
+    text, calls = [], []
+    for b in ((obj.get("output") or {}).get("message") or {}).get("content") or ():
+        if "text" in b:
+            text.append(b["text"])
+        elif isinstance(b.get("toolUse"), dict):
+            tu = b["toolUse"]
+            if json_mode and tu.get("name") == JSON_TOOL:
+                inp = tu.get("input") or {}
+                text.append(orjson.dumps(inp.get("value", inp) if set(inp) == {"value"} else inp).decode())
+            else:
+                calls.append(tr.tool_call(tu.get("toolUseId", ""), tu.get("name", ""), tu.get("input") or {}))
+    finish = _FINISH.get(obj.get("stopReason") or "end_turn", "stop")
+    if finish == "tool_calls" and not calls:
+        finish = "stop"
+    return tr.completion("bedrock-" + format(int(time.time() * 1e6), "x"), model, int(time.time()),
+                         "".join(text) or None, calls, finish, _usage(obj.get("usage") or {}))
+
+
+def _error(status: int, headers: dict[str, str], raw: bytes) -> ProviderError:
+    etype = next((v for k, v in headers.items() if k.lower() == "x-amzn-errortype"), "") or ""
+    etype = etype.split(":", 1)[0]
+    try:
+        obj = orjson.loads(raw)
+        msg = str(obj.get("message") or obj.get("Message") or raw[:300]) if isinstance(obj, dict) else str(obj)
+        etype = etype or (obj.get("__type", "") if isinstance(obj, dict) else "").rsplit("#", 1)[-1]
+    except orjson.JSONDecodeError:
+        msg = raw[:300].decode("utf-8", "replace")
+    return classify_error(_ERROR_STATUS.get(etype, status), msg, etype)
+
+
+class ConverseStreamDecoder:
+    """AWS event-stream frames (botocore's EventStreamBuffer) -> OpenAI chunks; usage at `metadata`."""
+
+    def __init__(self, json_mode: bool, model: str) -> None:
+        from botocore.eventstream import EventStreamBuffer
+
+        self.buf = EventStreamBuffer()
+        self.json_mode, self.model = json_mode, model
+        self.usage: dict | None = None
+        self.error: ProviderError | None = None
+        self.done = False
+        self._id, self._created = "bedrock-" + format(int(time.time() * 1e6), "x"), int(time.time())
+        self._tools: dict[int, int] = {}
+        self._json_blocks: set[int] = set()
+        self._stopped = False
+
+    def _c(self, delta: dict, finish: str | None = None) -> dict:
+        return chunk(self._id, self.model, self._created, delta, finish)
+
+    def feed(self, data: bytes) -> list[dict]:
+        from botocore.exceptions import EventStreamError  # noqa: F401  (the buffer raises its own parser errors)
+
+        out: list[dict] = []
+        try:
+            self.buf.add_data(data)
+            msgs = list(self.buf)
+        except Exception as exc:  # botocore's ParserError subclasses: a corrupt frame
+            self.error = garbage(f"corrupt AWS event-stream frame: {exc}")
+            return out
+        for msg in msgs:
+            h = msg.headers
+            try:
+                ev = orjson.loads(msg.payload) if msg.payload else {}
+            except orjson.JSONDecodeError:
+                self.error = garbage("invalid JSON in a ConverseStream event")
+                return out
+            if h.get(":message-type") == "exception":
+                et = str(h.get(":exception-type", ""))
+                self.error = classify_error(_ERROR_STATUS.get(et[:1].upper() + et[1:], 500),
+                                            str(ev.get("message", et)), et)
+                return out
+            t = h.get(":event-type")
+            if t == "messageStart":
+                out.append(self._c({"role": "assistant", "content": ""}))
+            elif t == "contentBlockStart":
+                i = ev.get("contentBlockIndex", 0)
+                tu = (ev.get("start") or {}).get("toolUse")
+                if isinstance(tu, dict):
+                    if self.json_mode and tu.get("name") == JSON_TOOL:
+                        self._json_blocks.add(i)
+                    else:
+                        k = self._tools[i] = len(self._tools)
+                        out.append(self._c({"tool_calls": [{"index": k, "id": tu.get("toolUseId", ""), "type": "function",
+                                                            "function": {"name": tu.get("name", ""), "arguments": ""}}]}))
+            elif t == "contentBlockDelta":
+                i, d = ev.get("contentBlockIndex", 0), ev.get("delta") or {}
+                if "text" in d:
+                    out.append(self._c({"content": d["text"]}))
+                elif isinstance(d.get("toolUse"), dict):
+                    part = d["toolUse"].get("input", "")
+                    if i in self._json_blocks:
+                        out.append(self._c({"content": part}))
+                    elif i in self._tools:
+                        out.append(self._c({"tool_calls": [{"index": self._tools[i], "function": {"arguments": part}}]}))
+            elif t == "messageStop":
+                f = _FINISH.get(ev.get("stopReason") or "end_turn", "stop")
+                out.append(self._c({}, "stop" if f == "tool_calls" and not self._tools else f))
+                self._stopped = True
+            elif t == "metadata":
+                self.usage = _usage(ev.get("usage") or {})
+                self.done = self._stopped
+                out.append({**self._c({}), "choices": [], "usage": self.usage})
+        return out
+
+    def close(self) -> list[dict]:
+        return []
+
+
+class BedrockAdapter:
+    provider = "bedrock"
+    passthrough = False
+    needs_prepare = False
+
+    def __init__(self, cfg, default_max_tokens: int = 4096):
+        try:
+            import botocore.session
+            from botocore.auth import SigV4Auth
+            from botocore.awsrequest import AWSRequest
+        except ImportError:  # pragma: no cover - depends on the install
+            from tokenomy.errors import ConfigError
+            raise ConfigError(f"deployment {cfg.name}: provider bedrock needs botocore "
+                              "(pip install 'tokenomy[providers]')") from None
+        self.cfg, self.default_max_tokens = cfg, default_max_tokens
+        self._session = botocore.session.Session()
+        self.region = cfg.region or self._session.get_config_variable("region") or "us-east-1"
+        self._creds = self._session.get_credentials()  # the standard chain; None: requests go unsigned (403)
+        self._SigV4Auth, self._AWSRequest = SigV4Auth, AWSRequest
+        self.extra_headers = resolved_headers(cfg)
+
+    async def prepare(self) -> None:
+        return None
+
+    def _signed(self, url: str, body: bytes, stream: bool) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **self.extra_headers}
+        if stream:
+            headers["Accept"] = "application/vnd.amazon.eventstream"
+        if self._creds is None:
+            return headers
+        req = self._AWSRequest(method="POST", url=url, data=body, headers=headers)
+        self._SigV4Auth(self._creds.get_frozen_credentials(), "bedrock", self.region).add_auth(req)
+        return dict(req.headers.items())
+
+    def build_request(self, body: dict, d, *, stream: bool, kind: str = "chat") -> UpstreamRequest | ProviderError:
+        if kind != "chat":
+            return tr.BadRequest("Bedrock deployments serve chat completions only", "model").error
+        try:
+            req, warnings = to_converse(body, self.default_max_tokens)
+        except tr.BadRequest as exc:
+            return exc.error
+        base = d.base_url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
+        url = f"{base}/model/{quote(d.model, safe='')}/{'converse-stream' if stream else 'converse'}"
+        data = orjson.dumps(req)
+        return UpstreamRequest(url, self._signed(url, data, stream), data, tuple(warnings),
+                               json_mode=tr.json_format(body) is not None)
+
+    def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
+                       req: UpstreamRequest | None = None) -> dict | ProviderError:
+        if status >= 400:
+            return _error(status, headers, raw)
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return garbage(f"invalid JSON in Bedrock response: {exc}")
+        if not isinstance(obj, dict) or "output" not in obj:
+            return garbage("Bedrock response has no output")
+        return from_converse(obj, req is not None and req.json_mode, self.cfg.upstream_model)
+
+    def stream_decoder(self, req: UpstreamRequest | None = None) -> ConverseStreamDecoder:
+        return ConverseStreamDecoder(req is not None and req.json_mode, self.cfg.upstream_model)

@@ -1,0 +1,1 @@
+"""Observability of the request path: the structured request log (requestlog.py) and redaction."""
