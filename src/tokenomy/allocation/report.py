@@ -26,12 +26,11 @@ def compute(store: CapacityStore, since: float, until: float) -> tuple[list[Inte
 
 def costs_report(store: CapacityStore, since: float, until: float, *, series_step_s: int | None = None) -> dict:
     costs, served, specs = compute(store, since, until)
-    by_id = {r.id: r for r in served}
     out: dict[str, dict] = {}
     series: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for c in costs:
         d = out.setdefault(c.deployment, {"bill": 0, "rent": 0, "energy": 0, "allocated": 0, "idle": 0,
-                                          "busy_s": 0.0, "provisioned_s": 0, "ids": set()})
+                                          "busy_s": 0.0, "provisioned_s": 0})
         d["bill"] += c.bill_pusd
         d["rent"] += c.rent_pusd
         d["energy"] += c.energy_pusd
@@ -39,7 +38,6 @@ def costs_report(store: CapacityStore, since: float, until: float, *, series_ste
         d["idle"] += c.idle_pusd
         d["busy_s"] += c.busy_s
         d["provisioned_s"] += c.interval_s
-        d["ids"].update(c.allocations)
         if series_step_s:
             b = c.start // series_step_s * series_step_s
             point = series[(b, c.deployment)]
@@ -49,8 +47,9 @@ def costs_report(store: CapacityStore, since: float, until: float, *, series_ste
     deployments = {}
     for name, d in sorted(out.items()):
         rates = rates_of(specs[name])
-        # tokens of the requests that ended in the window (a request is counted where it ends)
-        reqs = [by_id[i] for i in d["ids"] if since <= by_id[i].end_s < until]
+        # tokens of the requests that ended in the window (a request is counted where it ends),
+        # also those whose interval a gateway has not recorded yet (the bill catches up then)
+        reqs = [r for r in served if r.deployment == name and since <= r.end_s < until]
         inp = sum(r.input_tokens for r in reqs)
         outp = sum(r.output_tokens for r in reqs)
         capacity = rates.capacity_output_tokens_per_s * d["provisioned_s"]
