@@ -260,9 +260,10 @@ class Settler:
 
 
 def sse_response(ctx: RequestCtx, deployment: str) -> web.StreamResponse:
-    out = web.StreamResponse(status=200, headers={
-        **ctx.headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-        "x-tokenomy-deployment": deployment})
+    headers = {**ctx.headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+               "x-tokenomy-deployment": deployment}
+    out = web.StreamResponse(status=200, headers=headers) if ctx.inbound is None \
+        else ctx.inbound.sse_response(ctx, headers)
     out.enable_chunked_encoding()
     return out
 
