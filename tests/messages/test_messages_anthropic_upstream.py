@@ -4,6 +4,8 @@ metered."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from aiohttp.test_utils import TestServer
 from anthropic import AsyncAnthropic
@@ -46,7 +48,9 @@ async def test_unary_cache_usage_through(fake, tmp_path):
     (headers, sent), = fake.requests
     assert headers["x-api-key"] == "sk-ant-test" and sent["system"] == [{"type": "text", "text": "terse"}]
     assert sent["model"] == "claude-sonnet-4-6" and sent["max_tokens"] == 50
-    assert (ev.input_tokens, ev.cached_input_tokens, ev.output_tokens) == (36, 6, 4)
+    assert (ev.input_tokens, ev.cached_input_tokens, ev.cache_write_tokens, ev.output_tokens) == (36, 6, 20, 4)
+    # claude-sonnet-4-6 in the price map (LiteLLM): $3 input, $0.30 cache read, $3.75 cache write, $15 output /Mtok
+    assert ev.cost_usd == (10 * Decimal("3") + 6 * Decimal("0.3") + 20 * Decimal("3.75") + 4 * Decimal("15")) / 10**6
 
 
 async def test_stream_tool_use_through(fake, tmp_path):
