@@ -20,10 +20,12 @@ class Deployment:
     engine_efficiency: float = 1.0
     provider: str | None = None
     step_model: Any = field(default=None, compare=False, repr=False)
+    kv_dtype: str = "bf16"
 
     @property
     def label(self) -> str:
-        return f"{self.model.id}@{self.accelerator.id}x{self.count}/{self.dtype}"
+        kv = f"/kv-{self.kv_dtype}" if self.kv_dtype != "bf16" else ""
+        return f"{self.model.id}@{self.accelerator.id}x{self.count}/{self.dtype}{kv}"
 
     @property
     def usd_per_hour(self) -> float:
@@ -40,6 +42,7 @@ def make_deployment(
     engine_efficiency: float = 1.0,
     provider: str | None = None,
     catalog=None,
+    kv_dtype: str = "bf16",
 ) -> Deployment:
     """Resolve names and build the perf step model (raises TokenomyError on a bad combination)."""
     from tokenomy.perf import make_step_model
@@ -52,12 +55,12 @@ def make_deployment(
     a = catalog.accelerator(accelerator) if isinstance(accelerator, str) else accelerator
     if count < 1:
         raise TokenomyError(f"count must be >= 1, got {count}")
-    sm = make_step_model(m, a, count=count, dtype=dtype, engine_efficiency=engine_efficiency)
+    sm = make_step_model(m, a, count=count, dtype=dtype, engine_efficiency=engine_efficiency, kv_dtype=kv_dtype)
     if int(sm.max_kv_tokens) < 1:
         raise TokenomyError(
             f"{m.id} does not fit on {count} x {a.id} in {dtype}: no memory left for the KV cache"
         )
-    return Deployment(m, a, count, dtype, engine_efficiency, provider, sm)
+    return Deployment(m, a, count, dtype, engine_efficiency, provider, sm, kv_dtype)
 
 
 @dataclass(frozen=True)
