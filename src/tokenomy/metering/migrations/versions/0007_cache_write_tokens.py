@@ -1,13 +1,13 @@
 """Cache-write tokens (Anthropic cache_creation_input_tokens) per event: a token category priced
 of its own (the price map's cache_creation_input_token_cost). Existing events wrote none.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
