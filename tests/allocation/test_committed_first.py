@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -17,7 +18,6 @@ from tokenomy.allocation.recorder import CapacityRecorder
 from tokenomy.allocation.report import costs_report
 from tokenomy.allocation.savings import committed_savings
 from tokenomy.allocation.spec import CostSpec, rates_of, spec_of
-from tokenomy.allocation.store import CapacityStore
 from tokenomy.config import parse_config
 from tokenomy.errors import ConfigError
 from tokenomy.gateway.lifecycle.dispatch import Attempts
@@ -158,13 +158,10 @@ def _commit(m, rid: str, dep: str, ts: float, seconds: float, inp: int, out: int
         extra={"policy": "committed-first", "counterfactual": cf}))
 
 
-def test_savings_figures_on_an_injected_clock(tmp_path):
-    from tokenomy.metering import Metering
-
+def test_savings_figures_on_an_injected_clock(ledger, tmp_path):
+    m, store = ledger
     own = CostSpec("own@h100", "llama-3-8b", "h100", 1, "bf16", "us-va", 2048, None, 1.0, ownership=True)
-    m = Metering.open(tmp_path / "data", ensure_admin=False)
     m.create_tenant("acme", exist_ok=True)
-    store = CapacityStore(path=tmp_path / "data" / "ledger.db")
     clock = lambda: T0 + 0.5  # noqa: E731
     CapacityRecorder(store, [own], interval_s=60, clock=clock).tick()
     # 10 requests on the owned H100 (cost would have sent them to the API), 4 spilled to the API
@@ -172,7 +169,6 @@ def test_savings_figures_on_an_injected_clock(tmp_path):
         _commit(m, f"o{i}", "own@h100", T0 + 5 + i * 5, 4.0, 100, 500, "0.00001", "api")
     for i in range(4):
         _commit(m, f"a{i}", "api", T0 + 6 + i * 5, 2.0, 100, 500, "0.000022", "api")
-    m.shutdown()
     s = committed_savings(store, T0, T0 + 60)
     bill = Decimal(costs_report(store, T0, T0 + 60)["deployments"]["own@h100"]["bill_usd"])
     rates = rates_of(own.key())
@@ -188,14 +184,13 @@ def test_savings_figures_on_an_injected_clock(tmp_path):
     assert Decimal(s["cost_routing_committed_bill_usd"]) == pytest.approx(idle_bill, abs=Decimal("1e-11"))
     assert Decimal(s["saved_usd"]) == Decimal(s["cost_routing_usd"]) - Decimal(s["actual_usd"])
     assert s["deployments"]["own@h100"]["tokens_cost_routing_moves"] == 6000
-    store.close()
-    # the CLI: `tokenomy route savings --json` carries the same figures
+    # the CLI: `tokenomy route savings --json` carries the same figures (on either ledger)
+    env = {**os.environ, **({"TOKENOMY_LEDGER_URL": store.db.url} if store.db.url else {})}
     window = ["--since", _iso(T0), "--until", _iso(T0 + 60)]
     out = subprocess.run([sys.executable, "-m", "tokenomy", "route", "savings", "--data-dir", str(tmp_path / "data"),
-                          *window, "--json"],
-                         capture_output=True, text=True, check=True)
+                          *window, "--json"], capture_output=True, text=True, check=True, env=env)
     cli = json.loads(out.stdout)["committed_first"]
     assert cli["saved_usd"] == s["saved_usd"] and cli["requests"] == 14
     text = subprocess.run([sys.executable, "-m", "tokenomy", "route", "savings", "--data-dir", str(tmp_path / "data"),
-                           *window], capture_output=True, text=True, check=True)
+                           *window], capture_output=True, text=True, check=True, env=env)
     assert "committed-first requests: 14" in text.stdout and f"saved:         ${s['saved_usd']}" in text.stdout
