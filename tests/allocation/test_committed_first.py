@@ -18,6 +18,7 @@ from tokenomy.allocation.recorder import CapacityRecorder
 from tokenomy.allocation.report import costs_report
 from tokenomy.allocation.savings import committed_savings
 from tokenomy.allocation.spec import CostSpec, rates_of, spec_of
+from tokenomy.allocation.store import CapacityStore
 from tokenomy.config import parse_config
 from tokenomy.errors import ConfigError
 from tokenomy.gateway.lifecycle.dispatch import Attempts
@@ -194,3 +195,27 @@ def test_savings_figures_on_an_injected_clock(ledger, tmp_path):
     text = subprocess.run([sys.executable, "-m", "tokenomy", "route", "savings", "--data-dir", str(tmp_path / "data"),
                            *window], capture_output=True, text=True, check=True, env=env)
     assert "committed-first requests: 14" in text.stdout and f"saved:         ${s['saved_usd']}" in text.stdout
+
+
+async def test_the_dashboard_shows_the_same_savings(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "gateway"))
+    from gw_helpers import ADMIN_KEY, gateway
+
+    own = CostSpec("own@h100", "llama-3-8b", "h100", 1, "bf16", "us-va", 2048, None, 1.0, ownership=True)
+    async with gateway(bench.fleet_config("committed-first"), tmp_path / "data") as g:
+        g.metering.create_tenant("acme", exist_ok=True)
+        store = CapacityStore.for_ledger(g.metering.ledger)
+        CapacityRecorder(store, [own], interval_s=60, clock=lambda: T0 + 0.5).tick()
+        for i in range(3):
+            _commit(g.metering, f"o{i}", "own@h100", T0 + 5 + i * 5, 4.0, 100, 500, "0.00001", "api")
+        _commit(g.metering, "a0", "api", T0 + 30, 2.0, 100, 500, "0.000022", "api")
+        want = committed_savings(store, T0, T0 + 60)
+        store.close()
+        status, _, body = await g.get(f"/dashboard/api/costs?since={T0}&until={T0 + 60}", ADMIN_KEY)
+    assert status == 200, body
+    got = body["totals"]["committed_first"]
+    assert (got["requests"], got["on_committed"], got["spilled"]) == (4, 3, 1)
+    assert got == want
+    # three lone requests (batch 1) on an otherwise idle H100: the energy they add (idle -> busy power)
+    # costs more than the cheap API would have; the figure says so rather than claiming a saving
+    assert Decimal(got["saved_usd"]) < 0 and got["cost_routing_api_usd"] == "0.000088"

@@ -66,7 +66,7 @@ class DeploymentRuntime:
 
     __slots__ = ("name", "cfg", "price", "p_in", "p_cached", "p_out", "p_reason", "base_url", "headers",
                  "model", "breaker", "ttft_ms", "tpot_ms", "cached_frac", "in_flight", "max_in_flight",
-                 "timeout", "adapter", "committed")
+                 "timeout", "adapter")
 
     def __init__(self, cfg: Deployment, price: DeploymentPrice, gc: GatewayConfig):
         self.name, self.cfg, self.price = cfg.name, cfg, price
@@ -83,7 +83,6 @@ class DeploymentRuntime:
         self.cached_frac = Ewma(value=0.0)
         self.in_flight = 0
         self.max_in_flight = cfg.max_in_flight
-        self.committed = cfg.committed  # owned / reserved: paid whether used or not
         self.timeout = None  # aiohttp.ClientTimeout, set by the app
 
     def set_base_url(self, url: str) -> None:
