@@ -19,6 +19,7 @@ class Deployment:
     dtype: str = "bf16"
     engine_efficiency: float = 1.0
     provider: str | None = None
+    price_class: str | None = None  # default hyperscaler on-demand (tokenomy.catalog.price_classes)
     step_model: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -28,7 +29,7 @@ class Deployment:
     @property
     def usd_per_hour(self) -> float:
         """Rental of the replica's `count` devices."""
-        return rental_usd_per_hour(self.accelerator, self.provider) * self.count
+        return rental_usd_per_hour(self.accelerator, self.provider, self.price_class) * self.count
 
 
 def make_deployment(
@@ -40,6 +41,7 @@ def make_deployment(
     engine_efficiency: float = 1.0,
     provider: str | None = None,
     catalog=None,
+    price_class: str | None = None,
 ) -> Deployment:
     """Resolve names and build the perf step model (raises TokenomyError on a bad combination)."""
     from tokenomy.perf import make_step_model
@@ -57,7 +59,9 @@ def make_deployment(
         raise TokenomyError(
             f"{m.id} does not fit on {count} x {a.id} in {dtype}: no memory left for the KV cache"
         )
-    return Deployment(m, a, count, dtype, engine_efficiency, provider, sm)
+    dep = Deployment(m, a, count, dtype, engine_efficiency, provider, price_class, sm)
+    dep.usd_per_hour  # noqa: B018 - fail now, naming the missing price, not after a long simulation
+    return dep
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,9 @@ def latency_cdf_plot(result: SimResult, path: str, *, title: str = "", slo_ttft_
         if len(v):
             ax.plot(v, np.arange(1, len(v) + 1) / len(v))
             if v[0] > 0 and v[-1] / max(v[0], 1e-12) > 20:
-                ax.set_xscale("log")
+                from tokenomy.plotaxes import log_axis
+
+                log_axis(ax, "x", float(v[0]), float(v[-1]))
         if slo is not None and not math.isnan(slo):
             ax.axvline(slo, color="red", linestyle="--", label=f"SLO {slo:g} ms")
             ax.legend(loc="lower right")

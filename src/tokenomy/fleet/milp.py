@@ -25,7 +25,7 @@ import numpy as np
 from tokenomy.catalog.types import Accelerator, ModelArch, Site
 from tokenomy.errors import TokenomyError
 from tokenomy.fleet.capacity import Infeasible, OperatingPoint, operating_point
-from tokenomy.fleet.costing import energy_usd_per_hour, facility_watts, rental_usd_per_hour
+from tokenomy.fleet.costing import energy_usd_per_hour, facility_watts
 from tokenomy.fleet.workload import Trace
 
 PROMPT_EDGES = (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, math.inf)
@@ -42,7 +42,8 @@ class PlanRequest:
     power_caps_mw: dict[str, float] = field(default_factory=dict)  # facility MW per site id
     dtypes: tuple[str, ...] = ("bf16",)
     counts: tuple[int, ...] = (1, 2, 4, 8)
-    provider: str | None = None
+    provider: str | None = None  # price only at this provider's rates (an error where it lists none)
+    price_class: str = "hyperscaler-on-demand"  # tokenomy.catalog.price_classes; never mixed
     usd_per_hour_overrides: dict[str, float] = field(default_factory=dict)  # accelerator id -> $/device-hour
     attainment_target: float = 0.99
     max_num_seqs: int = 256
@@ -110,9 +111,9 @@ def build_candidates(req: PlanRequest, buckets: list[Bucket]) -> list[Candidate]
     from tokenomy.perf import make_step_model
 
     out: list[Candidate] = []
+    rents = plan_rents(req)
     for acc in req.accelerators:
-        rent = req.usd_per_hour_overrides.get(acc.id) or rental_usd_per_hour(
-            acc, req.provider if _has_provider(acc, req.provider) else None)
+        rent = rents[acc.id]
         for dtype in req.dtypes:
             for count in req.counts:
                 if count > acc.max_count:
@@ -138,8 +139,14 @@ def build_candidates(req: PlanRequest, buckets: list[Bucket]) -> list[Candidate]
     return out
 
 
-def _has_provider(acc: Accelerator, provider: str | None) -> bool:
-    return provider is not None and any(p.provider == provider for p in acc.rental_prices)
+def plan_rents(req: PlanRequest) -> dict[str, float]:
+    """USD per device-hour of every accelerator of the request: --price overrides, else its price
+    in req.price_class (of req.provider when named); one error names every accelerator without one."""
+    from tokenomy.catalog.price_classes import require_class_prices
+
+    priced = [a for a in req.accelerators if not req.usd_per_hour_overrides.get(a.id)]
+    found = require_class_prices(priced, req.price_class, req.provider) if priced else {}
+    return {a.id: req.usd_per_hour_overrides.get(a.id) or found[a.id].usd_per_hour for a in req.accelerators}
 
 
 def _explain_uncovered(req: PlanRequest, buckets: list[Bucket], cands: list[Candidate], b: int) -> str:

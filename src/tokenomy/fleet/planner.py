@@ -409,6 +409,8 @@ def _result(trace, req, buckets, plan: _Fleet, single: _Fleet | None, rounds, pe
         "slo_tpot_ms": req.slo_tpot_ms,
         "slo_ttft_ms": req.slo_ttft_ms,
         "attainment_target": req.attainment_target,
+        "price_class": req.price_class,
+        "provider": req.provider,
         "trace": trace.summary(),
         "excluded_overlong": overlong,
         "planning_rate_per_s": round(sum(b.rate_per_s for b in buckets), 4),
