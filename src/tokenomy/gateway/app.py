@@ -52,6 +52,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await _gw(request).handle(request, "completions")
 
 
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _gw(request).handle(request, "embeddings")
+
+
 async def models(request: web.Request) -> web.Response:
     gw = _gw(request)
     try:
@@ -332,6 +336,7 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     app[GATEWAY_KEY] = gw
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{model_id}", model_detail)
     app.router.add_post("/v1/feedback", feedback)

@@ -150,7 +150,8 @@ class Gateway:
 
     # ---------------------------------------------------------------- inference
     async def handle(self, request: web.Request, kind: str) -> web.StreamResponse:
-        """kind: "chat" (/v1/chat/completions) or "completions" (/v1/completions)."""
+        """kind: "chat" (/v1/chat/completions), "completions" (/v1/completions) or "embeddings"
+        (/v1/embeddings: a unary call, priced on input tokens)."""
         t0 = time.perf_counter()
         rid = "req_" + os.urandom(12).hex()
         self.in_flight += 1
