@@ -15,6 +15,7 @@ from aiohttp import web
 
 from tokenomy.gateway import embeddings as _emb
 from tokenomy.gateway import validate as _validate
+from tokenomy.gateway.messages import openapi as _messages
 from tokenomy.metering.periods import PERIODS
 
 OPENAPI_VERSION = "3.1.0"
@@ -302,14 +303,15 @@ def spec(models: list[str] | None = None, embedding_models: list[str] | None = N
                     "parameters": [{"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}}],
                     "responses": {"200": _ok("Keys", "KeyList"), **_errors("401", "403", "404")}},
         },
+        "/v1/messages": _messages.path(_INFERENCE_HEADERS),  # Anthropic Messages (issue 15)
         "/openapi.json": {"get": {"summary": "This document", "security": _PUBLIC,
                                   "responses": {"200": _ok("OpenAPI 3.1", schema={"type": "object"})}}},
     }
-    schemas = copy.deepcopy(_SCHEMAS)
+    schemas = copy.deepcopy({**_SCHEMAS, **_messages.SCHEMAS})
     if models:
         emb = set(embedding_models or ())
         chat = sorted(m for m in models if m not in emb)
-        for name in ("ChatCompletionRequest", "CompletionRequest"):
+        for name in ("ChatCompletionRequest", "CompletionRequest", "MessagesRequest"):
             if chat:
                 schemas[name]["properties"]["model"]["enum"] = chat
         if emb:
