@@ -119,9 +119,12 @@ def running_gateway(data_dir: Path):
                    "pricing": {"list": {"input": 3.0, "output": 15.0}}}
             emb = {"name": "e1", "base_url": stub_url + "/v1", "model": "e1", "mode": "embedding",
                    "embedding_dimensions": 2, "pricing": {"list": {"input": 0.02, "output": 0.0}}}
-            cfg = parse_config({"deployments": [dep, emb], "model_groups": {"m": {"deployments": ["d1"]},
-                                                                           "e": {"deployments": ["e1"]}}}, "<fuzz>")
-            app = build_app(cfg, metering)
+            data = {"deployments": [dep, emb], "model_groups": {"m": {"deployments": ["d1"]},
+                                                                "e": {"deployments": ["e1"]}}}
+            cfg = parse_config(data, "<fuzz>")
+            config_file = Path(data_dir) / "tokenomy.yaml"  # POST /admin/reload re-reads it (unchanged)
+            config_file.write_text(__import__("yaml").safe_dump(data))
+            app = build_app(cfg, metering, config_path=str(config_file))
             if not any(getattr(r.resource, "canonical", None) == "/openapi.json" for r in app.router.routes()):
                 # Until app.py registers it (exact-path routes win over the catch-all in aiohttp).
                 app.router.add_get("/openapi.json", openapi_handler)
