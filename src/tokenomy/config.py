@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tokenomy.errors import ConfigError
 
-Policy = Literal["cost", "latency", "cost-under-slo", "weighted", "prefix-affinity"]
+Policy = Literal["cost", "latency", "cost-under-slo", "weighted", "prefix-affinity", "committed-first"]
+# How a deployment is paid: owned / reserved self-hosted capacity costs its hourly price whether
+# used or not (committed-first fills it first); on_demand capacity and pay_per_token APIs can be
+# released or cost nothing unused. Default: on_demand for self_hosted pricing, else pay_per_token.
+Commitment = Literal["owned", "reserved", "on_demand", "pay_per_token"]
+COMMITTED = frozenset({"owned", "reserved"})
 BudgetPeriod = Literal["total", "daily", "monthly"]
 
 
@@ -109,6 +114,7 @@ class Deployment(_Strict):
     # o200k | cl100k | llama-3 | regex | a path to a tokenizer.json. Default: by the model name
     # (OpenAI families), else the regex approximation. See tokenomy.tokencount.
     tokenizer: str | None = None
+    commitment: Commitment | None = None  # owned (ownership cost), reserved, on_demand (rental), pay_per_token
 
     @field_validator("tokenizer")
     @classmethod
@@ -125,7 +131,24 @@ class Deployment(_Strict):
             raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
         if self.emulate is not None and self.provider != "openai":
             raise ValueError(f"emulate serves the OpenAI protocol: provider must be openai (got {self.provider!r})")
+        hosted = self.pricing.self_hosted is not None
+        if self.commitment is not None and (self.commitment == "pay_per_token") == hosted:
+            raise ValueError(f"commitment {self.commitment} needs " + (
+                "list or price_map pricing (self_hosted capacity is owned, reserved or on_demand)" if hosted
+                else "self_hosted pricing (an hourly cost); a list- or price-map-priced deployment is pay_per_token"))
         return self
+
+    @property
+    def paid_as(self) -> str:
+        """The commitment, defaulted: on_demand for self_hosted pricing, else pay_per_token."""
+        if self.commitment is not None:
+            return self.commitment
+        return "on_demand" if self.pricing.self_hosted is not None else "pay_per_token"
+
+    @property
+    def committed(self) -> bool:
+        """Paid by the hour whether used or not (owned or reserved)."""
+        return self.paid_as in COMMITTED
 
     @property
     def upstream_model(self) -> str:
@@ -141,7 +164,7 @@ class ModelGroup(_Strict):
     deployments: list[str] = Field(min_length=1)
     policy: Policy = "cost"
     weights: dict[str, float] | None = None  # policy weighted
-    slo: Slo | None = None  # policy cost-under-slo (and prefix-affinity, when set)
+    slo: Slo | None = None  # policy cost-under-slo (and prefix-affinity, committed-first, when set)
     # policy prefix-affinity: the prefix cache of each replica, in tokens (what the router's
     # index of "what was sent where" remembers), and the load bound (x the mean in-flight + 1)
     affinity_cache_tokens: int = Field(default=1_000_000, ge=256)

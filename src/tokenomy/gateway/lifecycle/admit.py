@@ -174,7 +174,8 @@ class Admission:
                          out_limit_tokens=out_limit, n_choices=n_choices, reservation=reservation,
                          reserved_usd=reservation.amount_usd,
                          allowance=Allowance(reservation.amount_usd) if reservation.scopes else None,
-                         plan=plan_state, route=route_extra, prompt=prompt, inbound=inbound)
+                         plan=plan_state, route=route_extra, prompt=prompt, inbound=inbound,
+                         counterfactual=decision.counterfactual)
         return Admitted(ctx, decision.order, cascade, priced, routed=route is not None)
 
     async def _reserve(self, principal, plan_state, order: list[DeploymentRuntime], cascade, input_tokens: int,

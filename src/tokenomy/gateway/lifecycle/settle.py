@@ -105,6 +105,8 @@ class Settler:
             extra["tags"] = tags
         if ctx.route is not None:
             extra["route"] = ctx.route
+        if ctx.counterfactual is not None:  # committed-first (tokenomy.allocation.savings)
+            extra["counterfactual"] = ctx.counterfactual
         if ctx.part is not None:
             extra.update(ctx.part)
         inp, cached, out, reasoning = counts
