@@ -112,8 +112,11 @@ def running_gateway(data_dir: Path):
             runners.append(stub_runner)
             dep = {"name": "d1", "base_url": stub_url + "/v1", "model": "d1",
                    "pricing": {"list": {"input": 3.0, "output": 15.0}}}
-            cfg = parse_config({"deployments": [dep], "model_groups": {"m": {"deployments": ["d1"]}}}, "<fuzz>")
-            app = build_app(cfg, metering)
+            data = {"deployments": [dep], "model_groups": {"m": {"deployments": ["d1"]}}}
+            cfg = parse_config(data, "<fuzz>")
+            config_file = Path(data_dir) / "tokenomy.yaml"  # POST /admin/reload re-reads it (unchanged)
+            config_file.write_text(__import__("yaml").safe_dump(data))
+            app = build_app(cfg, metering, config_path=str(config_file))
             if not any(getattr(r.resource, "canonical", None) == "/openapi.json" for r in app.router.routes()):
                 # Until app.py registers it (exact-path routes win over the catch-all in aiohttp).
                 app.router.add_get("/openapi.json", openapi_handler)

@@ -31,7 +31,7 @@ BODY_CHECKS = [*CHECKS, negative_data_rejection]
 OPERATIONS = [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
               ("GET", "/v1/models/{model_id}"), ("POST", "/v1/messages"),
               ("POST", "/v1/feedback"), ("GET", "/health"), ("GET", "/metrics"), ("GET", "/admin/usage"),
-              ("POST", "/admin/keys"), ("GET", "/admin/keys"), ("GET", "/openapi.json")]
+              ("POST", "/admin/keys"), ("GET", "/admin/keys"), ("POST", "/admin/reload"), ("GET", "/openapi.json")]
 
 SUCCESS = {("POST", "/admin/keys"): 201}
 

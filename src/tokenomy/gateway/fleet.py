@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
-from tokenomy.gateway.proxy import Gateway
+from tokenomy.gateway.routing import DeploymentRuntime
 
 
-async def start_emulators(gw: Gateway, stack: contextlib.AsyncExitStack) -> None:
+async def start_emulators(deployments: Iterable[DeploymentRuntime], stack: contextlib.AsyncExitStack) -> None:
     """Start one emulator per emulated deployment on an ephemeral 127.0.0.1 port; the stack
     stops them (after the gateway drained its in-flight requests)."""
-    emulated = [d for d in gw.deployments.values() if d.cfg.emulate is not None]
+    emulated = [d for d in deployments if d.cfg.emulate is not None]
     if not emulated:
         return
     from tokenomy.emulator import EmulatorConfig, serve_emulator

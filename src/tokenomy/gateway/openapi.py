@@ -264,6 +264,10 @@ def spec(models: list[str] | None = None) -> dict:
                     "parameters": [{"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}}],
                     "responses": {"200": _ok("Keys", "KeyList"), **_errors("401", "403", "404")}},
         },
+        "/admin/reload": {"post": {
+            "summary": "Reload deployments, model groups and prices from the config file (admin key only); "
+                       "an invalid file is refused (400, the reason) and the running config kept",
+            "responses": {"200": _ok("What changed", schema={"type": "object"}), **_errors("400", "401", "403")}}},
         "/v1/messages": _messages.path(_INFERENCE_HEADERS),  # Anthropic Messages (issue 15)
         "/openapi.json": {"get": {"summary": "This document", "security": _PUBLIC,
                                   "responses": {"200": _ok("OpenAPI 3.1", schema={"type": "object"})}}},

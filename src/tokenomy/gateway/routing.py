@@ -430,7 +430,3 @@ class RouteRuntime:
                 "strong": chosen is self.candidates[-1], "served": chosen.alias,
                 "candidates": [{"model": g.alias, "expected_usd": round(c, 12), "deployment": d.name,
                                 "usd_per_mtok": _usd_per_mtok(d)} for g, c, d in priced]}
-
-
-def build_routes(gc: GatewayConfig, groups: dict[str, GroupRuntime]) -> dict[str, RouteRuntime]:
-    return {alias: RouteRuntime(alias, rg, groups) for alias, rg in gc.routing_groups.items()}
