@@ -33,6 +33,10 @@ class EmulatorConfig(BaseModel):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     prefix_caching: bool = True  # keep prompt KV blocks for reuse (vLLM's automatic prefix caching)
     kv_block_tokens: int = Field(16, ge=1, le=4096)  # KV block size; prefix hits come in whole blocks
+    # POST /v1/embeddings: the native vector size and the per-input token limit (text-embedding-3-small:
+    # 1,536 dimensions, 8,191 input tokens; platform.openai.com/docs/guides/embeddings, checked 2026-12).
+    embedding_dimensions: int = Field(1536, ge=1, le=65536)
+    embedding_max_input_tokens: int = Field(8191, ge=1)
 
     @property
     def name(self) -> str:

@@ -143,8 +143,9 @@ class Gateway:
 
     # ---------------------------------------------------------------- inference
     async def handle(self, request: web.Request, kind: str, inbound: Any = None) -> web.StreamResponse:
-        """kind: "chat" (/v1/chat/completions) or "completions" (/v1/completions). `inbound`: another
-        API's request served as chat (gateway/messages: Anthropic's), translated at admission."""
+        """kind: "chat" (/v1/chat/completions), "completions" (/v1/completions) or "embeddings"
+        (/v1/embeddings: a unary call, priced on input tokens). `inbound`: another API's request
+        served as chat (gateway/messages: Anthropic's), translated at admission."""
         t0 = time.perf_counter()
         rid = "req_" + os.urandom(12).hex()
         self.in_flight += 1
