@@ -166,6 +166,16 @@ def _save(data_dir, name: str, doc: dict) -> str:
     return str(save_result(data_dir, name, doc))
 
 
+def _emit(doc: dict, save_dir, save: Optional[str], as_json: bool, printer) -> None:
+    """--save the document (dashboard), then print it as one JSON object or as tables."""
+    if save:
+        doc["saved"] = _save(save_dir, save, doc)
+    if as_json:
+        typer.echo(json.dumps(doc))
+    else:
+        printer(doc)
+
+
 def _parse_growth(value: str) -> float:
     v = value.strip().lower().replace(" ", "").removesuffix("/month").removesuffix("/mo")
     try:
@@ -256,12 +266,7 @@ def register(app: typer.Typer) -> None:
                              slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
             report["plot"] = plot
         report["kind"] = "fleet-simulation"
-        if save:
-            report["saved"] = _save(lo.save_dir(trace), save, report)
-        if as_json:
-            typer.echo(json.dumps(report))
-            return
-        _print_simulation(report)
+        _emit(report, lo.save_dir(trace), save, as_json, _print_simulation)
 
     @app.command("plan")
     def plan_cmd(
@@ -402,12 +407,7 @@ def register(app: typer.Typer) -> None:
 
                 autoscale_plot(result, plot)
                 result["plot"] = plot
-            if save:
-                result["saved"] = _save(lo.save_dir(trace), save, result)
-            if as_json:
-                typer.echo(json.dumps(result))
-                return
-            _print_autoscale(result)
+            _emit(result, lo.save_dir(trace), save, as_json, _print_autoscale)
             return
         with _progress("planning (simulations run)", not as_json) as cb:
             if slos:
@@ -449,12 +449,7 @@ def register(app: typer.Typer) -> None:
                                                          f"(TPOT {slo_tpot_ms:g} ms, TTFT {slo_ttft_ms:g} ms)")
             result["rate_plot"] = rate_plot
         result["kind"] = "fleet-plan"
-        if save:
-            result["saved"] = _save(lo.save_dir(trace), save, result)
-        if as_json:
-            typer.echo(json.dumps(result))
-            return
-        _print_plan(result)
+        _emit(result, lo.save_dir(trace), save, as_json, _print_plan)
 
 
 def _fmt(p: dict) -> str:
