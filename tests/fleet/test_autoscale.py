@@ -217,3 +217,25 @@ def test_cli_bad_autoscale_flags_exit_2_with_one_line(args, msg):
     r = _cli("plan", "--trace", "diurnal:1:86400:code", "--peak-to-mean", "3", "--model", "llama-3-8b",
              "--slo-tpot-ms", "120", "--autoscale")
     assert r.returncode == 2 and "peak-to-mean must be in [1, 2]" in r.stderr
+
+
+def test_cli_autoscale_takes_its_load_curve_from_the_ledger(tmp_path, seed):
+    # 4 hours of a real ledger: 20, 60, 100, 40 requests an hour (conv lengths); intervals start at the first
+    from tokenomy.fleet.workload import head, load_trace
+
+    t0, per_hour = 1_790_000_000.0, (20, 60, 100, 40)
+    conv = head(load_trace("conv"), sum(per_hour))
+    rows, i = [], 0
+    for h, n in enumerate(per_hour):
+        for k in range(n):
+            rows.append((t0 + h * 3600.0 + k * 3600.0 / n, int(conv.prompt_tokens[i]), int(conv.output_tokens[i])))
+            i += 1
+    seed(tmp_path, rows)
+    r = _cli("plan", "--autoscale", "--trace", f"ledger:{tmp_path}", "--model", "llama-3-8b", "--slo-tpot-ms", "120",
+             "--accelerators", "h100", "--counts", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["intervals"] == 4 and [row["requests"] for row in out["schedule"]] == list(per_hour)
+    assert [row["simulated_requests"] for row in out["schedule"]] == list(per_hour)
+    assert out["meets_target"] and all(row["slo_attainment"] >= 0.99 for row in out["schedule"])
+    assert out["usd_per_day"] <= out["usd_per_day_static"]
