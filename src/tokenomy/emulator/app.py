@@ -92,6 +92,7 @@ async def _health(request: web.Request) -> web.Response:
 async def _stats(request: web.Request) -> web.Response:
     st = request.app[STATE]
     body = {"model": st.model.id, "accelerator": st.acc.id, "count": st.cfg.count, "dtype": st.cfg.dtype,
+            "kv_dtype": st.cfg.kv_dtype,
             "step_model_source": st.sm.source, "max_kv_tokens": st.engine.max_kv_tokens,
             "max_batch": st.engine.max_batch, "max_model_len": st.max_model_len,
             "idle_watts": st.sm.idle_watts, **st.engine.stats()}

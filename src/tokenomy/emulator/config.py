@@ -18,7 +18,8 @@ class EmulatorConfig(BaseModel):
     model: str = "llama-3-8b"  # catalog model id
     accelerator: str = "h100"  # catalog accelerator id
     count: int = Field(1, ge=1)  # tensor-parallel degree (devices per replica)
-    dtype: str = "bf16"
+    dtype: str = "bf16"  # weight format: bf16 | fp8 | int4-awq (tokenomy.perf.quant)
+    kv_dtype: str = "bf16"  # KV-cache format: bf16 | fp8
     served_model_name: str | None = None  # name in /v1/models and responses; default: model
     time_scale: float = Field(1.0, ge=0.0)
     max_batch: int | None = Field(None, ge=1)  # max running sequences; default 256 (vLLM's)
