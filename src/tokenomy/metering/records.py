@@ -80,7 +80,7 @@ def key_dict(k: KeyRecord) -> dict:
     }
 
 
-_TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+_TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "cache_write_tokens")
 
 
 def check_event(event: UsageEvent) -> None:

@@ -65,6 +65,8 @@ MIGRATIONS: list[list[str]] = [
             message TEXT NOT NULL,
             UNIQUE (kind, scope, subject, period_key))""",
     ],
+    # 2: cache-write tokens (Anthropic cache_creation_input_tokens), a category priced of its own
+    ["ALTER TABLE events ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -71,7 +71,7 @@ class Settler:
             counts = billed.counts
             inp, cached, out, reasoning = counts
             # Rounded to the ledger's resolution (1e-12 USD) so headers and ledger agree exactly.
-            cost = d.price.cost_usd(inp, cached, out, reasoning).quantize(_PICO)
+            cost = d.price.cost_usd(inp, cached, out, reasoning, billed.cache_write).quantize(_PICO)
             joules = energy_j if energy_j is not None else d.price.energy_joules(inp, out)
             price = cost if ctx.plan is None else self.plans.price_usd(ctx.plan, counts, cost).quantize(_PICO)
             a = ctx.allowance
@@ -105,6 +105,8 @@ class Settler:
             extra["tags"] = tags
         if ctx.route is not None:
             extra["route"] = ctx.route
+        if ctx.counterfactual is not None:  # committed-first (tokenomy.allocation.savings)
+            extra["counterfactual"] = ctx.counterfactual
         if ctx.part is not None:
             extra.update(ctx.part)
         inp, cached, out, reasoning = counts
@@ -114,12 +116,16 @@ class Settler:
             cached_input_tokens=cached, output_tokens=out, reasoning_tokens=reasoning, cost_usd=cost,
             price_usd=price, energy_joules=joules, ttft_ms=ttft_ms,
             latency_ms=(time.perf_counter() - ctx.t0) * 1000.0, status=status,
-            estimated=billed.estimated if billed is not None else False, http_status=http_status, extra=extra)
+            estimated=billed.estimated if billed is not None else False, http_status=http_status, extra=extra,
+            cache_write_tokens=billed.cache_write if d is not None and billed is not None else 0)
 
     def unary_event(self, ctx: RequestCtx, r: UnaryResult) -> UsageEvent:
         if r.status == "ok":
             assert r.d is not None
-            b = self.bill(ctx, r.d, r.usage, lambda: counter_for(r.d).count_text(response_text(r.obj, ctx.kind)))
+            usage = r.usage
+            if ctx.kind == "embeddings" and isinstance(usage, dict) and "completion_tokens" not in usage:
+                usage = {**usage, "completion_tokens": 0}  # OpenAI's embedding usage: no output to count
+            b = self.bill(ctx, r.d, usage, lambda: counter_for(r.d).count_text(response_text(r.obj, ctx.kind)))
             _learn(self.longest_output, ctx, r.d, b.counts, None, None, r.t_start, r.t_end)
             return self.event(ctx, r.d, b, status="ok", http_status=200, energy_j=r.energy_j)
         assert r.err is not None
@@ -260,9 +266,10 @@ class Settler:
 
 
 def sse_response(ctx: RequestCtx, deployment: str) -> web.StreamResponse:
-    out = web.StreamResponse(status=200, headers={
-        **ctx.headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-        "x-tokenomy-deployment": deployment})
+    headers = {**ctx.headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+               "x-tokenomy-deployment": deployment}
+    out = web.StreamResponse(status=200, headers=headers) if ctx.inbound is None \
+        else ctx.inbound.sse_response(ctx, headers)
     out.enable_chunked_encoding()
     return out
 
@@ -271,8 +278,10 @@ def billed_usage_json(ev: UsageEvent) -> dict:
     """An OpenAI usage object of the billed figures."""
     u: dict = {"prompt_tokens": ev.input_tokens, "completion_tokens": ev.output_tokens,
                "total_tokens": ev.input_tokens + ev.output_tokens}
-    if ev.cached_input_tokens:
+    if ev.cached_input_tokens or ev.cache_write_tokens:
         u["prompt_tokens_details"] = {"cached_tokens": ev.cached_input_tokens}
+        if ev.cache_write_tokens:
+            u["prompt_tokens_details"]["cache_write_tokens"] = ev.cache_write_tokens
     if ev.reasoning_tokens:
         u["completion_tokens_details"] = {"reasoning_tokens": ev.reasoning_tokens}
     return u
@@ -303,7 +312,7 @@ async def _write_end(out: web.StreamResponse, data: bytes) -> None:
 
 def _prompt_text(ctx: RequestCtx) -> str:
     """What the client sent, for a captured request log line (redacted there)."""
-    x = ctx.body.get("messages") if ctx.kind == "chat" else ctx.body.get("prompt")
+    x = ctx.body.get({"chat": "messages", "embeddings": "input"}.get(ctx.kind, "prompt"))
     return x if isinstance(x, str) else orjson.dumps(x).decode()
 
 

@@ -9,6 +9,8 @@ from typing import Protocol
 
 import orjson
 
+from tokenomy.gateway.upstream import MAX_EVENT_BYTES, UpstreamTooLarge
+
 # Failure kinds, in the dispatcher's own terms (gateway/proxy.py `_fail`): the first two are
 # retried / fallen back on like an OpenAI upstream's 429 / 5xx; "client_error" is the caller's
 # fault (bad request, context too long, auth) and is passed back without a fallback.
@@ -17,6 +19,10 @@ RETRYABLE_KINDS = frozenset({"http_429", "http_5xx", "garbage"})
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error",
                  500: "api_error", 502: "upstream_error", 503: "service_unavailable", 529: "overloaded_error"}
+
+
+# The OpenAI path of each request kind (relative to a deployment's base_url, .../v1).
+OPENAI_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,8 @@ class UpstreamRequest:
     body: bytes
     warnings: tuple[str, ...] = ()
     json_mode: bool = False  # response_format asked for JSON (translated adapters need it back)
+    kind: str = "chat"  # chat | completions | embeddings (how the answer is translated back)
+    encoding_format: str = "float"  # embeddings: the client's encoding_format (translated adapters)
 
 
 @dataclass(slots=True)
@@ -143,6 +151,8 @@ class SseSplitter:
         while True:
             end = self.buf.find(b"\n\n")
             if end < 0:
+                if len(self.buf) > MAX_EVENT_BYTES:  # one event without end: refused, not buffered on
+                    raise UpstreamTooLarge(MAX_EVENT_BYTES, "stream event")
                 return out
             block, self.buf[:end + 2] = bytes(self.buf[:end]), b""
             name, datas = "", []
