@@ -141,8 +141,10 @@ async def test_cli_json_two_emulated_deployments(tmp_path):
         assert e["requests_ok"] == 6 and e["output_tokens_per_s"] > 0 and e["goodput_rps"] > 0
     assert eps["slow"]["usd_per_mtok_input"] == 0.1 and eps["slow"]["usd_per_mtok_output"] == 0.2
     assert eps["fast"]["pricing"]["basis"] == "self_hosted" and eps["fast"]["usd_per_mtok_output"] > 0
-    # the perf model has A10G decoding llama-3-8b ~4x slower than the H100; allow for wall-clock noise
-    assert eps["slow"]["tpot_ms"]["p50"] > 2.5 * eps["fast"]["tpot_ms"]["p50"]
+    # equal lengths everywhere: the bench asks for exactly out=16 (min_tokens / ignore_eos) and the
+    # emulator honours it like vLLM. (A10G vs H100 speed is the perf model's, asserted without
+    # wall-clock noise in tests/perf; a timing ratio here failed on a loaded machine.)
+    assert eps["fast"]["mean_output_tokens"] == eps["slow"]["mean_output_tokens"] == 16
     assert eps["broken"]["errors"]["broken_stream"] == 6 and eps["broken"]["usd_per_mtok_input"] is None
     assert eps["fast"]["compliance"]["compliant"] is True
     assert eps["broken"]["compliance"]["checks"]["availability"]["measured_pct"] == 0.0

@@ -72,8 +72,10 @@ def test_h100_is_the_profiled_device_with_measured_idle_and_anchor_prices(cat):
     h100 = cat.accelerator("h100")
     assert h100.profile == "h100"
     assert h100.idle_watts == pytest.approx(71.268, abs=0.1)  # env.csv idle_power_w
-    by_provider = {p.provider: p.usd_per_hour for p in h100.rental_prices}
-    assert by_provider["lambda"] == 2.99 and by_provider["aws"] == pytest.approx(6.88)
+    by_class = {(p.provider, p.price_class): p.usd_per_hour for p in h100.rental_prices}
+    assert by_class[("lambda", "neocloud-on-demand")] == 2.99
+    assert by_class[("aws", "hyperscaler-on-demand")] == pytest.approx(6.88)  # p5.48xlarge $55.04 / 8
+    assert by_class[("aws", "spot")] == pytest.approx(17.6289 / 8, abs=1e-4)
     assert {p.usd_per_hour for p in cat.accelerator("tpu-v5e").rental_prices} >= {1.20}
     assert cat.accelerator("a10g").rental_prices[0].usd_per_hour == pytest.approx(1.006)
     assert cat.accelerator("l4").rental_prices[0].usd_per_hour == pytest.approx(0.7068)

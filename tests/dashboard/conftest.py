@@ -69,9 +69,14 @@ def synthetic_events(keys: dict[str, str], now: float, n: int = 1200, seed: int 
         out.append(make_event(
             i, now - age, tenant, keys[tenant], dep, input_tokens=rng.randint(50, 2000), output_tokens=rng.randint(10, 600),
             latency_ms=slow * rng.uniform(200, 900), ttft_ms=slow * rng.uniform(30, 150),
-            status="upstream_error" if rng.random() < 0.03 else "ok",
+            status=_status(rng.random()),
             route=_route(strong, rng) if i % 10 < 7 else None))
     return out
+
+
+def _status(u: float) -> str:
+    """3 % upstream failures, 3 % client errors (4xx passed back), 1 % abandoned by the client."""
+    return "upstream_error" if u < 0.03 else "error" if u < 0.06 else "cancelled" if u < 0.07 else "ok"
 
 
 @dataclass

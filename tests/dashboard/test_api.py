@@ -28,7 +28,10 @@ def test_overview_totals_match_the_ledger_exactly(server, seeded):
     usage = seeded.metering.usage(None)
     t = body["totals"]
     assert t["requests"] == usage["requests"] == 1200
-    assert t["errors"] == usage["errors"]
+    # upstream failures and the clients' own errors apart; together, every non-ok event
+    assert t["errors"] == sum(e.status == "upstream_error" for e in seeded.events) > 0
+    assert t["client_errors"] == sum(e.status in ("error", "cancelled") for e in seeded.events) > 0
+    assert t["errors"] + t["client_errors"] == usage["errors"]
     assert t["input_tokens"] == usage["input_tokens"] and t["output_tokens"] == usage["output_tokens"]
     assert t["cost_usd"] == usage["cost_usd"]          # exact Decimal strings
     assert t["price_usd"] == usage["price_usd"]
@@ -113,7 +116,10 @@ def test_deployments_latency_percentiles_and_errors(server, seeded):
         evs = [e for e in seeded.events if e.deployment == dep]
         lat = sorted(e.latency_ms for e in evs)
         assert r["requests"] == len(evs)
-        assert r["errors"] == sum(e.status != "ok" for e in evs)
+        assert r["errors"] == sum(e.status == "upstream_error" for e in evs)
+        assert r["client_errors"] == sum(e.status in ("error", "cancelled") for e in evs)
+        assert r["error_rate"] == pytest.approx(r["errors"] / len(evs))
+        assert r["client_error_rate"] == pytest.approx(r["client_errors"] / len(evs))
         # histogram bins are 2^(1/8) wide: within 5% of the exact order statistic
         assert r["latency_ms_p50"] == pytest.approx(lat[int(0.5 * len(lat)) - 1], rel=0.1)
         assert r["latency_ms_p99"] == pytest.approx(lat[int(0.99 * len(lat)) - 1], rel=0.1)

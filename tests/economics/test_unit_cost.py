@@ -17,13 +17,20 @@ def cat():
     return load_catalog()
 
 
-def test_rental_price_cheapest_on_demand_or_named_provider(cat):
+def test_rental_price_is_the_cheapest_in_one_class_never_another_class_or_provider(cat):
     acc = cat.accelerator("h100")
-    on_demand = [p.usd_per_hour for p in acc.rental_prices if p.kind == "on-demand"]
-    assert rental_price(acc).usd_per_hour == min(on_demand)
-    aws = [p for p in acc.rental_prices if p.provider == "aws"]
-    if aws:
-        assert rental_price(acc, "aws").usd_per_hour == min(p.usd_per_hour for p in aws)
+    # default class: hyperscaler on-demand (aws $6.88 beats gcp $10.98; neocloud $2.69 is another class)
+    hp = rental_price(acc)
+    assert (hp.usd_per_hour, hp.provider, hp.price_class) == (6.88, "aws", "hyperscaler-on-demand")
+    assert rental_price(acc, price_class="neocloud-on-demand").usd_per_hour == 2.69  # runpod
+    assert rental_price(acc, "gcp", "spot").usd_per_hour == pytest.approx(6.571)
+    assert rental_price(acc, "aws", "spot").usd_per_hour == pytest.approx(2.2036)
+    with pytest.raises(TokenomyError, match=r"no lambda spot price in the catalog for h100"):
+        rental_price(acc, "lambda", "spot")  # lambda lists on-demand only: never priced at aws's spot rate
+    with pytest.raises(TokenomyError, match=r"no reserved-3y price in the catalog for h100"):
+        rental_price(acc, price_class="reserved-3y")
+    with pytest.raises(TokenomyError, match="unknown price class"):
+        rental_price(acc, price_class="cheapest")
     with pytest.raises(UnknownNameError, match="rental provider"):
         rental_price(acc, "no-such-cloud")
 

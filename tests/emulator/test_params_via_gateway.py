@@ -126,3 +126,31 @@ async def test_completions_stop_and_logprobs(client):
     assert all(len(t) == 2 for t in lp.top_logprobs) and lp.text_offset[0] == 0
     with pytest.raises(BadRequestError):
         await client.completions.create(model=MODEL, prompt="x", logprobs=6)
+
+
+async def test_min_tokens_and_ignore_eos_give_the_requested_length(client):
+    """vLLM's extensions, which `tokenomy bench` sends so every endpoint generates the same
+    number of tokens: the emulator honours them like vLLM (issue 20: bench out=128 gave 96)."""
+    natural = (await client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=4000)).usage.completion_tokens
+    assert natural < 400  # the emulator's text stops on its own well before the cap
+    want = natural + 37
+    r = await client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=4000, extra_body={"min_tokens": want})
+    assert r.usage.completion_tokens == want and r.choices[0].finish_reason == "stop"
+    r = await client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=want + 50,
+                                             extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == want + 50 and r.choices[0].finish_reason == "length"
+    s = await client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=want + 50, stream=True,
+                                             stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    usage = [c.usage async for c in s if c.usage]
+    assert usage[-1].completion_tokens == want + 50
+    low = await client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=4000, extra_body={"min_tokens": 1})
+    assert low.usage.completion_tokens == natural  # a floor below the natural length changes nothing
+
+
+@pytest.mark.parametrize("extra,param", [({"min_tokens": 20, "max_tokens": 10}, "min_tokens"),
+                                         ({"min_tokens": -1}, "min_tokens"), ({"min_tokens": "5"}, "min_tokens"),
+                                         ({"ignore_eos": "yes"}, "ignore_eos")])
+async def test_bad_length_controls_are_400(client, extra, param):
+    with pytest.raises(BadRequestError) as e:
+        await client.chat.completions.create(model=MODEL, messages=MSG, extra_body=extra)
+    assert e.value.status_code == 400 and param in str(e.value)

@@ -17,7 +17,8 @@ def test_simulate_json_report(tmp_path):
     for key in ("ttft_ms", "tpot_ms", "e2e_ms"):
         assert set(r[key]) == {"p50", "p90", "p99"} and r[key]["p50"] <= r[key]["p90"] <= r[key]["p99"]
     assert r["requests_completed"] == 400
-    assert 0 <= r["slo_attainment"] <= 1 and 0 < r["utilization"] <= 1
+    assert 0 <= r["slo_attainment"] <= 1 and 0 < r["busy_share"] <= 1
+    assert 0 < r["batch_slot_utilization"] < r["busy_share"] and 0 < r["token_budget_utilization"] < r["busy_share"]
     assert r["energy_kwh"] > 0 and r["cost_usd"] > r["cost_breakdown"]["energy_usd"] > 0
     assert r["usd_per_mtok"] > 0
     assert png.stat().st_size > 10_000

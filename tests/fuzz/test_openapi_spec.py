@@ -11,7 +11,7 @@ import schemathesis
 from tokenomy.gateway.openapi import spec
 
 ROUTES = {("post", "/v1/chat/completions"), ("post", "/v1/completions"), ("get", "/v1/models"),
-          ("get", "/v1/models/{model_id}"),
+          ("get", "/v1/models/{model_id}"), ("post", "/v1/messages"),
           ("post", "/v1/feedback"), ("get", "/health"), ("get", "/metrics"), ("get", "/admin/usage"),
           ("post", "/admin/keys"), ("get", "/admin/keys"), ("get", "/openapi.json")}
 

@@ -25,7 +25,7 @@ ADMIN_KEY = "tk-admin-testadminsecret"
 
 @dataclass
 class Stub:
-    """A scriptable OpenAI-compatible upstream. `mode`: ok | 500 | 429 | hang | garbage |
+    """A scriptable OpenAI-compatible upstream. `mode`: ok | 500 | 429 | 400 | hang | garbage |
     broken-stream | no-usage. Output: `out_tokens` words (capped by max_tokens)."""
 
     mode: str = "ok"
@@ -56,7 +56,7 @@ class Stub:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         mode = self.mode
-        if mode in ("500", "429"):
+        if mode in ("500", "429", "400"):
             return web.json_response({"error": {"message": f"stub {mode}"}}, status=int(mode))
         if mode == "hang":
             await asyncio.sleep(3600)

@@ -40,13 +40,22 @@ async def test_a_budget_worth_10_requests_is_spent_sequentially_and_in_a_burst(d
     from tokenomy.gateway.app import build_app
     from tokenomy.metering import Metering
 
-    body = {"model": "llama-3-8b", "messages": MSGS, **({"max_tokens": 200} if with_max_tokens else {})}
     metering = Metering.open(data_dir, admin_key=ADMIN_KEY)
     app = build_app(_config(), metering)
-    async with serve_gateway(app) as (url, _front), aiohttp.ClientSession() as sess:
+    async with serve_gateway(app) as (url, _front):
+        await spend_a_budget_worth_10([url], metering, with_max_tokens)
+
+
+async def spend_a_budget_worth_10(urls: list[str], metering, with_max_tokens: bool) -> None:
+    """The issue's measurement, on gateway replicas at `urls` (requests round-robin over them)
+    sharing `metering`'s ledger: asserts >= 90 % sequential, >= 80 % burst, overshoot 0."""
+    body = {"model": "llama-3-8b", "messages": MSGS, **({"max_tokens": 200} if with_max_tokens else {})}
+    turn = iter(range(10**9))
+    nxt = lambda: urls[next(turn) % len(urls)]  # noqa: E731 (a balancer's round-robin)
+    async with aiohttp.ClientSession() as sess:
         # one request's real cost on the deployment the router chooses
         _, free_key = metering.create_key("calibrate")
-        st, h, _ = await _post(sess, url, free_key, body)
+        st, h, _ = await _post(sess, nxt(), free_key, body)
         assert st == 200 and h["x-tokenomy-deployment"] == "llama-3-8b@h100"  # the cheaper one
         per_request = Decimal(h["x-tokenomy-cost-usd"])
         budget = per_request * 10
@@ -55,7 +64,7 @@ async def test_a_budget_worth_10_requests_is_spent_sequentially_and_in_a_burst(d
         _, key = metering.create_key("seq", budget_usd=str(budget))
         served = 0
         for _ in range(30):
-            st, h, b = await _post(sess, url, key, body)
+            st, h, b = await _post(sess, nxt(), key, body)
             if st != 200:
                 assert st == 429 and b["error"]["code"] == "budget_exhausted"
                 assert h["x-should-retry"] == "false"  # the openai SDK does not retry a spent budget
@@ -68,7 +77,7 @@ async def test_a_budget_worth_10_requests_is_spent_sequentially_and_in_a_burst(d
 
         # a burst of 50 concurrent requests
         _, key = metering.create_key("burst", budget_usd=str(budget))
-        results = await asyncio.gather(*(_post(sess, url, key, body) for _ in range(50)))
+        results = await asyncio.gather(*(_post(sess, nxt(), key, body) for _ in range(50)))
         statuses = [r[0] for r in results]
         assert set(statuses) <= {200, 429}
         assert all(r[2]["error"]["code"] == "budget_exhausted" for r in results if r[0] == 429)

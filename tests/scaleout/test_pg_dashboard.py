@@ -150,7 +150,8 @@ def test_same_rollups_as_sqlite_with_odd_routing_fields_and_bin_edges(ledger, pg
         e = make_event(i, T0 + i * 600.0, f"t{i % 2}", f"k{i % 3}", "small@l4" if i % 2 else "large@api",
                        input_tokens=10 + i, output_tokens=i, latency_ms=lat[i % len(lat)],
                        ttft_ms=lat[(i + 5) % len(lat)] if i % 3 else None, route=routes[i % len(routes)],
-                       status="ok" if i % 7 else "upstream_error")
+                       status="ok" if i % 7 and i % 11 and i % 13 else
+                       "upstream_error" if not i % 7 else "error" if not i % 11 else "cancelled")
         events.append(e)
     top = make_event(999, T0, "t0", "k0", "small@l4", input_tokens=1, output_tokens=1, latency_ms=1.0)
     top.extra.update(strong=1, predicted_quality=0.75)  # the keys at top level, without "route"
@@ -165,9 +166,10 @@ def test_same_rollups_as_sqlite_with_odd_routing_fields_and_bin_edges(ledger, pg
             a = sorted(lite.usage(res, 0, BIG, tenant), key=key)
             b = sorted(r.usage(res, 0, BIG, tenant), key=key)
             assert len(a) == len(b) > 0
+            assert sum(x.errors for x in a) > 0 and sum(x.client_errors for x in a) > 0
             for x, y in zip(a, b):
-                assert (x.requests, x.errors, x.routed, x.strong, x.pq_n, x.cost_pusd, x.price_pusd) == \
-                       (y.requests, y.errors, y.routed, y.strong, y.pq_n, y.cost_pusd, y.price_pusd)
+                assert (x.requests, x.errors, x.client_errors, x.routed, x.strong, x.pq_n, x.cost_pusd, x.price_pusd) == \
+                       (y.requests, y.errors, y.client_errors, y.routed, y.strong, y.pq_n, y.cost_pusd, y.price_pusd)
                 assert (x.pq_sum, x.latency_ms_sum, x.energy_joules) == pytest.approx(
                     (y.pq_sum, y.latency_ms_sum, y.energy_joules), rel=1e-12)
         ta, tb = lite.tenant_usage(res, 0, BIG, None), r.tenant_usage(res, 0, BIG, None)

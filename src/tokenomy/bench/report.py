@@ -67,7 +67,9 @@ def _cdf_plot(endpoints: dict[str, EndpointResult], attr: str, title: str, slo_m
         drawn = True
     every = [v for e in endpoints.values() for v in getattr(e.metrics, attr) if v > 0]
     if every and max(every) / max(min(every), 1e-9) > 50:
-        ax.set_xscale("log")  # endpoints an order of magnitude apart: keep both readable
+        from tokenomy.plotaxes import log_axis
+
+        log_axis(ax, "x", min(every), max(every))  # endpoints an order of magnitude apart: keep both readable
     if slo_ms is not None:
         ax.axvline(slo_ms, color="#c0392b", linestyle="--", linewidth=1, label=f"SLO {slo_ms:g} ms")
     if not drawn:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from tokenomy.errors import ConfigError, UnknownNameError
 
-from .types import Accelerator, ModelArch, Site
+from .types import Accelerator, ModelArch, Site, derive_price_class
 
 DATA_DIR = Path(__file__).resolve().parent
 DEFAULT_FILES = (DATA_DIR / "accelerators.yaml", DATA_DIR / "models.yaml", DATA_DIR / "sites.yaml")
@@ -123,7 +123,8 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     """Merge `override` into a copy of `base`.
 
     Dicts merge recursively; `aliases` lists are unioned; `rental_prices` merge by
-    (provider, kind): a price for an existing provider and kind replaces it, others are added.
+    (provider, kind, price class): a price for an existing provider, kind and class replaces it,
+    others are added.
     Any other value (lists included) is replaced.
     """
     out = copy.deepcopy(base)
@@ -141,8 +142,11 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
 
 
 def _merge_prices(old: list[Any], new: list[Any]) -> list[Any]:
-    def key(p: Any) -> tuple[str, str]:
-        return (str(p.get("provider")), str(p.get("kind", "on-demand"))) if isinstance(p, dict) else ("", "")
+    def key(p: Any) -> tuple[str, str, str]:
+        if not isinstance(p, dict):
+            return ("", "", "")
+        provider, kind = str(p.get("provider")), str(p.get("kind", "on-demand"))
+        return (provider, kind, str(p.get("price_class") or derive_price_class(provider, kind)))
 
     merged = {key(p): p for p in old}
     for p in new:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Frozen(BaseModel):
@@ -22,15 +22,42 @@ class Sourced(_Frozen):
     date: str
 
 
+# Price classes: prices compare like with like only within one class (tokenomy.catalog.price_classes).
+PriceClass = Literal["hyperscaler-on-demand", "neocloud-on-demand", "reserved-1y", "reserved-3y", "spot"]
+HYPERSCALERS = frozenset({"aws", "gcp", "azure"})
+
+
 class RentalPrice(_Frozen):
     """Price to rent one accelerator for one hour from one provider."""
 
     provider: str
     usd_per_hour: float = Field(gt=0)
     kind: Literal["on-demand", "spot", "reserved", "capacity-block", "committed"] = "on-demand"
+    # The class this price belongs to; "none" = in no class (estimates, capacity blocks). When a
+    # file leaves it out it is derived: spot -> spot; on-demand -> hyperscaler-on-demand for
+    # aws/gcp/azure (and their "aws-..." variants), else neocloud-on-demand; reserved/committed
+    # terms must say which (reserved-1y / reserved-3y), else they are in no class.
+    price_class: PriceClass | Literal["none"] = "none"
     source: str
     date: str
     note: str | None = None  # e.g. which instance the per-device price was derived from
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_class(cls, data):
+        if isinstance(data, dict) and "price_class" not in data:
+            data = {**data, "price_class": derive_price_class(str(data.get("provider", "")),
+                                                              str(data.get("kind", "on-demand")))}
+        return data
+
+
+def derive_price_class(provider: str, kind: str) -> str:
+    """The class of a price whose file does not name one (see RentalPrice.price_class)."""
+    if kind == "spot":
+        return "spot"
+    if kind == "on-demand":
+        return "hyperscaler-on-demand" if provider.lower().split("-")[0] in HYPERSCALERS else "neocloud-on-demand"
+    return "none"
 
 
 class PurchasePrice(_Frozen):

@@ -24,7 +24,9 @@ def register(app: typer.Typer) -> None:
         context: int = typer.Option(2048, "--context", "-c", min=1, help="KV tokens per sequence; prompt length."),
         utilization: float = typer.Option(1.0, "--utilization", "-u", help="Busy share of the hour (0-1]."),
         ownership: bool = typer.Option(False, "--ownership", help="Own the hardware (4-year amortisation) instead of renting."),
-        provider: Optional[str] = typer.Option(None, "--provider", help="Rental provider (default: cheapest on-demand)."),
+        provider: Optional[str] = typer.Option(None, "--provider", help="Rental provider (default: the cheapest in the class)."),
+        price_class: str = typer.Option("hyperscaler-on-demand", "--price-class", help="Rental price class: "
+                                        "hyperscaler-on-demand | neocloud-on-demand | reserved-1y | reserved-3y | spot."),
         dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp8."),
         engine_efficiency: float = typer.Option(1.0, "--engine-efficiency", help="Engine speed-up over the profile."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -33,6 +35,7 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         from tokenomy.catalog import load_catalog
+        from tokenomy.catalog.price_classes import check_price_class
         from tokenomy.economics import self_hosted_unit_cost
         from tokenomy.errors import TokenomyError
 
@@ -42,7 +45,7 @@ def register(app: typer.Typer) -> None:
         uc = self_hosted_unit_cost(
             cat.model(model), cat.accelerator(accelerator), cat.site(site), count=count, dtype=dtype,
             slo_tpot_ms=slo_tpot_ms, context=context, utilization=utilization, ownership=ownership,
-            provider=provider, engine_efficiency=engine_efficiency)
+            provider=provider, engine_efficiency=engine_efficiency, price_class=check_price_class(price_class))
         out = uc.to_dict()
         if as_json:
             typer.echo(json.dumps(out))
@@ -60,6 +63,8 @@ def register(app: typer.Typer) -> None:
         ownership: bool = typer.Option(False, "--ownership"),
         dtype: str = typer.Option("bf16", "--dtype"),
         engine_efficiency: float = typer.Option(1.0, "--engine-efficiency"),
+        price_class: str = typer.Option("hyperscaler-on-demand", "--price-class", help="Rental price class "
+                                        "(accelerators without a price in it are listed as skipped)."),
         top: int = typer.Option(0, "--top", min=0, help="Show only the N cheapest rows (0: all)."),
         all_sites: bool = typer.Option(False, "--all-sites", help="Every accelerator x site (default: the cheapest "
                                        "site per accelerator)."),
@@ -69,15 +74,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every accelerator x site (x devices, where one is not enough) that serves MODEL, cheapest first."""
         from tokenomy.catalog import load_catalog
+        from tokenomy.catalog.price_classes import check_price_class
         from tokenomy.economics.compare import api_reference_rows, best_site_per_accelerator, compare_deployments
 
+        check_price_class(price_class)
         cat = load_catalog()
         m = cat.model(model)
         site_list = [cat.site(s) for s in _split(sites)] if sites else list(cat.sites.values())
         acc_list = [cat.accelerator(a) for a in _split(accelerators)] if accelerators else list(cat.accelerators.values())
         rows, skipped = compare_deployments(m, acc_list, site_list, slo_tpot_ms=slo_tpot_ms, context=context,
                                             utilization=utilization, ownership=ownership, dtype=dtype,
-                                            engine_efficiency=engine_efficiency)
+                                            engine_efficiency=engine_efficiency, price_class=price_class)
         api_rows = api_reference_rows(m) if api else []
         listed = rows if all_sites else best_site_per_accelerator(rows)
         shown = listed[:top] if top else listed
@@ -87,6 +94,7 @@ def register(app: typer.Typer) -> None:
             plot_compare(m.id, rows, api_rows, plot, slo_tpot_ms=slo_tpot_ms)
         if as_json:
             typer.echo(json.dumps({"model": m.id, "slo_tpot_ms": slo_tpot_ms, "context": context, "dtype": dtype,
+                                   "price_class": price_class,
                                    "rows": [r.to_dict() for r in shown], "api": [r.to_dict() for r in api_rows],
                                    "skipped": skipped, "plot": plot}))
             return
@@ -117,7 +125,8 @@ def _print_one(out: dict) -> None:
     t.add_row("$/h (accelerators + energy)",
               f"{out['usd_per_hour']:.3f} ({out['usd_per_hour_accelerators']:.3f} + {out['usd_per_hour_energy']:.3f})")
     t.add_row("power", f"{out['watts']:,.0f} W")
-    t.add_row("price", f"{out['price_basis']} {out['price_provider'] or ''} {out['price_kind'] or ''} ({out['price_date']})")
+    t.add_row("price", f"{out['price_basis']} {out['price_class'] or ''} {out['price_provider'] or ''} "
+                       f"{out['price_kind'] or ''} ({out['price_date']})")
     t.add_row("calibration", out["source"])
     Console().print(t)
 

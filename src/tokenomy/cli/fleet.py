@@ -182,9 +182,13 @@ def register(app: typer.Typer) -> None:
         accelerator: str = typer.Option("h100", "--accelerator", help="catalog accelerator id"),
         replicas: int = typer.Option(1, "--replicas", min=1, help="replicas behind the load balancer"),
         count: int = typer.Option(1, "--count", min=1, help="devices per replica (tensor parallel)"),
-        dtype: str = typer.Option("bf16", "--dtype", help="bf16 | fp8 | ..."),
+        dtype: str = typer.Option("bf16", "--dtype", "--quant", help="weight format: bf16 | fp8 | int4-awq"),
+        kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV-cache format: bf16 | fp8"),
         site: Optional[str] = typer.Option(None, "--site", help="catalog site id: energy x PUE x price in the cost"),
-        provider: Optional[str] = typer.Option(None, "--provider", help="rental price of this provider (default: cheapest on-demand)"),
+        provider: Optional[str] = typer.Option(None, "--provider", help="rental price of this provider only (an error where it lists none)"),
+        price_class: str = typer.Option("hyperscaler-on-demand", "--price-class",
+                                         help="rental prices of one class, never mixed: hyperscaler-on-demand | "
+                                              "neocloud-on-demand | reserved-1y | reserved-3y | spot"),
         rate_scale: float = typer.Option(1.0, "--rate-scale", help="multiply the arrival rate"),
         start: float = typer.Option(0.0, "--start", help="window start (s after the trace start)"),
         end: Optional[float] = typer.Option(None, "--end", help="window end (s)"),
@@ -207,14 +211,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate replicas of one deployment serving a request trace (continuous batching)."""
         from tokenomy.catalog import load_catalog
+        from tokenomy.catalog.price_classes import check_price_class
         from tokenomy.fleet.deployment import make_deployment
         from tokenomy.fleet.metrics import latency_cdf_plot, summarize
         from tokenomy.fleet.simulator import SchedulerConfig, simulate
 
         cat = load_catalog()
         site_obj = cat.site(site) if site else None
-        dep = make_deployment(model, accelerator, count=count, dtype=dtype,
-                              engine_efficiency=engine_efficiency, provider=provider, catalog=cat)
+        dep = make_deployment(model, accelerator, count=count, dtype=dtype, kv_dtype=kv_dtype,
+                              engine_efficiency=engine_efficiency, provider=provider, catalog=cat,
+                              price_class=check_price_class(price_class))
         lo = LedgerOpts(from_ledger, data_dir, since, until, tenant)
         trace = _resolve_trace(trace, lo)
         tr = _load_workload(trace, rate_scale, start, end, limit, seed, lo)
@@ -224,8 +230,9 @@ def register(app: typer.Typer) -> None:
             result = simulate(tr, dep.step_model, replicas=replicas, config=cfg, progress=cb)
         report = {
             "deployment": {"model": dep.model.id, "accelerator": dep.accelerator.id, "count": count,
-                           "dtype": dtype, "replicas": replicas, "site": site,
-                           "replica_usd_per_hour": round(dep.usd_per_hour, 6),
+                           "dtype": dtype, "kv_dtype": kv_dtype, "replicas": replicas, "site": site,
+                           "replica_usd_per_hour": round(dep.usd_per_hour, 6), "price_class": price_class,
+                           "provider": provider,
                            "max_kv_tokens": int(dep.step_model.max_kv_tokens), "routing": lb,
                            "prefix_cache": prefix_cache,
                            "perf_source": getattr(dep.step_model, "source", None)},
@@ -261,9 +268,15 @@ def register(app: typer.Typer) -> None:
         sites: Optional[str] = typer.Option(None, "--sites", help="comma-separated catalog site ids (default: none, rental only)"),
         power_cap: list[str] = typer.Option([], "--power-cap", help="SITE=MW facility power cap (repeatable)"),
         rate_scale: float = typer.Option(1.0, "--rate-scale"),
-        dtype: str = typer.Option("bf16", "--dtype", help="comma-separated dtypes to consider, e.g. bf16,fp8"),
+        dtype: str = typer.Option("bf16", "--dtype", "--quant",
+                                  help="comma-separated weight formats to choose among: bf16,fp8,int4-awq"),
+        kv_dtypes: str = typer.Option("bf16", "--kv-dtype", help="comma-separated KV-cache formats to choose among: bf16,fp8"),
         counts: str = typer.Option("1,2,4,8", "--counts", help="tensor-parallel degrees to consider"),
-        provider: Optional[str] = typer.Option(None, "--provider", help="rental prices of this provider where listed"),
+        provider: Optional[str] = typer.Option(None, "--provider", help="rental prices of this provider only (an error "
+                                               "naming the accelerators it lists none for)"),
+        price_class: str = typer.Option("hyperscaler-on-demand", "--price-class",
+                                         help="rental prices of one class, never mixed: hyperscaler-on-demand | "
+                                              "neocloud-on-demand | reserved-1y | reserved-3y | spot"),
         price: list[str] = typer.Option([], "--price", help="ACCELERATOR=USD per device-hour, overrides the catalog (repeatable)"),
         growth: Optional[str] = typer.Option(None, "--growth", help="traffic growth, e.g. 8%/month, or 'ledger[:WINDOW]' "
                                              "(fitted to the ledger's daily tokens, e.g. ledger:90d)"),
@@ -285,6 +298,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Cheapest accelerator mix (and sites) that serves a trace under TTFT/TPOT SLOs (MILP)."""
         from tokenomy.catalog import load_catalog
+        from tokenomy.catalog.price_classes import check_price_class
         from tokenomy.fleet.planner import PlanRequest, plan_fleet, plan_growth
 
         if sweep_plot and not slo_sweep:
@@ -316,10 +330,12 @@ def register(app: typer.Typer) -> None:
             sites=tuple(cat.site(s) for s in _parse_list(sites)) if sites else (),
             power_caps_mw=_parse_power_caps(power_cap),
             dtypes=tuple(_parse_list(dtype)),
+            kv_dtypes=tuple(_parse_list(kv_dtypes)),
             counts=tuple(int(c) for c in _parse_list(counts)),
             slo_tpot_ms=slo_tpot_ms,
             slo_ttft_ms=slo_ttft_ms,
             provider=provider,
+            price_class=check_price_class(price_class),
             usd_per_hour_overrides=_parse_prices(price),
             attainment_target=attainment_target,
             overlong=overlong,
@@ -391,7 +407,9 @@ def _print_simulation(r: dict) -> None:
     from rich.table import Table
 
     d = r["deployment"]
-    t = Table(title=f"{d['model']} on {d['replicas']} x ({d['count']} x {d['accelerator']}, {d['dtype']})", show_header=False)
+    kv = f", kv {d['kv_dtype']}" if d.get("kv_dtype", "bf16") != "bf16" else ""
+    t = Table(title=f"{d['model']} on {d['replicas']} x ({d['count']} x {d['accelerator']}, {d['dtype']}{kv})",
+              show_header=False)
     t.add_row("requests completed", f"{r['requests_completed']} / {r['requests']}")
     t.add_row("TTFT ms p50/p90/p99", _fmt(r["ttft_ms"]))
     t.add_row("TPOT ms p50/p90/p99", _fmt(r["tpot_ms"]))
@@ -419,7 +437,8 @@ def _print_plan(r: dict) -> None:
     for col in ("accelerator", "count", "dtype", "site", "replicas", "$/h", "load"):
         t.add_column(col)
     for a in r["assignments"]:
-        t.add_row(a["accelerator"], str(a["count"]), a["dtype"], a["site"] or "-", str(a["replicas"]),
+        kv = f"+kv-{a['kv_dtype']}" if a.get("kv_dtype", "bf16") != "bf16" else ""
+        t.add_row(a["accelerator"], str(a["count"]), a["dtype"] + kv, a["site"] or "-", str(a["replicas"]),
                   f"{a['usd_per_hour']:.2f}", f"{a['utilization_planned']:.0%}")
     c.print(t)
     b = r["best_single"]

@@ -22,6 +22,25 @@ def _shared_routing_dir() -> Path:
     return Path(os.environ.get("TOKENOMY_ROUTING_DATA", "../shared/data/routing"))
 
 
+def _shipped_sample() -> Path | None:
+    """The evaluation rows that ship with the project (a source checkout): RouteLLM MMLU/GSM8K and
+    AlpacaEval rows already converted, usable at once with `route eval|train --data`."""
+    p = Path(__file__).resolve().parents[3] / "tests" / "routing" / "data" / "routing_sample.jsonl"
+    return p if p.is_file() else None
+
+
+def _missing_source(source: str, path: Path) -> TokenomyError:
+    where = ("--input PATH" if source not in SOURCE_FILES else
+             f"--input PATH (the file {SOURCE_FILES[source]}), or TOKENOMY_ROUTING_DATA=DIR")
+    msg = (f"no {source} source data at {path} (the full reference data sits beside the project in "
+           f"../shared/data/routing/, not in a clone); give {where}")
+    sample = _shipped_sample()
+    if sample is not None:
+        msg += (f"; or use the 1,000 evaluation rows that ship with the project, already converted: "
+                f"tokenomy route eval --data {sample} --by-source")
+    return TokenomyError(msg)
+
+
 def _emit(obj: dict) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False))
 
@@ -64,6 +83,10 @@ def data_cmd(
     from tokenomy.routing.quality import data
 
     if source in cascade.CASCADE_SOURCES:  # rows that also carry the weak model's answer
+        if input is not None and not input.exists():
+            raise _missing_source(source, input)
+        if input is None and not (_shared_routing_dir() / "cascade").is_dir():
+            raise _missing_source(source, _shared_routing_dir() / "cascade")
         crows = cascade.load_source(source, _shared_routing_dir() / "cascade", input=input,
                                     weak=weak if source == "cascade-alpacaeval" else None,
                                     strong=None if strong == "gpt4" else strong)
@@ -76,6 +99,8 @@ def data_cmd(
     if source not in SOURCE_FILES:
         raise TokenomyError(f"unknown source '{source}'; known: {', '.join(SOURCE_FILES)}")
     path = input or _shared_routing_dir() / SOURCE_FILES[source]
+    if not path.is_file():
+        raise _missing_source(source, path)
     if source == "routellm":
         rows = data.convert_routellm(path)
     elif source == "alpacaeval-groups":

@@ -28,7 +28,7 @@ from tokenomy.errors import TokenomyError
 FOLD_LOCK = 0x746F6B6E726F6C  # pg_advisory_xact_lock key of the fold (arbitrary, fixed)
 SUM_COLS = ("requests", "errors", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
             "cost_pusd", "price_pusd", "energy_joules", "latency_ms_sum", "ttft_ms_sum", "ttft_n",
-            "routed", "strong", "pq_sum", "pq_n")
+            "routed", "strong", "pq_sum", "pq_n", "client_errors")
 DIMS = ("tenant", "model", "deployment")
 
 # Routing fields of the event's `extra`, read like the SQLite rollups' json_extract: the key under
@@ -54,13 +54,14 @@ _SRC = f"""src AS MATERIALIZED (
 ),
 d AS MATERIALIZED (
   SELECT (floor(ts / 60) * 60)::bigint AS bucket, tenant, model, deployment, count(*) AS requests,
-         count(*) FILTER (WHERE status <> 'ok') AS errors, sum(input_tokens) AS input_tokens,
+         count(*) FILTER (WHERE status = 'upstream_error') AS errors, sum(input_tokens) AS input_tokens,
          sum(cached_input_tokens) AS cached_input_tokens, sum(output_tokens) AS output_tokens,
          sum(reasoning_tokens) AS reasoning_tokens, sum(cost_pusd) AS cost_pusd, sum(price_pusd) AS price_pusd,
          sum(energy_joules) AS energy_joules, sum(latency_ms) AS latency_ms_sum,
          COALESCE(sum(ttft_ms), 0) AS ttft_ms_sum, count(ttft_ms) AS ttft_n, count(s) AS routed,
          count(*) FILTER (WHERE s IS NOT NULL AND {_TRUTHY}) AS strong,
-         COALESCE(sum({_PQ_VALUE}), 0) AS pq_sum, count(pq) AS pq_n
+         COALESCE(sum({_PQ_VALUE}), 0) AS pq_sum, count(pq) AS pq_n,
+         count(*) FILTER (WHERE status NOT IN ('ok', 'upstream_error')) AS client_errors
   FROM src GROUP BY 1, 2, 3, 4
 ),
 k AS MATERIALIZED (
@@ -254,10 +255,10 @@ class PgRollups:
         where, params = _where(since, until, tenant)
         sql = ("SELECT bucket, model, deployment, sum(requests), sum(errors), sum(input_tokens), "
                "sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens), sum(cost_pusd), sum(price_pusd), "
-               "sum(energy_joules), sum(latency_ms_sum), sum(routed), sum(strong), sum(pq_sum), sum(pq_n) "
+               "sum(energy_joules), sum(latency_ms_sum), sum(routed), sum(strong), sum(pq_sum), sum(pq_n), sum(client_errors) "
                f"FROM rollup_{_res(res)}{where} GROUP BY bucket, model, deployment")
         return [UsageBucket(int(t[0]), t[1], t[2], *(_int(v) for v in t[3:11]), _float(t[11]), _float(t[12]),
-                            _int(t[13]), _int(t[14]), _float(t[15]), _int(t[16]))
+                            _int(t[13]), _int(t[14]), _float(t[15]), _int(t[16]), _int(t[17]))
                 for t in self.query(sql, params)]
 
     def histograms(self, res: str, since: int, until: int, tenant: str | None) -> Histograms:

@@ -99,7 +99,7 @@ def _merge_usage(rows: list[UsageBucket]) -> list[Usage]:
 
 
 def _totals(rows: list[UsageBucket]) -> dict:
-    t = {"requests": 0, "errors": 0, "input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0,
+    t = {"requests": 0, "errors": 0, "client_errors": 0, "input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0,
          "reasoning_tokens": 0}
     cost = price = 0
     energy = 0.0
@@ -137,6 +137,7 @@ def overview(r: RollupStore, w: Window, tenant: str | None, ctx: Context, routed
         s_d = base.single_deployment_usd(u)
         p["requests"] += x.requests
         p["errors"] += x.errors
+        p["client_errors"] += x.client_errors
         p["input_tokens"] += x.input_tokens
         p["output_tokens"] += x.output_tokens
         p["cost_usd"] += u.cost_usd
@@ -168,7 +169,8 @@ def overview(r: RollupStore, w: Window, tenant: str | None, ctx: Context, routed
 
 
 def _empty_point(bucket: int) -> dict:
-    return {"ts": bucket, "time": iso(bucket), "requests": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0,
+    return {"ts": bucket, "time": iso(bucket), "requests": 0, "errors": 0, "client_errors": 0, "input_tokens": 0,
+            "output_tokens": 0,
             "cost_usd": 0.0, "price_usd": 0.0, "energy_joules": 0.0, "routed_usd": 0.0, "all_strong_usd": 0.0,
             "single_deployment_usd": 0.0}
 
@@ -245,10 +247,12 @@ def deployments(r: RollupStore, w: Window, tenant: str | None, ctx: Context) -> 
     series: dict[int, dict] = {b: {"ts": b, "time": iso(b), **{d: 0 for d in names}} for b in _buckets(w)}
     lat_series: dict[int, dict] = {}
     for x in rows:
-        d = per.setdefault(x.deployment, {"deployment": x.deployment, "requests": 0, "errors": 0, "tokens": 0,
+        d = per.setdefault(x.deployment, {"deployment": x.deployment, "requests": 0, "errors": 0, "client_errors": 0,
+                                          "tokens": 0,
                                           "output_tokens": 0, "cost_pusd": 0, "energy_joules": 0.0, "latency_ms_sum": 0.0})
         d["requests"] += x.requests
         d["errors"] += x.errors
+        d["client_errors"] += x.client_errors
         d["tokens"] += x.input_tokens + x.output_tokens
         d["output_tokens"] += x.output_tokens
         d["cost_pusd"] += x.cost_pusd
@@ -264,7 +268,8 @@ def deployments(r: RollupStore, w: Window, tenant: str | None, ctx: Context) -> 
     out_rows = []
     span_s = max(1, min(w.until, int(time.time())) - w.since)
     for name in names:
-        d = per.get(name) or {"deployment": name, "requests": 0, "errors": 0, "tokens": 0, "output_tokens": 0,
+        d = per.get(name) or {"deployment": name, "requests": 0, "errors": 0, "client_errors": 0, "tokens": 0,
+                              "output_tokens": 0,
                               "cost_pusd": 0, "energy_joules": 0.0, "latency_ms_sum": 0.0}
         cost = d.pop("cost_pusd")
         lat_sum = d.pop("latency_ms_sum")
@@ -273,7 +278,9 @@ def deployments(r: RollupStore, w: Window, tenant: str | None, ctx: Context) -> 
         mean_in_flight = lat_sum / 1000.0 / span_s  # Little's law: busy request-seconds per second
         max_in_flight = live.get("max_in_flight")
         d.update(
+            # upstream failures only: a client's bad or abandoned request says nothing of the deployment
             error_rate=d["errors"] / d["requests"] if d["requests"] else None,
+            client_error_rate=d["client_errors"] / d["requests"] if d["requests"] else None,
             cost_usd=_money(cost), usd_per_mtok=_per_mtok(cost / PICO, d["tokens"]),
             joules_per_token=_per_token(d["energy_joules"], d["tokens"]),
             mean_in_flight=mean_in_flight,

@@ -32,13 +32,16 @@ from tokenomy.dashboard.store import (BIN_FLOOR_MS, BIN_MIN, BIN_THRESHOLDS, BIN
 RESOLUTIONS = {"minute": 60, "hour": 3600, "day": 86400}
 HIST_RESOLUTIONS = ("hour", "day")
 # histogram bins 2^(1/8) ~ 9% wide: percentiles within ~5% (store.BIN_THRESHOLDS)
-ROLLUP_SCHEMA = 5  # bump when the rollup tables change: they are derived, so they are rebuilt
+ROLLUP_SCHEMA = 6  # bump when the rollup tables change: they are derived, so they are rebuilt
 CHUNK_ROWS = 50_000  # ~1 s of write lock at most per chunk
 BUSY_TIMEOUT_MS = 10_000
 
 SUM_COLS = ("requests", "errors", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
             "cost_pusd", "price_pusd", "energy_joules", "latency_ms_sum", "ttft_ms_sum", "ttft_n",
-            "routed", "strong", "pq_sum", "pq_n")
+            "routed", "strong", "pq_sum", "pq_n", "client_errors")
+# errors: upstream failures (status upstream_error) only; client_errors: the caller's own
+# (4xx passed back, status error) and requests the client abandoned (cancelled). A healthy
+# deployment's error rate must not move because clients send bad requests.
 DIMS = ("tenant", "model", "deployment")
 KEY_COLS = ("requests", "tokens", "price_pusd")
 KEY_RESOLUTIONS = ("minute", "day")
@@ -51,9 +54,10 @@ _PQ = _EXTRA.format(k="predicted_quality")
 
 _DELTA_SELECT = f"""
 SELECT CAST(ts / 60 AS INTEGER) * 60 AS bucket, tenant, model, deployment,
-       COUNT(*), SUM(status != 'ok'), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens),
+       COUNT(*), SUM(status = 'upstream_error'), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens),
        SUM(reasoning_tokens), SUM(cost_pusd), SUM(price_pusd), TOTAL(energy_joules), TOTAL(latency_ms),
-       TOTAL(ttft_ms), COUNT(ttft_ms), SUM(s IS NOT NULL), SUM(COALESCE(s, 0) != 0), TOTAL(pq), COUNT(pq)
+       TOTAL(ttft_ms), COUNT(ttft_ms), SUM(s IS NOT NULL), SUM(COALESCE(s, 0) != 0), TOTAL(pq), COUNT(pq),
+       SUM(status NOT IN ('ok', 'upstream_error'))
 FROM (SELECT *, {_STRONG} AS s, {_PQ} AS pq FROM events WHERE rowid > ? AND rowid <= ?)
 GROUP BY 1, 2, 3, 4"""
 
@@ -326,11 +330,12 @@ class Rollups:
         sql = ("SELECT bucket, model, deployment, SUM(requests), SUM(errors), SUM(input_tokens), "
                f"SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens), {money_sum('cost_pusd')}, "
                f"{money_sum('price_pusd')}, TOTAL(energy_joules), TOTAL(latency_ms_sum), SUM(routed), SUM(strong), "
-               f"TOTAL(pq_sum), SUM(pq_n) FROM rollup_{_res(res)}{where} GROUP BY bucket, model, deployment")
+               f"TOTAL(pq_sum), SUM(pq_n), SUM(client_errors) FROM rollup_{_res(res)}{where} "
+               "GROUP BY bucket, model, deployment")
         n = sums.as_int
         return [UsageBucket(t[0], t[1], t[2], n(t[3]), n(t[4]), n(t[5]), n(t[6]), n(t[7]), n(t[8]),
                             _usd(t[9], t[10]), _usd(t[11], t[12]), t[13], t[14], n(t[15]), n(t[16]), t[17],
-                            n(t[18]))
+                            n(t[18]), n(t[19]))
                 for t in self.query(sql, params)]
 
     def histograms(self, res: str, since: int, until: int, tenant: str | None) -> Histograms:

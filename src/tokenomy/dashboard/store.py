@@ -45,6 +45,7 @@ class UsageBucket:
     strong: int
     pq_sum: float
     pq_n: int
+    client_errors: int = 0  # errors: upstream failures only; client_errors: 4xx passed back, cancelled
 
     def usage(self) -> Usage:
         return Usage(self.model, self.deployment, self.requests, self.input_tokens, self.cached_input_tokens,

@@ -24,7 +24,8 @@ def _counts(model: ModelArch, acc: Accelerator, dtype: str) -> list[int]:
 def compare_deployments(model: ModelArch, accelerators: Iterable[Accelerator], sites: Iterable[Site], *,
                         slo_tpot_ms: float | None = None, context: int = 2048, utilization: float = 1.0,
                         ownership: bool = False, dtype: str = "bf16",
-                        engine_efficiency: float = 1.0) -> tuple[list[UnitCost], list[dict]]:
+                        engine_efficiency: float = 1.0,
+                        price_class: str | None = None) -> tuple[list[UnitCost], list[dict]]:
     """(rows sorted by $/Mtok output, skipped accelerators with the reason).
 
     Per accelerator, the device count (power of two, within one node) with the lowest $/Mtok
@@ -40,11 +41,11 @@ def compare_deployments(model: ModelArch, accelerators: Iterable[Accelerator], s
             try:
                 uc = self_hosted_unit_cost(model, acc, sites[0], count=n, dtype=dtype, slo_tpot_ms=slo_tpot_ms,
                                            context=context, utilization=utilization, ownership=ownership,
-                                           engine_efficiency=engine_efficiency)
+                                           engine_efficiency=engine_efficiency, price_class=price_class)
             except TokenomyError as exc:
                 if chosen is None:
                     reason = str(exc)
-                if "no fp8" in reason or "no rental price" in reason or "no purchase price" in reason:
+                if any(m in reason for m in ("no fp8", "no rental price", "no purchase price", "price in the catalog")):
                     break
                 continue
             if uc.usd_per_mtok_output < best:  # more devices can be cheaper: room for a bigger batch
@@ -55,7 +56,7 @@ def compare_deployments(model: ModelArch, accelerators: Iterable[Accelerator], s
         for site in sites:
             rows.append(self_hosted_unit_cost(model, acc, site, count=chosen, dtype=dtype, slo_tpot_ms=slo_tpot_ms,
                                               context=context, utilization=utilization, ownership=ownership,
-                                              engine_efficiency=engine_efficiency))
+                                              engine_efficiency=engine_efficiency, price_class=price_class))
     rows.sort(key=lambda r: (r.usd_per_mtok_output, r.usd_per_mtok_input))
     return rows, skipped
 

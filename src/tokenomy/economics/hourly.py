@@ -29,23 +29,22 @@ class HourlyPrice:
     source: str
     date: str
     note: str | None = None
+    price_class: str | None = None  # rental: the price class (tokenomy.catalog.price_classes)
 
 
-def rental_price(acc: Accelerator, provider: str | None = None) -> HourlyPrice:
-    """The cheapest on-demand rental price (any kind if there is no on-demand price), or the
-    cheapest price of the named provider."""
-    prices = list(acc.rental_prices)
-    if not prices:
+def rental_price(acc: Accelerator, provider: str | None = None, price_class: str | None = None) -> HourlyPrice:
+    """The cheapest price of `acc` in `price_class` (default: hyperscaler on-demand), of
+    `provider` only when named; TokenomyError naming what is missing, never another class's or
+    provider's rate (tokenomy.catalog.price_classes)."""
+    from tokenomy.catalog.price_classes import DEFAULT_PRICE_CLASS, class_price
+
+    if not acc.rental_prices:
         raise TokenomyError(f"no rental price for {acc.id} in the catalog; use ownership cost or add a price")
-    if provider is not None:
-        mine = [p for p in prices if p.provider.lower() == provider.lower()]
-        if not mine:
-            raise UnknownNameError(f"rental provider for {acc.id}", provider, {p.provider for p in prices})
-        prices = mine
-    on_demand = [p for p in prices if p.kind == "on-demand"]
-    best = min(on_demand or prices, key=lambda p: p.usd_per_hour)
+    if provider is not None and not any(p.provider.lower() == provider.lower() for p in acc.rental_prices):
+        raise UnknownNameError(f"rental provider for {acc.id}", provider, {p.provider for p in acc.rental_prices})
+    best = class_price(acc, price_class or DEFAULT_PRICE_CLASS, provider)
     return HourlyPrice(usd_per_hour=best.usd_per_hour, basis="rental", provider=best.provider, kind=best.kind,
-                       source=best.source, date=best.date, note=best.note)
+                       source=best.source, date=best.date, note=best.note, price_class=best.price_class)
 
 
 def ownership_price(acc: Accelerator, *, years: float = OWNERSHIP_YEARS,
@@ -60,5 +59,6 @@ def ownership_price(acc: Accelerator, *, years: float = OWNERSHIP_YEARS,
                        note=f"${acc.purchase.usd:,.0f} over {years:g} years x (1 + {hosting_overhead:g} hosting)")
 
 
-def accelerator_hourly(acc: Accelerator, *, ownership: bool = False, provider: str | None = None) -> HourlyPrice:
-    return ownership_price(acc) if ownership else rental_price(acc, provider)
+def accelerator_hourly(acc: Accelerator, *, ownership: bool = False, provider: str | None = None,
+                       price_class: str | None = None) -> HourlyPrice:
+    return ownership_price(acc) if ownership else rental_price(acc, provider, price_class)

@@ -66,6 +66,7 @@ class UnitCost:
     price_basis: str | None = None  # "rental" | "ownership" | "api"
     price_provider: str | None = None
     price_kind: str | None = None
+    price_class: str | None = None  # rental price class (tokenomy.catalog.price_classes)
     price_source: str | None = None
     price_date: str | None = None
     price_note: str | None = None
@@ -78,7 +79,8 @@ class UnitCost:
 def self_hosted_unit_cost(model: ModelArch, acc: Accelerator, site: Site, *, count: int = 1, dtype: str = "bf16",
                           slo_tpot_ms: float | None = None, context: int = 2048, utilization: float = 1.0,
                           ownership: bool = False, provider: str | None = None, engine_efficiency: float = 1.0,
-                          prompt_tokens: int | None = None, include_energy: bool = True) -> UnitCost:
+                          prompt_tokens: int | None = None, include_energy: bool = True,
+                          price_class: str | None = None) -> UnitCost:
     """Unit cost of serving `model` on `count` x `acc` (one tensor-parallel replica) at `site`."""
     if not 0.0 < utilization <= 1.0:
         raise TokenomyError(f"utilization must be in (0, 1] (got {utilization})")
@@ -93,7 +95,7 @@ def self_hosted_unit_cost(model: ModelArch, acc: Accelerator, site: Site, *, cou
     t_prefill, w_prefill = sm.step_seconds_and_watts(prefill_tokens=prompt)
     tps_in = prompt / t_prefill
 
-    price = accelerator_hourly(acc, ownership=ownership, provider=provider)
+    price = accelerator_hourly(acc, ownership=ownership, provider=provider, price_class=price_class)
     usd_h_acc = price.usd_per_hour * count
     usd_per_j = site.pue * site.usd_per_kwh / JOULES_PER_KWH if include_energy else 0.0
     u = utilization
@@ -115,7 +117,7 @@ def self_hosted_unit_cost(model: ModelArch, acc: Accelerator, site: Site, *, cou
         watts_input=w_prefill,
         gco2_per_mtok_output=j_out * site.pue / JOULES_PER_KWH * site.gco2_per_kwh * 1e6,
         price_basis=price.basis, price_provider=price.provider, price_kind=price.kind, price_source=price.source,
-        price_date=price.date, price_note=price.note,
+        price_date=price.date, price_note=price.note, price_class=price.price_class,
     )
 
 

@@ -184,6 +184,8 @@ def _shaped(req: ParsedRequest, digest: int, limit: int) -> tuple[list[str], str
         finish = "stop"
     else:
         natural = natural_output_tokens(digest)
+        # ignore_eos: the model never "stops" on its own; min_tokens: not before that many
+        natural = 10**9 if sh.ignore_eos else max(natural, sh.min_tokens)
         full = pieces_for(digest, min(natural, limit))
         finish = "length" if natural > limit else "stop"
     cut, hit = cut_at_stop(full, sh.stop)

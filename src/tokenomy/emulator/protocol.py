@@ -24,6 +24,10 @@ class Shape:
     json: dict | None = None  # JSON mode: {} (any object) or the json_schema's schema
     logprobs: bool = False
     top_logprobs: int = 0
+    # vLLM's sampling extensions (docs.vllm.ai, SamplingParams, 2026-11), which benchmarks send to
+    # get equal output lengths everywhere: at least min_tokens, or all of max_tokens with ignore_eos
+    min_tokens: int = 0
+    ignore_eos: bool = False
 
 
 PLAIN = Shape()
@@ -174,12 +178,25 @@ def _shape(body: dict[str, Any], chat: bool) -> Shape:
         if top is not None and not lp:
             raise ApiError(400, "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' "
                                 "is set.", param="top_logprobs", code="invalid_value")
-        return Shape(stop, tool, by_name, json_schema, bool(lp), top or 0)
+        return Shape(stop, tool, by_name, json_schema, bool(lp), top or 0, *_length_controls(body))
     lp = _opt_int(body, "logprobs", 0)  # legacy completions: an integer, at most 5
     if lp is not None and lp > 5:
         raise ApiError(400, f"Invalid 'logprobs': integer above maximum value. Expected a value <= 5, but got {lp} "
                             f"instead.", param="logprobs", code="integer_above_max_value")
-    return Shape(stop, None, False, None, lp is not None, lp or 0)
+    return Shape(stop, None, False, None, lp is not None, lp or 0, *_length_controls(body))
+
+
+def _length_controls(body: dict[str, Any]) -> tuple[int, bool]:
+    ignore_eos = body.get("ignore_eos")
+    if ignore_eos is not None and not isinstance(ignore_eos, bool):
+        raise _type_error("ignore_eos", "a boolean")
+    return _opt_int(body, "min_tokens", 0) or 0, bool(ignore_eos)
+
+
+def _check_min_tokens(shape: Shape, max_tokens: int | None) -> None:
+    if max_tokens is not None and shape.min_tokens > max_tokens:  # vLLM's own check
+        raise ApiError(400, f"min_tokens must be less than or equal to max_tokens={max_tokens}, got "
+                            f"{shape.min_tokens}", param="min_tokens", code="invalid_value")
 
 
 def _common(body: dict[str, Any]) -> tuple[str, bool, bool, int | None]:
@@ -239,9 +256,11 @@ def parse_chat(body: dict[str, Any]) -> ParsedRequest:
         max_tokens = _opt_int(body, "max_tokens", 1)
     else:
         _opt_int(body, "max_tokens", 1)
+    shape = _shape(body, chat=True)
+    _check_min_tokens(shape, max_tokens)
     return ParsedRequest(model, count_chat_tokens(messages),
                          orjson.dumps(messages, option=orjson.OPT_SORT_KEYS),
-                         max_tokens, stream, include_usage, seed, _shape(body, chat=True))
+                         max_tokens, stream, include_usage, seed, shape)
 
 
 def parse_completion(body: dict[str, Any]) -> ParsedRequest:
@@ -265,5 +284,6 @@ def parse_completion(body: dict[str, Any]) -> ParsedRequest:
     max_tokens = _opt_int(body, "max_tokens", 1)
     if max_tokens is None:
         max_tokens = 16  # OpenAI's legacy completions default
-    return ParsedRequest(model, prompt_tokens, orjson.dumps(prompt), max_tokens, stream, include_usage, seed,
-                         _shape(body, chat=False))
+    shape = _shape(body, chat=False)
+    _check_min_tokens(shape, max_tokens)
+    return ParsedRequest(model, prompt_tokens, orjson.dumps(prompt), max_tokens, stream, include_usage, seed, shape)

@@ -1,32 +1,22 @@
 """Hourly cost of a replica: accelerator rental plus energy at a site (energy x PUE x price).
 
-Pure functions over catalog values. Rental prices: the named provider's on-demand price, or
-by default the cheapest on-demand price listed for the accelerator.
+Pure functions over catalog values. Rental prices: the cheapest price of the accelerator in one
+price class (default hyperscaler on-demand), of the named provider only when one is named.
 """
 
 from __future__ import annotations
 
 from tokenomy.catalog.types import Accelerator, Site
-from tokenomy.errors import TokenomyError
 
 JOULES_PER_KWH = 3.6e6
 
 
-def rental_usd_per_hour(acc: Accelerator, provider: str | None = None) -> float:
-    """USD per device-hour: `provider`'s price, else the cheapest on-demand price listed."""
-    prices = list(acc.rental_prices)
-    if provider is not None:
-        match = [p for p in prices if p.provider == provider]
-        if not match:
-            known = sorted({p.provider for p in prices})
-            raise TokenomyError(
-                f"no rental price for {acc.id} from provider '{provider}' (listed: {', '.join(known) or 'none'})"
-            )
-        return min(p.usd_per_hour for p in match)
-    on_demand = [p.usd_per_hour for p in prices if p.kind == "on-demand"] or [p.usd_per_hour for p in prices]
-    if not on_demand:
-        raise TokenomyError(f"the catalog lists no rental price for accelerator '{acc.id}'")
-    return min(on_demand)
+def rental_usd_per_hour(acc: Accelerator, provider: str | None = None, price_class: str | None = None) -> float:
+    """USD per device-hour in `price_class` (default hyperscaler on-demand), of `provider` only
+    when named: the one price path (tokenomy.economics.hourly.rental_price)."""
+    from tokenomy.economics.hourly import rental_price
+
+    return rental_price(acc, provider, price_class).usd_per_hour
 
 
 def energy_usd(energy_joules: float, site: Site | None) -> float:

@@ -19,16 +19,19 @@ class Deployment:
     dtype: str = "bf16"
     engine_efficiency: float = 1.0
     provider: str | None = None
+    price_class: str | None = None  # default hyperscaler on-demand (tokenomy.catalog.price_classes)
     step_model: Any = field(default=None, compare=False, repr=False)
+    kv_dtype: str = "bf16"
 
     @property
     def label(self) -> str:
-        return f"{self.model.id}@{self.accelerator.id}x{self.count}/{self.dtype}"
+        kv = f"/kv-{self.kv_dtype}" if self.kv_dtype != "bf16" else ""
+        return f"{self.model.id}@{self.accelerator.id}x{self.count}/{self.dtype}{kv}"
 
     @property
     def usd_per_hour(self) -> float:
         """Rental of the replica's `count` devices."""
-        return rental_usd_per_hour(self.accelerator, self.provider) * self.count
+        return rental_usd_per_hour(self.accelerator, self.provider, self.price_class) * self.count
 
 
 def make_deployment(
@@ -40,6 +43,8 @@ def make_deployment(
     engine_efficiency: float = 1.0,
     provider: str | None = None,
     catalog=None,
+    price_class: str | None = None,
+    kv_dtype: str = "bf16",
 ) -> Deployment:
     """Resolve names and build the perf step model (raises TokenomyError on a bad combination)."""
     from tokenomy.perf import make_step_model
@@ -52,12 +57,14 @@ def make_deployment(
     a = catalog.accelerator(accelerator) if isinstance(accelerator, str) else accelerator
     if count < 1:
         raise TokenomyError(f"count must be >= 1, got {count}")
-    sm = make_step_model(m, a, count=count, dtype=dtype, engine_efficiency=engine_efficiency)
+    sm = make_step_model(m, a, count=count, dtype=dtype, engine_efficiency=engine_efficiency, kv_dtype=kv_dtype)
     if int(sm.max_kv_tokens) < 1:
         raise TokenomyError(
             f"{m.id} does not fit on {count} x {a.id} in {dtype}: no memory left for the KV cache"
         )
-    return Deployment(m, a, count, dtype, engine_efficiency, provider, sm)
+    dep = Deployment(m, a, count, dtype, engine_efficiency, provider, price_class, sm, kv_dtype)
+    dep.usd_per_hour  # noqa: B018 - fail now, naming the missing price, not after a long simulation
+    return dep
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ def summarize(
 
     cost_usd = replicas x replica $/h x duration + IT energy x PUE x site $/kWh.
     usd_per_mtok divides by all tokens processed (prompt + output) of completed requests.
+    busy_share: share of replica time with any work in flight (was `utilization`);
+    batch_slot_utilization: mean running sequences / max_num_seqs; token_budget_utilization:
+    mean tokens per step / max_batched_tokens (both time-weighted over the whole duration).
     """
     done = result.finish_count == 1
     replicas = len(result.busy_seconds)
@@ -67,8 +70,8 @@ def summarize(
         "slo_tpot_ms": slo_tpot_ms,
         "slo_attainment": round(attainment, 6),
         # Busy time (any work in flight) is NOT capacity used: a step with one sequence is busy.
-        # Slot and token-budget utilisation weigh each step by how full its batch was.
-        "utilization": round(float(result.busy_seconds.sum() / (replicas * duration)), 6),
+        # Slot and token-budget utilisation weigh each step by how full its batch was. (The key
+        # `utilization` meant busy_share; renamed, it read 98 % at ~25 % of capacity.)
         "busy_share": round(float(result.busy_seconds.sum() / (replicas * duration)), 6),
         "batch_slot_utilization": _weighted_share(result.slot_seconds, result.max_num_seqs, replicas, duration),
         "token_budget_utilization": _weighted_share(result.token_seconds, result.max_batched_tokens, replicas,
@@ -123,7 +126,9 @@ def latency_cdf_plot(result: SimResult, path: str, *, title: str = "", slo_ttft_
         if len(v):
             ax.plot(v, np.arange(1, len(v) + 1) / len(v))
             if v[0] > 0 and v[-1] / max(v[0], 1e-12) > 20:
-                ax.set_xscale("log")
+                from tokenomy.plotaxes import log_axis
+
+                log_axis(ax, "x", float(v[0]), float(v[-1]))
         if slo is not None and not math.isnan(slo):
             ax.axvline(slo, color="red", linestyle="--", label=f"SLO {slo:g} ms")
             ax.legend(loc="lower right")

@@ -25,7 +25,7 @@ import numpy as np
 from tokenomy.catalog.types import Accelerator, ModelArch, Site
 from tokenomy.errors import TokenomyError
 from tokenomy.fleet.capacity import Infeasible, OperatingPoint, operating_point
-from tokenomy.fleet.costing import energy_usd_per_hour, facility_watts, rental_usd_per_hour
+from tokenomy.fleet.costing import energy_usd_per_hour, facility_watts
 from tokenomy.fleet.workload import Trace
 
 PROMPT_EDGES = (0, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, math.inf)
@@ -40,9 +40,11 @@ class PlanRequest:
     slo_ttft_ms: float | None = 2000.0
     sites: tuple[Site, ...] = ()  # () = rental cost only, no site
     power_caps_mw: dict[str, float] = field(default_factory=dict)  # facility MW per site id
-    dtypes: tuple[str, ...] = ("bf16",)
+    dtypes: tuple[str, ...] = ("bf16",)  # weight formats to choose among (bf16 | fp8 | int4-awq)
+    kv_dtypes: tuple[str, ...] = ("bf16",)  # KV-cache formats to choose among (bf16 | fp8)
     counts: tuple[int, ...] = (1, 2, 4, 8)
-    provider: str | None = None
+    provider: str | None = None  # price only at this provider's rates (an error where it lists none)
+    price_class: str = "hyperscaler-on-demand"  # tokenomy.catalog.price_classes; never mixed
     usd_per_hour_overrides: dict[str, float] = field(default_factory=dict)  # accelerator id -> $/device-hour
     attainment_target: float = 0.99
     max_num_seqs: int = 256
@@ -74,10 +76,12 @@ class Candidate:
     rental_usd_per_hour: float
     points: list[OperatingPoint | Infeasible]  # per bucket
     watts: float  # IT watts of a replica at full load (max over its feasible buckets)
+    kv_dtype: str = "bf16"
 
     @property
     def key(self) -> str:
-        return f"{self.accelerator.id}x{self.count}/{self.dtype}"
+        kv = f"/kv-{self.kv_dtype}" if self.kv_dtype != "bf16" else ""
+        return f"{self.accelerator.id}x{self.count}/{self.dtype}{kv}"
 
 
 def peak_factor(trace: Trace, window_seconds: float) -> float:
@@ -110,36 +114,39 @@ def build_candidates(req: PlanRequest, buckets: list[Bucket]) -> list[Candidate]
     from tokenomy.perf import make_step_model
 
     out: list[Candidate] = []
+    rents = plan_rents(req)
     for acc in req.accelerators:
-        rent = req.usd_per_hour_overrides.get(acc.id) or rental_usd_per_hour(
-            acc, req.provider if _has_provider(acc, req.provider) else None)
-        for dtype in req.dtypes:
-            for count in req.counts:
-                if count > acc.max_count:
-                    continue
-                try:
-                    sm = make_step_model(req.model, acc, count=count, dtype=dtype,
-                                         engine_efficiency=req.engine_efficiency)
-                except (TokenomyError, ValueError):
-                    continue  # e.g. fp8 on a chip without an fp8 path
-                if int(sm.max_kv_tokens) < 1:
-                    continue  # weights do not fit
-                pts = [
-                    operating_point(sm, prompt_tokens=b.prompt_tokens, output_tokens=b.output_tokens,
-                                    slo_tpot_ms=req.slo_tpot_ms, slo_ttft_ms=req.slo_ttft_ms,
-                                    max_num_seqs=req.max_num_seqs, max_batched_tokens=req.max_batched_tokens)
-                    for b in buckets
-                ]
-                feasible = [p.watts for p in pts if isinstance(p, OperatingPoint)]
-                if not feasible:
-                    out.append(Candidate(acc, count, dtype, sm, rent * count, pts, 0.0))
-                    continue
-                out.append(Candidate(acc, count, dtype, sm, rent * count, pts, max(feasible)))
+        rent = rents[acc.id]
+        for dtype, kv_dtype, count in ((d, k, c) for d in req.dtypes for k in req.kv_dtypes for c in req.counts):
+            if count > acc.max_count:
+                continue
+            try:
+                sm = make_step_model(req.model, acc, count=count, dtype=dtype, kv_dtype=kv_dtype,
+                                     engine_efficiency=req.engine_efficiency)
+            except (TokenomyError, ValueError):
+                continue  # e.g. fp8 on a chip without an fp8 path
+            if int(sm.max_kv_tokens) < 1:
+                continue  # weights do not fit
+            pts = [
+                operating_point(sm, prompt_tokens=b.prompt_tokens, output_tokens=b.output_tokens,
+                                slo_tpot_ms=req.slo_tpot_ms, slo_ttft_ms=req.slo_ttft_ms,
+                                max_num_seqs=req.max_num_seqs, max_batched_tokens=req.max_batched_tokens)
+                for b in buckets
+            ]
+            feasible = [p.watts for p in pts if isinstance(p, OperatingPoint)]
+            out.append(Candidate(acc, count, dtype, sm, rent * count, pts, max(feasible) if feasible else 0.0,
+                                 kv_dtype))
     return out
 
 
-def _has_provider(acc: Accelerator, provider: str | None) -> bool:
-    return provider is not None and any(p.provider == provider for p in acc.rental_prices)
+def plan_rents(req: PlanRequest) -> dict[str, float]:
+    """USD per device-hour of every accelerator of the request: --price overrides, else its price
+    in req.price_class (of req.provider when named); one error names every accelerator without one."""
+    from tokenomy.catalog.price_classes import require_class_prices
+
+    priced = [a for a in req.accelerators if not req.usd_per_hour_overrides.get(a.id)]
+    found = require_class_prices(priced, req.price_class, req.provider) if priced else {}
+    return {a.id: req.usd_per_hour_overrides.get(a.id) or found[a.id].usd_per_hour for a in req.accelerators}
 
 
 def _explain_uncovered(req: PlanRequest, buckets: list[Bucket], cands: list[Candidate], b: int) -> str:

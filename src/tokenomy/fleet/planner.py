@@ -37,6 +37,7 @@ from tokenomy.fleet.milp import (  # noqa: F401  (re-exported)
 )
 from tokenomy.fleet.rightsize import min_passing_count, trim_counts
 from tokenomy.fleet.workload import Trace
+from tokenomy.perf.quant import DTYPES, QUALITY_NOTE
 
 
 def _describe(req: PlanRequest, trace: Trace, buckets: list[Bucket], cands: list[Candidate], sol: _Milp,
@@ -53,7 +54,8 @@ def _describe(req: PlanRequest, trace: Trace, buckets: list[Bucket], cands: list
         if s is not None:
             site_mw[s.id] = site_mw.get(s.id, 0.0) + mw
         assignments.append({
-            "accelerator": c.accelerator.id, "count": c.count, "dtype": c.dtype, "site": s.id if s else None,
+            "accelerator": c.accelerator.id, "count": c.count, "dtype": c.dtype, "kv_dtype": c.kv_dtype,
+            "site": s.id if s else None,
             "replicas": int(sol.x[j]), "devices": int(sol.x[j]) * c.count,
             "usd_per_hour": round(_col_cost(c, s) * int(sol.x[j]), 4),
             "replica_usd_per_hour": round(_col_cost(c, s), 4),
@@ -318,6 +320,19 @@ def _exclude_overlong(trace: Trace, req: PlanRequest) -> tuple[Trace, dict | Non
             {"requests": n, "share": round(n / len(trace), 6), "context_length_tokens": limit, "note": what})
 
 
+def _check_formats(req: PlanRequest) -> None:
+    """Unknown weight / KV formats are an input error, not a silently empty option."""
+    from tokenomy.perf.quant import check_kv_dtype
+
+    for d in req.dtypes:
+        if d not in DTYPES:
+            raise TokenomyError(f"unknown dtype '{d}' in --dtype/--quant; use some of: {', '.join(DTYPES)}")
+    if not req.dtypes or not req.kv_dtypes:
+        raise TokenomyError("--dtype and --kv-dtype need at least one format each")
+    for k in req.kv_dtypes:
+        check_kv_dtype(k)
+
+
 def _plan(trace: Trace, req: PlanRequest, *, verify: bool = True,
           progress: Callable[[int, int | None], None] | None = None,
           incumbents: list[_Fleet] = ()) -> tuple[dict, _Fleet]:
@@ -327,6 +342,7 @@ def _plan(trace: Trace, req: PlanRequest, *, verify: bool = True,
         raise TokenomyError("no accelerators to plan with")
     if not 0 < req.attainment_target <= 1:
         raise TokenomyError(f"--attainment must be in (0, 1], got {req.attainment_target:g}")
+    _check_formats(req)
     unknown_caps = set(req.power_caps_mw) - {s.id for s in req.sites}
     if unknown_caps:
         raise TokenomyError(f"--power-cap for site(s) not in --sites: {', '.join(sorted(unknown_caps))}")
@@ -409,6 +425,8 @@ def _result(trace, req, buckets, plan: _Fleet, single: _Fleet | None, rounds, pe
         "slo_tpot_ms": req.slo_tpot_ms,
         "slo_ttft_ms": req.slo_ttft_ms,
         "attainment_target": req.attainment_target,
+        "price_class": req.price_class,
+        "provider": req.provider,
         "trace": trace.summary(),
         "excluded_overlong": overlong,
         "planning_rate_per_s": round(sum(b.rate_per_s for b in buckets), 4),
@@ -442,6 +460,8 @@ def _result(trace, req, buckets, plan: _Fleet, single: _Fleet | None, rounds, pe
         for b in buckets
     ]
     result["solver"] = "HiGHS MILP (scipy.optimize.milp), right-sized in the simulator"
+    if set(req.dtypes) - {"bf16"} or set(req.kv_dtypes) - {"bf16"}:
+        result["quantization_quality"] = QUALITY_NOTE
     return result
 
 
@@ -483,8 +503,7 @@ def plan_growth(trace: Trace, req: PlanRequest, *, monthly_growth: float, months
                    req.power_caps_mw[s.id] - d["site_mw"].get(s.id, 0.0) < smallest_mw[s.id]]
         out.append({"month": m, "rate_scale": round(scale, 4), "feasible": True, "usd_per_hour": d["usd_per_hour"],
                     "usd_per_mtok": d["usd_per_mtok"], "site_mw": d["site_mw"], "caps_binding": binding,
-                    "replicas": {f"{a['accelerator']}x{a['count']}/{a['dtype']}" + (f"@{a['site']}" if a["site"] else ""): a["replicas"]
-                                 for a in d["assignments"]}})
+                    "replicas": {_mix_key(a): a["replicas"] for a in d["assignments"]}})
     first_bind: dict[str, int] = {}
     for m in out:
         for site in m.get("caps_binding", []):
@@ -552,6 +571,11 @@ def _slo_points(trace, req, slos_tpot_ms, *, verify, progress=None,
     return out
 
 
+def _mix_key(a: dict) -> str:
+    kv = f"/kv-{a['kv_dtype']}" if a.get("kv_dtype", "bf16") != "bf16" else ""
+    return f"{a['accelerator']}x{a['count']}/{a['dtype']}{kv}" + (f"@{a['site']}" if a["site"] else "")
+
+
 def _point(r: dict) -> dict:
     b = r["best_single"]
     return {
@@ -561,8 +585,7 @@ def _point(r: dict) -> dict:
         "best_single_usd_per_hour": b["usd_per_hour"] if b else None,
         "best_single_usd_per_mtok": b["usd_per_mtok"] if b else None,
         "saving_fraction": r["saving_fraction"],
-        "mix": {f"{a['accelerator']}x{a['count']}/{a['dtype']}" + (f"@{a['site']}" if a["site"] else ""):
-                a["replicas"] for a in r["assignments"]},
+        "mix": {_mix_key(a): a["replicas"] for a in r["assignments"]},
     }
 
 

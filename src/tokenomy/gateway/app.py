@@ -332,6 +332,9 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     app[GATEWAY_KEY] = gw
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    from tokenomy.gateway.messages import messages as anthropic_messages
+
+    app.router.add_post("/v1/messages", anthropic_messages)  # Anthropic Messages API (gateway/messages)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{model_id}", model_detail)
     app.router.add_post("/v1/feedback", feedback)

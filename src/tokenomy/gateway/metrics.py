@@ -72,7 +72,9 @@ class _Collector:
 
     def collect(self):
         m = self._m
-        requests = CounterMetricFamily("tokenomy_requests", "Requests served",
+        requests = CounterMetricFamily("tokenomy_requests", "Requests by outcome: status ok | upstream_error (the "
+                                       "deployment failed) | error (the client's own: a 4xx passed back) | cancelled "
+                                       "(the client went away); only upstream_error reflects the deployment's health",
                                        labels=["model", "deployment", "tenant", "status"])
         for key, s in m._series.items():
             requests.add_metric(list(key), float(s.requests))

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from tokenomy.gateway import validate as _validate
+from tokenomy.gateway.messages import openapi as _messages
 from tokenomy.metering.periods import PERIODS
 
 OPENAPI_VERSION = "3.1.0"
@@ -263,12 +264,13 @@ def spec(models: list[str] | None = None) -> dict:
                     "parameters": [{"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"}}],
                     "responses": {"200": _ok("Keys", "KeyList"), **_errors("401", "403", "404")}},
         },
+        "/v1/messages": _messages.path(_INFERENCE_HEADERS),  # Anthropic Messages (issue 15)
         "/openapi.json": {"get": {"summary": "This document", "security": _PUBLIC,
                                   "responses": {"200": _ok("OpenAPI 3.1", schema={"type": "object"})}}},
     }
-    schemas = copy.deepcopy(_SCHEMAS)
+    schemas = copy.deepcopy({**_SCHEMAS, **_messages.SCHEMAS})
     if models:
-        for name in ("ChatCompletionRequest", "CompletionRequest"):
+        for name in ("ChatCompletionRequest", "CompletionRequest", "MessagesRequest"):
             schemas[name]["properties"]["model"]["enum"] = sorted(models)
         paths["/v1/models/{model_id}"]["get"]["parameters"][0]["schema"] = {"type": "string", "enum": sorted(models)}
     return {

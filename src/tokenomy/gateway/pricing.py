@@ -28,6 +28,7 @@ class DeploymentPrice:
     joules_per_token_input: float
     joules_per_token_output: float
     source: str  # e.g. "list", "price_map:gpt-4o-mini", "self_hosted:llama-3-8b/h100x1@us-va"
+    usd_per_mtok_cache_write: Decimal | None = None  # None: charged as input
 
     @property
     def floats(self) -> tuple[float, float, float, float]:
@@ -36,13 +37,19 @@ class DeploymentPrice:
                 float(self.usd_per_mtok_output) / 1e6, float(self.usd_per_mtok_reasoning) / 1e6)
 
     def cost_usd(self, input_tokens: int, cached_input_tokens: int, output_tokens: int,
-                 reasoning_tokens: int) -> Decimal:
-        """Input counts include cached ones, output counts include reasoning ones (OpenAI usage)."""
+                 reasoning_tokens: int, cache_write_tokens: int = 0) -> Decimal:
+        """Input counts include cached and cache-write ones, output counts include reasoning ones
+        (OpenAI usage, with tokenomy's prompt_tokens_details.cache_write_tokens)."""
         cached = min(cached_input_tokens, input_tokens)
         reasoning = min(reasoning_tokens, output_tokens)
-        total = (input_tokens - cached) * self.usd_per_mtok_input + (output_tokens - reasoning) * self.usd_per_mtok_output
+        write = min(cache_write_tokens, input_tokens - cached)
+        total = ((input_tokens - cached - write) * self.usd_per_mtok_input
+                 + (output_tokens - reasoning) * self.usd_per_mtok_output)
         if cached:  # the rare categories cost Decimal work only when present
             total += cached * self.usd_per_mtok_cached_input
+        if write:
+            total += write * (self.usd_per_mtok_input if self.usd_per_mtok_cache_write is None
+                              else self.usd_per_mtok_cache_write)
         if reasoning:
             total += reasoning * self.usd_per_mtok_reasoning
         return total / _MTOK
@@ -61,7 +68,7 @@ def resolve_price(dep: Deployment) -> DeploymentPrice:
         out = _dec(lp.output)
         return DeploymentPrice(inp, _dec(lp.cached_input) if lp.cached_input is not None else inp, out,
                                _dec(lp.reasoning) if lp.reasoning is not None else out,
-                               j_in or 0.0, j_out or 0.0, "list")
+                               j_in or 0.0, j_out or 0.0, "list", _dec(lp.cache_write))
     if p.price_map is not None:
         from tokenomy.catalog.prices import default_price_map
 
@@ -76,7 +83,8 @@ def resolve_price(dep: Deployment) -> DeploymentPrice:
         per_m = lambda v: Decimal(repr(float(v))) * _MTOK  # noqa: E731  USD/token -> USD/Mtok
         return DeploymentPrice(per_m(tp.usd_per_token("input")), per_m(tp.usd_per_token("cached_input")),
                                per_m(tp.usd_per_token("output")), per_m(tp.usd_per_token("reasoning")),
-                               j_in or 0.0, j_out or 0.0, f"price_map:{p.price_map}")
+                               j_in or 0.0, j_out or 0.0, f"price_map:{p.price_map}",
+                               per_m(tp.usd_per_token("cache_write")))
     sh = p.self_hosted
     assert sh is not None
     from tokenomy.catalog import load_catalog

@@ -149,13 +149,14 @@ class Gateway:
                            code="request_too_large") from None
 
     # ---------------------------------------------------------------- inference
-    async def handle(self, request: web.Request, kind: str) -> web.StreamResponse:
-        """kind: "chat" (/v1/chat/completions) or "completions" (/v1/completions)."""
+    async def handle(self, request: web.Request, kind: str, inbound: Any = None) -> web.StreamResponse:
+        """kind: "chat" (/v1/chat/completions) or "completions" (/v1/completions). `inbound`: another
+        API's request served as chat (gateway/messages: Anthropic's), translated at admission."""
         t0 = time.perf_counter()
         rid = "req_" + os.urandom(12).hex()
         self.in_flight += 1
         try:
-            return await self._handle(request, kind, rid, t0)
+            return await self._handle(request, kind, rid, t0, inbound)
         except (ApiError, MeteringError) as exc:
             err = exc if isinstance(exc, ApiError) else _metering_api_error(exc)
             if err.status == 429:
@@ -173,8 +174,9 @@ class Gateway:
         finally:
             self.in_flight -= 1
 
-    async def _handle(self, request: web.Request, kind: str, rid: str, t0: float) -> web.StreamResponse:
-        a = await self.admission.admit(request, kind, rid, t0)  # raises ApiError when refused
+    async def _handle(self, request: web.Request, kind: str, rid: str, t0: float,
+                      inbound: Any = None) -> web.StreamResponse:
+        a = await self.admission.admit(request, kind, rid, t0, inbound)  # raises ApiError when refused
         ctx = a.ctx
         try:
             if a.routed and self.feedback is not None and self.config.routing.store_prompts:

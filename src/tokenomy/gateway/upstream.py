@@ -35,7 +35,8 @@ async def read_capped(resp: Any, limit: int) -> bytes:
     gzip/deflate incrementally as the body is read, so a bomb stops at the limit, not in memory.
     Anything else with a `read()` (a provider adapter's TranslatedStream) reads itself."""
     if not isinstance(resp, aiohttp.ClientResponse):
-        return await resp.read()
+        capped = getattr(resp, "read_capped", None)  # a provider adapter's TranslatedStream
+        return await (capped(limit) if capped is not None else resp.read())
     cl = resp.content_length
     if cl is not None and cl > limit:
         resp.close()

@@ -61,7 +61,7 @@ _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _EVENT_COLS = ("id, ts, tenant, key_id, model, deployment, input_tokens, cached_input_tokens, output_tokens, "
                "reasoning_tokens, cost_pusd, price_pusd, energy_joules, ttft_ms, latency_ms, status, estimated, "
-               "http_status, extra")
+               "http_status, extra, cache_write_tokens")
 _KEY_COLS = ("key_id, tenant, name, secret_hash, created, revoked_at, budget_pusd, budget_period, "
              "soft_budget_pusd, rpm, tpm")
 _TENANT_COLS = "name, created, budget_pusd, budget_period, soft_budget_pusd"
@@ -101,7 +101,7 @@ ON CONFLICT (hour, tenant, model, deployment) DO UPDATE SET
 # then recorded_at. `extra` is jsonb on the server; its binary form is a version byte and the
 # JSON text, which we build (_jsonb) and send through the bytea dumper (bytes as they are).
 _COPY_TYPES = ("text", "float8", "text", "text", "text", "text", "int8", "int8", "int8", "int8", "int8", "int8",
-               "float8", "float8", "float8", "text", "bool", "int4", "bytea", "float8")
+               "float8", "float8", "float8", "text", "bool", "int4", "bytea", "int8", "float8")
 _COPY_SQL = "COPY {table} (" + _EVENT_COLS + ", recorded_at) FROM STDIN (FORMAT BINARY)"
 _JSONB_V1 = b"\x01"
 
@@ -181,7 +181,7 @@ def _event(r) -> UsageEvent:
         cached_input_tokens=int(r[7]), output_tokens=int(r[8]), reasoning_tokens=int(r[9]),
         cost_usd=from_pusd(r[10]), price_usd=from_pusd(r[11]), energy_joules=r[12], ttft_ms=r[13],
         latency_ms=r[14], status=r[15], estimated=bool(r[16]), http_status=r[17],
-        extra=None if r[18] is None else json.loads(r[18]))
+        extra=None if r[18] is None else json.loads(r[18]), cache_write_tokens=int(r[19]))
 
 
 def _key(r) -> KeyRecord:
@@ -208,7 +208,7 @@ def _rows(events: Sequence[UsageEvent], now: float) -> tuple[list[tuple], list[b
             int(e.cached_input_tokens), int(e.output_tokens), int(e.reasoning_tokens), to_pusd(e.cost_usd),
             to_pusd(e.price_usd), float(e.energy_joules), None if e.ttft_ms is None else float(e.ttft_ms),
             float(e.latency_ms), e.status, bool(e.estimated), int(e.http_status),
-            None if e.extra is None else _jsonb(e.extra), now))
+            None if e.extra is None else _jsonb(e.extra), int(e.cache_write_tokens), now))
     return rows, first
 
 

@@ -110,7 +110,7 @@ def change_dict(c) -> dict:
             "before": c.before, "after": c.after}
 
 
-_TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+_TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "cache_write_tokens")
 
 
 def check_event(event: UsageEvent) -> None:

@@ -65,7 +65,9 @@ MIGRATIONS: list[list[str]] = [
             message TEXT NOT NULL,
             UNIQUE (kind, scope, subject, period_key))""",
     ],
-    # 2: administrative changes (append-only: triggers refuse UPDATE and DELETE) and end-user caps
+    # 2: cache-write tokens (Anthropic cache_creation_input_tokens), a category priced of its own
+    ["ALTER TABLE events ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0"],
+    # 3: administrative changes (append-only: triggers refuse UPDATE and DELETE) and end-user caps
     [
         """CREATE TABLE admin_audit (
             id INTEGER PRIMARY KEY,

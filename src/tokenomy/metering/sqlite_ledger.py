@@ -42,8 +42,8 @@ BUSY_TIMEOUT_MS = 10_000
 _EVENT_COLS = (
     "id, ts, tenant, key_id, model, deployment, input_tokens, cached_input_tokens, output_tokens, "
     "reasoning_tokens, cost_pusd, price_pusd, energy_joules, ttft_ms, latency_ms, status, estimated, "
-    "http_status, extra")
-_INSERT_EVENT = f"INSERT OR IGNORE INTO events ({_EVENT_COLS}, recorded_at) VALUES ({', '.join('?' * 20)})"
+    "http_status, extra, cache_write_tokens")
+_INSERT_EVENT = f"INSERT OR IGNORE INTO events ({_EVENT_COLS}, recorded_at) VALUES ({', '.join('?' * 21)})"
 _KEY_COLS = ("key_id, tenant, name, secret_hash, created, revoked_at, budget_pusd, budget_period, "
              "soft_budget_pusd, rpm, tpm")
 # exact sums of int64 pico-USD without overflow: SUM(x / 1e6) * 1e6 + SUM(x % 1e6)
@@ -101,7 +101,7 @@ def _event_row(e: UsageEvent, now: float) -> tuple:
     return (e.id, e.ts, e.tenant, e.key_id, e.model, e.deployment, int(e.input_tokens), int(e.cached_input_tokens),
             int(e.output_tokens), int(e.reasoning_tokens), to_pusd(e.cost_usd), to_pusd(e.price_usd),
             float(e.energy_joules), e.ttft_ms, float(e.latency_ms), e.status, int(bool(e.estimated)),
-            int(e.http_status), extra, now)
+            int(e.http_status), extra, int(e.cache_write_tokens), now)
 
 
 def _event(r: tuple) -> UsageEvent:
@@ -109,7 +109,8 @@ def _event(r: tuple) -> UsageEvent:
         id=r[0], ts=r[1], tenant=r[2], key_id=r[3], model=r[4], deployment=r[5], input_tokens=r[6],
         cached_input_tokens=r[7], output_tokens=r[8], reasoning_tokens=r[9], cost_usd=from_pusd(r[10]),
         price_usd=from_pusd(r[11]), energy_joules=r[12], ttft_ms=r[13], latency_ms=r[14], status=r[15],
-        estimated=bool(r[16]), http_status=r[17], extra=None if r[18] is None else json.loads(r[18]))
+        estimated=bool(r[16]), http_status=r[17], extra=None if r[18] is None else json.loads(r[18]),
+        cache_write_tokens=r[19])
 
 
 def _key(r: tuple) -> KeyRecord:

@@ -31,6 +31,7 @@ class UsageEvent:
     estimated: bool = False  # token counts came from our tokenizer, not the upstream
     http_status: int = 200
     extra: dict | None = None  # routing decision etc (JSON-serialisable)
+    cache_write_tokens: int = 0  # of input_tokens, written to the provider's prompt cache (Anthropic)
 
 
 @dataclass(frozen=True, slots=True)

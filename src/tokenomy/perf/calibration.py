@@ -48,6 +48,10 @@ class Calibration:
     tdp_watts: float
     power_mem: float  # power share per unit of memory-bandwidth utilisation
     power_compute: float  # power share per unit of compute utilisation
+    # TP all-reduce per degree ("2", "4", "8"): {"latency_s", "bus_gb_per_s"} (collectives.py);
+    # empty: the unfitted constants. The one-way interconnect of the profiled node, for transfer.
+    allreduce: dict = field(default_factory=dict)
+    datasheet_interconnect_gb_per_s: float | None = None
     fit: dict = field(default_factory=dict)  # fit errors, for the record
 
     @staticmethod

@@ -6,6 +6,7 @@ Fits, each by least squares on log(predicted / measured):
   gemm.csv  -> per dtype: compute ceiling, streaming bandwidth, roofline exponent, kernel latency
   attn.csv  -> decode: bandwidth + latency (bandwidth efficiency vs batch x context follows);
                prefill: compute ceiling, efficiency half-point S/(S+half), latency
+  allreduce.csv (optional) -> per TP degree: all-reduce latency + ring bus bandwidth
   step.csv  -> step-level constants (fixed per-layer time, elementwise activation passes,
                eager host-launch floor; the per-step fixed time is set, see STEP_FIXED_S) with the operator fits above held fixed;
                then the power model: P = idle + (TDP - idle) * min(1, a*u_mem + b*u_compute).
@@ -26,6 +27,7 @@ from scipy.optimize import least_squares
 from tokenomy.catalog.types import Accelerator, ModelArch
 
 from .calibration import Calibration, GemmFit, profile_dir
+from .collectives import UNFITTED_LATENCY_S, allreduce_seconds
 from .step import StepModel
 
 PROFILE_MODEL = ModelArch(  # the step.csv model: Llama-3-8B shape
@@ -60,7 +62,7 @@ def profile_accelerator(name: str) -> Accelerator:
         bf16_tflops=float(ds["bf16_tflops"]), fp8_tflops=float(ds["fp8_tflops"]) if "fp8_tflops" in ds else None,
         memory_gb=float(ds["memory_gb"]), memory_tb_per_s=float(ds["memory_tb_per_s"]),
         tdp_watts=float(ds["tdp_watts"]), idle_watts=float(env["idle_power_w"]),
-        interconnect_gb_per_s=450, profile=name, source="profile datasheet.csv", date="2026-11",
+        interconnect_gb_per_s=float(ds.get("interconnect_gb_per_s", 450)), profile=name, source="profile datasheet.csv", date="2026-11",
     )
 
 
@@ -123,6 +125,23 @@ def fit_attention(rows):
                       [np.log(700), np.log(1000), 20.0], bounds=([0, 0, 0], [10, 15, 500]))
     pre = (float(np.exp(r.x[0])), float(np.exp(r.x[1])), float(r.x[2]) * 1e-6)
     return dec, pre
+
+
+def allreduce_arrays(rows, n: int):
+    R = [r for r in rows if int(r["num_workers"]) == n]
+    return (np.array([float(r["size_bytes"]) for r in R]), np.array([float(r["median_ms"]) for r in R]) / 1e3)
+
+
+def fit_allreduce(rows) -> dict[str, dict]:
+    """Per measured TP degree: latency and bus bandwidth of `collectives.allreduce_seconds`,
+    least squares on log(predicted / measured median)."""
+    out: dict[str, dict] = {}
+    for n in sorted({int(r["num_workers"]) for r in rows}):
+        S, y = allreduce_arrays(rows, n)
+        r = least_squares(lambda x, n=n: np.log(allreduce_seconds(S, n, x[0] * 1e-6, x[1]) / y),
+                          [10.0, 300.0], bounds=([0.1, 1.0], [1000.0, 10000.0]))
+        out[str(n)] = {"latency_s": float(r.x[0]) * 1e-6, "bus_gb_per_s": float(r.x[1])}
+    return out
 
 
 # ---------------- step-level fit ----------------
@@ -204,6 +223,9 @@ def fit_profile(name: str = "h100") -> Calibration:
     srows = step_rows(read_csv(d / "step.csv"))
     cal = fit_steps(cal, acc, srows)
     cal = fit_power(cal, acc, srows)
+    if (d / "allreduce.csv").is_file():
+        cal = replace(cal, allreduce=fit_allreduce(read_csv(d / "allreduce.csv")),
+                      datasheet_interconnect_gb_per_s=acc.interconnect_gb_per_s)
     return replace(cal, fit=validation_errors(cal, name))
 
 
@@ -232,6 +254,15 @@ def validation_errors(cal: Calibration, name: str) -> dict:
     sm = StepModel(PROFILE_MODEL, acc, count=1, dtype="bf16", engine_efficiency=1.0, cal=cal, source="profile")
     pw = [sm.step_watts(**step_args(r)) for r in srows]
     out["step_power"] = errors(pw, [r["watts"] for r in srows])
+    if cal.allreduce and (d / "allreduce.csv").is_file():
+        ar_rows = read_csv(d / "allreduce.csv")
+        for key, f in cal.allreduce.items():
+            n = int(key)
+            S, y = allreduce_arrays(ar_rows, n)
+            out[f"allreduce_tp{n}"] = errors(allreduce_seconds(S, n, f["latency_s"], f["bus_gb_per_s"]), y)
+            # the unfitted model (8 us + ring bytes at the one-way datasheet bandwidth), for the record
+            out[f"allreduce_tp{n}_unfitted"] = errors(
+                allreduce_seconds(S, n, UNFITTED_LATENCY_S, acc.interconnect_gb_per_s), y)
     return out
 
 

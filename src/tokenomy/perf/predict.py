@@ -66,13 +66,14 @@ def batch_capacity(sm: StepModel, *, context: int) -> int:
     return sm.max_kv_tokens // per_seq
 
 
-def max_batch_size(model: ModelArch, acc: Accelerator, *, context: int, count: int = 1, dtype: str = "bf16") -> int:
+def max_batch_size(model: ModelArch, acc: Accelerator, *, context: int, count: int = 1, dtype: str = "bf16",
+                   kv_dtype: str = "bf16") -> int:
     """Largest decode batch of `context`-token sequences that fits in memory (0 if none)."""
-    check_dtype(acc, dtype)
+    check_dtype(acc, dtype, kv_dtype)
     if count > acc.max_count:
         raise TokenomyError(f"tensor parallelism over {count} x {acc.id} exceeds its {acc.max_count}-device node")
     try:
-        sm = make_step_model(model, acc, count=count, dtype=dtype)
+        sm = make_step_model(model, acc, count=count, dtype=dtype, kv_dtype=kv_dtype)
     except TokenomyError:  # the weights do not fit
         return 0
     return batch_capacity(sm, context=context)

@@ -18,13 +18,14 @@ from tokenomy.catalog.types import Accelerator, ModelArch
 from tokenomy.errors import TokenomyError
 
 from .calibration import DEFAULT_PROFILE, Calibration, load_calibration
+from .collectives import comm_terms, ring_factor
 from .kernels import roofline_seconds
+from .quant import DTYPES, INT4_COMPUTE_EFFICIENCY, KV_BYTES, KV_DTYPES, WEIGHT_BYTES, check_kv_dtype, check_weight_dtype
+
+__all__ = ["DTYPES", "KV_DTYPES", "StepModel", "check_dtype", "make_step_model", "min_devices"]
 from .shapes import experts_touched, layer_shapes, weight_bytes_total
 
-DTYPES = ("bf16", "fp8")
 USABLE_MEMORY_FRACTION = 0.9  # engines reserve ~10% for activations, CUDA graphs, fragmentation
-KV_BYTES_PER_VALUE = 2.0  # KV cache kept in bf16 (also with fp8 weights)
-ALLREDUCE_LATENCY_S = 8e-6  # one small all-reduce over NVLink-class links (NCCL/custom AR)
 OUT_BYTES = 2.0  # GEMM outputs are bf16
 EAGER_SMOOTH_P = 4.0  # soft max between GPU time and host launch time in eager steps
 
@@ -38,7 +39,7 @@ class StepModel:
     """Step time and power of one replica; build with make_step_model()."""
 
     __slots__ = (
-        "model", "accelerator", "count", "dtype", "engine_efficiency", "source", "calibration",
+        "model", "accelerator", "count", "dtype", "kv_dtype", "engine_efficiency", "source", "calibration",
         "idle_watts", "tdp_watts", "max_kv_tokens", "weight_bytes", "kv_bytes_per_token",
         "_C", "_B", "_p", "_ops_dense", "_ops_moe", "_experts", "_E", "_k", "_lm",
         "_n_dense", "_n_moe", "_n_layers", "_kvb", "_kv_flops", "_Batt", "_pf_coeff", "_Cpf",
@@ -47,10 +48,11 @@ class StepModel:
     )
 
     def __init__(self, model: ModelArch, acc: Accelerator, *, count: int, dtype: str,
-                 engine_efficiency: float, cal: Calibration, source: str):
+                 engine_efficiency: float, cal: Calibration, source: str, kv_dtype: str = "bf16"):
         self.model, self.accelerator, self.count, self.dtype = model, acc, count, dtype
+        self.kv_dtype = kv_dtype
         self.engine_efficiency, self.source, self.calibration = engine_efficiency, source, cal
-        fp8 = dtype == "fp8"
+        fp8 = dtype == "fp8"  # W8A8 on fp8 tensor cores (check_weight_dtype: only chips that have them)
         # Scale the profiled device's effective ceilings to this accelerator's datasheet.
         peak_tflops = (acc.fp8_tflops if fp8 else acc.bf16_tflops) or 0.0
         ref_tflops = (cal.datasheet_fp8_tflops if fp8 else cal.datasheet_bf16_tflops) or cal.datasheet_bf16_tflops
@@ -58,7 +60,8 @@ class StepModel:
         s_c_bf16 = acc.bf16_tflops / cal.datasheet_bf16_tflops
         s_b = acc.memory_tb_per_s / cal.datasheet_tb_per_s
         g = cal.gemm["fp8" if fp8 else "bf16"]
-        self._C = g.tflops * 1e12 * s_c
+        # int4-awq (W4A16): 16-bit tensor-core math after an in-register dequant (quant.py)
+        self._C = g.tflops * 1e12 * s_c * (INT4_COMPUTE_EFFICIENCY if dtype == "int4-awq" else 1.0)
         self._B = g.gbps * 1e9 * s_b
         self._p = g.p
         self._Batt = cal.attn_decode_gbps * 1e9 * s_b
@@ -66,8 +69,8 @@ class StepModel:
         self._pf_half = cal.attn_prefill_half_tokens
         self._peak_flops = peak_tflops * 1e12
         self._peak_bytes = acc.memory_tb_per_s * 1e12
-        wb = 1.0 if fp8 else 2.0
-        ab = wb  # activations enter GEMMs in the weight dtype
+        wb = WEIGHT_BYTES[dtype]
+        ab = 1.0 if fp8 else 2.0  # activations enter GEMMs in fp8 (W8A8) or 16-bit (bf16, W4A16)
 
         s = layer_shapes(model, count)
 
@@ -81,7 +84,7 @@ class StepModel:
         self._E, self._k = float(s.n_experts), float(s.n_active_experts)
         self._lm = op(s.lm_head)
         self._n_dense, self._n_moe, self._n_layers = s.n_dense_layers, s.n_moe_layers, model.n_layers
-        self._kvb = s.kv_values_per_token_layer * KV_BYTES_PER_VALUE
+        self._kvb = s.kv_values_per_token_layer * KV_BYTES[kv_dtype]  # fp8 KV: half the bytes stored and read
         self._kv_flops = s.decode_attn_flops_per_kv_token
         self._pf_coeff = 2.0 * s.heads_q * (s.qk_dim + s.v_dim)  # x tokens x attended context
         self._window = float(model.sliding_window) if model.sliding_window else 0.0
@@ -92,9 +95,11 @@ class StepModel:
         self._eager_s = cal.eager_layer_s * model.n_layers
         n = count
         if n > 1:
-            # ring all-reduce of tokens x hidden bf16 values, twice per layer
-            self._ar_bytes_s = 2 * (2.0 * (n - 1) / n * s.hidden * 2.0) / (acc.interconnect_gb_per_s * 1e9)
-            self._ar_lat = 2 * ALLREDUCE_LATENCY_S
+            # ring all-reduce of tokens x hidden bf16 values, twice per layer (collectives.py)
+            lat, bus_gbps = comm_terms(cal.allreduce, cal.datasheet_interconnect_gb_per_s,
+                                       acc.interconnect_gb_per_s, n)
+            self._ar_bytes_s = 2 * (ring_factor(n) * s.hidden * 2.0) / (bus_gbps * 1e9)
+            self._ar_lat = 2 * lat
         else:
             self._ar_bytes_s = self._ar_lat = 0.0
 
@@ -222,20 +227,18 @@ class StepModel:
         return t, self.watts_for(t, f, b)
 
     def __repr__(self) -> str:
-        return (f"StepModel({self.model.id} on {self.count}x {self.accelerator.id}, {self.dtype}, "
+        return (f"StepModel({self.model.id} on {self.count}x {self.accelerator.id}, {self.dtype}, kv {self.kv_dtype}, "
                 f"source={self.source}, engine_efficiency={self.engine_efficiency})")
 
 
-def check_dtype(acc: Accelerator, dtype: str) -> None:
-    if dtype not in DTYPES:
-        raise TokenomyError(f"unknown dtype '{dtype}'; use one of: {', '.join(DTYPES)}")
-    if dtype == "fp8" and not acc.fp8_tflops:
-        raise TokenomyError(f"{acc.id} ({acc.name}) has no fp8 compute path; use --dtype bf16")
+def check_dtype(acc: Accelerator, dtype: str, kv_dtype: str = "bf16") -> None:
+    check_weight_dtype(acc, dtype)
+    check_kv_dtype(kv_dtype)
 
 
 def min_devices(model: ModelArch, acc: Accelerator, dtype: str = "bf16") -> int:
     """Fewest devices whose usable memory holds the weights (ignoring KV cache)."""
-    wb = 1.0 if dtype == "fp8" else 2.0
+    wb = WEIGHT_BYTES.get(dtype, 2.0)
     usable = acc.memory_gb * 1e9 * USABLE_MEMORY_FRACTION
     n = 1
     while n * usable <= weight_bytes_total(model, wb) and n < 1024:
@@ -244,13 +247,15 @@ def min_devices(model: ModelArch, acc: Accelerator, dtype: str = "bf16") -> int:
 
 
 def make_step_model(model: ModelArch, acc: Accelerator, *, count: int = 1, dtype: str = "bf16",
-                    engine_efficiency: float = 1.0, calibration: Calibration | None = None) -> StepModel:
+                    engine_efficiency: float = 1.0, calibration: Calibration | None = None,
+                    kv_dtype: str = "bf16") -> StepModel:
     """Build the step-time/power model of one replica (`count` = tensor-parallel degree).
 
-    Raises TokenomyError for an unknown dtype, fp8 on a chip without fp8, a bad count or a
-    model whose weights do not fit in `count` devices.
+    `dtype` is the weight format (bf16 | fp8 | int4-awq), `kv_dtype` the KV cache's (bf16 | fp8).
+    Raises TokenomyError for an unknown dtype, fp8 weights on a chip without fp8, a bad count or
+    a model whose weights do not fit in `count` devices.
     """
-    check_dtype(acc, dtype)
+    check_dtype(acc, dtype, kv_dtype)
     if count < 1:
         raise TokenomyError(f"count must be >= 1 (got {count})")
     if count > acc.max_count:
@@ -262,7 +267,7 @@ def make_step_model(model: ModelArch, acc: Accelerator, *, count: int = 1, dtype
         calibration = load_calibration(acc.profile or DEFAULT_PROFILE)
     source = "profile" if acc.profile and calibration.profile == acc.profile else "datasheet"
     sm = StepModel(model, acc, count=count, dtype=dtype, engine_efficiency=engine_efficiency,
-                   cal=calibration, source=source)
+                   cal=calibration, source=source, kv_dtype=kv_dtype)
     if sm.max_kv_tokens <= 0:
         need = min_devices(model, acc, dtype)
         raise TokenomyError(

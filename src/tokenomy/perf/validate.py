@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"profile": name, "errors": errs}))
         return
     print(f"profile {name}: absolute relative error of predictions vs measurements")
-    print(f"{'what':<14}{'rows':>6}{'median':>10}{'worst':>10}")
+    print(f"{'what':<24}{'rows':>6}{'median':>10}{'worst':>10}")
     for key, e in errs.items():
-        print(f"{key:<14}{e['n']:>6}{e['median']:>10.1%}{e['worst']:>10.1%}")
+        print(f"{key:<24}{e['n']:>6}{e['median']:>10.1%}{e['worst']:>10.1%}")
 
 
 if __name__ == "__main__":

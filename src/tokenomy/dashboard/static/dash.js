@@ -99,7 +99,7 @@ function panel(title, body, extraClass) {
 function empty(text) { return el("div", {class: "empty", text}); }
 function table(rows, cols, opts) {
   if (!rows || !rows.length) return empty((opts && opts.empty) || "No rows.");
-  const head = el("tr", {}, cols.map((c) => el("th", {class: c.num ? "num" : "", text: c.label})));
+  const head = el("tr", {}, cols.map((c) => el("th", {class: c.num ? "num" : "", text: c.label, ...(c.title ? {title: c.title} : {})})));
   const body = rows.map((r) => el("tr", {}, cols.map((c) => {
     const v = c.render ? c.render(r) : (c.fmt ? c.fmt(r[c.key]) : (r[c.key] ?? "–"));
     return el("td", {class: c.num ? "num" : ""}, v instanceof Node ? v : String(v));
@@ -219,7 +219,7 @@ PAGES.overview = async (q) => {
   const admin = state.who && state.who.is_admin;
   const saveCls = (f) => (num(f) === null ? "" : f >= 0 ? "good" : "bad");
   const usage = [
-    ["Requests", fmtNum(t.requests), fmtNum(t.errors) + " errors"],
+    ["Requests", fmtNum(t.requests), fmtNum(t.errors) + " upstream errors · " + fmtNum(t.client_errors) + " client errors"],
     ["Tokens", fmtNum(t.tokens), fmtNum(t.input_tokens) + " in · " + fmtNum(t.output_tokens) + " out"],
   ];
   if (!admin) {  // a tenant: its usage and what it is billed, never the operator's cost
@@ -227,7 +227,7 @@ PAGES.overview = async (q) => {
       cards([...usage, ["Billed", fmtUSD(t.price_usd), fmtUSD(t.price_usd_per_mtok) + " per Mtok"],
              ["Energy", fmtJ(t.energy_joules), "estimated from the deployments' power model"]]),
       el("div", {class: "grid2"},
-        lineChart("Requests", xs, [{label: "requests", values: col(s, "requests")}, {label: "errors", values: col(s, "errors"), color: PALETTE[1]}], (v) => fmtNum(v)),
+        lineChart("Requests", xs, [{label: "requests", values: col(s, "requests")}, {label: "upstream errors", values: col(s, "errors"), color: PALETTE[1]}, {label: "client errors", values: col(s, "client_errors"), color: PALETTE[3]}], (v) => fmtNum(v)),
         lineChart("Billed (USD per bucket)", xs, [{label: "billed", values: col(s, "price_usd")}], fmtUSD),
         lineChart("Tokens", xs, [{label: "input", values: col(s, "input_tokens")}, {label: "output", values: col(s, "output_tokens"), color: PALETTE[2]}], (v) => fmtNum(v))),
     ];
@@ -247,7 +247,7 @@ PAGES.overview = async (q) => {
     el("p", {class: "muted", "data-definition": "baselines"},
       "All-strong: " + strong.definition + ". One deployment per model: " + single.definition + "."),
     el("div", {class: "grid2"},
-      lineChart("Requests", xs, [{label: "requests", values: col(s, "requests")}, {label: "errors", values: col(s, "errors"), color: PALETTE[1]}], (v) => fmtNum(v)),
+      lineChart("Requests", xs, [{label: "requests", values: col(s, "requests")}, {label: "upstream errors", values: col(s, "errors"), color: PALETTE[1]}, {label: "client errors", values: col(s, "client_errors"), color: PALETTE[3]}], (v) => fmtNum(v)),
       lineChart("Spend vs baselines (USD per bucket)", xs, [
         {label: "actual", values: col(s, "cost_usd")},
         {label: "one deployment per model", values: col(s, "single_deployment_usd"), color: PALETTE[3]},
@@ -339,7 +339,8 @@ PAGES.deployments = async (q) => {
       {key: "mean_in_flight", label: "mean in flight", num: true, fmt: (v) => (num(v) === null ? "–" : Number(v).toPrecision(3))},
       {key: "utilization", label: "utilisation", num: true, fmt: fmtPct},
       {key: "requests", label: "requests", num: true, fmt: fmtNum},
-      {key: "error_rate", label: "errors", num: true, fmt: fmtPct},
+      {key: "error_rate", label: "upstream errors", num: true, fmt: fmtPct, title: "failed upstream attempts that ended the request (5xx, timeouts, garbage): the deployment's health"},
+      {key: "client_error_rate", label: "client errors", num: true, fmt: fmtPct, title: "the caller's own: 4xx passed back, requests the client abandoned (499); not counted against the deployment"},
       {key: "latency_ms_p50", label: "p50", num: true, fmt: fmtMs}, {key: "latency_ms_p99", label: "p99", num: true, fmt: fmtMs},
       {key: "ttft_ms_p50", label: "TTFT p50", num: true, fmt: fmtMs},
       {key: "usd_per_mtok", label: "$/Mtok", num: true, fmt: fmtUSD},

@@ -76,10 +76,12 @@ class Admission:
         except MeteringError as exc:
             raise ApiError(exc.status, exc.message, code=exc.code) from None
 
-    async def admit(self, request: web.Request, kind: str, rid: str, t0: float) -> Admitted:
+    async def admit(self, request: web.Request, kind: str, rid: str, t0: float, inbound: Any = None) -> Admitted:
         gw = self.gw
         principal = await self.aauthenticate(request)
         body = v.parse_body(await gw._read_body(request))
+        if inbound is not None:  # another API's request (gateway/messages), as a chat request
+            body = inbound.to_chat(body)
         alias = v.require_str(body, "model")
         stream = v.opt_bool(body, "stream")
         max_tokens = v.max_tokens(body)
@@ -159,7 +161,7 @@ class Admission:
             if capped:  # the client set no max_tokens: the upstream gets what the budget affords
                 body["max_tokens"] = out_limit
                 headers["x-tokenomy-max-tokens-capped"] = str(out_limit)
-            warnings = m.warnings(principal)
+            warnings = [*(inbound.warnings if inbound is not None else ()), *m.warnings(principal)]
             if warnings:
                 headers["x-tokenomy-warning"] = header_safe("; ".join(warnings))
             if decision.slo_met is False:
@@ -174,7 +176,7 @@ class Admission:
                          out_limit_tokens=out_limit, n_choices=n_choices, reservation=reservation,
                          reserved_usd=reservation.amount_usd,
                          allowance=Allowance(reservation.amount_usd) if reservation.scopes else None,
-                         plan=plan_state, route=route_extra, prompt=prompt)
+                         plan=plan_state, route=route_extra, prompt=prompt, inbound=inbound)
         return Admitted(ctx, decision.order, cascade, priced, routed=route is not None)
 
     async def _reserve(self, principal, plan_state, order: list[DeploymentRuntime], cascade, input_tokens: int,

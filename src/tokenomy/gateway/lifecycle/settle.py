@@ -71,7 +71,7 @@ class Settler:
             counts = billed.counts
             inp, cached, out, reasoning = counts
             # Rounded to the ledger's resolution (1e-12 USD) so headers and ledger agree exactly.
-            cost = d.price.cost_usd(inp, cached, out, reasoning).quantize(_PICO)
+            cost = d.price.cost_usd(inp, cached, out, reasoning, billed.cache_write).quantize(_PICO)
             joules = energy_j if energy_j is not None else d.price.energy_joules(inp, out)
             price = cost if ctx.plan is None else self.plans.price_usd(ctx.plan, counts, cost).quantize(_PICO)
             a = ctx.allowance
@@ -114,7 +114,8 @@ class Settler:
             cached_input_tokens=cached, output_tokens=out, reasoning_tokens=reasoning, cost_usd=cost,
             price_usd=price, energy_joules=joules, ttft_ms=ttft_ms,
             latency_ms=(time.perf_counter() - ctx.t0) * 1000.0, status=status,
-            estimated=billed.estimated if billed is not None else False, http_status=http_status, extra=extra)
+            estimated=billed.estimated if billed is not None else False, http_status=http_status, extra=extra,
+            cache_write_tokens=billed.cache_write if d is not None and billed is not None else 0)
 
     def unary_event(self, ctx: RequestCtx, r: UnaryResult) -> UsageEvent:
         if r.status == "ok":
@@ -260,9 +261,10 @@ class Settler:
 
 
 def sse_response(ctx: RequestCtx, deployment: str) -> web.StreamResponse:
-    out = web.StreamResponse(status=200, headers={
-        **ctx.headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-        "x-tokenomy-deployment": deployment})
+    headers = {**ctx.headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+               "x-tokenomy-deployment": deployment}
+    out = web.StreamResponse(status=200, headers=headers) if ctx.inbound is None \
+        else ctx.inbound.sse_response(ctx, headers)
     out.enable_chunked_encoding()
     return out
 
@@ -271,8 +273,10 @@ def billed_usage_json(ev: UsageEvent) -> dict:
     """An OpenAI usage object of the billed figures."""
     u: dict = {"prompt_tokens": ev.input_tokens, "completion_tokens": ev.output_tokens,
                "total_tokens": ev.input_tokens + ev.output_tokens}
-    if ev.cached_input_tokens:
+    if ev.cached_input_tokens or ev.cache_write_tokens:
         u["prompt_tokens_details"] = {"cached_tokens": ev.cached_input_tokens}
+        if ev.cache_write_tokens:
+            u["prompt_tokens_details"]["cache_write_tokens"] = ev.cache_write_tokens
     if ev.reasoning_tokens:
         u["completion_tokens_details"] = {"reasoning_tokens": ev.reasoning_tokens}
     return u

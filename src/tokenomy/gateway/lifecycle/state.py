@@ -75,6 +75,7 @@ class RequestCtx:
     last_failure: Failure | None = None
     retry_after: str | None = None  # the last upstream 429's Retry-After
     committed: bool = False
+    inbound: Any = None  # gateway/messages.Inbound: the answer is framed in another API's shape
 
     def sub(self, rid: str, group: GroupRuntime, *, stream: bool, body: dict | None = None) -> "RequestCtx":
         """A context for one more upstream call of the same request (cascade weak call, judge):
@@ -87,7 +88,7 @@ class RequestCtx:
         return RequestCtx(rid, self.t0, self.principal, self.kind, b, stream, self.input_tokens, group,
                           self.headers, client_usage=self.client_usage if stream else False,
                           max_tokens=self.max_tokens, out_limit_tokens=self.out_limit_tokens, n_choices=self.n_choices,
-                          allowance=self.allowance, plan=self.plan, prompt=self.prompt)
+                          allowance=self.allowance, plan=self.plan, prompt=self.prompt, inbound=self.inbound)
 
 
 UnaryStatus = Literal["ok", "client_error", "failed"]

@@ -6,7 +6,7 @@ prompt or completion count counts as missing, and the gateway counts itself (`es
 Valid counts are then bounded:
     completion <= n x max_tokens + COMPLETION_SLACK_TOKENS   (the request's own output limit)
     prompt     <= own prompt count x PROMPT_MARGIN + PROMPT_SLACK_TOKENS
-    cached     <= prompt,  reasoning <= completion
+    cached     <= prompt,  reasoning <= completion,  cache_write <= prompt - cached
 Slack, and why: an upstream may count a stop/EOS token or a chat-template token past max_tokens
 (16 covers every template we know); the gateway's own prompt count is an approximation of the
 upstream's tokenizer (a different model family, the regex fallback counter: up to ~1.8x for
@@ -18,7 +18,7 @@ records the billed (bounded) figures, the raw ones and the reasons.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MAX_COUNT = 2**53
 COMPLETION_SLACK_TOKENS = 16
@@ -38,6 +38,7 @@ class BilledUsage:
     estimated: bool  # input or output counted by the gateway (the upstream's count missing or invalid)
     anomalies: tuple[str, ...] = ()  # why the upstream's figures were not taken as reported
     raw: dict | None = None  # the upstream's figures (JSON-safe), kept when there is an anomaly
+    cache_write: int = 0  # of counts' input: written to the provider's prompt cache (priced of its own)
 
 
 def _valid(x: object) -> bool:
@@ -63,6 +64,22 @@ def _field(usage: dict, detail: str | None, name: str) -> object:
 
 def bound_usage(usage: object, *, own_input_tokens: int, max_output_tokens: int,
                 own_output_tokens: Callable[[], int]) -> BilledUsage:
+    b = _bound(usage, own_input_tokens=own_input_tokens, max_output_tokens=max_output_tokens,
+               own_output_tokens=own_output_tokens)
+    write = _field(usage, "prompt_tokens_details", "cache_write_tokens") if isinstance(usage, dict) else None
+    if write is None or write == 0:  # the common case: no cache-write category
+        return b
+    room = b.counts[0] - b.counts[1]  # input that is not a cache read
+    if _valid(write) and write <= room:
+        return replace(b, cache_write=write)
+    why = f"cache_write_tokens invalid ({type(write).__name__} {repr(write)[:32]})" if not _valid(write) \
+        else f"cache_write_tokens {write} > uncached prompt_tokens {room}"
+    raw = {**(b.raw or {}), "cache_write_tokens": _json_safe(write)}
+    return replace(b, anomalies=(*b.anomalies, why), raw=raw, cache_write=min(write, room) if _valid(write) else 0)
+
+
+def _bound(usage: object, *, own_input_tokens: int, max_output_tokens: int,
+           own_output_tokens: Callable[[], int]) -> BilledUsage:
     """The billed counts of one answer. `max_output_tokens`: n x the max_tokens sent upstream;
     `own_output_tokens`: the gateway's count of the generated text (called only when needed)."""
     if not isinstance(usage, dict):

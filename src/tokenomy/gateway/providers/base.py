@@ -9,6 +9,8 @@ from typing import Protocol
 
 import orjson
 
+from tokenomy.gateway.upstream import MAX_EVENT_BYTES, UpstreamTooLarge
+
 # Failure kinds, in the dispatcher's own terms (gateway/proxy.py `_fail`): the first two are
 # retried / fallen back on like an OpenAI upstream's 429 / 5xx; "client_error" is the caller's
 # fault (bad request, context too long, auth) and is passed back without a fallback.
@@ -143,6 +145,8 @@ class SseSplitter:
         while True:
             end = self.buf.find(b"\n\n")
             if end < 0:
+                if len(self.buf) > MAX_EVENT_BYTES:  # one event without end: refused, not buffered on
+                    raise UpstreamTooLarge(MAX_EVENT_BYTES, "stream event")
                 return out
             block, self.buf[:end + 2] = bytes(self.buf[:end]), b""
             name, datas = "", []

@@ -37,6 +37,7 @@ import orjson
 from tokenomy.gateway.providers import translate as tr
 from tokenomy.gateway.providers.base import (ProviderError, UpstreamRequest, chunk, classify_error, garbage,
                                              resolved_headers, usage_dict)
+from tokenomy.gateway.upstream import MAX_EVENT_BYTES, UpstreamTooLarge
 
 JSON_TOOL = "json_response"
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -200,6 +201,7 @@ class ConverseStreamDecoder:
         self._tools: dict[int, int] = {}
         self._json_blocks: set[int] = set()
         self._stopped = False
+        self._pending = 0  # bytes fed since the last whole frame
 
     def _c(self, delta: dict, finish: str | None = None) -> dict:
         return chunk(self._id, self.model, self._created, delta, finish)
@@ -214,6 +216,10 @@ class ConverseStreamDecoder:
         except Exception as exc:  # botocore's ParserError subclasses: a corrupt frame
             self.error = garbage(f"corrupt AWS event-stream frame: {exc}")
             return out
+        # botocore buffers a frame of up to 24 MiB; one event of ours is at most MAX_EVENT_BYTES
+        self._pending = 0 if msgs else self._pending + len(data)
+        if self._pending > MAX_EVENT_BYTES:
+            raise UpstreamTooLarge(MAX_EVENT_BYTES, "stream event")
         for msg in msgs:
             h = msg.headers
             try:

@@ -13,6 +13,7 @@ from collections import deque
 import orjson
 
 from tokenomy.gateway.providers.base import ProviderError, UpstreamRequest
+from tokenomy.gateway.upstream import DEFAULT_MAX_RESPONSE_BYTES, read_capped
 
 
 class _Content:
@@ -68,9 +69,13 @@ class TranslatedStream:
         return ts
 
     async def read(self) -> bytes:
-        """A non-200 answer's body, as an OpenAI-shaped error (status mapped with it)."""
+        return await self.read_capped(DEFAULT_MAX_RESPONSE_BYTES)
+
+    async def read_capped(self, limit: int) -> bytes:
+        """A non-200 answer's body (at most `limit` bytes after decoding, else UpstreamTooLarge),
+        as an OpenAI-shaped error (status mapped with it)."""
         if self._raw is None:
-            raw = await self._resp.read()
+            raw = await read_capped(self._resp, limit)
             out = self.adapter.parse_response(self.status, dict(self._resp.headers), raw, self.req)
             if isinstance(out, ProviderError):
                 self.status, self._raw = out.status, out.raw

@@ -1,14 +1,14 @@
 """Administrative changes (admin_audit: append-only, a trigger refuses UPDATE, DELETE and
 TRUNCATE) and end-user caps within a tenant (user_caps; user "*" is the tenant's default).
-The same tables as the SQLite ledger's migration 2.
+The same tables as the SQLite ledger's migration 3.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 """
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
