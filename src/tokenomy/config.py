@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tokenomy.errors import ConfigError
 
-Policy = Literal["cost", "latency", "cost-under-slo", "weighted", "prefix-affinity"]
+Policy = Literal["cost", "latency", "cost-under-slo", "weighted", "prefix-affinity", "committed-first"]
+# How a deployment is paid: owned / reserved self-hosted capacity costs its hourly price whether
+# used or not (committed-first fills it first); on_demand capacity and pay_per_token APIs can be
+# released or cost nothing unused. Default: on_demand for self_hosted pricing, else pay_per_token.
+Commitment = Literal["owned", "reserved", "on_demand", "pay_per_token"]
+COMMITTED = frozenset({"owned", "reserved"})
 BudgetPeriod = Literal["total", "daily", "monthly"]
 
 
@@ -102,6 +107,12 @@ class Deployment(_Strict):
     # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
     stream_usage: bool = True
     max_in_flight: int | None = Field(default=None, ge=1)
+    # What the deployment serves: chat (chat + text completions) or embedding (POST /v1/embeddings).
+    # A model group serves one mode (its deployments agree); LiteLLM's price map calls this `mode`.
+    mode: Literal["chat", "embedding"] = "chat"
+    # embedding: the model's native vector size; requests asking for more `dimensions` get a 400
+    # (None: not checked by the gateway, the upstream decides).
+    embedding_dimensions: int | None = Field(default=None, ge=1)
     # The model's output limit (tokens): caps the max_tokens the gateway sets for a budgeted
     # request that set none (default: defaults.max_tokens).
     max_output_tokens: int | None = Field(default=None, ge=1)
@@ -109,6 +120,7 @@ class Deployment(_Strict):
     # o200k | cl100k | llama-3 | regex | a path to a tokenizer.json. Default: by the model name
     # (OpenAI families), else the regex approximation. See tokenomy.tokencount.
     tokenizer: str | None = None
+    commitment: Commitment | None = None  # owned (ownership cost), reserved, on_demand (rental), pay_per_token
 
     @field_validator("tokenizer")
     @classmethod
@@ -125,7 +137,24 @@ class Deployment(_Strict):
             raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
         if self.emulate is not None and self.provider != "openai":
             raise ValueError(f"emulate serves the OpenAI protocol: provider must be openai (got {self.provider!r})")
+        hosted = self.pricing.self_hosted is not None
+        if self.commitment is not None and (self.commitment == "pay_per_token") == hosted:
+            raise ValueError(f"commitment {self.commitment} needs " + (
+                "list or price_map pricing (self_hosted capacity is owned, reserved or on_demand)" if hosted
+                else "self_hosted pricing (an hourly cost); a list- or price-map-priced deployment is pay_per_token"))
         return self
+
+    @property
+    def paid_as(self) -> str:
+        """The commitment, defaulted: on_demand for self_hosted pricing, else pay_per_token."""
+        if self.commitment is not None:
+            return self.commitment
+        return "on_demand" if self.pricing.self_hosted is not None else "pay_per_token"
+
+    @property
+    def committed(self) -> bool:
+        """Paid by the hour whether used or not (owned or reserved)."""
+        return self.paid_as in COMMITTED
 
     @property
     def upstream_model(self) -> str:
@@ -141,7 +170,7 @@ class ModelGroup(_Strict):
     deployments: list[str] = Field(min_length=1)
     policy: Policy = "cost"
     weights: dict[str, float] | None = None  # policy weighted
-    slo: Slo | None = None  # policy cost-under-slo (and prefix-affinity, when set)
+    slo: Slo | None = None  # policy cost-under-slo (and prefix-affinity, committed-first, when set)
     # policy prefix-affinity: the prefix cache of each replica, in tokens (what the router's
     # index of "what was sent where" remembers), and the load bound (x the mean in-flight + 1)
     affinity_cache_tokens: int = Field(default=1_000_000, ge=256)
@@ -480,6 +509,10 @@ class GatewayConfig(_Strict):
                 if d not in names:
                     raise ValueError(f"model_groups.{alias}.deployments: unknown deployment '{d}' "
                                      f"(known: {', '.join(names)})")
+            modes = sorted({next(x.mode for x in self.deployments if x.name == d) for d in group.deployments})
+            if len(modes) > 1:
+                raise ValueError(f"model_groups.{alias}.deployments: a group serves one mode; it mixes {' and '.join(modes)}"
+                                 " deployments")
         known_groups = sorted(set(self.model_groups) | set(names))
         for alias, rg in self.routing_groups.items():
             if alias in known_groups:
@@ -488,6 +521,9 @@ class GatewayConfig(_Strict):
                 if c not in known_groups:
                     raise ValueError(f"routing_groups.{alias}.candidates: unknown model group '{c}' "
                                      f"(known: {', '.join(known_groups)})")
+                if self._group_mode(c) != "chat":
+                    raise ValueError(f"routing_groups.{alias}.candidates: '{c}' serves embeddings; routed aliases "
+                                     "pick among chat models")
             judge = rg.cascade.judge if rg.cascade is not None else None
             if judge is not None and judge.model not in known_groups:
                 raise ValueError(f"routing_groups.{alias}.cascade.judge.model: unknown model group '{judge.model}' "
@@ -500,6 +536,11 @@ class GatewayConfig(_Strict):
             if tenants and k.tenant not in tenants:
                 raise ValueError(f"keys[{i}].tenant: unknown tenant '{k.tenant}'")
         return self
+
+    def _group_mode(self, alias: str) -> str:
+        g = self.model_groups.get(alias)
+        first = g.deployments[0] if g is not None else alias
+        return next((d.mode for d in self.deployments if d.name == first), "chat")
 
     def groups(self) -> dict[str, ModelGroup]:
         """Model groups, plus one implicit single-deployment group per deployment name not
@@ -565,7 +606,8 @@ def load_config(path: str | Path | None) -> GatewayConfig:
 
 def default_config(time_scale: float = 1.0) -> GatewayConfig:
     """The default emulated fleet: llama-3-8b on L4 and on H100 (one group, policy cost),
-    llama-3-70b on 4 x H100, gpt-4o-mini emulated but priced from the real price map, and the
+    llama-3-70b on 4 x H100, gpt-4o-mini and text-embedding-3-small (embeddings) emulated but
+    priced from the real price map, and the
     routed alias `auto` (llama-3-8b -> llama-3-70b, quality router, strong_share 0.3)."""
 
     def emu(name: str, model: str, acc: str, count: int, pricing: dict, served: str) -> dict:
@@ -583,11 +625,17 @@ def default_config(time_scale: float = 1.0) -> GatewayConfig:
             # but priced from the real price map.
             emu("gpt-4o-mini@openai-emulated", "llama-3-8b", "h100", 1, {"price_map": "gpt-4o-mini"},
                 "gpt-4o-mini"),
+            # An embedding model (POST /v1/embeddings): emulated (prefill timing of an 8B-class model
+            # on H100), priced from the price map ($0.02 / Mtok), 1,536 dimensions (OpenAI's docs).
+            {**emu("text-embedding-3-small@openai-emulated", "llama-3-8b", "h100", 1,
+                   {"price_map": "text-embedding-3-small"}, "text-embedding-3-small"),
+             "mode": "embedding", "embedding_dimensions": 1536},
         ],
         "model_groups": {
             "llama-3-8b": {"deployments": ["llama-3-8b@l4", "llama-3-8b@h100"], "policy": "cost"},
             "llama-3-70b": {"deployments": ["llama-3-70b@4xh100"]},
             "gpt-4o-mini": {"deployments": ["gpt-4o-mini@openai-emulated"]},
+            "text-embedding-3-small": {"deployments": ["text-embedding-3-small@openai-emulated"]},
         },
         # `model: auto`: the shipped quality router picks llama-3-8b or llama-3-70b per prompt,
         # sending about 30% of a typical prompt mix to the 70B model.

@@ -60,28 +60,6 @@ def test_allocated_plus_idle_is_the_bill_exactly(spans):
     assert c.rent_pusd + c.energy_pusd == c.bill_pusd
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request, tmp_path):
-    from tokenomy.metering import Metering
-
-    if request.param == "sqlite":
-        m = Metering.open(tmp_path / "data", ensure_admin=False)
-        yield m, CapacityStore(path=tmp_path / "data" / "ledger.db")
-    else:
-        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-        from dashboard.pgschema import drop_schema, new_schema_url
-
-        from tokenomy.metering.backends import open_metering
-
-        url = new_schema_url("alloc")
-        m = open_metering(tmp_path / "data", ledger_url=url, ensure_admin=False)
-        yield m, CapacityStore(url=url)
-        m.shutdown()
-        drop_schema(url)
-        return
-    m.shutdown()
-
-
 def commit(m, reqs: list[Served]) -> None:
     from tokenomy.metering import UsageEvent
 

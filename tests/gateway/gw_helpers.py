@@ -193,3 +193,49 @@ async def serve_gateway(app: web.Application):
     finally:
         await front.shutdown(0.5)
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(config: dict, tmp_path: Path, env: dict[str, str] | None = None):
+    """A real `python -m tokenomy up --config <yaml>` subprocess on a free port, with ADMIN_KEY.
+    Yields (base URL, config path, process, log path); stopped with SIGTERM (graceful drain)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = tmp_path / "tokenomy.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "gateway.log"
+    proc = subprocess.Popen([sys.executable, "-m", "tokenomy", "up", "--config", str(cfg), "--port", str(port),
+                             "--data-dir", str(tmp_path / "data")],
+                            env={**os.environ, "TOKENOMY_ADMIN_KEY": ADMIN_KEY, **(env or {})},
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(600):
+                assert proc.poll() is None, log.read_text()
+                try:
+                    async with s.get(url + "/health") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("gateway did not start: " + log.read_text())
+        yield url, cfg, proc, log
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

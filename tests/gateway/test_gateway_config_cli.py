@@ -36,7 +36,7 @@ def test_example_config_is_valid():
     ({"deployments": [DEP], "model_groups": {"m": {"deployments": ["a"], "polcy": "cost"}}},
      "model_groups.m.polcy: Extra inputs are not permitted"),
     ({"deployments": [DEP], "model_groups": {"m": {"deployments": ["a"], "policy": "cheapest"}}},
-     "model_groups.m.policy: Input should be 'cost', 'latency', 'cost-under-slo', 'weighted' or 'prefix-affinity'"),
+     "model_groups.m.policy: Input should be 'cost', 'latency', 'cost-under-slo', 'weighted', 'prefix-affinity' or 'committed-first'"),
     ({"deployments": [DEP], "model_groups": {"m": {"deployments": ["b"]}}},
      "model_groups.m.deployments: unknown deployment 'b'"),
     ({"deployments": [DEP], "model_groups": {"m": {"deployments": ["a"], "policy": "weighted"}}},

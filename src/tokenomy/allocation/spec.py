@@ -26,17 +26,24 @@ class CostSpec:
     context: int
     slo_tpot_ms: float | None
     time_scale: float  # an emulated deployment runs its model's timing x this (1 = real hardware)
-    ownership: bool = False
+    ownership: bool = False  # priced at ownership cost (commitment owned), else at its rental price
+    reserved: bool = False  # rented but committed (commitment reserved): paid whether used or not
+
+    @property
+    def committed(self) -> bool:
+        return self.ownership or self.reserved
 
     def key(self) -> str:
         slo = "" if self.slo_tpot_ms is None else f"{self.slo_tpot_ms:g}"
+        paid = "own" if self.ownership else "reserved" if self.reserved else "rent"
         return "|".join([self.model, self.accelerator, str(self.count), self.dtype, self.site, str(self.context),
-                         slo, f"{self.time_scale:g}", "own" if self.ownership else "rent"])
+                         slo, f"{self.time_scale:g}", paid])
 
     @classmethod
     def from_key(cls, deployment: str, key: str) -> "CostSpec":
-        m, a, c, d, s, ctx, slo, ts, own = key.split("|")
-        return cls(deployment, m, a, int(c), d, s, int(ctx), float(slo) if slo else None, float(ts), own == "own")
+        m, a, c, d, s, ctx, slo, ts, paid = key.split("|")
+        return cls(deployment, m, a, int(c), d, s, int(ctx), float(slo) if slo else None, float(ts),
+                   paid == "own", paid == "reserved")
 
 
 def spec_of(dep) -> CostSpec | None:
@@ -45,7 +52,8 @@ def spec_of(dep) -> CostSpec | None:
     if sh is None:
         return None
     scale = dep.emulate.time_scale if getattr(dep, "emulate", None) is not None else 1.0
-    return CostSpec(dep.name, sh.model, sh.accelerator, sh.count, sh.dtype, sh.site, sh.context, sh.slo_tpot_ms, scale)
+    return CostSpec(dep.name, sh.model, sh.accelerator, sh.count, sh.dtype, sh.site, sh.context, sh.slo_tpot_ms, scale,
+                    ownership=dep.paid_as == "owned", reserved=dep.paid_as == "reserved")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +70,11 @@ class Rates:
 
     def watts(self, in_flight: int) -> float:
         return _watts(self.spec_key, in_flight)
+
+
+def step_model(key: str):
+    """(spec, catalog model, perf step model) of a spec key (cached)."""
+    return _model(key)
 
 
 @lru_cache(maxsize=256)

@@ -12,7 +12,8 @@ from tokenomy.errors import TokenomyError
 
 TRACE_HELP = ("CSV trace (arrived_at,num_prefill_tokens,num_decode_tokens), 'conv' / 'code' (shipped Splitwise "
               "traces), a Mooncake-format JSONL (timestamp,input_length,output_length,hash_ids; 'mooncake' = the shipped "
-              "Kimi conversation slice), synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...', or 'ledger[:DATA_DIR]' "
+              "Kimi conversation slice), synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...' / "
+              "'session:RATE[:SECONDS]' (multi-turn sessions with block hashes), or 'ledger[:DATA_DIR]' "
               "(the gateway's ok events; see --since/--until/--tenant)")
 DATA_DIR_HELP = "data dir of the metering ledger and saved plans (default: TOKENOMY_DATA_DIR or ./.tokenomy)"
 
@@ -91,7 +92,8 @@ def _resolve_trace(trace: Optional[str], lo: LedgerOpts, growth_from_ledger: boo
 
 
 def _load_workload(trace: str, rate_scale: float, start: float, end: Optional[float], limit: Optional[int],
-                   seed: int = 0, lo: Optional[LedgerOpts] = None):
+                   seed: int = 0, lo: Optional[LedgerOpts] = None, peak_to_mean: float = 1.5,
+                   session_model: Optional[str] = None):
     from tokenomy.fleet.workload import head, load_workload, scale_rate, window
 
     if _is_ledger(trace):
@@ -100,11 +102,15 @@ def _load_workload(trace: str, rate_scale: float, start: float, end: Optional[fl
         lo = lo or LedgerOpts(True, None, None, None, None)
         tr = load_ledger_workload(lo.data_dir(trace), since=lo.since, until=lo.until, tenant=lo.tenant)
     else:
-        tr = load_workload(trace, seed=seed)
+        tr = load_workload(trace, seed=seed, peak_to_mean=peak_to_mean)
     if start > 0 or end is not None:
         tr = window(tr, start, end)
     if limit is not None:
         tr = head(tr, limit)
+    if session_model:
+        from tokenomy.fleet.sessions import apply_session_model
+
+        tr = apply_session_model(tr, session_model, seed=seed)
     if rate_scale != 1.0:
         tr = scale_rate(tr, rate_scale)
     return tr
@@ -199,6 +205,10 @@ def register(app: typer.Typer) -> None:
         max_num_seqs: int = typer.Option(256, "--max-num-seqs", help="max running sequences per replica"),
         max_batched_tokens: int = typer.Option(2048, "--max-batched-tokens", help="token budget per step"),
         kv_policy: str = typer.Option("preempt", "--kv-policy", help="preempt (vLLM recompute) | reserve"),
+        session_model: Optional[str] = typer.Option(None, "--session-model",
+                                                    help="give a trace without hash_ids session block hashes: "
+                                                         "mooncake[:BLOCK_TOKENS] (shared system prompt + multi-turn "
+                                                         "growth fitted to Kimi's Mooncake trace; 512-token blocks)"),
         lb: str = typer.Option("least-loaded", "--routing", "--lb",
                                help="round-robin | least-loaded | prefix-affinity (replica choice per request)"),
         prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache",
@@ -214,6 +224,7 @@ def register(app: typer.Typer) -> None:
         from tokenomy.catalog.price_classes import check_price_class
         from tokenomy.fleet.deployment import make_deployment
         from tokenomy.fleet.metrics import latency_cdf_plot, summarize
+        from tokenomy.fleet.sessions import session_summary
         from tokenomy.fleet.simulator import SchedulerConfig, simulate
 
         cat = load_catalog()
@@ -223,7 +234,7 @@ def register(app: typer.Typer) -> None:
                               price_class=check_price_class(price_class))
         lo = LedgerOpts(from_ledger, data_dir, since, until, tenant)
         trace = _resolve_trace(trace, lo)
-        tr = _load_workload(trace, rate_scale, start, end, limit, seed, lo)
+        tr = _load_workload(trace, rate_scale, start, end, limit, seed, lo, session_model=session_model)
         cfg = SchedulerConfig(max_num_seqs=max_num_seqs, max_batched_tokens=max_batched_tokens,
                               kv_policy=kv_policy, lb=lb, prefix_caching=prefix_cache, block_tokens=block_tokens)
         with _progress(f"simulating {len(tr)} requests", not as_json) as cb:
@@ -236,7 +247,7 @@ def register(app: typer.Typer) -> None:
                            "max_kv_tokens": int(dep.step_model.max_kv_tokens), "routing": lb,
                            "prefix_cache": prefix_cache,
                            "perf_source": getattr(dep.step_model, "source", None)},
-            "trace": tr.summary(),
+            "trace": {**tr.summary(), **session_summary(tr)},
             **summarize(result, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
                         replica_usd_per_hour=dep.usd_per_hour, site=site_obj),
         }
@@ -292,8 +303,28 @@ def register(app: typer.Typer) -> None:
         rate_plot: Optional[str] = typer.Option(None, "--rate-plot", help="write the cost vs rate plot (PNG; default sweep 1,2,4,8)"),
         plan_prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache",
                                                help="verify with prefix caching (traces with hash_ids, e.g. mooncake)"),
+        session_model: Optional[str] = typer.Option(None, "--session-model",
+                                                    help="give a trace without hash_ids session block hashes: "
+                                                         "mooncake[:BLOCK_TOKENS] (shared system prompt + multi-turn "
+                                                         "growth fitted to Kimi's Mooncake trace; 512-token blocks)"),
         plan_routing: str = typer.Option("least-loaded", "--routing",
                                          help="replica choice in the verification: round-robin | least-loaded | prefix-affinity"),
+        autoscale: bool = typer.Option(False, "--autoscale", help="a schedule over the trace's intervals (e.g. a day of "
+                                       "--trace diurnal:RATE:86400:conv): reserved base + on-demand (+ spot), one MILP, "
+                                       "every interval simulated; --plot draws replicas and cost over the day"),
+        interval_minutes: float = typer.Option(60.0, "--interval-minutes", help="--autoscale: scaling interval"),
+        min_replicas: int = typer.Option(1, "--min-replicas", help="--autoscale: replicas in service at all times"),
+        lead_minutes: float = typer.Option(10.0, "--lead-minutes", help="--autoscale: scale-up lead time (a new replica "
+                                           "is started and billed this long before it serves; an assumption)"),
+        reserved: Optional[str] = typer.Option(None, "--reserved", help="--autoscale: a reserved base in this class "
+                                               "(reserved-1y | reserved-3y), where the catalog prices it"),
+        spot: bool = typer.Option(False, "--spot", help="--autoscale: spot replicas on top (price class spot)"),
+        spot_interruptions: float = typer.Option(0.05, "--spot-interruptions-per-hour", help="--autoscale --spot: "
+                                                 "interruptions per spot replica-hour (an assumption)"),
+        check_seconds: float = typer.Option(0.0, "--check-seconds", help="--autoscale: simulate only the first N s of "
+                                            "each interval (0: all of it)"),
+        peak_to_mean: Optional[float] = typer.Option(None, "--peak-to-mean", help="a diurnal:RATE:... trace's daily "
+                                                     "peak over its mean, in [1, 2] (default 1.5)"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Cheapest accelerator mix (and sites) that serves a trace under TTFT/TPOT SLOs (MILP)."""
@@ -301,6 +332,12 @@ def register(app: typer.Typer) -> None:
         from tokenomy.catalog.price_classes import check_price_class
         from tokenomy.fleet.planner import PlanRequest, plan_fleet, plan_growth
 
+        if peak_to_mean is not None and not (trace or "").startswith("diurnal:"):
+            raise TokenomyError("--peak-to-mean shapes a synthetic diurnal:RATE[:SECONDS[:LENGTHS]] trace only")
+        if autoscale and (slo_sweep or rate_sweep or rate_plot or growth or sweep_plot or sites or power_cap):
+            raise TokenomyError("--autoscale plans one schedule: drop --slo-sweep/--rate-sweep/--growth/--sites/--power-cap")
+        if not autoscale and (reserved or spot or check_seconds):
+            raise TokenomyError("--reserved/--spot/--check-seconds shape an --autoscale schedule: add --autoscale")
         if sweep_plot and not slo_sweep:
             raise TokenomyError("--sweep-plot needs --slo-sweep (the TPOT SLOs to plot), e.g. --slo-sweep 40,80,120")
         if overlong not in ("exclude", "fail"):
@@ -323,7 +360,8 @@ def register(app: typer.Typer) -> None:
             monthly_growth = growth_fit["monthly_growth"]
         elif growth:
             monthly_growth = _parse_growth(growth)
-        tr = _load_workload(trace, rate_scale, 0.0, None, None, lo=lo)
+        tr = _load_workload(trace, rate_scale, 0.0, None, None, lo=lo,
+                            peak_to_mean=1.5 if peak_to_mean is None else peak_to_mean, session_model=session_model)
         req = PlanRequest(
             model=cat.model(model),
             accelerators=tuple(cat.accelerator(a) for a in _parse_list(accelerators)),
@@ -350,6 +388,27 @@ def register(app: typer.Typer) -> None:
                     raise ValueError
             except ValueError:
                 raise TokenomyError(f"bad --slo-sweep '{slo_sweep}': expected SLOs > 0 ms, e.g. 20,40,80") from None
+        if autoscale:
+            from tokenomy.fleet.autoscale import AutoscaleRequest, plan_autoscale
+
+            ar = AutoscaleRequest(interval_minutes=interval_minutes, min_replicas=min_replicas, lead_minutes=lead_minutes,
+                                  reserved_class=reserved, spot=spot, spot_interruptions_per_hour=spot_interruptions,
+                                  check_seconds=check_seconds)
+            ar.validate()  # bad flags fail before any simulation
+            with _progress("autoscale plan (simulations run)", not as_json) as cb:
+                result = plan_autoscale(tr, req, ar, progress=cb)
+            if plot:
+                from tokenomy.fleet.plots import autoscale_plot
+
+                autoscale_plot(result, plot)
+                result["plot"] = plot
+            if save:
+                result["saved"] = _save(lo.save_dir(trace), save, result)
+            if as_json:
+                typer.echo(json.dumps(result))
+                return
+            _print_autoscale(result)
+            return
         with _progress("planning (simulations run)", not as_json) as cb:
             if slos:
                 from tokenomy.fleet.planner import plan_with_slo_sweep
@@ -474,3 +533,37 @@ def _print_plan(r: dict) -> None:
                     f"{p['best_single_accelerator']} ${p['best_single_usd_per_hour']:.2f}/h (saving {p['saving_fraction']:.1%})")
         else:
             c.print(f"TPOT {p['slo_tpot_ms']:g} ms: infeasible: {p['reason']}")
+
+
+def _print_autoscale(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    classes = r["price_classes"]
+    t = Table(title=f"autoscale: {r['model']} on {r['trace']['name']}, {r['intervals']} x {r['interval_minutes']:g} min, "
+                    f"TPOT {r['slo_tpot_ms']:g} ms, target {r['attainment_target']:.0%}")
+    for col in ("start h", "req/s", "reserved", "on-demand", "spot", "$", "attainment"):
+        t.add_column(col, justify="right")
+
+    def by(row: dict, cls: str) -> str:
+        return " ".join(f"{k.split('/')[0]}={v[cls]}" for k, v in row["replicas"].items() if v[cls]) or "-"
+
+    for row in r["schedule"]:
+        att = row["slo_attainment"]
+        t.add_row(f"{row['start_hour']:g}", f"{row['rate_per_s']:.2f}", by(row, "reserved"), by(row, "on_demand"),
+                  by(row, "spot"), f"{row['usd']:.2f}", "-" if att is None else f"{att:.2%}")
+    c.print(t)
+    c.print(f"usd_per_day_static {r['usd_per_day_static']:.2f} ({' '.join(f'{k}={v}' for k, v in r['static_fleet'].items())}, "
+            f"{classes['on_demand']})")
+    c.print(f"usd_per_day_autoscale_on_demand {r['usd_per_day_autoscale_on_demand']:.2f} "
+            f"(saving {r['saving_autoscale_alone']:.1%} from autoscaling alone)")
+    c.print(f"usd_per_day {r['usd_per_day']:.2f} (saving {r['saving_vs_static']:.1%} vs static; reserved: "
+            f"{classes['reserved'] or 'off'}, spot: {'on' if classes['spot'] else 'off'})")
+    for cls, accs in (r.get("not_offered") or {}).items():
+        c.print(f"no {cls} price in the catalog for: {', '.join(accs)} (not used in that class)")
+    if not r["meets_target"]:
+        c.print(f"[red]intervals below the target after {r['replan_rounds']} re-plan rounds: {r['failing_intervals']}[/]")
+    c.print(f"{r['simulations']} simulations, {r['replan_rounds']} re-plan rounds")
+    if r.get("plot"):
+        c.print(f"plot: {r['plot']}")

@@ -39,7 +39,7 @@ def up(
     directory = data_dir or (Path(cfg.ledger.path).expanduser() if cfg.ledger.path else default_data_dir())
     host, port = host or cfg.server.host, cfg.server.port if port is None else port
     announce(directory, host, port)  # so `tokenomy keys create` finds this ledger from any directory
-    run(cfg, host=host, port=port, data_dir=directory)
+    run(cfg, host=host, port=port, data_dir=directory, config_path=config)
 
 
 def register(app: typer.Typer) -> None:

@@ -336,8 +336,12 @@ def savings_cmd(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="gateway data dir (default TOKENOMY_DATA_DIR or ./.tokenomy)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Routed traffic's actual cost vs the all-strong and all-weak baselines (cascades include weak calls)."""
+    """Routed traffic's actual cost vs the all-strong and all-weak baselines (cascades include weak calls),
+    and committed-first groups' total cost (committed bill + spend elsewhere) vs cost routing on list prices."""
     import time
+
+    from tokenomy.allocation.savings import committed_savings, format_committed
+    from tokenomy.allocation.store import CapacityStore
 
     from tokenomy.metering.paths import default_data_dir, ledger_path
     from tokenomy.metering.timeparse import parse_time
@@ -350,12 +354,20 @@ def savings_cmd(
         raise TokenomyError(f"no gateway ledger in {directory} (pass --data-dir, set TOKENOMY_DATA_DIR, "
                             "or TOKENOMY_LEDGER_URL for a PostgreSQL ledger)")
     now = time.time()
-    s = savings(directory, parse_time(since, now=now, option="--since") if since else None,
-                parse_time(until, now=now, option="--until") if until else None)
+    lo = parse_time(since, now=now, option="--since") if since else None
+    hi = parse_time(until, now=now, option="--until") if until else None
+    s = savings(directory, lo, hi)
+    store = CapacityStore.open(directory)
+    try:
+        s["committed_first"] = committed_savings(store, lo if lo is not None else 0.0, hi if hi is not None else now)
+    finally:
+        store.close()
     if as_json:
         _emit(s)
     else:
         typer.echo(format_savings(s))
+        if s["committed_first"]["requests"]:
+            typer.echo(format_committed(s["committed_first"]))
 
 
 @route_app.command("choose")

@@ -49,6 +49,7 @@ async def costs(request, dash: Dashboard, p, tenant):
     """The real cost of each self-hosted deployment over the window (tokenomy costs), per bucket
     too: the operator's figures (admin only)."""
     from tokenomy.allocation.report import costs_report
+    from tokenomy.allocation.savings import committed_savings
     from tokenomy.allocation.store import CapacityStore
 
     if not p.is_admin:
@@ -60,10 +61,11 @@ async def costs(request, dash: Dashboard, p, tenant):
         return {"meta": w.meta(), "totals": {}, "tables": {"deployments": [], "series": []}}
     try:
         rep = await asyncio.to_thread(costs_report, store, w.since, w.until, series_step_s=w.step)
+        saved = await asyncio.to_thread(committed_savings, store, w.since, w.until)
     finally:
         store.close()
     rows = [{"deployment": k, **{f: v for f, v in d.items() if f != "spec"}} for k, d in rep["deployments"].items()]
-    return {"meta": w.meta() | {"rule": rep["rule"]}, "totals": rep["total"],
+    return {"meta": w.meta() | {"rule": rep["rule"]}, "totals": rep["total"] | {"committed_first": saved},
             "tables": {"deployments": rows, "series": rep.get("series", [])}}
 
 

@@ -1,4 +1,4 @@
-"""Plots of plans (PNG): plan composition, cost vs SLO, cost vs rate, plan over time."""
+"""Plots of plans (PNG): plan composition, cost vs SLO, cost vs rate, plan over time, autoscaling schedule."""
 
 from __future__ import annotations
 
@@ -108,6 +108,43 @@ def cost_vs_rate_plot(points: list[dict], path: str, *, title: str = "") -> None
         a.legend(fontsize=8, loc="upper left" if a is ax else "lower left")
     if title:
         fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def autoscale_plot(result: dict, path: str) -> None:
+    """Replicas over the day by price class (stacked steps) and USD per interval, with the
+    static peak-sized fleet's cost for comparison."""
+    import numpy as np
+
+    plt = _plt()
+    rows = result["schedule"]
+    x = np.array([r["start_hour"] for r in rows] + [result["horizon_hours"]])
+    fig, (ax, cx) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    bottom = np.zeros(len(rows))
+    colors = {"reserved": "tab:green", "on_demand": "tab:blue", "spot": "tab:orange"}
+    for cls in ("reserved", "on_demand", "spot"):
+        v = np.array([sum(rep[cls] for rep in r["replicas"].values()) for r in rows], dtype=float)
+        if v.any():
+            ax.fill_between(x, np.append(bottom, bottom[-1]), np.append(bottom + v, (bottom + v)[-1]), step="post",
+                            color=colors[cls], alpha=0.75, label=cls.replace("_", "-"))
+            bottom = bottom + v
+    static_n = sum(result["static_fleet"].values())
+    ax.hlines(static_n, x[0], x[-1], colors="black", linestyles="--", label=f"static fleet ({static_n})")
+    ax.set_ylabel("replicas in service")
+    ax.set_ylim(0, max(static_n, float(bottom.max()) if len(bottom) else 0) * 1.15 + 0.5)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    dt = result["interval_minutes"] / 60.0
+    usd_h = [r["usd"] / dt for r in rows]
+    cx.step(x, usd_h + usd_h[-1:], where="post", color="tab:blue", label="autoscaled")
+    cx.hlines(result["usd_per_day_static"] / 24.0, x[0], x[-1], colors="black", linestyles="--", label="static")
+    cx.set_ylabel("USD per hour")
+    cx.set_xlabel("hour of the horizon")
+    cx.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.suptitle(f"{result['model']} on {result['trace']['name']}: \\${result['usd_per_day']:.0f}/day vs "
+                 f"\\${result['usd_per_day_static']:.0f}/day static ({result['saving_vs_static']:.0%} saved), "
+                 f"TPOT {result['slo_tpot_ms']:g} ms", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

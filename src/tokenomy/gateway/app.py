@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +23,7 @@ from tokenomy.gateway.errors import ApiError, error_response
 from tokenomy.gateway.proxy import Gateway
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+log = logging.getLogger("tokenomy.gateway")
 
 
 def _json_default(o: Any):
@@ -50,6 +52,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     return await _gw(request).handle(request, "completions")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _gw(request).handle(request, "embeddings")
 
 
 async def models(request: web.Request) -> web.Response:
@@ -290,6 +296,27 @@ async def admin_list_keys(request: web.Request) -> web.Response:
         return error_response(err)
 
 
+async def admin_reload(request: web.Request) -> web.Response:
+    """POST /admin/reload: re-read deployments, groups and prices from the config file (gateway/reload.py).
+    An invalid file is a 400 naming the reason; the running config then stays as it was."""
+    from tokenomy.errors import ConfigError
+    from tokenomy.gateway.reload import reload_config, summary
+
+    gw = _gw(request)
+    try:
+        _admin(request)
+        try:
+            report = await reload_config(gw)
+        except ConfigError as exc:
+            log.warning("config reload refused (admin call): %s", exc)
+            raise ApiError(400, f"config reload refused, the running config is kept: {exc}",
+                           code="invalid_config") from None
+        log.warning("%s (admin call)", summary(report))
+        return _json(report)
+    except ApiError as err:
+        return error_response(err)
+
+
 MAX_NAME_CHARS = 200
 _CONTROL = __import__("re").compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -320,10 +347,12 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 # ------------------------------------------------------------------------- app
-def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
-    """The gateway as an aiohttp app. `metering`: a tokenomy.metering.Metering (opened, not started)."""
+def build_app(config: GatewayConfig | None, metering: Any, *, config_path: str | None = None) -> web.Application:
+    """The gateway as an aiohttp app. `metering`: a tokenomy.metering.Metering (opened, not started);
+    `config_path`: the YAML file the config came from (what a reload re-reads)."""
     config = config or default_config()
     gw = Gateway(config, metering)
+    gw.config_path = config_path
     if config.request_log.enabled:
         from tokenomy.observe.requestlog import RequestLog
 
@@ -332,6 +361,7 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     app[GATEWAY_KEY] = gw
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     from tokenomy.gateway.messages import messages as anthropic_messages
 
     app.router.add_post("/v1/messages", anthropic_messages)  # Anthropic Messages API (gateway/messages)
@@ -344,6 +374,7 @@ def build_app(config: GatewayConfig | None, metering: Any) -> web.Application:
     app.router.add_get("/admin/usage", admin_usage)
     app.router.add_post("/admin/keys", admin_create_key)
     app.router.add_get("/admin/keys", admin_list_keys)
+    app.router.add_post("/admin/reload", admin_reload)
     # The dashboard (pages + data API under /dashboard) reads pre-aggregated rollups of the ledger.
     from tokenomy.dashboard import mount as mount_dashboard
 
@@ -409,7 +440,8 @@ async def _lifecycle(app: web.Application):
 
     gw = app[GATEWAY_KEY]
     async with contextlib.AsyncExitStack() as stack:
-        await start_emulators(gw, stack)
+        await start_emulators(gw.deployments.values(), stack)
+        gw.resources = stack  # a config reload starts the emulators of new deployments here
         await gw.metering.start()
         stack.push_async_callback(gw.metering.close)
         await gw.start()

@@ -93,7 +93,8 @@ def resolve_price(dep: Deployment) -> DeploymentPrice:
     cat = load_catalog()
     uc = self_hosted_unit_cost(cat.model(sh.model), cat.accelerator(sh.accelerator), cat.site(sh.site),
                                count=sh.count, dtype=sh.dtype, slo_tpot_ms=sh.slo_tpot_ms,
-                               context=sh.context, utilization=sh.utilization)
+                               context=sh.context, utilization=sh.utilization,
+                               ownership=dep.paid_as == "owned")  # owned hardware: amortised purchase + hosting
     inp = _dec(uc.usd_per_mtok_input)
     out = _dec(uc.usd_per_mtok_output)
     jt = uc.joules_per_token or 0.0

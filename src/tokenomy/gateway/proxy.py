@@ -27,7 +27,6 @@ import orjson
 from aiohttp import web
 
 from tokenomy.config import GatewayConfig
-from tokenomy.errors import ConfigError, TokenomyError
 from tokenomy.gateway.errors import ApiError, error_response
 from tokenomy.gateway.health import RetryBudget
 from tokenomy.gateway.lifecycle.admit import Admission
@@ -40,8 +39,8 @@ from tokenomy.gateway.lifecycle.settle import Settler, end_with_error, sse_respo
 from tokenomy.gateway.lifecycle.state import OpenStream, RequestCtx
 from tokenomy.gateway.metrics import Metrics
 from tokenomy.gateway.plans import PlanGate, load_plan_gate
-from tokenomy.gateway.pricing import latency_prior_ms, resolve_price
-from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRuntime, build_groups, build_routes
+from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRuntime
+from tokenomy.gateway.topology import Topology, build_topology
 from tokenomy.gateway.upstream import LeanClient
 from tokenomy.metering import MeteringError
 
@@ -60,27 +59,11 @@ def _metering_api_error(exc: MeteringError) -> ApiError:
 class Gateway:
     def __init__(self, config: GatewayConfig, metering: Any):
         self.config, self.metering = config, metering
-        self.deployments: dict[str, DeploymentRuntime] = {}
-        for i, d in enumerate(config.deployments):
-            try:
-                price = resolve_price(d)
-            except TokenomyError as exc:  # e.g. an unknown accelerator or price-map id
-                raise ConfigError(f"invalid config: deployments[{i}].pricing ({d.name}): {exc}") from None
-            rt = self.deployments[d.name] = DeploymentRuntime(d, price, config)
-            try:
-                prior = latency_prior_ms(d)
-            except TokenomyError:
-                prior = None  # no prior: the first observations decide
-            if prior is not None:
-                rt.ttft_ms.value, rt.tpot_ms.value = prior
-        for d in self.deployments.values():
-            if d.cfg.api_key_env:
-                key = os.environ.get(d.cfg.api_key_env)
-                if key:
-                    d.headers["Authorization"] = f"Bearer {key}"
-        self.groups: dict[str, GroupRuntime] = build_groups(config, self.deployments)
-        # Routed aliases (`auto`): router and calibrated threshold, or cascade verifier, loaded once.
-        self.routes: dict[str, RouteRuntime] = build_routes(config, self.groups)
+        self.config_path: str | None = None  # the YAML file a reload reads (gateway/reload.py)
+        self.resources: Any = None  # the app's AsyncExitStack once started (emulators of reloaded deployments)
+        # Deployments, groups and routed aliases (`auto`: router and calibrated threshold, or cascade
+        # verifier, loaded once); swapped as a whole by a config reload (gateway/reload.py).
+        self.apply_topology(build_topology(config))
         self.feedback = None  # routing.feedback.FeedbackStore, opened at start
         # Billing plans (caps, downgrade, overage, tenant price per event); None without `plans:`.
         self.plans: PlanGate | None = load_plan_gate(config, self.groups, getattr(metering, "data_dir", None))
@@ -103,6 +86,16 @@ class Gateway:
         self.dispatcher = Dispatcher(self)
         self.settler = Settler(self)
         self.cascade = Cascade(self)
+
+    def apply_topology(self, t: Topology) -> None:
+        """Swap in a topology: synchronous, so every request admitted after it sees all of it."""
+        self.deployments: dict[str, DeploymentRuntime] = t.deployments
+        self.groups: dict[str, GroupRuntime] = t.groups
+        self.routes: dict[str, RouteRuntime] = t.routes
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.deployments, self.groups, self.routes)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -150,8 +143,9 @@ class Gateway:
 
     # ---------------------------------------------------------------- inference
     async def handle(self, request: web.Request, kind: str, inbound: Any = None) -> web.StreamResponse:
-        """kind: "chat" (/v1/chat/completions) or "completions" (/v1/completions). `inbound`: another
-        API's request served as chat (gateway/messages: Anthropic's), translated at admission."""
+        """kind: "chat" (/v1/chat/completions), "completions" (/v1/completions) or "embeddings"
+        (/v1/embeddings: a unary call, priced on input tokens). `inbound`: another API's request
+        served as chat (gateway/messages: Anthropic's), translated at admission."""
         t0 = time.perf_counter()
         rid = "req_" + os.urandom(12).hex()
         self.in_flight += 1

@@ -1,4 +1,5 @@
-"""Deployment selection inside a model group: cost, latency, cost-under-slo, weighted, prefix-affinity.
+"""Deployment selection inside a model group: cost, latency, cost-under-slo, weighted, prefix-affinity,
+committed-first.
 
 `rank()` orders the group's deployments for ONE request (first = chosen, rest = fallbacks).
 Cost is the expected cost of this request, not a sum of list prices:
@@ -13,6 +14,14 @@ replicas under a hard load bound (ceil(load_factor x (in-flight + 1) / replicas)
 router's load penalty (in-flight above the mean, priced as the recompute it stands for), so
 affinity never breaks the SLO nor piles everything on one replica. Blocks are AFFINITY_BLOCK_BYTES of the
 prompt's canonical JSON (~256 tokens), chain-hashed with Python's hash (in-process index).
+
+committed-first: owned / reserved deployments (paid by the hour whether used or not) come first
+while they have SLO headroom (gateway/committed.py: the perf model's batch at the SLO), cheapest
+marginal cost (the energy one more request adds) first; then the others as cost-under-slo orders
+them (list prices); committed ones without headroom last, as fallbacks. Ranking happens before the
+request's awaits (rate check, reservation), so dispatch checks the headroom again the instant it
+takes the slot (`full`) and spills then: the bound holds under any concurrency. Each decision
+records the deployment `cost` would have chosen on list prices (`tokenomy route savings`).
 """
 
 from __future__ import annotations
@@ -95,15 +104,18 @@ class Decision:
     slo_met: bool | None = None  # cost-under-slo only
     affinity: bool | None = None  # prefix-affinity only: chosen for the prefix it holds
     affinity_tokens: int = 0  # prefix-affinity: prompt tokens the chosen replica is believed to hold
+    counterfactual: dict | None = None  # committed-first: what `cost` would have chosen (event extra)
 
 
 class GroupRuntime:
-    __slots__ = ("alias", "cfg", "deployments", "policy", "out_tokens", "limits", "weights", "rng", "affinity")
+    __slots__ = ("alias", "cfg", "deployments", "policy", "out_tokens", "limits", "weights", "rng", "affinity",
+                 "headroom", "mode")
 
     def __init__(self, alias: str, cfg: ModelGroup, deps: dict[str, DeploymentRuntime], prior_out: float,
                  seed: int = 0):
         self.alias, self.cfg, self.policy = alias, cfg, cfg.policy
         self.deployments = [deps[n] for n in cfg.deployments]
+        self.mode = self.deployments[0].cfg.mode  # chat | embedding (config: a group's deployments agree)
         self.out_tokens = Ewma(alpha=0.1, value=prior_out)
         self.limits = {d.name: cfg.in_flight_limit(d.name, d.max_in_flight) for d in self.deployments}
         self.weights = [float((cfg.weights or {}).get(d.name, 0.0)) for d in self.deployments]
@@ -116,6 +128,19 @@ class GroupRuntime:
             self.affinity = PrefixAffinityRouter(len(self.deployments), capacity_blocks=blocks,
                                                  load_factor=cfg.affinity_load_factor,
                                                  block_tokens=AFFINITY_BLOCK_BYTES // 4)
+        self.headroom = {}  # committed-first: deployment name -> its headroom model (gateway/committed.py)
+        if self.policy == "committed-first":
+            from tokenomy.gateway.committed import committed_of
+
+            for d in self.deployments:
+                c = committed_of(d.cfg, cfg.slo, self.limits[d.name])
+                if c is not None:
+                    self.headroom[d.name] = c
+
+    def full(self, d: DeploymentRuntime) -> bool:
+        """committed-first: a committed deployment with no SLO headroom left (checked at dispatch)."""
+        c = self.headroom.get(d.name)
+        return c is not None and d.in_flight >= c.capacity
 
     def at_capacity(self, d: DeploymentRuntime) -> bool:
         limit = self.limits[d.name]
@@ -144,7 +169,35 @@ class GroupRuntime:
             return self._cost_under_slo(input_tokens, pred)
         if policy == "prefix-affinity":
             return self._prefix_affinity(input_tokens, pred, prompt_prefix_hashes(body) if body else [])
+        if policy == "committed-first":
+            return self._committed_first(input_tokens, pred)
         return self._weighted(pred)
+
+    def _committed_first(self, input_tokens: int, pred: float) -> Decision:
+        slo = self.cfg.slo
+        ttft_slo = slo.ttft_ms if slo is not None else None
+        first, spill = [], []
+        for d in self.deployments:
+            c = self.headroom.get(d.name)
+            if c is None:
+                continue
+            fits = (d.breaker.available() and not self.at_capacity(d) and d.in_flight < c.capacity
+                    and (ttft_slo is None or c.ttft_ms(input_tokens) <= ttft_slo))
+            if fits:
+                first.append((c.marginal_usd(d.in_flight, input_tokens, pred), d.in_flight, d))
+            else:
+                spill.append((not d.breaker.available(), d.in_flight - c.capacity, d))
+        first.sort(key=lambda t: (t[0], t[1]))
+        spill.sort(key=lambda t: (t[0], t[1]))
+        others = [d for d in self.deployments if d.name not in self.headroom]
+        rest = self._cost_under_slo(input_tokens, pred, others) if others else None
+        order = [t[2] for t in first] + (rest.order if rest else []) + [t[2] for t in spill]
+        # the counterfactual: `cost` on list prices over the live deployments, whatever their load
+        cf = min(self.deployments, key=lambda d: (not d.breaker.available(), d.expected_cost_usd(input_tokens, pred)))
+        met = None if slo is None else bool(first) or bool(rest and rest.slo_met)
+        return Decision(order, pred, slo_met=met,
+                        counterfactual={"deployment": cf.name, "usd_per_mtok": _usd_per_mtok(cf),
+                                        "committed": sorted(self.headroom)})
 
     def _prefix_affinity(self, input_tokens: int, pred: float, hashes: list[int]) -> Decision:
         router = self.affinity
@@ -192,9 +245,9 @@ class GroupRuntime:
                 bad = max(bad, d.tpot_ms.value / slo.tpot_ms)
         return bad
 
-    def _cost_under_slo(self, input_tokens: int, pred: float) -> Decision:
+    def _cost_under_slo(self, input_tokens: int, pred: float, deps: list[DeploymentRuntime] | None = None) -> Decision:
         meeting, missing = [], []
-        for d in self.deployments:
+        for d in self.deployments if deps is None else deps:
             bad = self._slo_badness(d)
             ok = d.breaker.available() and bad <= 1.0 and not self.at_capacity(d)
             (meeting if ok else missing).append((d.expected_cost_usd(input_tokens, pred), bad, d))
@@ -378,7 +431,3 @@ class RouteRuntime:
                 "strong": chosen is self.candidates[-1], "served": chosen.alias,
                 "candidates": [{"model": g.alias, "expected_usd": round(c, 12), "deployment": d.name,
                                 "usd_per_mtok": _usd_per_mtok(d)} for g, c, d in priced]}
-
-
-def build_routes(gc: GatewayConfig, groups: dict[str, GroupRuntime]) -> dict[str, RouteRuntime]:
-    return {alias: RouteRuntime(alias, rg, groups) for alias, rg in gc.routing_groups.items()}

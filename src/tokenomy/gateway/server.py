@@ -47,7 +47,8 @@ def _banner(host: str, port: int, data_dir: Path, demo_key: str | None,
 
 
 async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
-                emit: Callable[[str], None] = print, create_demo: bool | None = None) -> None:
+                emit: Callable[[str], None] = print, create_demo: bool | None = None,
+                config_path: Path | None = None) -> None:
     from aiohttp import web
 
     from tokenomy.gateway.app import build_app
@@ -65,7 +66,7 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
         create_demo = not config.tenants and not config.keys
     boot = apply_identities(config, metering, create_demo=create_demo)
     _secrets(metering.generated_admin_key, boot.demo_key, emit)
-    app = build_app(config, metering)
+    app = build_app(config, metering, config_path=str(Path(config_path).resolve()) if config_path is not None else None)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.server.shutdown_timeout_s,
                            access_log=None)
     await runner.setup()
@@ -91,15 +92,35 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def on_hup() -> None:  # SIGHUP: reload deployments, groups and prices (gateway/reload.py)
+        task = loop.create_task(_reload_on_signal(app, emit))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await stop.wait()
         emit("shutting down: draining in-flight requests ...")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await front.shutdown(config.server.shutdown_timeout_s)  # stop listening, drain the fast path
         await runner.cleanup()  # stop listening, drain handlers, then app cleanup (ledger, emulators)
     emit("stopped")
+
+
+async def _reload_on_signal(app, emit: Callable[[str], None]) -> None:
+    """One log line either way: what changed, or why the new config was refused (old one kept)."""
+    from tokenomy.errors import ConfigError
+    from tokenomy.gateway.app import GATEWAY_KEY
+    from tokenomy.gateway.reload import reload_config, summary
+
+    try:
+        emit(summary(await reload_config(app[GATEWAY_KEY])) + " (SIGHUP)")
+    except ConfigError as exc:
+        emit(f"config reload refused (SIGHUP), the running config is kept: {exc}")
 
 
 def check_pricing(config: GatewayConfig) -> None:
@@ -116,7 +137,7 @@ def check_pricing(config: GatewayConfig) -> None:
     check_plans(config, config.groups())  # billing plans: valid, and downgrade groups exist
 
 
-def run(config: GatewayConfig, *, host: str, port: int, data_dir: Path) -> None:
+def run(config: GatewayConfig, *, host: str, port: int, data_dir: Path, config_path: Path | None = None) -> None:
     try:
         import uvloop
 
@@ -127,5 +148,5 @@ def run(config: GatewayConfig, *, host: str, port: int, data_dir: Path) -> None:
     def emit(line: str) -> None:
         print(line, flush=True)
 
-    runner(serve(config, host=host, port=port, data_dir=data_dir, emit=emit))
+    runner(serve(config, host=host, port=port, data_dir=data_dir, emit=emit, config_path=config_path))
     sys.stdout.flush()

@@ -302,7 +302,15 @@ function costPanels(c) {
     x.bill += p.bill_usd; x.allocated += p.allocated_usd; x.idle += p.idle_usd; byTs.set(p.ts, x);
   }
   const pts = [...byTs.values()].sort((a, b) => a.ts - b.ts);
+  const cf = c.totals.committed_first;  // committed-first vs cost routing on list prices (tokenomy route savings)
+  const committed = cf && cf.requests ? [panel("committed-first vs cost routing (same traffic)", cards([
+    ["Actual", fmtUSD(cf.actual_usd), "committed bill " + fmtUSD(cf.committed_bill_usd) + " + elsewhere " + fmtUSD(cf.api_usd)],
+    ["Cost routing", fmtUSD(cf.cost_routing_usd), "committed " + fmtUSD(cf.cost_routing_committed_bill_usd) + " + elsewhere " + fmtUSD(cf.cost_routing_api_usd)],
+    ["Saved", fmtUSD(cf.saved_usd), cf.saved_pct === null ? "" : cf.saved_pct.toFixed(1) + " %", Number(cf.saved_usd) >= 0 ? "good" : "bad"],
+    ["On committed capacity", fmtNum(cf.on_committed), fmtNum(cf.spilled) + " spilled of " + fmtNum(cf.requests)],
+  ]))] : [];
   return [
+    ...committed,
     panel("Real serving cost (tokenomy costs)", table(rows, [
       {key: "deployment", label: "deployment"}, {key: "hourly_usd", label: "$/h", num: true, fmt: fmtUSD},
       {key: "bill_usd", label: "bill", num: true, fmt: fmtUSD}, {key: "allocated_usd", label: "allocated", num: true, fmt: fmtUSD},

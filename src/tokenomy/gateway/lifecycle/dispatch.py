@@ -39,12 +39,17 @@ class Attempts:
     allows another try (after its backoff). At most policy.max_attempts; every attempt after the
     first spends a retry-budget token; a deployment whose breaker refuses is skipped."""
 
-    __slots__ = ("policy", "budget", "order", "pos", "tried", "again", "failures", "fits")
+    __slots__ = ("policy", "budget", "order", "pos", "tried", "again", "failures", "fits", "full", "deferred")
 
     def __init__(self, order: list[DeploymentRuntime], policy: RetryPolicy, budget: RetryBudget,
-                 fits: Callable[[DeploymentRuntime], Awaitable[bool]] | None = None):
-        self.policy, self.budget, self.order = policy, budget, order
+                 fits: Callable[[DeploymentRuntime], Awaitable[bool]] | None = None,
+                 full: Callable[[DeploymentRuntime], bool] | None = None):
+        self.policy, self.budget, self.order = policy, budget, list(order)
         self.fits = fits  # may this deployment be tried within the request's reservation (topped up)?
+        # committed-first: a committed deployment whose SLO headroom went while this request awaited
+        # is moved behind the others once (checked with no await before the caller takes the slot)
+        self.full = full
+        self.deferred: set[str] = set()
         self.pos = 0
         self.tried = 0
         self.again: list[tuple[DeploymentRuntime, float]] = []  # (deployment, delay before retrying it)
@@ -66,6 +71,11 @@ class Attempts:
                 return None
             if delay > 0:
                 await self.policy.sleep(delay)
+            if self.full is not None and d.name not in self.deferred and self.full(d) \
+                    and self.pos < len(self.order):
+                self.deferred.add(d.name)
+                self.order.append(d)
+                continue
             if not d.breaker.acquire():
                 continue
             self.tried += 1
@@ -88,7 +98,8 @@ class Dispatcher:
         fits = None
         if ctx.reservation is not None and ctx.allowance is not None:  # a hard budget to respect
             fits = lambda d: self._fits(ctx, d)  # noqa: E731
-        return Attempts(order, self.gw.retry_policy, self.gw.retry_budget, fits)
+        full = ctx.group.full if ctx.group.headroom else None
+        return Attempts(order, self.gw.retry_policy, self.gw.retry_budget, fits, full)
 
     async def _fits(self, ctx: RequestCtx, d: DeploymentRuntime) -> bool:
         """A deployment dearer than what is reserved is tried only if the reservation can be topped

@@ -70,6 +70,7 @@ class RequestCtx:
     plan: PlanState | None = None
     route: dict | None = None  # extra["route"] of a routed alias (quality router / cascade)
     part: dict | None = None  # extra of an auxiliary cascade call ({"route_part", "parent"})
+    counterfactual: dict | None = None  # committed-first: the deployment `cost` would have chosen
     prompt: str = ""  # the routed prompt (last user message)
     attempts: list[dict] = field(default_factory=list)  # failed attempts, as recorded in the event
     last_failure: Failure | None = None
