@@ -391,7 +391,8 @@ class Server(_Strict):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
     # Connection limits, on the lean front and aiohttp alike (gateway/fastpath.py): a request
-    # head must arrive within head_timeout_s of its first byte (else 408 + close); a keep-alive
+    # head must arrive within head_timeout_s of its first byte and its body within as long again
+    # (else 408 + close); a keep-alive
     # connection idle for idle_timeout_s is closed; at max_connections (default: min(10000, half
     # the open-file limit)) the longest-idle connection is closed to make room, else 503 + close.
     head_timeout_s: float = Field(default=10.0, gt=0)

@@ -365,6 +365,9 @@ def build_app(config: GatewayConfig | None, metering: Any, *, config_path: str |
     from tokenomy.gateway.messages import messages as anthropic_messages
 
     app.router.add_post("/v1/messages", anthropic_messages)  # Anthropic Messages API (gateway/messages)
+    from tokenomy.gateway.responses import responses
+
+    app.router.add_post("/v1/responses", responses)  # OpenAI Responses API on chat deployments (gateway/responses)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{model_id}", model_detail)
     app.router.add_post("/v1/feedback", feedback)

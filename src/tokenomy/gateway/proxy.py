@@ -135,8 +135,15 @@ class Gateway:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, f"request body too large: {request.content_length} bytes > limit {limit}",
                            code="request_too_large")
+        deadline_s = self.config.server.head_timeout_s
         try:
-            return await request.read()
+            # the body within head_timeout_s of its head, as on the lean front: a client that
+            # trickles (or never sends) its body holds a connection and a handler no longer
+            async with asyncio.timeout(deadline_s):
+                return await request.read()
+        except TimeoutError:
+            raise ApiError(408, f"request body not received within {deadline_s:g} s", code="request_timeout",
+                           headers={"Connection": "close"}) from None
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, f"request body too large: > limit {limit} bytes",
                            code="request_too_large") from None
