@@ -216,3 +216,18 @@ def test_usage_details_are_mapped():
     assert u == {"input_tokens": 30, "input_tokens_details": {"cached_tokens": 8}, "output_tokens": 12,
                  "output_tokens_details": {"reasoning_tokens": 7}, "total_tokens": 42}
     assert responses_usage(None)["total_tokens"] == 0
+
+
+async def test_routed_alias_and_rate_limit(fleet):
+    g, client = fleet
+    raw = await client.responses.with_raw_response.create(model="auto", input="Hello there", max_output_tokens=4)
+    r = raw.parse()
+    assert raw.headers["x-tokenomy-route-model"] in ("llama-3-8b", "llama-3-70b") and r.model == "auto"
+    (ev,) = g.metering.events("resp")
+    assert ev.model == raw.headers["x-tokenomy-route-model"] and ev.output_tokens == r.usage.output_tokens == 4
+    limited = AsyncOpenAI(base_url=g.url + "/v1", api_key=g.key("rpm", rpm=1), max_retries=0)
+    await limited.responses.create(model=MINI, input="one", max_output_tokens=2)
+    with pytest.raises(openai.RateLimitError):
+        await limited.responses.create(model=MINI, input="two", max_output_tokens=2, stream=True)
+    await limited.close()
+    assert len(g.metering.events("rpm")) == 1
