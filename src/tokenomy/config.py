@@ -235,6 +235,11 @@ class RoutingGroup(_Strict):
     router_models: dict[str, str] | None = None
     # Exactly one threshold kind (policy router):
     strong_share: float | None = Field(default=None, ge=0, le=1)  # target strong-call share, calibrated at start
+    # strong_share with Redis counters (counters.url / TOKENOMY_REDIS_URL): every this many decisions a
+    # replica merges its score histogram with the other replicas' (one cut for the fleet); 0 = per replica
+    share_sync_every: int = Field(default=32, ge=0, le=1_000_000)
+    # strong_share: how fast the cut follows live traffic (half-life in decisions; the start-up sample decays too)
+    share_half_life: float = Field(default=2000.0, ge=10, le=1e9)
     min_quality: float | None = Field(default=None, ge=0, le=1)  # cheapest candidate predicted >= this
     threshold: float | None = None  # raw router threshold
     max_usd_per_request: float | None = Field(default=None, gt=0)  # best candidate whose expected cost fits
