@@ -103,21 +103,26 @@ def test_cli_session_model_and_session_workload():
         load_workload("session:x")
 
 
-def _plan(tr, caching):
+def _plan(tr, caching, routing, ttft_ms):
     cat = load_catalog()
     req = PlanRequest(model=cat.model("llama-3.1-8b"), accelerators=(cat.accelerator("h100"),), slo_tpot_ms=60.0,
-                      slo_ttft_ms=8000.0, attainment_target=0.95, counts=(1,), prefix_caching=caching,
-                      routing="prefix-affinity")
+                      slo_ttft_ms=ttft_ms, attainment_target=0.95, counts=(1,), prefix_caching=caching,
+                      routing=routing)
     return plan_fleet(tr, req)
 
 
-@pytest.mark.parametrize("workload", ["mooncake", "session"])
-def test_planner_counts_cache_hits_same_slo_fewer_or_equal_gpus(workload, mooncake):
-    tr = scale_rate(head(mooncake, 1500), 2.0) if workload == "mooncake" else load_workload("session:6:240", seed=0)
-    on, off = _plan(tr, True), _plan(tr, False)
+# (workload, routing, TTFT SLO ms, GPUs measured with / without the cache; deterministic simulations)
+CASES = [("mooncake", "prefix-affinity", 8000.0, (10, 12)),
+         ("session:6:240", "prefix-affinity", 8000.0, (8, 8)),
+         ("session:6:600", "least-loaded", 4000.0, (10, 11))]
+
+
+@pytest.mark.parametrize("workload,routing,ttft_ms,measured", CASES)
+def test_planner_counts_cache_hits_same_slo_fewer_or_equal_gpus(workload, routing, ttft_ms, measured, mooncake):
+    tr = scale_rate(head(mooncake, 1500), 2.0) if workload == "mooncake" else load_workload(workload, seed=0)
+    on, off = _plan(tr, True, routing, ttft_ms), _plan(tr, False, routing, ttft_ms)
     for p in (on, off):
         assert p["meets_target"]
     gpus = lambda p: sum(a["devices"] for a in p["assignments"])  # noqa: E731
     assert gpus(on) <= gpus(off) and on["usd_per_hour"] <= off["usd_per_hour"]
-    if workload == "mooncake":  # measured 10 vs 12 H100 (deterministic simulation)
-        assert gpus(on) < gpus(off)
+    assert (gpus(on), gpus(off)) == measured
