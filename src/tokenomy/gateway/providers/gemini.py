@@ -218,6 +218,27 @@ class GeminiStreamDecoder:
         return [{**chunk(self._id, self._model, self._created, {}), "choices": [], "usage": self.usage}]
 
 
+def _embeddings_from_gemini(obj: object, model: str, encoding_format: str) -> dict | ProviderError:
+    """batchEmbedContents' {"embeddings": [{"values"}], "usageMetadata"?} as OpenAI's embedding list
+    (no usage when Gemini reports no token count: the gateway counts, marked estimated)."""
+    from tokenomy.gateway.embeddings import encode_vector
+
+    embs = obj.get("embeddings") if isinstance(obj, dict) else None
+    if not isinstance(embs, list) or not all(isinstance(e, dict) and isinstance(e.get("values"), list) for e in embs):
+        return garbage("Gemini embedding response has no embeddings[].values")
+    try:
+        data = [{"object": "embedding", "index": i, "embedding": encode_vector(e["values"], encoding_format)}
+                for i, e in enumerate(embs)]
+    except (TypeError, ValueError):
+        return garbage("Gemini embedding values are not numbers")
+    out: dict = {"object": "list", "data": data, "model": model}
+    um = obj.get("usageMetadata")
+    n = um.get("promptTokenCount") if isinstance(um, dict) else None
+    if type(n) is int and n >= 0:
+        out["usage"] = {"prompt_tokens": n, "total_tokens": n}
+    return out
+
+
 class GeminiAdapter:
     provider = "gemini"
     passthrough = False
@@ -237,6 +258,8 @@ class GeminiAdapter:
         return f"{base}/{ver}/models/{d.model}"
 
     def build_request(self, body: dict, d, *, stream: bool, kind: str = "chat") -> UpstreamRequest | ProviderError:
+        if kind == "embeddings":
+            return self.embed_request(body, d)
         got = tr.translated(kind, self.provider, lambda: to_gemini(body))
         if isinstance(got, ProviderError):
             return got
@@ -245,11 +268,30 @@ class GeminiAdapter:
         return UpstreamRequest(self.model_url(d) + op, self.headers, orjson.dumps(req), tuple(warnings),
                                json_mode=tr.json_format(body) is not None)
 
+    def embed_request(self, body: dict, d) -> UpstreamRequest | ProviderError:
+        """POST /v1/embeddings as batchEmbedContents: one request per input (text only), `dimensions`
+        as outputDimensionality (ai.google.dev/api/embeddings, checked 2026-12)."""
+        from tokenomy.gateway.embeddings import embedding_inputs
+
+        inputs = embedding_inputs(body)  # validated at admission
+        if any(isinstance(x, list) for x in inputs):
+            return tr.BadRequest("Gemini embeds text: send strings, not token ids", "input").error
+        one: dict = {"model": f"models/{d.model}"}
+        if body.get("dimensions"):
+            one["outputDimensionality"] = body["dimensions"]
+        reqs = [{**one, "content": {"parts": [{"text": x}]}} for x in inputs]
+        warnings = ("dropped unsupported field(s) for this provider: user",) if body.get("user") else ()
+        return UpstreamRequest(self.model_url(d) + ":batchEmbedContents", self.headers,
+                               orjson.dumps({"requests": reqs}), warnings, kind="embeddings",
+                               encoding_format=body.get("encoding_format") or "float")
+
     def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
                        req: UpstreamRequest | None = None) -> dict | ProviderError:
         obj = answer_object(status, raw, "Gemini response")
         if isinstance(obj, ProviderError):
             return obj
+        if req is not None and req.kind == "embeddings":
+            return _embeddings_from_gemini(obj, self.cfg.upstream_model, req.encoding_format)
         if not ("candidates" in obj or "promptFeedback" in obj):
             return garbage("Gemini response has no candidates")
         return from_gemini(obj, self.cfg.upstream_model)
@@ -300,6 +342,11 @@ class VertexAdapter(GeminiAdapter):
                     import aiohttp
                     raise aiohttp.ClientConnectionError(f"vertex credential refresh failed: {exc}") from None
             self.headers = {**self.headers, "authorization": f"Bearer {self._creds.token}"}
+
+    def embed_request(self, body: dict, d) -> UpstreamRequest | ProviderError:
+        # Vertex embeds through :predict (instances), not batchEmbedContents: not implemented yet.
+        return tr.BadRequest("embeddings on provider vertex are not supported yet (use provider gemini, "
+                             "openai or azure)", "model").error
 
     def model_url(self, d) -> str:
         base = (d.base_url or f"https://{self.region}-aiplatform.googleapis.com").removesuffix("/v1")
