@@ -102,7 +102,8 @@ function table(rows, cols, opts) {
   const head = el("tr", {}, cols.map((c) => el("th", {class: c.num ? "num" : "", text: c.label, ...(c.title ? {title: c.title} : {})})));
   const body = rows.map((r) => el("tr", {}, cols.map((c) => {
     const v = c.render ? c.render(r) : (c.fmt ? c.fmt(r[c.key]) : (r[c.key] ?? "–"));
-    return el("td", {class: c.num ? "num" : ""}, v instanceof Node ? v : String(v));
+    const long = !(v instanceof Node) && String(v).length > 34;  // shortened by CSS: the full text as a tooltip
+    return el("td", {class: c.num ? "num" : "", ...(long ? {title: String(v)} : {})}, v instanceof Node ? v : String(v));
   })));
   return el("div", {class: "table-wrap"}, el("table", {}, el("thead", {}, head), el("tbody", {}, body)));
 }
@@ -137,6 +138,7 @@ function lineChart(title, xs, series, yFmt, emptyText) {
         values: (u, vals) => vals.map((v) => (s.fmt ? s.fmt(v) : fmtNum(v, 3)))});
     }
     const u = new uPlot(opts, [xs, ...series.map((s) => s.values)], box);
+    for (const lab of box.querySelectorAll(".u-legend .u-label")) lab.title = lab.textContent;  // shortened by CSS
     state.charts.push(u);
   });
   return wrap;
