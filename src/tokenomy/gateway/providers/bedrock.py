@@ -39,8 +39,8 @@ from urllib.parse import quote
 import orjson
 
 from tokenomy.gateway.providers import translate as tr
-from tokenomy.gateway.providers.base import (ProviderError, UpstreamRequest, chunk, classify_error, garbage,
-                                             resolved_headers, usage_dict)
+from tokenomy.gateway.providers.base import (ProviderError, UpstreamRequest, answer_object, chunk, classify_error,
+                                             garbage, resolved_headers, usage_dict)
 from tokenomy.gateway.upstream import MAX_EVENT_BYTES, UpstreamTooLarge
 
 JSON_TOOL = "json_response"
@@ -55,67 +55,28 @@ _ERROR_STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 429, "Ser
                  "AccessDeniedException": 403, "ResourceNotFoundException": 404}
 
 
+def _image(kind: str, media: str, data: str) -> dict:
+    if kind != "base64":
+        raise tr.BadRequest("Bedrock Converse takes images as bytes only: send a data: URL", "messages")
+    fmt = _FORMATS.get(media)
+    if fmt is None:
+        raise tr.BadRequest(f"image type {media} is not supported by Bedrock (png, jpeg, gif, webp)", "messages")
+    return {"image": {"format": fmt, "source": {"bytes": data}}}
+
+
 def _content(content) -> list[dict]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise tr.BadRequest("message 'content' must be a string or an array of content parts", "messages")
-    out = []
-    for p in content:
-        t = p.get("type") if isinstance(p, dict) else None
-        if t == "text":
-            out.append({"text": str(p.get("text", ""))})
-        elif t == "image_url":
-            kind, media, data = tr.image_source(p)
-            if kind != "base64":
-                raise tr.BadRequest("Bedrock Converse takes images as bytes only: send a data: URL", "messages")
-            fmt = _FORMATS.get(media)
-            if fmt is None:
-                raise tr.BadRequest(f"image type {media} is not supported by Bedrock (png, jpeg, gif, webp)", "messages")
-            out.append({"image": {"format": fmt, "source": {"bytes": data}}})
-        else:
-            raise tr.BadRequest(f"content part type {t!r} is not supported by Bedrock deployments", "messages")
-    return out
+    return tr.content_parts(content, "Bedrock", text=lambda t: {"text": t}, image=_image)
 
 
 def to_converse(body: dict, default_max_tokens: int) -> tuple[dict, list[str]]:
     tr.check_n(body)
     warnings = tr.common_warnings(body, extra_dropped=("user", "parallel_tool_calls"))
-    system: list[dict] = []
-    msgs: list[dict] = []
-
-    def push(role: str, blocks: list[dict]) -> None:
-        if not blocks:
-            return
-        if msgs and msgs[-1]["role"] == role:
-            msgs[-1]["content"].extend(blocks)
-        else:
-            msgs.append({"role": role, "content": blocks})
-
-    for m in tr.messages(body):
-        role = m.get("role")
-        if role in ("system", "developer"):
-            text = tr.text_of(m.get("content"))
-            if text:
-                system.append({"text": text})
-        elif role == "user":
-            push("user", _content(m.get("content")))
-        elif role == "assistant":
-            blocks = _content(m.get("content"))
-            for tc in m.get("tool_calls") or ():
-                f = tc.get("function") or {}
-                blocks.append({"toolUse": {"toolUseId": tc.get("id") or "", "name": f.get("name") or "",
-                                           "input": tr.tool_args(f.get("arguments"))}})
-            push("assistant", blocks)
-        elif role == "tool":
-            push("user", [{"toolResult": {"toolUseId": m.get("tool_call_id") or "",
-                                          "content": [{"text": tr.text_of(m.get("content"))}]}}])
-        else:
-            raise tr.BadRequest(f"message role {role!r} is not supported", "messages")
-    if not msgs:
-        raise tr.BadRequest("Bedrock needs at least one user or assistant message", "messages")
+    texts, msgs = tr.conversation(
+        body, "Bedrock", parts=_content,
+        tool_call=lambda cid, name, args: {"toolUse": {"toolUseId": cid, "name": name, "input": args}},
+        tool_result=lambda m: {"toolResult": {"toolUseId": m.get("tool_call_id") or "",
+                                              "content": [{"text": tr.text_of(m.get("content"))}]}})
+    system = [{"text": t} for t in texts]
     req: dict = {"messages": msgs}
     if system:
         req["system"] = system
@@ -369,12 +330,10 @@ class BedrockAdapter:
     def build_request(self, body: dict, d, *, stream: bool, kind: str = "chat") -> UpstreamRequest | ProviderError:
         if kind == "embeddings":
             return self.embed_request(body, d)
-        if kind != "chat":
-            return tr.BadRequest("Bedrock deployments serve chat completions only", "model").error
-        try:
-            req, warnings = to_converse(body, self.default_max_tokens)
-        except tr.BadRequest as exc:
-            return exc.error
+        got = tr.translated(kind, "Bedrock", lambda: to_converse(body, self.default_max_tokens))
+        if isinstance(got, ProviderError):
+            return got
+        req, warnings = got
         base = d.base_url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
         url = f"{base}/model/{quote(d.model, safe='')}/{'converse-stream' if stream else 'converse'}"
         data = orjson.dumps(req)
@@ -397,13 +356,12 @@ class BedrockAdapter:
                        req: UpstreamRequest | None = None) -> dict | ProviderError:
         if status >= 400:
             return _error(status, headers, raw)
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return garbage(f"invalid JSON in Bedrock response: {exc}")
+        obj = answer_object(status, raw, "Bedrock response")
+        if isinstance(obj, ProviderError):
+            return obj
         if req is not None and req.kind == "embeddings":
             return _embeddings_from_bedrock(obj, headers, self.cfg.upstream_model, req.encoding_format)
-        if not isinstance(obj, dict) or "output" not in obj:
+        if "output" not in obj:
             return garbage("Bedrock response has no output")
         return from_converse(obj, req is not None and req.json_mode, self.cfg.upstream_model)
 
