@@ -136,12 +136,16 @@ def quantile(sorted_values: list[float], q: float) -> float:
 
 
 async def _load(url: str, key: str, rps: float, count: int, duration_s: float,
-                timeout_s: float, seed: int) -> dict:
+                timeout_s: float, seed: int, *, body: bytes | None = None, headers: dict[str, str] | None = None,
+                marker: bytes = b'"choices"') -> dict:
+    """One open-loop run. `body` / `headers` / `marker` (what a good answer contains): a chat
+    request with the key by default; benchmarks/provider_overhead.py sends providers' own."""
     import aiohttp
 
     rng = random.Random(seed)
-    body = json.dumps(REQUEST_BODY).encode()
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    body = json.dumps(REQUEST_BODY).encode() if body is None else body
+    if headers is None:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     latencies_ms: list[float] = []
     errors: list[str] = []
     connector = aiohttp.TCPConnector(limit=512, force_close=False)
@@ -159,7 +163,7 @@ async def _load(url: str, key: str, rps: float, count: int, duration_s: float,
                     if resp.status != 200:
                         errors.append(f"HTTP {resp.status}: {payload[:160]!r}")
                         return
-                    if b'"choices"' not in payload:
+                    if marker not in payload:
                         errors.append(f"bad body: {payload[:160]!r}")
                         return
                 latencies_ms.append((clock() - scheduled) * 1000.0)
@@ -365,15 +369,16 @@ def _gateway_env(src: str | None) -> dict[str, str]:
 
 
 def start_gateway(procs: Procs, work: Path, upstream_base_url: str, name: str = "tokenomy",
-                  src: str | None = None) -> tuple[str, str]:
-    """Start `tokenomy up` against the upstream; returns (chat URL, tenant key)."""
+                  src: str | None = None, config: dict | None = None,
+                  extra_env: dict[str, str] | None = None) -> tuple[str, str]:
+    """Start `tokenomy up` against the upstream (or with `config`); returns (chat URL, tenant key)."""
     import yaml
 
     tokenomy = str(Path(sys.executable).with_name("tokenomy"))
     data_dir = work / f"{name}-data"
     cfg = work / "tokenomy.yaml"
-    cfg.write_text(yaml.safe_dump(gateway_config(upstream_base_url), sort_keys=False))
-    env = _gateway_env(src)
+    cfg.write_text(yaml.safe_dump(config or gateway_config(upstream_base_url), sort_keys=False))
+    env = {**_gateway_env(src), **(extra_env or {})}
     created = subprocess.run([tokenomy, "keys", "create", "--tenant", "bench", "--data-dir", str(data_dir), "--json"],
                              capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
     if created.returncode != 0:

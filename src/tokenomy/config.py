@@ -107,6 +107,12 @@ class Deployment(_Strict):
     # that reject the field (tokens are then counted by tokenomy.tokens, marked estimated).
     stream_usage: bool = True
     max_in_flight: int | None = Field(default=None, ge=1)
+    # What the deployment serves: chat (chat + text completions) or embedding (POST /v1/embeddings).
+    # A model group serves one mode (its deployments agree); LiteLLM's price map calls this `mode`.
+    mode: Literal["chat", "embedding"] = "chat"
+    # embedding: the model's native vector size; requests asking for more `dimensions` get a 400
+    # (None: not checked by the gateway, the upstream decides).
+    embedding_dimensions: int | None = Field(default=None, ge=1)
     # The model's output limit (tokens): caps the max_tokens the gateway sets for a budgeted
     # request that set none (default: defaults.max_tokens).
     max_output_tokens: int | None = Field(default=None, ge=1)
@@ -366,7 +372,8 @@ class Server(_Strict):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
     # Connection limits, on the lean front and aiohttp alike (gateway/fastpath.py): a request
-    # head must arrive within head_timeout_s of its first byte (else 408 + close); a keep-alive
+    # head must arrive within head_timeout_s of its first byte and its body within as long again
+    # (else 408 + close); a keep-alive
     # connection idle for idle_timeout_s is closed; at max_connections (default: min(10000, half
     # the open-file limit)) the longest-idle connection is closed to make room, else 503 + close.
     head_timeout_s: float = Field(default=10.0, gt=0)
@@ -517,6 +524,10 @@ class GatewayConfig(_Strict):
                 if d not in names:
                     raise ValueError(f"model_groups.{alias}.deployments: unknown deployment '{d}' "
                                      f"(known: {', '.join(names)})")
+            modes = sorted({next(x.mode for x in self.deployments if x.name == d) for d in group.deployments})
+            if len(modes) > 1:
+                raise ValueError(f"model_groups.{alias}.deployments: a group serves one mode; it mixes {' and '.join(modes)}"
+                                 " deployments")
         known_groups = sorted(set(self.model_groups) | set(names))
         for alias, rg in self.routing_groups.items():
             if alias in known_groups:
@@ -525,6 +536,9 @@ class GatewayConfig(_Strict):
                 if c not in known_groups:
                     raise ValueError(f"routing_groups.{alias}.candidates: unknown model group '{c}' "
                                      f"(known: {', '.join(known_groups)})")
+                if self._group_mode(c) != "chat":
+                    raise ValueError(f"routing_groups.{alias}.candidates: '{c}' serves embeddings; routed aliases "
+                                     "pick among chat models")
             judge = rg.cascade.judge if rg.cascade is not None else None
             if judge is not None and judge.model not in known_groups:
                 raise ValueError(f"routing_groups.{alias}.cascade.judge.model: unknown model group '{judge.model}' "
@@ -537,6 +551,11 @@ class GatewayConfig(_Strict):
             if tenants and k.tenant not in tenants:
                 raise ValueError(f"keys[{i}].tenant: unknown tenant '{k.tenant}'")
         return self
+
+    def _group_mode(self, alias: str) -> str:
+        g = self.model_groups.get(alias)
+        first = g.deployments[0] if g is not None else alias
+        return next((d.mode for d in self.deployments if d.name == first), "chat")
 
     def groups(self) -> dict[str, ModelGroup]:
         """Model groups, plus one implicit single-deployment group per deployment name not
@@ -602,7 +621,8 @@ def load_config(path: str | Path | None) -> GatewayConfig:
 
 def default_config(time_scale: float = 1.0) -> GatewayConfig:
     """The default emulated fleet: llama-3-8b on L4 and on H100 (one group, policy cost),
-    llama-3-70b on 4 x H100, gpt-4o-mini emulated but priced from the real price map, and the
+    llama-3-70b on 4 x H100, gpt-4o-mini and text-embedding-3-small (embeddings) emulated but
+    priced from the real price map, and the
     routed alias `auto` (llama-3-8b -> llama-3-70b, quality router, strong_share 0.3)."""
 
     def emu(name: str, model: str, acc: str, count: int, pricing: dict, served: str) -> dict:
@@ -620,11 +640,17 @@ def default_config(time_scale: float = 1.0) -> GatewayConfig:
             # but priced from the real price map.
             emu("gpt-4o-mini@openai-emulated", "llama-3-8b", "h100", 1, {"price_map": "gpt-4o-mini"},
                 "gpt-4o-mini"),
+            # An embedding model (POST /v1/embeddings): emulated (prefill timing of an 8B-class model
+            # on H100), priced from the price map ($0.02 / Mtok), 1,536 dimensions (OpenAI's docs).
+            {**emu("text-embedding-3-small@openai-emulated", "llama-3-8b", "h100", 1,
+                   {"price_map": "text-embedding-3-small"}, "text-embedding-3-small"),
+             "mode": "embedding", "embedding_dimensions": 1536},
         ],
         "model_groups": {
             "llama-3-8b": {"deployments": ["llama-3-8b@l4", "llama-3-8b@h100"], "policy": "cost"},
             "llama-3-70b": {"deployments": ["llama-3-70b@4xh100"]},
             "gpt-4o-mini": {"deployments": ["gpt-4o-mini@openai-emulated"]},
+            "text-embedding-3-small": {"deployments": ["text-embedding-3-small@openai-emulated"]},
         },
         # `model: auto`: the shipped quality router picks llama-3-8b or llama-3-70b per prompt,
         # sending about 30% of a typical prompt mix to the 70B model.

@@ -219,3 +219,25 @@ async def test_the_dashboard_shows_the_same_savings(tmp_path):
     # three lone requests (batch 1) on an otherwise idle H100: the energy they add (idle -> busy power)
     # costs more than the cheap API would have; the figure says so rather than claiming a saving
     assert Decimal(got["saved_usd"]) < 0 and got["cost_routing_api_usd"] == "0.000088"
+
+
+async def test_a_stream_goes_to_committed_capacity_and_records_the_counterfactual(tmp_path):
+    import openai
+
+    sys.path.insert(0, str(ROOT / "tests" / "gateway"))
+    from gw_helpers import gateway
+
+    async with gateway(bench.fleet_config("committed-first", time_scale=0.05), tmp_path / "data") as g:
+        client = openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=g.key("acme"), max_retries=0)
+        async with client.chat.completions.with_streaming_response.create(
+                model="llama", max_tokens=16, stream=True, messages=[{"role": "user", "content": "hi"}]) as r:
+            assert r.headers["x-tokenomy-deployment"] == bench.OWNED
+            rid = r.headers["x-tokenomy-request-id"]
+            chunks = [c async for c in await r.parse()]
+        await client.close()
+        assert chunks and g.gw.deployments[bench.OWNED].in_flight == 0
+    store = CapacityStore(path=tmp_path / "data" / "ledger.db")
+    (raw,) = store.db.run("SELECT json_extract(extra, '$.counterfactual') FROM events WHERE id = ?", (rid,))[0]
+    store.close()
+    assert json.loads(raw) == {"deployment": bench.API, "usd_per_mtok": ["0.02", "0.02", "0.04", "0.04"],
+                               "committed": [bench.OWNED]}

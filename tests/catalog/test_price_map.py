@@ -64,9 +64,11 @@ def test_lookup_by_provider_prefix_case_and_close_matches(pm):
 
 
 def test_shipped_map_is_text_models_and_skips_entries_without_token_prices(pm):
-    assert len(pm) + len(pm.skipped) == 3708  # chat/completion/responses entries shipped
+    assert len(pm) + len(pm.skipped) == 3865  # chat/completion/responses/embedding entries shipped
     assert len(pm) > 3400 and len(pm.skipped) > 0
-    assert {p.mode for p in pm.all()} <= {"chat", "completion", "responses"}
+    assert {p.mode for p in pm.all()} <= {"chat", "completion", "responses", "embedding"}
+    emb = pm.get("text-embedding-3-small")  # the default fleet's embedding model
+    assert (emb.mode, emb.tiers["standard"].input, emb.tiers["standard"].output) == ("embedding", 2e-8, 0.0)
     assert "azure/container" in pm.skipped  # a chat-mode entry priced per session, not per token
 
 

@@ -369,3 +369,51 @@ def test_plans_page_shows_pricing_plans_as_cards_and_tenants_against_their_caps(
     finally:
         ctx.close()
         server.stop()
+
+
+def test_deployments_page_shows_committed_first_against_cost_routing(tmp_path, browser):
+    """The costs API's committed-first figures (tokenomy route savings) as cards on the Deployments page."""
+    from decimal import Decimal
+
+    from tokenomy.allocation.recorder import CapacityRecorder
+    from tokenomy.allocation.savings import committed_savings
+    from tokenomy.allocation.spec import CostSpec
+    from tokenomy.allocation.store import CapacityStore
+    from tokenomy.metering import Metering, UsageEvent
+
+    from .conftest import ADMIN_KEY
+
+    t0 = 1_800_000_000  # a fixed window: the page is asked for it
+    m = Metering.open(tmp_path / "data", admin_key=ADMIN_KEY)
+    m.create_tenant("acme", exist_ok=True)
+    store = CapacityStore(path=tmp_path / "data" / "ledger.db")
+    own = CostSpec("own@h100", "llama-3-8b", "h100", 1, "bf16", "us-va", 2048, None, 1.0, ownership=True)
+    CapacityRecorder(store, [own], interval_s=60, clock=lambda: t0 + 0.5).tick()
+    cf = {"deployment": "api", "usd_per_mtok": ["0.02", "0.02", "0.04", "0.04"], "committed": ["own@h100"]}
+    for i, dep in enumerate(["own@h100"] * 12 + ["api"] * 5):
+        assert m.commit_blocking(UsageEvent(
+            id=f"r{i}", ts=t0 + 10 + i, tenant="acme", key_id="k", model="llama", deployment=dep, input_tokens=100,
+            cached_input_tokens=0, output_tokens=500, reasoning_tokens=0, cost_usd=Decimal("0.000022"),
+            price_usd=Decimal("0.000022"), energy_joules=1.0, ttft_ms=10.0, latency_ms=8000.0, status="ok",
+            extra={"policy": "committed-first", "counterfactual": cf}))
+    want = committed_savings(store, t0, t0 + 60)
+    store.close()
+    server = ServerThread(m).start()
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    try:
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        _login(page, server.url, ADMIN_KEY)
+        page.goto(f"{server.url}/dashboard/deployments?since={t0}&until={t0 + 60}")
+        _loaded(page)
+        assert page.get_attribute("body", "data-loaded") != "error", page.inner_text("#status")
+        panel = page.locator("section", has_text="committed-first vs cost routing (same traffic)")
+        text = panel.inner_text()
+        assert "12 spilled of 17" not in text and "5 spilled of 17" in text  # 12 on the owned H100
+        assert "Cost routing" in text and "Saved" in text and "Real serving cost" in page.inner_text("main")
+        assert want["requests"] == 17 and want["spilled"] == 5 and not errors
+    finally:
+        ctx.close()
+        server.stop()
+        m.shutdown()

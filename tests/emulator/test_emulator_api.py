@@ -164,3 +164,18 @@ async def test_energy_reported_and_sums_to_engine_total(emu) -> None:
     assert stats["energy_joules"] == pytest.approx(total, rel=1e-9)
     # J/token at batch 1 on an H100 is of order joules, not milli- or kilo-joules
     assert 0.1 < total / 30 < 20
+
+
+async def test_weight_and_kv_formats_set_the_twins_kv_capacity(make_emulator) -> None:
+    """The emulator builds the same step model as the simulator: int4 weights + fp8 KV hold far
+    more KV tokens on an L4 than bf16 (and /emulator/stats says which formats it runs)."""
+    caps = {}
+    for dtype, kv in (("bf16", "bf16"), ("int4-awq", "fp8")):
+        async with make_emulator(accelerator="l4", dtype=dtype, kv_dtype=kv) as (base_url, client):
+            r = await client.chat.completions.create(model="llama-3-8b", messages=MESSAGES, max_tokens=2)
+            assert r.usage.completion_tokens == 2
+            async with httpx.AsyncClient() as http:
+                stats = (await http.get(base_url.removesuffix("/v1") + "/emulator/stats")).json()
+            assert (stats["dtype"], stats["kv_dtype"]) == (dtype, kv)
+            caps[dtype] = stats["max_kv_tokens"]
+    assert caps["int4-awq"] > 3 * caps["bf16"]

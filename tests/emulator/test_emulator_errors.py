@@ -78,9 +78,23 @@ async def test_unknown_model_is_404(emu) -> None:
 
 async def test_unknown_route_is_json_404(emu) -> None:
     base_url, _ = emu
-    r = await _post(base_url, "/embeddings", json={})
+    r = await _post(base_url, "/images/generations", json={})
     assert r.status_code == 404
     assert _error(r)["code"] == "not_found"
+
+
+async def test_embeddings_bad_input_is_an_openai_400(emu) -> None:
+    base_url, _ = emu
+    r = await _post(base_url, "/embeddings", json={})
+    assert r.status_code == 400 and _error(r)["param"] == "model"
+    r = await _post(base_url, "/embeddings", json={"model": "llama-3-8b", "input": ""})
+    assert r.status_code == 400 and (_error(r)["param"], _error(r)["code"]) == ("input", "invalid_value")
+    r = await _post(base_url, "/embeddings", json={"model": "llama-3-8b", "input": "x", "dimensions": 1537})
+    assert r.status_code == 400 and _error(r)["param"] == "dimensions"
+    r = await _post(base_url, "/embeddings", json={"model": "llama-3-8b", "input": "word " * 9000})
+    assert r.status_code == 400 and _error(r)["code"] == "context_length_exceeded"
+    r = await _post(base_url, "/embeddings", json={"model": "gpt-9", "input": "x"})
+    assert r.status_code == 404 and _error(r)["code"] == "model_not_found"
 
 
 async def test_body_size_limit_is_413(make_emulator) -> None:

@@ -56,6 +56,13 @@ def test_min_passing_count_finds_the_threshold_with_few_evaluations():
         assert n == threshold
         assert len(calls) == len(set(calls)) <= 9  # doubling + bisection, no repeats
     assert min_passing_count(lambda n: n >= 70, hint=10, n_max=64) is None
+    # not monotone on small fleets (the audit: 3 A10G pass, 4 fail, 5 pass): below 8, every count under the answer is tried
+    calls = []
+    assert min_passing_count(lambda n: calls.append(n) or n in (3, 5, 6, 7, 8), hint=5, n_max=16) == 3
+    assert sorted(calls) == [1, 2, 3, 5]  # bisection 5, 2, 3, then the scan of 1 (2 cached)
+    lonely = (1, 5, 6, 7, 8, 9)  # bisection from 5 sees 2, 3, 4 fail and stops at 5; the scan finds 1
+    assert min_passing_count(lambda n: n in lonely, hint=5, n_max=16, scan_below=0) == 5
+    assert min_passing_count(lambda n: n in lonely, hint=5, n_max=16) == 1
     assert min_passing_count(lambda n: True, hint=10, n_max=0) is None
 
 
@@ -182,3 +189,19 @@ def test_sweep_plot_without_sweep_and_overlong_fail_are_one_line_errors(tmp_path
              "--no-verify", "--json")
     assert p.returncode == 2 and "exceed llama-2-7b's context length of 4096" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_type_the_analytic_model_rules_out_is_still_judged_by_the_simulator(catalog, make_sm):
+    # the planner audit's code x1, TPOT 40 ms setting: one bucket has no analytic A10G operating
+    # point, yet 3 pooled A10G pass in simulation (and 4 do not: attainment is not monotone here)
+    from tokenomy.fleet.workload import load_trace
+
+    tr = window(load_trace("code"), 0, 30)
+    out = plan_fleet(tr, _req(catalog, slo_tpot_ms=40.0))
+    kept = _fits(tr)
+    assert [_pooled_attainment(make_sm, kept, "a10g", n, slo_tpot_ms=40.0) >= 0.99 for n in (2, 3, 4)] == [
+        False, True, False]
+    assert out["found_by"] == "pooled a10gx1/bf16"
+    assert out["usd_per_hour"] == pytest.approx(3 * 1.006)
+    assert out["usd_per_hour"] < 27.44705 / 8  # cheaper than the one A100 it chose before
+    assert out["meets_target"] and out["slo_attainment"] >= 0.99

@@ -43,9 +43,14 @@ def stub_app() -> web.Application:
         await resp.write_eof()
         return resp
 
+    async def embeddings(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "model": "stub", "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                                  "data": [{"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}]})
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", handle)
     app.router.add_post("/v1/completions", handle)
+    app.router.add_post("/v1/embeddings", embeddings)
     return app
 
 
@@ -112,7 +117,10 @@ def running_gateway(data_dir: Path):
             runners.append(stub_runner)
             dep = {"name": "d1", "base_url": stub_url + "/v1", "model": "d1",
                    "pricing": {"list": {"input": 3.0, "output": 15.0}}}
-            data = {"deployments": [dep], "model_groups": {"m": {"deployments": ["d1"]}}}
+            emb = {"name": "e1", "base_url": stub_url + "/v1", "model": "e1", "mode": "embedding",
+                   "embedding_dimensions": 2, "pricing": {"list": {"input": 0.02, "output": 0.0}}}
+            data = {"deployments": [dep, emb], "model_groups": {"m": {"deployments": ["d1"]},
+                                                                "e": {"deployments": ["e1"]}}}
             cfg = parse_config(data, "<fuzz>")
             config_file = Path(data_dir) / "tokenomy.yaml"  # POST /admin/reload re-reads it (unchanged)
             config_file.write_text(__import__("yaml").safe_dump(data))

@@ -10,8 +10,8 @@ import schemathesis
 
 from tokenomy.gateway.openapi import spec
 
-ROUTES = {("post", "/v1/chat/completions"), ("post", "/v1/completions"), ("get", "/v1/models"),
-          ("get", "/v1/models/{model_id}"), ("post", "/v1/messages"),
+ROUTES = {("post", "/v1/chat/completions"), ("post", "/v1/completions"), ("post", "/v1/embeddings"),
+          ("get", "/v1/models"), ("get", "/v1/models/{model_id}"), ("post", "/v1/messages"),
           ("post", "/v1/feedback"), ("get", "/health"), ("get", "/metrics"), ("get", "/admin/usage"),
           ("post", "/admin/keys"), ("get", "/admin/keys"), ("post", "/admin/reload"), ("get", "/openapi.json")}
 

@@ -28,8 +28,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # parameters are ignored, as HTTP APIs do, and the test replaces the Authorization header the
 # negative mode would drop.)
 BODY_CHECKS = [*CHECKS, negative_data_rejection]
-OPERATIONS = [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
-              ("GET", "/v1/models/{model_id}"), ("POST", "/v1/messages"),
+OPERATIONS = [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
+              ("GET", "/v1/models"), ("GET", "/v1/models/{model_id}"), ("POST", "/v1/messages"),
               ("POST", "/v1/feedback"), ("GET", "/health"), ("GET", "/metrics"), ("GET", "/admin/usage"),
               ("POST", "/admin/keys"), ("GET", "/admin/keys"), ("POST", "/admin/reload"), ("GET", "/openapi.json")]
 
@@ -50,9 +50,11 @@ def test_served_spec_lists_every_operation_and_the_live_models(schema, fuzz_gate
     models = requests.get(fuzz_gateway.url + "/v1/models", timeout=10,
                           headers={"Authorization": f"Bearer {fuzz_gateway.tenant_key}"}).json()
     served = sorted(m["id"] for m in models["data"])
-    assert "m" in served
-    for req in ("ChatCompletionRequest", "CompletionRequest"):
-        assert raw["components"]["schemas"][req]["properties"]["model"]["enum"] == served
+    assert "m" in served and "e" in served
+    for req in ("ChatCompletionRequest", "CompletionRequest"):  # chat models only
+        assert raw["components"]["schemas"][req]["properties"]["model"]["enum"] == [m for m in served
+                                                                                   if m not in ("e", "e1")]
+    assert raw["components"]["schemas"]["EmbeddingRequest"]["properties"]["model"]["enum"] == ["e", "e1"]
 
 
 def _assert_no_traceback(response) -> None:

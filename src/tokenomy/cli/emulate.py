@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("llama-3-8b", "--model", "-m", help="Model id, e.g. llama-3-8b."),
         accelerator: str = typer.Option("h100", "--accelerator", "-a", help="Accelerator id, e.g. h100."),
         count: int = typer.Option(1, "--count", "-n", min=1, help="Devices per replica (tensor parallel)."),
-        dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp8."),
+        dtype: str = typer.Option("bf16", "--dtype", "--quant", help="Weight format: bf16, fp8 or int4-awq."),
+        kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV-cache format: bf16 or fp8."),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
         port: int = typer.Option(9001, "--port", "-p", min=0, max=65535, help="Port (0 = any free port)."),
         time_scale: float = typer.Option(1.0, "--time-scale", min=0.0,
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
         from tokenomy.errors import TokenomyError
 
         try:
-            cfg = EmulatorConfig(model=model, accelerator=accelerator, count=count, dtype=dtype,
+            cfg = EmulatorConfig(model=model, accelerator=accelerator, count=count, dtype=dtype, kv_dtype=kv_dtype,
                                  time_scale=time_scale, max_batch=max_batch,
                                  engine_efficiency=engine_efficiency, served_model_name=served_model_name,
                                  seed=seed)
@@ -54,7 +55,8 @@ def register(app: typer.Typer) -> None:
             try:
                 if as_json:
                     typer.echo(json.dumps({"url": base_url, "model": cfg.name, "accelerator": accelerator,
-                                           "count": count, "dtype": dtype, "time_scale": time_scale}))
+                                           "count": count, "dtype": dtype, "kv_dtype": kv_dtype,
+                                           "time_scale": time_scale}))
                 else:
                     typer.echo(f"emulating {cfg.model} on {count}x {accelerator} ({dtype}) at {base_url}")
                 await asyncio.Event().wait()

@@ -12,7 +12,8 @@ from tokenomy.errors import TokenomyError
 
 TRACE_HELP = ("CSV trace (arrived_at,num_prefill_tokens,num_decode_tokens), 'conv' / 'code' (shipped Splitwise "
               "traces), a Mooncake-format JSONL (timestamp,input_length,output_length,hash_ids; 'mooncake' = the shipped "
-              "Kimi conversation slice), synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...', or 'ledger[:DATA_DIR]' "
+              "Kimi conversation slice), synthetic 'poisson:RATE[:SECONDS[:LENGTHS]]' / 'diurnal:...' / "
+              "'session:RATE[:SECONDS]' (multi-turn sessions with block hashes), or 'ledger[:DATA_DIR]' "
               "(the gateway's ok events; see --since/--until/--tenant)")
 DATA_DIR_HELP = "data dir of the metering ledger and saved plans (default: TOKENOMY_DATA_DIR or ./.tokenomy)"
 
@@ -91,7 +92,8 @@ def _resolve_trace(trace: Optional[str], lo: LedgerOpts, growth_from_ledger: boo
 
 
 def _load_workload(trace: str, rate_scale: float, start: float, end: Optional[float], limit: Optional[int],
-                   seed: int = 0, lo: Optional[LedgerOpts] = None, peak_to_mean: float = 1.5):
+                   seed: int = 0, lo: Optional[LedgerOpts] = None, peak_to_mean: float = 1.5,
+                   session_model: Optional[str] = None):
     from tokenomy.fleet.workload import head, load_workload, scale_rate, window
 
     if _is_ledger(trace):
@@ -105,6 +107,10 @@ def _load_workload(trace: str, rate_scale: float, start: float, end: Optional[fl
         tr = window(tr, start, end)
     if limit is not None:
         tr = head(tr, limit)
+    if session_model:
+        from tokenomy.fleet.sessions import apply_session_model
+
+        tr = apply_session_model(tr, session_model, seed=seed)
     if rate_scale != 1.0:
         tr = scale_rate(tr, rate_scale)
     return tr
@@ -199,6 +205,10 @@ def register(app: typer.Typer) -> None:
         max_num_seqs: int = typer.Option(256, "--max-num-seqs", help="max running sequences per replica"),
         max_batched_tokens: int = typer.Option(2048, "--max-batched-tokens", help="token budget per step"),
         kv_policy: str = typer.Option("preempt", "--kv-policy", help="preempt (vLLM recompute) | reserve"),
+        session_model: Optional[str] = typer.Option(None, "--session-model",
+                                                    help="give a trace without hash_ids session block hashes: "
+                                                         "mooncake[:BLOCK_TOKENS] (shared system prompt + multi-turn "
+                                                         "growth fitted to Kimi's Mooncake trace; 512-token blocks)"),
         lb: str = typer.Option("least-loaded", "--routing", "--lb",
                                help="round-robin | least-loaded | prefix-affinity (replica choice per request)"),
         prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache",
@@ -214,6 +224,7 @@ def register(app: typer.Typer) -> None:
         from tokenomy.catalog.price_classes import check_price_class
         from tokenomy.fleet.deployment import make_deployment
         from tokenomy.fleet.metrics import latency_cdf_plot, summarize
+        from tokenomy.fleet.sessions import session_summary
         from tokenomy.fleet.simulator import SchedulerConfig, simulate
 
         cat = load_catalog()
@@ -223,7 +234,7 @@ def register(app: typer.Typer) -> None:
                               price_class=check_price_class(price_class))
         lo = LedgerOpts(from_ledger, data_dir, since, until, tenant)
         trace = _resolve_trace(trace, lo)
-        tr = _load_workload(trace, rate_scale, start, end, limit, seed, lo)
+        tr = _load_workload(trace, rate_scale, start, end, limit, seed, lo, session_model=session_model)
         cfg = SchedulerConfig(max_num_seqs=max_num_seqs, max_batched_tokens=max_batched_tokens,
                               kv_policy=kv_policy, lb=lb, prefix_caching=prefix_cache, block_tokens=block_tokens)
         with _progress(f"simulating {len(tr)} requests", not as_json) as cb:
@@ -236,7 +247,7 @@ def register(app: typer.Typer) -> None:
                            "max_kv_tokens": int(dep.step_model.max_kv_tokens), "routing": lb,
                            "prefix_cache": prefix_cache,
                            "perf_source": getattr(dep.step_model, "source", None)},
-            "trace": tr.summary(),
+            "trace": {**tr.summary(), **session_summary(tr)},
             **summarize(result, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
                         replica_usd_per_hour=dep.usd_per_hour, site=site_obj),
         }
@@ -292,6 +303,10 @@ def register(app: typer.Typer) -> None:
         rate_plot: Optional[str] = typer.Option(None, "--rate-plot", help="write the cost vs rate plot (PNG; default sweep 1,2,4,8)"),
         plan_prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache",
                                                help="verify with prefix caching (traces with hash_ids, e.g. mooncake)"),
+        session_model: Optional[str] = typer.Option(None, "--session-model",
+                                                    help="give a trace without hash_ids session block hashes: "
+                                                         "mooncake[:BLOCK_TOKENS] (shared system prompt + multi-turn "
+                                                         "growth fitted to Kimi's Mooncake trace; 512-token blocks)"),
         plan_routing: str = typer.Option("least-loaded", "--routing",
                                          help="replica choice in the verification: round-robin | least-loaded | prefix-affinity"),
         autoscale: bool = typer.Option(False, "--autoscale", help="a schedule over the trace's intervals (e.g. a day of "
@@ -346,7 +361,7 @@ def register(app: typer.Typer) -> None:
         elif growth:
             monthly_growth = _parse_growth(growth)
         tr = _load_workload(trace, rate_scale, 0.0, None, None, lo=lo,
-                            peak_to_mean=1.5 if peak_to_mean is None else peak_to_mean)
+                            peak_to_mean=1.5 if peak_to_mean is None else peak_to_mean, session_model=session_model)
         req = PlanRequest(
             model=cat.model(model),
             accelerators=tuple(cat.accelerator(a) for a in _parse_list(accelerators)),

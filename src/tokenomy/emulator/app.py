@@ -92,6 +92,7 @@ async def _health(request: web.Request) -> web.Response:
 async def _stats(request: web.Request) -> web.Response:
     st = request.app[STATE]
     body = {"model": st.model.id, "accelerator": st.acc.id, "count": st.cfg.count, "dtype": st.cfg.dtype,
+            "kv_dtype": st.cfg.kv_dtype,
             "step_model_source": st.sm.source, "max_kv_tokens": st.engine.max_kv_tokens,
             "max_batch": st.engine.max_batch, "max_model_len": st.max_model_len,
             "idle_watts": st.sm.idle_watts, **st.engine.stats()}
@@ -359,6 +360,70 @@ async def _garbage(request: web.Request, req: ParsedRequest) -> web.StreamRespon
     return resp
 
 
+# --- embeddings -------------------------------------------------------------------------------
+
+async def _embeddings(request: web.Request) -> web.Response:
+    """POST /v1/embeddings: deterministic unit vectors (emulator/embed.py), usage.prompt_tokens from
+    the served model's real tokenizer, each input prefilled by the engine (timing and energy under
+    the real concurrent load; one generated step marks the end of its prefill)."""
+    from tokenomy.gateway import embeddings as spec  # the same request rules as the gateway's
+    from tokenomy.gateway.errors import ApiError as RequestError
+    from tokenomy.tokencount import counter_for
+
+    from .embed import encode, text_units, vector
+
+    st = request.app[STATE]
+    body = parse_json(await request.read())
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise ApiError(400, "missing required field 'model' (string)", param="model", code="invalid_type")
+    if model not in st.names:
+        raise ApiError(404, f"The model `{model}` does not exist.", param="model", code="model_not_found")
+    try:
+        inputs = spec.embedding_inputs(body)
+        spec.check_options(body, st.cfg.embedding_dimensions)
+    except RequestError as exc:
+        raise ApiError(exc.status, exc.message, param=exc.param, code=exc.code) from None
+    counter = counter_for(st.cfg.name)
+    counts = [len(x) if isinstance(x, list) else counter.count_text(x) for x in inputs]
+    limit = min(st.cfg.embedding_max_input_tokens, st.engine.max_kv_tokens - 1)
+    for i, n in enumerate(counts):
+        if n > limit:
+            raise ApiError(400, f"This model's maximum context length is {limit} tokens, however you requested "
+                                f"{n} tokens in input[{i}]. Please reduce your input.", param="input",
+                           code="context_length_exceeded")
+    fault = st.pick_fault(request)
+    if fault == "500":
+        raise ApiError(500, "emulated upstream failure (x-emulator-fault: 500)", code="internal_error")
+    if fault == "429":
+        raise ApiError(429, "emulated rate limit (x-emulator-fault: 429)", code="rate_limit_exceeded",
+                       headers={"Retry-After": str(st.cfg.retry_after_seconds)})
+    if fault == "hang":
+        return await _hang(request)
+    if fault == "garbage":
+        return web.Response(status=200, body=b"<html>upstream garbage</html>", content_type="application/json")
+    seqs = [st.engine.submit(n, 1, slow=fault == "slow") for n in counts]
+    try:
+        for seq in seqs:
+            await seq.done.wait()
+            if seq.error:
+                raise ApiError(500, seq.error, code="engine_error")
+    finally:
+        for seq in seqs:
+            st.engine.cancel(seq)
+    dims = body.get("dimensions") or st.cfg.embedding_dimensions
+    fmt = body.get("encoding_format") or "float"
+    data = [{"object": "embedding", "index": i,
+             "embedding": encode(vector(x if isinstance(x, list) else text_units(x), dims), fmt)}
+            for i, x in enumerate(inputs)]
+    total = sum(counts)
+    joules = sum(seq.energy_joules for seq in seqs)
+    out = {"object": "list", "data": data, "model": st.cfg.name,
+           "usage": {"prompt_tokens": total, "total_tokens": total}, "x_energy_joules": round(joules, 6)}
+    return web.Response(body=orjson.dumps(out), content_type="application/json",
+                        headers={"x-emulator-energy-j": f"{joules:.6f}"})
+
+
 # --- application ------------------------------------------------------------------------------
 
 def build_app(cfg: EmulatorConfig) -> web.Application:
@@ -373,6 +438,7 @@ def build_app(cfg: EmulatorConfig) -> web.Application:
     app[ENGINE] = state.engine
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/completions", _completions)
+    app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/health", _health)
     app.router.add_get("/emulator/stats", _stats)

@@ -18,7 +18,8 @@ class EmulatorConfig(BaseModel):
     model: str = "llama-3-8b"  # catalog model id
     accelerator: str = "h100"  # catalog accelerator id
     count: int = Field(1, ge=1)  # tensor-parallel degree (devices per replica)
-    dtype: str = "bf16"
+    dtype: str = "bf16"  # weight format: bf16 | fp8 | int4-awq (tokenomy.perf.quant)
+    kv_dtype: str = "bf16"  # KV-cache format: bf16 | fp8
     served_model_name: str | None = None  # name in /v1/models and responses; default: model
     time_scale: float = Field(1.0, ge=0.0)
     max_batch: int | None = Field(None, ge=1)  # max running sequences; default 256 (vLLM's)
@@ -33,6 +34,10 @@ class EmulatorConfig(BaseModel):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     prefix_caching: bool = True  # keep prompt KV blocks for reuse (vLLM's automatic prefix caching)
     kv_block_tokens: int = Field(16, ge=1, le=4096)  # KV block size; prefix hits come in whole blocks
+    # POST /v1/embeddings: the native vector size and the per-input token limit (text-embedding-3-small:
+    # 1,536 dimensions, 8,191 input tokens; platform.openai.com/docs/guides/embeddings, checked 2026-12).
+    embedding_dimensions: int = Field(1536, ge=1, le=65536)
+    embedding_max_input_tokens: int = Field(8191, ge=1)
 
     @property
     def name(self) -> str:

@@ -32,5 +32,6 @@ def resolve_step_model(cfg: EmulatorConfig) -> tuple[StepModelLike, ModelArch, A
     catalog = load_catalog()
     model = catalog.model(cfg.model)
     acc = catalog.accelerator(cfg.accelerator)
-    sm = make_step_model(model, acc, count=cfg.count, dtype=cfg.dtype, engine_efficiency=cfg.engine_efficiency)
+    sm = make_step_model(model, acc, count=cfg.count, dtype=cfg.dtype, kv_dtype=cfg.kv_dtype,
+                         engine_efficiency=cfg.engine_efficiency)
     return sm, model, acc

@@ -204,13 +204,18 @@ def _pooled_search(judge: _Judge, req: PlanRequest, buckets: list[Bucket], cands
         hint = solve_milp(req, buckets, cands, allowed=lambda k, key=c.key: k.key == key,
                           miss_budget_requests=budget)
         if hint is None:
+            # The analytic capacity rules it out (it ignores how the simulated scheduler batches):
+            # still simulated, after the others, from one replica (the planner audit found
+            # 3 x A10G passing where the analytic model saw no feasible plan).
+            si = min(range(len(sites)), key=lambda si: _col_cost(c, sites[si]))
+            options.append((1, _col_cost(c, sites[si]), ci, si, 1))
             continue
         j = int(np.argmax(hint.x))
-        options.append((hint.usd_per_hour, ci, hint.columns[j][1], int(hint.x.sum())))
+        options.append((0, hint.usd_per_hour, ci, hint.columns[j][1], int(hint.x.sum())))
     options.sort()
     found: list[_Fleet] = []
     best = bound_usd
-    for _, ci, si, hint_n in options:
+    for _, _, ci, si, hint_n in options:
         unit = _col_cost(cands[ci], sites[si])
         n_max = 4 * hint_n + 8
         if math.isfinite(best):

@@ -12,9 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
-def min_passing_count(ok: Callable[[int], bool], hint: int, n_max: int) -> int | None:
+SCAN_BELOW = 8  # counts below this are all tried: attainment is not monotone there
+
+
+def min_passing_count(ok: Callable[[int], bool], hint: int, n_max: int, scan_below: int = SCAN_BELOW) -> int | None:
     """Smallest n in [1, n_max] with ok(n), starting at `hint`, doubling up and bisecting down;
-    None when ok(n_max) fails. Each n is evaluated at most once."""
+    None when ok(n_max) fails. Each n is evaluated at most once.
+
+    Bisection assumes ok is monotone; on small fleets it is not quite (least-loaded routing of a
+    short trace: the planner audit saw 3 A10G pass, 4 fail, 5 pass), so when the answer is below
+    `scan_below` every smaller count is tried too, and the smallest that passes is returned."""
     if n_max < 1:
         return None
     cache: dict[int, bool] = {}
@@ -35,6 +42,8 @@ def min_passing_count(ok: Callable[[int], bool], hint: int, n_max: int) -> int |
             hi = mid
         else:
             lo = mid
+    if hi < scan_below:
+        return next(n for n in range(1, hi + 1) if test(n))
     return hi
 
 

@@ -288,11 +288,23 @@ def synthetic(
 def load_workload(spec: str | Path, *, seed: int = 0, peak_to_mean: float = 1.5) -> Trace:
     """A trace file / shortcut, or a synthetic spec `poisson:RATE[:SECONDS[:LENGTHS]]` or
     `diurnal:RATE[:SECONDS[:LENGTHS]]` (RATE requests/s, SECONDS default 3600, lengths fitted
-    to trace LENGTHS, default conv; diurnal: a daily sinusoid of `peak_to_mean`, peak at 14:00)."""
+    to trace LENGTHS, default conv; diurnal: a daily sinusoid of `peak_to_mean`, peak at 14:00),
+    or `session:RATE[:SECONDS]` (multi-turn sessions with block hashes, the Mooncake-fitted
+    session model of fleet/sessions.py)."""
     if not 1.0 <= peak_to_mean <= 2.0:
         raise TokenomyError(f"peak-to-mean must be in [1, 2] (a sinusoid that stays >= 0), got {peak_to_mean:g}")
     text = str(spec)
     kind, _, rest = text.partition(":")
+    if kind == "session" and rest:
+        from tokenomy.fleet.sessions import session_workload
+
+        parts = rest.split(":")
+        try:
+            rate = float(parts[0])
+            seconds = float(parts[1]) if len(parts) > 1 and parts[1] else 3600.0
+        except ValueError:
+            raise TokenomyError(f"bad session workload '{text}': expected session:RATE[:SECONDS]") from None
+        return session_workload(rate, seconds, seed=seed, name=text)
     if kind in ("poisson", "diurnal") and rest:
         parts = rest.split(":")
         try:

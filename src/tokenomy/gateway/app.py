@@ -54,6 +54,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await _gw(request).handle(request, "completions")
 
 
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _gw(request).handle(request, "embeddings")
+
+
 async def models(request: web.Request) -> web.Response:
     gw = _gw(request)
     try:
@@ -362,6 +366,7 @@ def build_app(config: GatewayConfig | None, metering: Any, *, config_path: str |
     app[GATEWAY_KEY] = gw
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     from tokenomy.gateway.messages import messages as anthropic_messages
 
     app.router.add_post("/v1/messages", anthropic_messages)  # Anthropic Messages API (gateway/messages)

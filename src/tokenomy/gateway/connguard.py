@@ -109,6 +109,10 @@ def handler_factory(server: web.Server, *, head_timeout_s: float, idle_timeout_s
     """A protocol factory like `server()` (web.Server.__call__) building GuardedHandlers."""
     kwargs = dict(getattr(server, "_kwargs", {}))
     kwargs["keepalive_timeout"] = idle_timeout_s
+    # aiohttp "lingers" up to 10 s after a response to drain a body the handler did not read (a
+    # refusal before the body, a 408 for a trickled one): a slow client would hold the
+    # connection that long. Close at once instead; the response has been written by then.
+    kwargs["lingering_time"] = 0
     loop = server._loop  # noqa: SLF001 - the server's own loop, as web.Server.__call__ passes it
 
     def make() -> GuardedHandler:

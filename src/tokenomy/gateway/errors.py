@@ -29,5 +29,8 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
 
 def error_response(err: ApiError, extra_headers: dict[str, str] | None = None) -> web.Response:
     headers = {**err.headers, **(extra_headers or {})}
-    return web.Response(status=err.status, body=error_body(err.status, err.message, err.param, err.code, err.type),
+    resp = web.Response(status=err.status, body=error_body(err.status, err.message, err.param, err.code, err.type),
                         content_type="application/json", headers=headers)
+    if headers.get("Connection", "").lower() == "close":
+        resp.force_close()  # aiohttp would otherwise keep reading (lingering on) an unfinished body
+    return resp

@@ -21,6 +21,8 @@ async def start_emulators(deployments: Iterable[DeploymentRuntime], stack: conte
         cfg = EmulatorConfig(model=e.model, accelerator=e.accelerator, count=e.count, dtype=e.dtype,
                              served_model_name=d.model, time_scale=e.time_scale, max_batch=e.max_batch,
                              engine_efficiency=e.engine_efficiency, fault_rate_500=e.fault_rate_500,
-                             fault_rate_429=e.fault_rate_429, seed=e.seed)
+                             fault_rate_429=e.fault_rate_429, seed=e.seed,
+                             **({"embedding_dimensions": d.cfg.embedding_dimensions}
+                                if d.cfg.embedding_dimensions else {}))
         base_url = await stack.enter_async_context(serve_emulator(cfg, host="127.0.0.1", port=0))
         d.set_base_url(base_url)

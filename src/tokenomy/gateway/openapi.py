@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tokenomy.gateway import embeddings as _emb
 from tokenomy.gateway import validate as _validate
 from tokenomy.gateway.messages import openapi as _messages
 from tokenomy.metering.periods import PERIODS
@@ -112,6 +113,34 @@ _SCHEMAS: dict[str, Any] = {
                        "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
                                             {"type": "array", "items": {"type": "integer"}}],
                                   "description": "Text, texts, or token ids."}},
+    },
+    "EmbeddingRequest": {  # gateway/embeddings.py: what it rejects is outside this schema
+        "type": "object", "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "description": "A model group of embedding deployments."},
+            "input": {"anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "maxItems": _emb.MAX_INPUTS, "items": {"anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "integer", "minimum": 0, "maximum": _emb.MAX_TOKEN_ID},
+                    {"type": "array", "minItems": 1,
+                     "items": {"type": "integer", "minimum": 0, "maximum": _emb.MAX_TOKEN_ID}}]}}],
+                "description": "Text, texts, token ids, or arrays of token ids (at most 2,048 inputs)."},
+            "dimensions": {"type": ["integer", "null"], "minimum": 1,
+                           "description": "Shorten the vectors (up to the model's size)."},
+            "encoding_format": {"enum": [*_emb.ENCODING_FORMATS, None]},
+            "user": {"type": ["string", "null"], "minLength": 1, "maxLength": _validate.MAX_USER_CHARS}},
+    },
+    "EmbeddingList": {
+        "type": "object", "required": ["object", "data", "model", "usage"],
+        "properties": {"object": {"const": "list"}, "model": _STR,
+                       "data": {"type": "array", "items": {
+                           "type": "object", "required": ["object", "index", "embedding"],
+                           "properties": {"object": {"const": "embedding"}, "index": {"type": "integer"},
+                                          "embedding": {"type": ["array", "string"],
+                                                        "description": "Floats, or base64 of float32"}}}},
+                       "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"},
+                                                                  "total_tokens": {"type": "integer"}}}},
     },
     "SseEvent": {  # OpenAPI < 3.2: the schema of ONE server-sent event
         "type": "object", "required": ["data"],
@@ -225,13 +254,23 @@ def _inference(summary: str, req: str, resp: str) -> dict:
             **_errors("400", "401", "403", "404", "413", "429", "502", "503", "504")}}}
 
 
-def spec(models: list[str] | None = None) -> dict:
+def _unary_inference(summary: str, req: str, resp: str) -> dict:
+    return {"post": {
+        "summary": summary, "requestBody": _json_body(req),
+        "responses": {"200": _ok("The upstream's response", resp, headers=_INFERENCE_HEADERS),
+                      **_errors("400", "401", "403", "404", "413", "429", "502", "503", "504")}}}
+
+
+def spec(models: list[str] | None = None, embedding_models: list[str] | None = None) -> dict:
     """The OpenAPI document (a fresh dict). `models`: the running gateway's aliases, as the enum of
-    the inference requests' `model` (None: any string)."""
+    the inference requests' `model` (None: any string); `embedding_models`: those of them that
+    serve embeddings (the enum of /v1/embeddings; the others are chat's)."""
     paths = {
         "/v1/chat/completions": _inference("Chat completion (OpenAI-compatible)", "ChatCompletionRequest",
                                            "ChatCompletion"),
         "/v1/completions": _inference("Text completion (OpenAI-compatible)", "CompletionRequest", "Completion"),
+        "/v1/embeddings": _unary_inference("Embeddings (OpenAI-compatible; priced on input tokens)",
+                                           "EmbeddingRequest", "EmbeddingList"),
         "/v1/models": {"get": {"summary": "Model groups and routes",
                                "responses": {"200": _ok("The model aliases", "ModelList"), **_errors("401")}}},
         "/v1/models/{model_id}": {"get": {  # reach (issue 15)
@@ -274,8 +313,13 @@ def spec(models: list[str] | None = None) -> dict:
     }
     schemas = copy.deepcopy({**_SCHEMAS, **_messages.SCHEMAS})
     if models:
+        emb = set(embedding_models or ())
+        chat = sorted(m for m in models if m not in emb)
         for name in ("ChatCompletionRequest", "CompletionRequest", "MessagesRequest"):
-            schemas[name]["properties"]["model"]["enum"] = sorted(models)
+            if chat:
+                schemas[name]["properties"]["model"]["enum"] = chat
+        if emb:
+            schemas["EmbeddingRequest"]["properties"]["model"]["enum"] = sorted(emb)
         paths["/v1/models/{model_id}"]["get"]["parameters"][0]["schema"] = {"type": "string", "enum": sorted(models)}
     return {
         "openapi": OPENAPI_VERSION,
@@ -309,8 +353,10 @@ async def openapi_handler(request: web.Request) -> web.Response:
     from tokenomy.gateway.app import GATEWAY_KEY  # lazy: app.py imports this module
 
     gw = request.app.get(GATEWAY_KEY)
-    models = [*gw.groups, *gw.routes] if gw is not None else None
-    return web.json_response(spec(models))
+    if gw is None:
+        return web.json_response(spec())
+    models = [*gw.groups, *gw.routes]
+    return web.json_response(spec(models, [a for a, g in gw.groups.items() if g.mode == "embedding"]))
 
 
 __all__ = ["OPENAPI_VERSION", "openapi_handler", "spec"]

@@ -136,16 +136,24 @@ class Gateway:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, f"request body too large: {request.content_length} bytes > limit {limit}",
                            code="request_too_large")
+        deadline_s = self.config.server.head_timeout_s
         try:
-            return await request.read()
+            # the body within head_timeout_s of its head, as on the lean front: a client that
+            # trickles (or never sends) its body holds a connection and a handler no longer
+            async with asyncio.timeout(deadline_s):
+                return await request.read()
+        except TimeoutError:
+            raise ApiError(408, f"request body not received within {deadline_s:g} s", code="request_timeout",
+                           headers={"Connection": "close"}) from None
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, f"request body too large: > limit {limit} bytes",
                            code="request_too_large") from None
 
     # ---------------------------------------------------------------- inference
     async def handle(self, request: web.Request, kind: str, inbound: Any = None) -> web.StreamResponse:
-        """kind: "chat" (/v1/chat/completions) or "completions" (/v1/completions). `inbound`: another
-        API's request served as chat (gateway/messages: Anthropic's), translated at admission."""
+        """kind: "chat" (/v1/chat/completions), "completions" (/v1/completions) or "embeddings"
+        (/v1/embeddings: a unary call, priced on input tokens). `inbound`: another API's request
+        served as chat (gateway/messages: Anthropic's), translated at admission."""
         t0 = time.perf_counter()
         rid = "req_" + os.urandom(12).hex()
         self.in_flight += 1

@@ -109,12 +109,13 @@ class Decision:
 
 class GroupRuntime:
     __slots__ = ("alias", "cfg", "deployments", "policy", "out_tokens", "limits", "weights", "rng", "affinity",
-                 "headroom")
+                 "headroom", "mode")
 
     def __init__(self, alias: str, cfg: ModelGroup, deps: dict[str, DeploymentRuntime], prior_out: float,
                  seed: int = 0):
         self.alias, self.cfg, self.policy = alias, cfg, cfg.policy
         self.deployments = [deps[n] for n in cfg.deployments]
+        self.mode = self.deployments[0].cfg.mode  # chat | embedding (config: a group's deployments agree)
         self.out_tokens = Ewma(alpha=0.1, value=prior_out)
         self.limits = {d.name: cfg.in_flight_limit(d.name, d.max_in_flight) for d in self.deployments}
         self.weights = [float((cfg.weights or {}).get(d.name, 0.0)) for d in self.deployments]

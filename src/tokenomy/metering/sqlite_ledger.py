@@ -212,10 +212,15 @@ class SqliteLedger:
                 try:
                     with self._ckpt_lock:  # inline commits go to the writer thread meanwhile
                         # PASSIVE: never blocks readers or the writer
-                        _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                         if frames > 0 and copied == frames:
                             with self._wlock:  # our writers wait here, not in SQLite's busy back-off
                                 _restart_wal(conn)
+                        elif busy or frames < 0 or copied < frames:
+                            # busy, not (yet) seen in WAL mode (-1: this connection opened before the
+                            # ledger switched), or a reader held part back: again after the next
+                            # interval, not only after the next commit (which may never come)
+                            self._dirty.set()
                 except sqlite3.Error:
                     self._dirty.set()  # try again later
             try:

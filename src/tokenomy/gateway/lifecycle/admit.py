@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from tokenomy.gateway.routing import AFFINITY_HEADER
+from tokenomy.gateway import embeddings as emb
 from tokenomy.gateway import validate as v
 from tokenomy.gateway.lifecycle import budget
 from tokenomy.gateway.errors import ApiError
@@ -83,21 +84,25 @@ class Admission:
         if inbound is not None:  # another API's request (gateway/messages), as a chat request
             body = inbound.to_chat(body)
         alias = v.require_str(body, "model")
-        stream = v.opt_bool(body, "stream")
-        max_tokens = v.max_tokens(body)
         tc = counter_for(gw.groups.get(alias) or gw.routes.get(alias))  # the model's tokenizer
+        if kind == "embeddings":  # no output tokens, no stream: priced and reserved on input only
+            stream, max_tokens = False, 0
+            input_tokens = emb.input_tokens(emb.embedding_inputs(body), tc)
+        else:
+            stream = v.opt_bool(body, "stream")
+            max_tokens = v.max_tokens(body)
         if kind == "chat":
             input_tokens = tc.count_chat(v.chat_messages(body))
             tools = v.opt_array(body, "tools") or v.opt_array(body, "functions")
             if tools:  # tool schemas are prompt tokens too (budgets must not under-reserve)
                 input_tokens += tc.count_text(orjson.dumps(tools).decode())
-        else:
+        elif kind == "completions":
             prompt = v.completion_prompt(body)
             input_tokens = prompt if isinstance(prompt, int) else tc.count_text(prompt)
         so = body.get("stream_options")
         if so is not None and not isinstance(so, dict):
             raise ApiError(400, "'stream_options' must be an object", param="stream_options", code="invalid_type")
-        n_choices = v.n_choices(body)
+        n_choices = v.n_choices(body) if kind != "embeddings" else 1
         v.user_and_tags(body)  # recorded on the event; bad ones are a 400 before any work
 
         # ---- model group: a plain group, or a routed alias (quality router / cascade)
@@ -106,6 +111,11 @@ class Admission:
         if group is None and route is None:
             raise ApiError(404, f"unknown model '{alias}'; available: {', '.join(sorted([*gw.groups, *gw.routes]))}",
                            param="model", code="model_not_found")
+        mode = group.mode if group is not None else "chat"  # routed aliases pick among chat groups
+        if mode != ("embedding" if kind == "embeddings" else "chat"):
+            raise _wrong_mode(alias, kind, mode)
+        if kind == "embeddings":
+            emb.check_options(body, emb.native_dimensions(group))
         headers: dict[str, str] = {"x-tokenomy-request-id": rid}
         route_extra = priced = None
         prompt = ""
@@ -252,12 +262,20 @@ class Admission:
             raise ApiError(429, d.message, code="plan_cap_reached", headers=headers)
         if d.action == "downgrade":
             target = gw.groups.get(d.downgrade_group or "")
-            if target is not None and target is not group:
+            if target is not None and target is not group and target.mode == group.mode:
                 headers["x-tokenomy-downgraded"] = header_safe(f"{group.alias}->{target.alias}")
                 group = target
         elif d.action == "overage":
             headers["x-tokenomy-overage"] = "true"
         return state, group, headers
+
+
+def _wrong_mode(alias: str, kind: str, mode: str) -> ApiError:
+    if mode == "embedding":
+        what = f"'{alias}' is an embedding model: send it to POST /v1/embeddings"
+    else:
+        what = f"'{alias}' is not an embedding model: POST /v1/embeddings needs a group of embedding deployments"
+    return ApiError(400, what, param="model", code="model_not_supported")
 
 
 def routed_prompt(body: dict, kind: str) -> str:

@@ -122,7 +122,10 @@ class Settler:
     def unary_event(self, ctx: RequestCtx, r: UnaryResult) -> UsageEvent:
         if r.status == "ok":
             assert r.d is not None
-            b = self.bill(ctx, r.d, r.usage, lambda: counter_for(r.d).count_text(response_text(r.obj, ctx.kind)))
+            usage = r.usage
+            if ctx.kind == "embeddings" and isinstance(usage, dict) and "completion_tokens" not in usage:
+                usage = {**usage, "completion_tokens": 0}  # OpenAI's embedding usage: no output to count
+            b = self.bill(ctx, r.d, usage, lambda: counter_for(r.d).count_text(response_text(r.obj, ctx.kind)))
             _learn(self.longest_output, ctx, r.d, b.counts, None, None, r.t_start, r.t_end)
             return self.event(ctx, r.d, b, status="ok", http_status=200, energy_j=r.energy_j)
         assert r.err is not None
@@ -309,7 +312,7 @@ async def _write_end(out: web.StreamResponse, data: bytes) -> None:
 
 def _prompt_text(ctx: RequestCtx) -> str:
     """What the client sent, for a captured request log line (redacted there)."""
-    x = ctx.body.get("messages") if ctx.kind == "chat" else ctx.body.get("prompt")
+    x = ctx.body.get({"chat": "messages", "embeddings": "input"}.get(ctx.kind, "prompt"))
     return x if isinstance(x, str) else orjson.dumps(x).decode()
 
 

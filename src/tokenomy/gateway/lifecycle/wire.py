@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from tokenomy.gateway.providers.base import ProviderError, UpstreamRequest
+from tokenomy.gateway.providers.base import OPENAI_PATHS, ProviderError, UpstreamRequest
 from tokenomy.gateway.providers.stream import TranslatedStream
 from tokenomy.gateway.upstream import (DEFAULT_MAX_RESPONSE_BYTES, LeanClient, UpstreamResponse, read_capped,
                                       reported_energy_joules)
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def url(ctx: RequestCtx, d: DeploymentRuntime) -> str:
-    return d.base_url + ("/chat/completions" if ctx.kind == "chat" else "/completions")
+    return d.base_url + OPENAI_PATHS[ctx.kind]
 
 
 def payload(ctx: RequestCtx, d: DeploymentRuntime) -> bytes:

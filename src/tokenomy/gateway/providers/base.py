@@ -21,6 +21,10 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
                  500: "api_error", 502: "upstream_error", 503: "service_unavailable", 529: "overloaded_error"}
 
 
+# The OpenAI path of each request kind (relative to a deployment's base_url, .../v1).
+OPENAI_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     """One HTTP POST to make upstream. `warnings` name request fields the adapter dropped
@@ -31,6 +35,8 @@ class UpstreamRequest:
     body: bytes
     warnings: tuple[str, ...] = ()
     json_mode: bool = False  # response_format asked for JSON (translated adapters need it back)
+    kind: str = "chat"  # chat | completions | embeddings (how the answer is translated back)
+    encoding_format: str = "float"  # embeddings: the client's encoding_format (translated adapters)
 
 
 @dataclass(slots=True)

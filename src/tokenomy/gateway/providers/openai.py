@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import orjson
 
-from tokenomy.gateway.providers.base import (ProviderError, SseSplitter, UpstreamRequest, api_key, classify_error,
+from tokenomy.gateway.providers.base import (OPENAI_PATHS, ProviderError, SseSplitter, UpstreamRequest, api_key, classify_error,
                                              garbage, resolved_headers)
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the GA data-plane version (learn.microsoft.com, 2024-10)
@@ -79,7 +79,7 @@ class OpenAIAdapter:
         return None
 
     def url(self, d, kind: str) -> str:
-        return d.base_url + ("/chat/completions" if kind == "chat" else "/completions")
+        return d.base_url + OPENAI_PATHS[kind]
 
     def payload(self, body: dict, d, stream: bool) -> bytes:
         # Mutates `body` in place (it is the request's own dict; copying it costs the fast path).
@@ -129,7 +129,7 @@ class AzureAdapter(OpenAIAdapter):
             self.headers["api-key"] = key
 
     def url(self, d, kind: str) -> str:
-        op = "chat/completions" if kind == "chat" else "completions"
+        op = OPENAI_PATHS[kind][1:]
         base = d.base_url.removesuffix("/openai")
         if self.api_version == "v1":
             return f"{base}/openai/v1/{op}"
