@@ -249,3 +249,20 @@ async def test_anthropic_messages_endpoint_is_traced_too(tmp_path):
     server, = rec.by_name("POST /v1/messages")
     assert server.attributes["gen_ai.usage.output_tokens"] == body["usage"]["output_tokens"] == 3
     assert server.attributes["gen_ai.request.max_tokens"] == 8
+
+
+async def test_embeddings_are_traced_as_the_embeddings_operation(tmp_path):
+    from tokenomy.config import default_config
+
+    cfg = default_config(time_scale=0.01).model_dump(by_alias=True, exclude_none=True)
+    with receiver() as rec:
+        async with gateway({**cfg, "tracing": {"endpoint": rec.url}}, tmp_path / "data") as g:
+            st, h, body = await g.post("/v1/embeddings", {"model": "text-embedding-3-small", "input": ["a b c", "d"]},
+                                       g.key())
+            assert st == 200, body
+    server, = rec.by_name("POST /v1/embeddings")
+    attempt, = [x for x in rec.spans if x.kind == "CLIENT"]
+    assert attempt.name.startswith("embeddings ") and attempt.attributes["gen_ai.operation.name"] == "embeddings"
+    assert server.attributes["gen_ai.operation.name"] == "embeddings"
+    assert server.attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"] > 0
+    assert server.attributes["gen_ai.usage.output_tokens"] == 0 and attempt.parent_span_id == server.span_id

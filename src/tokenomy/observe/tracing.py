@@ -42,7 +42,7 @@ from tokenomy.config import TracingConfig
 from tokenomy.errors import ConfigError
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-_OPERATION = {"chat": "chat", "completions": "text_completion"}
+_OPERATION = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 # gen_ai.provider.name well-known values (semconv GenAI registry); emulated upstreams speak OpenAI
 _PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "bedrock": "aws.bedrock",
              "azure": "azure.ai.openai", "vertex": "gcp.vertex_ai"}
