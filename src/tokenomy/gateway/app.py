@@ -251,7 +251,7 @@ async def admin_create_key(request: web.Request) -> web.Response:
 
     gw = _gw(request)
     try:
-        _admin(request)
+        actor = _admin(request).key_id
         from tokenomy.gateway.validate import parse_body
 
         body = parse_body(await gw._read_body(request))  # JSON 413 past the size limit
@@ -272,7 +272,7 @@ async def admin_create_key(request: web.Request) -> web.Response:
                 raise ApiError(400, f"'{field}' has the wrong type", param=field, code="invalid_type")
             kwargs[field] = val
         try:
-            key_id, secret = gw.metering.create_key(tenant, **kwargs)  # creates the tenant if new
+            key_id, secret = gw.metering.create_key(tenant, actor=actor, **kwargs)  # creates the tenant if new
         except MeteringError as exc:
             raise ApiError(exc.status, exc.message, code=exc.code) from None
         except (TokenomyError, ValueError, TypeError) as exc:
@@ -370,6 +370,9 @@ def build_app(config: GatewayConfig | None, metering: Any, *, config_path: str |
     from tokenomy.gateway.messages import messages as anthropic_messages
 
     app.router.add_post("/v1/messages", anthropic_messages)  # Anthropic Messages API (gateway/messages)
+    from tokenomy.gateway.responses import responses
+
+    app.router.add_post("/v1/responses", responses)  # OpenAI Responses API on chat deployments (gateway/responses)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{model_id}", model_detail)
     app.router.add_post("/v1/feedback", feedback)
@@ -384,6 +387,9 @@ def build_app(config: GatewayConfig | None, metering: Any, *, config_path: str |
     from tokenomy.dashboard import mount as mount_dashboard
 
     mount_dashboard(app, metering)
+    from tokenomy.dashboard.manage import add_manage_routes
+
+    add_manage_routes(app, "/admin", keys=False)  # tenants, budgets, rotate/revoke, user caps, audit
     app.router.add_route("*", "/{tail:.*}", not_found)  # last: everything else is a clear 404
     app.cleanup_ctx.append(_lifecycle)
     return app

@@ -115,6 +115,9 @@ class Gateway:
         self.lean = LeanClient(max_response_bytes=self.config.server.max_upstream_response_bytes)
 
     async def close(self) -> None:
+        for route in self.routes.values():
+            if route.share_sync is not None:
+                await route.share_sync.aclose()
         if self.plans is not None:
             self.plans.close()
         if self.lean is not None:
