@@ -480,6 +480,38 @@ class RequestLogConfig(_Strict):
         return v
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry traces over OTLP (tokenomy.observe.tracing; needs the `otel` extra): a server
+    span per request with child spans for routing, each upstream attempt and the ledger commit.
+    Off while `endpoint` is unset. `sample_ratio`: the share of new traces kept (by trace id);
+    `parent_based`: a request whose client sent a W3C traceparent follows its sampled flag.
+    `headers` go to the collector (a value may name environment variables: `env:NAME`, `${NAME}`)."""
+
+    endpoint: str | None = None  # the collector: http://host:4318 (or its /v1/traces URL); grpc: http://host:4317
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    parent_based: bool = True
+    service_name: str = Field(default="tokenomy-gateway", min_length=1, max_length=200)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # export batching (BatchSpanProcessor): a full queue drops spans, never blocks a request
+    max_queue_size: int = Field(default=2048, ge=1)
+    schedule_delay_ms: float = Field(default=5000, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", v):
+            raise ValueError(f"must be the http:// or https:// URL of an OTLP collector (got {v[:80]!r})")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint is not None
+
+
 class GatewayConfig(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     model_groups: dict[str, ModelGroup] = Field(default_factory=dict)
@@ -500,6 +532,7 @@ class GatewayConfig(_Strict):
     costs: Costs = Costs()
     alerts: Alerts = Alerts()
     request_log: RequestLogConfig = RequestLogConfig()
+    tracing: TracingConfig = TracingConfig()
     # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to
     # a plans YAML (relative to this config file) or the same mapping inline (tokenomy.billing.plans).
     plans: str | dict | list | None = None

@@ -10,18 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import shutil
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from service_procs import GatewayProcess, private_redis_server
 from tokenomy.routing.quality.share_sync import ShareSync, decode, encode
 from tokenomy.routing.quality.threshold import ShareThreshold
 
@@ -32,43 +27,11 @@ PER_REPLICA = 600
 SYNC_EVERY = 8
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def private_redis(tmp_path):
     """A redis-server of this test's own on a free port: (process, url)."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("redis-server binary missing: in CI the shared strong_share tests must run", pytrace=False)
-        pytest.skip("redis-server binary not installed")
-    import redis
-
-    port = _free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            redis.Redis.from_url(url, socket_timeout=1).ping()
-            break
-        except redis.exceptions.RedisError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("private redis-server did not start")
-            time.sleep(0.05)
-    yield proc, url
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.terminate()
-        proc.wait(timeout=10)
+    with private_redis_server(tmp_path, "shared strong_share") as pr:
+        yield pr
 
 
 # ------------------------------------------------------------------ ShareSync on a real Redis
@@ -151,41 +114,6 @@ def _config(tmp_path: Path, redis_url: str | None) -> Path:
     return path
 
 
-class _Proc:
-    def __init__(self, config: Path, data_dir: Path):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENOMY_REDIS")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tokenomy", "up", "--config", str(config), "--port", "0",
-                                      "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env)
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = re.search(r"tokenomy gateway on (http://[\d.]+:\d+)/v1", line)
-            if m:
-                self.url = m.group(1)
-                self._ready.set()
-        self._ready.set()
-
-    def wait(self) -> str:
-        self._ready.wait(90)
-        assert self.url, "gateway did not start:\n" + "".join(self.lines[-30:])
-        return self.url
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def _streams():
     """Replica A: 80 % easy prompts; replica B: 80 % hard ones (a fixed, seeded stream)."""
     rows = [json.loads(line) for line in OBVIOUS.open(encoding="utf-8")]
@@ -223,9 +151,10 @@ async def _run(urls: list[str], streams) -> list[list[bool]]:
 async def test_two_gateways_share_one_cut(private_redis, tmp_path, shared):
     _, url = private_redis
     config = _config(tmp_path, url if shared else None)
-    procs = [_Proc(config, tmp_path / f"gw{i}") for i in range(2)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENOMY_REDIS")}
+    procs = [GatewayProcess(config, tmp_path / f"gw{i}", env) for i in range(2)]
     try:
-        urls = [p.wait() for p in procs]
+        urls = [p.wait_ready(90) for p in procs]
         streams = _streams()
         a, b = await _run(urls, streams)
     finally:

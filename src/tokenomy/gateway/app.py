@@ -357,6 +357,11 @@ def build_app(config: GatewayConfig | None, metering: Any, *, config_path: str |
         from tokenomy.observe.requestlog import RequestLog
 
         gw.settler.request_log = RequestLog(config.request_log)
+    if config.tracing.enabled:  # wraps the lifecycle's stage methods; nothing at all when off
+        from tokenomy.observe import open_tracing
+
+        gw.tracing = open_tracing(config.tracing)
+        gw.tracing.instrument(gw)
     app = web.Application(client_max_size=config.server.max_body_bytes, handler_args={"max_field_size": 16384})
     app[GATEWAY_KEY] = gw
     app.router.add_post("/v1/chat/completions", chat_completions)
@@ -443,6 +448,8 @@ async def _lifecycle(app: web.Application):
 
     gw = app[GATEWAY_KEY]
     async with contextlib.AsyncExitStack() as stack:
+        if gw.tracing is not None:
+            stack.push_async_callback(gw.tracing.shutdown)  # last: spans of drained requests exported
         await start_emulators(gw.deployments.values(), stack)
         gw.resources = stack  # a config reload starts the emulators of new deployments here
         await gw.metering.start()
