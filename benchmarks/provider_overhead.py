@@ -165,15 +165,10 @@ def deployments(ports: dict[str, int]) -> dict[str, dict]:
     return {p: {"name": f"{p}-bench", "pricing": {"list": {"input": 1.0, "output": 2.0}}, **d} for p, d in per.items()}
 
 
-class _Runtime:
-    """What an adapter reads of a deployment at request time (gateway/providers docstring)."""
-
-    def __init__(self, cfg) -> None:
-        self.cfg, self.base_url, self.model = cfg, cfg.base_url.rstrip("/"), cfg.upstream_model
-
-
 def direct_requests(deps: dict[str, dict]) -> dict[str, tuple[str, dict[str, str], bytes]]:
     """Each provider's own request for CHAT, built once by its adapter (url, headers, body)."""
+    sys.path.insert(0, str(REPO))
+    from tests.providers.fakes import Runtime
     from tokenomy.config import Deployment
     from tokenomy.gateway.providers import adapter_for
 
@@ -183,7 +178,7 @@ def direct_requests(deps: dict[str, dict]) -> dict[str, tuple[str, dict[str, str
         ad = adapter_for(cfg)
         if ad.needs_prepare:
             asyncio.run(ad.prepare())  # Vertex: a token from the fake's OAuth2 endpoint
-        req = ad.build_request({"model": p, **CHAT}, _Runtime(cfg), stream=False)
+        req = ad.build_request({"model": p, **CHAT}, Runtime(cfg, cfg.base_url), stream=False)
         headers = dict(req.headers)
         if p == "openai":
             headers["Content-Type"] = "application/json"

@@ -235,6 +235,11 @@ class RoutingGroup(_Strict):
     router_models: dict[str, str] | None = None
     # Exactly one threshold kind (policy router):
     strong_share: float | None = Field(default=None, ge=0, le=1)  # target strong-call share, calibrated at start
+    # strong_share with Redis counters (counters.url / TOKENOMY_REDIS_URL): every this many decisions a
+    # replica merges its score histogram with the other replicas' (one cut for the fleet); 0 = per replica
+    share_sync_every: int = Field(default=32, ge=0, le=1_000_000)
+    # strong_share: how fast the cut follows live traffic (half-life in decisions; the start-up sample decays too)
+    share_half_life: float = Field(default=2000.0, ge=10, le=1e9)
     min_quality: float | None = Field(default=None, ge=0, le=1)  # cheapest candidate predicted >= this
     threshold: float | None = None  # raw router threshold
     max_usd_per_request: float | None = Field(default=None, gt=0)  # best candidate whose expected cost fits
@@ -277,11 +282,30 @@ class Routing(_Strict):
 _NAME = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
 
 
+class UserCapConfig(_Strict):
+    """A cap on each end user (the requests' `user`) of a tenant: a hard budget per period and/or
+    per-minute limits. Applied at start when the user has no cap in the ledger yet (the admin
+    API and the dashboard change it afterwards)."""
+
+    budget_usd: float | None = Field(default=None, ge=0)
+    budget_period: BudgetPeriod = "total"
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _some_cap(self) -> "UserCapConfig":
+        if self.budget_usd is None and self.rpm is None and self.tpm is None:
+            raise ValueError("a user cap needs budget_usd, rpm or tpm")
+        return self
+
+
 class Tenant(_Strict):
     name: str = Field(min_length=1, max_length=200, pattern=_NAME)
     budget_usd: float | None = Field(default=None, ge=0)
     budget_period: BudgetPeriod = "total"
     soft_budget_usd: float | None = Field(default=None, ge=0)
+    # end-user caps: "*" for every user of the tenant, or a user's own (it wins over "*")
+    user_caps: dict[str, UserCapConfig] = Field(default_factory=dict)
     # Billing plan (a name in `plans:`) from the start of time; or give the tenant dated
     # subscriptions in the plans file instead (invoices read that file).
     plan: str | None = Field(default=None, min_length=1)
@@ -456,6 +480,38 @@ class RequestLogConfig(_Strict):
         return v
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry traces over OTLP (tokenomy.observe.tracing; needs the `otel` extra): a server
+    span per request with child spans for routing, each upstream attempt and the ledger commit.
+    Off while `endpoint` is unset. `sample_ratio`: the share of new traces kept (by trace id);
+    `parent_based`: a request whose client sent a W3C traceparent follows its sampled flag.
+    `headers` go to the collector (a value may name environment variables: `env:NAME`, `${NAME}`)."""
+
+    endpoint: str | None = None  # the collector: http://host:4318 (or its /v1/traces URL); grpc: http://host:4317
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    parent_based: bool = True
+    service_name: str = Field(default="tokenomy-gateway", min_length=1, max_length=200)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # export batching (BatchSpanProcessor): a full queue drops spans, never blocks a request
+    max_queue_size: int = Field(default=2048, ge=1)
+    schedule_delay_ms: float = Field(default=5000, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", v):
+            raise ValueError(f"must be the http:// or https:// URL of an OTLP collector (got {v[:80]!r})")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint is not None
+
+
 class GatewayConfig(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
     model_groups: dict[str, ModelGroup] = Field(default_factory=dict)
@@ -476,6 +532,7 @@ class GatewayConfig(_Strict):
     costs: Costs = Costs()
     alerts: Alerts = Alerts()
     request_log: RequestLogConfig = RequestLogConfig()
+    tracing: TracingConfig = TracingConfig()
     # Billing plans enforced by the gateway (caps, downgrade, overage, price per event): a path to
     # a plans YAML (relative to this config file) or the same mapping inline (tokenomy.billing.plans).
     plans: str | dict | list | None = None

@@ -54,6 +54,16 @@ def test_perf_step_fp8_and_count():
     assert fp8["seconds"] < bf16["seconds"] and fp8["dtype"] == "fp8" and bf16["count"] == 4
 
 
+def test_perf_step_weight_and_kv_formats():
+    bf16 = run_json("perf", "step", "--model", "llama-3-8b", "--accelerator", "l4", "--batch", "8")
+    q = run_json("perf", "step", "--model", "llama-3-8b", "--accelerator", "l4", "--batch", "8", "--quant", "int4-awq",
+                 "--kv-dtype", "fp8")
+    assert (q["dtype"], q["kv_dtype"]) == ("int4-awq", "fp8")
+    assert q["weight_bytes"] == pytest.approx(bf16["weight_bytes"] * 0.5195 / 2, rel=1e-3)
+    assert q["kv_bytes_per_token"] == bf16["kv_bytes_per_token"] / 2
+    assert q["seconds"] < 0.5 * bf16["seconds"] and q["max_batch"] > 3 * bf16["max_batch"]
+
+
 def test_cost_json_shape_and_numbers():
     out = run_json("cost", "--model", "llama-3-70b", "--accelerator", "h100", "--count", "4", "--site", "us-va",
                    "--slo-tpot-ms", "50")

@@ -166,6 +166,21 @@ def _clipped_texts(page) -> list[str]:
     }""")
 
 
+def _overflowing_legends(page) -> list[str]:
+    """Labels of uPlot legend entries (time-series charts) that reach past their chart's box."""
+    return page.evaluate("""() => {
+      const out = [];
+      for (const chart of document.querySelectorAll(".chart")) {
+        const c = chart.getBoundingClientRect();
+        for (const s of chart.querySelectorAll(".u-legend .u-series")) {
+          const b = s.getBoundingClientRect();
+          if (b.width > 0 && (b.left < c.left - 0.5 || b.right > c.right + 0.5)) out.push(s.textContent);
+        }
+      }
+      return out;
+    }""")
+
+
 def test_long_labels_and_values_stay_inside_their_charts(server, seeded, browser):
     """A deployment name longer than the label column is shortened with an ellipsis (full name in
     its tooltip), never cut off at the chart's edge; the values at the bar ends stay inside too."""
@@ -186,11 +201,24 @@ def test_long_labels_and_values_stay_inside_their_charts(server, seeded, browser
             page.goto(f"{server.url}/dashboard/{name}?range=7d")
             _loaded(page)
             assert _clipped_texts(page) == [], name
+            assert _overflowing_legends(page) == [], name
+            assert page.evaluate("""() => [...document.querySelectorAll('.table-wrap')].filter((w) =>
+                getComputedStyle(w).overflowX !== 'auto' && w.scrollWidth > w.clientWidth + 1).length""") == 0, name
+        # the long name is shortened in the Deployments table (full name in its tooltip), so the
+        # table stays close to its panel's width (what is left scrolls inside the panel)
+        page.goto(f"{server.url}/dashboard/deployments?range=7d")
+        _loaded(page)
+        cell = page.locator(f'.table-wrap td[title="{long_dep}"]')
+        assert cell.count() == 1 and cell.evaluate("td => td.scrollWidth > td.clientWidth")  # ellipsis shown
+        assert page.evaluate("""() => [...document.querySelectorAll('.table-wrap')].map((w) =>
+            w.scrollWidth - w.clientWidth)""")[0] < 100
         page.goto(f"{server.url}/dashboard/deployments?range=7d")
         _loaded(page)
         label = page.locator(f'[data-chart="$/Mtok by deployment"] text[data-label="{long_dep}"]')
         assert label.count() == 1 and label.evaluate("t => t.firstChild.nodeValue").endswith("…")
         assert label.locator("title").text_content() == long_dep
+        legend = page.locator(f'[data-chart="Requests per deployment"] .u-legend .u-label[title="{long_dep}"]')
+        assert legend.count() == 1  # shortened in the legend, the full name in its tooltip
         page.screenshot(path=str(ARTIFACTS / "admin-deployments-long-names.png"), full_page=True)
         ctx.close()
     finally:

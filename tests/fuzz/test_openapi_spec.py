@@ -10,7 +10,7 @@ import schemathesis
 
 from tokenomy.gateway.openapi import spec
 
-ROUTES = {("post", "/v1/chat/completions"), ("post", "/v1/completions"), ("post", "/v1/embeddings"),
+ROUTES = {("post", "/v1/chat/completions"), ("post", "/v1/completions"), ("post", "/v1/embeddings"), ("post", "/v1/responses"),
           ("get", "/v1/models"), ("get", "/v1/models/{model_id}"), ("post", "/v1/messages"),
           ("post", "/v1/feedback"), ("get", "/health"), ("get", "/metrics"), ("get", "/admin/usage"),
           ("post", "/admin/keys"), ("get", "/admin/keys"), ("post", "/admin/reload"), ("get", "/openapi.json")}

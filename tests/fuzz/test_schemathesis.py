@@ -28,7 +28,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # parameters are ignored, as HTTP APIs do, and the test replaces the Authorization header the
 # negative mode would drop.)
 BODY_CHECKS = [*CHECKS, negative_data_rejection]
-OPERATIONS = [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
+OPERATIONS = [("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"), ("POST", "/v1/responses"),
               ("GET", "/v1/models"), ("GET", "/v1/models/{model_id}"), ("POST", "/v1/messages"),
               ("POST", "/v1/feedback"), ("GET", "/health"), ("GET", "/metrics"), ("GET", "/admin/usage"),
               ("POST", "/admin/keys"), ("GET", "/admin/keys"), ("POST", "/admin/reload"), ("GET", "/openapi.json")]

@@ -35,6 +35,7 @@ class Stub:
     chunk_delay_s: float = 0.0
     calls: int = 0
     bodies: list[dict] = field(default_factory=list)
+    headers: list[dict] = field(default_factory=list)  # request headers (names lower-cased)
     base_url: str = ""
 
     def app(self) -> web.Application:
@@ -53,6 +54,7 @@ class Stub:
         self.calls += 1
         body = orjson.loads(await request.read())
         self.bodies.append(body)
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         mode = self.mode
@@ -142,7 +144,7 @@ class GatewayHandle:
         return self.metering.create_key(tenant, **kw)[1]
 
     async def post(self, path: str, body: Any, key: str | None, **kw) -> tuple[int, dict, Any]:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers = {**({"Authorization": f"Bearer {key}"} if key else {}), **kw.pop("headers", {})}
         data = body if isinstance(body, bytes) else orjson.dumps(body)
         async with aiohttp.ClientSession() as s:
             async with s.post(self.url + path, data=data, headers=headers, **kw) as r:

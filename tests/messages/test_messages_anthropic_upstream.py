@@ -7,11 +7,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from aiohttp.test_utils import TestServer
 from anthropic import AsyncAnthropic
 
 from tests.gateway.conftest import gateway
-from tests.providers.fakes import FakeAnthropic, anthropic_message, anthropic_stream
+from tests.providers.fakes import FakeAnthropic, anthropic_message, anthropic_stream, running
 
 USAGE = {"input_tokens": 10, "output_tokens": 4, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 6}
 
@@ -19,12 +18,8 @@ USAGE = {"input_tokens": 10, "output_tokens": 4, "cache_creation_input_tokens": 
 @pytest.fixture
 async def fake(monkeypatch):
     monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-test")
-    f = FakeAnthropic()
-    server = TestServer(f.app, host="127.0.0.1")
-    await server.start_server()
-    f.url = str(server.make_url("")).rstrip("/")
-    yield f
-    await server.close()
+    async with running(FakeAnthropic()) as f:
+        yield f
 
 
 def _config(url: str) -> dict:

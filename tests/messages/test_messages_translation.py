@@ -120,3 +120,31 @@ def test_response_mapping():
     st, body, final = to_error(429, b'{"error": {"message": "slow down", "code": "rate_limit_exceeded"}}')
     assert (st, body["error"]["type"], final) == (429, "rate_limit_error", False)
     assert to_error(502, b"garbage")[1]["error"] == {"type": "api_error", "message": "HTTP 502"}
+
+
+def test_encoder_frames_a_buffered_answer_in_one_write():
+    """A cascade's answer is written as one buffered SSE body (settle.sse_from_unary): role and
+    text in one chunk, the finish chunk, the usage chunk, the cost comment, [DONE]."""
+    import json
+
+    from tokenomy.gateway.messages.sse import MessagesEncoder
+
+    head = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi all"}, "finish_reason": None}]},
+              {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+              {**head, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2,
+                                               "prompt_tokens_details": {"cached_tokens": 4}}}]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    body += b': x-tokenomy {"cost_usd": "1"}\n\ndata: [DONE]\n\n'
+    enc = MessagesEncoder("msg_1", "alias", 9, [])
+    out = enc.feed(body[:37]) + enc.feed(body[37:])  # split anywhere
+    events = [b for b in out.decode().split("\n\n") if b]
+    names = [b.split("\n")[0] for b in events]
+    assert names == ["event: message_start", "event: ping", "event: content_block_start", "event: content_block_delta",
+                     ": x-tokenomy {\"cost_usd\": \"1\"}", "event: content_block_stop", "event: message_delta",
+                     "event: message_stop"]
+    delta = json.loads(events[6].split("\n")[1].removeprefix("data: "))
+    assert delta["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
+    assert delta["usage"] == {"input_tokens": 5, "output_tokens": 2, "cache_read_input_tokens": 4,
+                              "cache_creation_input_tokens": 0}
+    assert enc.feed(b"data: [DONE]\n\n") == b""  # nothing after message_stop

@@ -6,13 +6,34 @@ tests also parse those answers with the official SDK, so a fake cannot drift fro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import typing
 from collections.abc import Iterable
 
 import orjson
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from pydantic import TypeAdapter, ValidationError
+
+
+@contextlib.asynccontextmanager
+async def running(fake):
+    """Serve a fake (anything with an aiohttp `app`) on 127.0.0.1 for the block, its `url` set."""
+    server = TestServer(fake.app, host="127.0.0.1")
+    await server.start_server()
+    fake.url = str(server.make_url("")).rstrip("/")
+    try:
+        yield fake
+    finally:
+        await server.close()
+
+
+class Runtime:
+    """The three attributes an adapter reads off a DeploymentRuntime (gateway/providers)."""
+
+    def __init__(self, cfg, base_url: str):
+        self.cfg, self.base_url, self.model = cfg, base_url.rstrip("/"), cfg.upstream_model
 
 
 def materialise(x):

@@ -7,30 +7,20 @@ import aiohttp
 import anthropic
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 
 from tokenomy.config import Deployment
 from tokenomy.gateway.providers import ProviderError, adapter_for
 from tokenomy.gateway.routing import DeploymentRuntime  # noqa: F401 (the runtime shape adapters read)
 
-from .fakes import FakeAnthropic, anthropic_message, anthropic_stream, check_typed
-
-
-class _D:  # the three attributes an adapter reads off a DeploymentRuntime
-    def __init__(self, cfg, base_url):
-        self.cfg, self.base_url, self.model = cfg, base_url, cfg.upstream_model
+from .fakes import FakeAnthropic, Runtime, anthropic_message, anthropic_stream, check_typed, running
 
 
 @pytest.fixture
 async def fake(monkeypatch):
     monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-test")
     monkeypatch.setenv("TEST_BETA", "prompt-caching-2024-07-31")
-    f = FakeAnthropic()
-    server = TestServer(f.app, host="127.0.0.1")
-    await server.start_server()
-    f.url = str(server.make_url("")).rstrip("/")
-    yield f
-    await server.close()
+    async with running(FakeAnthropic()) as f:
+        yield f
 
 
 def _cfg(url: str, **headers: str) -> Deployment:
@@ -42,7 +32,7 @@ def _cfg(url: str, **headers: str) -> Deployment:
 async def _call(fake, body: dict, stream: bool = False, **headers: str):
     cfg = _cfg(fake.url, **headers)
     ad = adapter_for(cfg, default_max_tokens=1024)
-    d = _D(cfg, fake.url)
+    d = Runtime(cfg, fake.url)
     req = ad.build_request(body, d, stream=stream)
     assert not isinstance(req, ProviderError), req
     async with aiohttp.ClientSession() as s, s.post(req.url, data=req.body, headers=req.headers) as r:
@@ -184,7 +174,7 @@ async def test_errors_map_to_openai_shape(fake, status, etype, message, want_sta
 def test_rejects_what_anthropic_cannot_do():
     cfg = _cfg("http://127.0.0.1:1")
     ad = adapter_for(cfg)
-    d = _D(cfg, cfg.base_url)
+    d = Runtime(cfg, cfg.base_url)
     for body, param in [({"model": "c", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
                         ({"model": "c", "messages": [{"role": "user", "content": "x"}],
                           "tools": [{"type": "code_interpreter"}]}, "tools"),

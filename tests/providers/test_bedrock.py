@@ -9,7 +9,6 @@ import aiohttp
 import boto3
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 from botocore.config import Config
 from openai import APIStatusError, AsyncOpenAI
 from yarl import URL
@@ -18,12 +17,7 @@ from tests.gateway.conftest import gateway
 from tokenomy.config import Deployment
 from tokenomy.gateway.providers import ProviderError, adapter_for
 
-from .fakes import FakeBedrock, check_converse, converse_response
-
-
-class _D:
-    def __init__(self, cfg, base_url):
-        self.cfg, self.base_url, self.model = cfg, base_url, cfg.upstream_model
+from .fakes import FakeBedrock, Runtime, check_converse, converse_response, running
 
 
 MODEL = "anthropic.claude-sonnet-4-6-v1:0"
@@ -36,12 +30,8 @@ async def fake(monkeypatch):
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-tok")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    f = FakeBedrock()
-    server = TestServer(f.app, host="127.0.0.1")
-    await server.start_server()
-    f.url = str(server.make_url("")).rstrip("/")
-    yield f
-    await server.close()
+    async with running(FakeBedrock()) as f:
+        yield f
 
 
 def _cfg(url: str) -> Deployment:
@@ -52,7 +42,7 @@ def _cfg(url: str) -> Deployment:
 async def _call(fake, body: dict, stream: bool = False):
     cfg = _cfg(fake.url)
     ad = adapter_for(cfg, default_max_tokens=512)
-    req = ad.build_request(body, _D(cfg, fake.url), stream=stream)
+    req = ad.build_request(body, Runtime(cfg, fake.url), stream=stream)
     assert not isinstance(req, ProviderError), req
     async with aiohttp.ClientSession() as s, s.post(URL(req.url, encoded=True), data=req.body, headers=req.headers) as r:
         raw = await r.read()
@@ -175,7 +165,7 @@ async def test_stream_exception_frame_and_rejections(fake):
     assert dec.error is not None and dec.error.status == 429 and not dec.done
     cfg = _cfg(fake.url)
     out = adapter_for(cfg).build_request({"model": "x", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}, _D(cfg, fake.url), stream=False)
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}, Runtime(cfg, fake.url), stream=False)
     assert isinstance(out, ProviderError) and out.status == 400 and "bytes only" in out.body["error"]["message"]
 
 

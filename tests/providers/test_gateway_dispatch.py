@@ -9,22 +9,17 @@ from decimal import Decimal
 
 import openai
 import pytest
-from aiohttp.test_utils import TestServer
 
 from tests.gateway.conftest import Stub, gateway, list_dep, stubs
 
-from .fakes import FakeAnthropic, anthropic_message, anthropic_stream
+from .fakes import FakeAnthropic, anthropic_message, anthropic_stream, running
 
 
 @pytest.fixture
 async def fake(monkeypatch):
     monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-test")
-    f = FakeAnthropic()
-    server = TestServer(f.app, host="127.0.0.1")
-    await server.start_server()
-    f.url = str(server.make_url("")).rstrip("/")
-    yield f
-    await server.close()
+    async with running(FakeAnthropic()) as f:
+        yield f
 
 
 def _cfg(fake_url: str, *extra_deps: dict) -> dict:

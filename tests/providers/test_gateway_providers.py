@@ -6,12 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from aiohttp.test_utils import TestServer
 from openai import APIStatusError, AsyncOpenAI
 
 from tests.gateway.conftest import Stub, gateway, stubs
 
-from .fakes import FakeAnthropic, anthropic_message, anthropic_stream
+from .fakes import FakeAnthropic, anthropic_message, anthropic_stream, running
 
 USAGE = {"input_tokens": 10, "output_tokens": 4, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 6}
 
@@ -24,12 +23,8 @@ def data_dir(tmp_path):
 @pytest.fixture
 async def fake(monkeypatch):
     monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-test")
-    f = FakeAnthropic()
-    server = TestServer(f.app, host="127.0.0.1")
-    await server.start_server()
-    f.url = str(server.make_url("")).rstrip("/")
-    yield f
-    await server.close()
+    async with running(FakeAnthropic()) as f:
+        yield f
 
 
 def _config(fake_url: str, backup_url: str | None = None) -> dict:

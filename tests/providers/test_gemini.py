@@ -9,7 +9,6 @@ import json
 import aiohttp
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 from google import genai
 from google.genai import types
 from openai import AsyncOpenAI
@@ -18,23 +17,14 @@ from tests.gateway.conftest import gateway
 from tokenomy.config import Deployment
 from tokenomy.gateway.providers import ProviderError, adapter_for
 
-from .fakes import FakeGemini, check_gemini, gemini_response
-
-
-class _D:
-    def __init__(self, cfg, base_url):
-        self.cfg, self.base_url, self.model = cfg, base_url, cfg.upstream_model
+from .fakes import FakeGemini, Runtime, check_gemini, gemini_response, running
 
 
 @pytest.fixture
 async def fake(monkeypatch):
     monkeypatch.setenv("TEST_GEMINI_KEY", "AIza-test")
-    f = FakeGemini()
-    server = TestServer(f.app, host="127.0.0.1")
-    await server.start_server()
-    f.url = str(server.make_url("")).rstrip("/")
-    yield f
-    await server.close()
+    async with running(FakeGemini()) as f:
+        yield f
 
 
 def _cfg(url: str, **kw) -> Deployment:
@@ -78,7 +68,7 @@ async def test_request_translation_is_a_valid_generate_content_request(fake):
     fake.script = [(200, gemini_response([{"text": "{}"}]))]
     cfg = _cfg(fake.url)
     ad = adapter_for(cfg)
-    req, out = await _call(ad, _D(cfg, fake.url), dict(BODY))
+    req, out = await _call(ad, Runtime(cfg, fake.url), dict(BODY))
     path, headers, body = fake.requests[0]
     assert path == "/v1/models/gemini-2.5-flash:generateContent" and headers["x-goog-api-key"] == "AIza-test"
     assert body["systemInstruction"] == {"parts": [{"text": "Be terse."}]}
@@ -110,7 +100,7 @@ async def test_response_usage_and_sdk_agree(fake):
                                           {"functionCall": {"name": "weather", "args": {"city": "Oslo"}}}],
                                          usage=usage))]
     cfg = _cfg(fake.url)
-    _, out = await _call(adapter_for(cfg), _D(cfg, fake.url), {"model": "g", "messages": [{"role": "user", "content": "x"}]})
+    _, out = await _call(adapter_for(cfg), Runtime(cfg, fake.url), {"model": "g", "messages": [{"role": "user", "content": "x"}]})
     ch = out["choices"][0]
     assert ch["message"]["content"] == "Calling." and ch["finish_reason"] == "tool_calls"
     assert ch["message"]["tool_calls"][0]["function"] == {"name": "weather", "arguments": '{"city":"Oslo"}'}
@@ -133,7 +123,7 @@ async def test_stream_and_sdk_agree(fake):
                               "totalTokenCount": 12}, "modelVersion": "gemini-2.5-flash", "responseId": "r"}]
     fake.script = [(200, evs)]
     cfg = _cfg(fake.url)
-    req, (chunks, dec) = await _call(adapter_for(cfg), _D(cfg, fake.url),
+    req, (chunks, dec) = await _call(adapter_for(cfg), Runtime(cfg, fake.url),
                                      {"model": "g", "messages": [{"role": "user", "content": "x"}]}, stream=True)
     assert req.url.endswith(":streamGenerateContent?alt=sse")
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Hello!"
@@ -155,7 +145,7 @@ async def test_stream_and_sdk_agree(fake):
 async def test_errors_map_to_openai_shape(fake, status, gstatus, message, want_status, want_code, retryable):
     fake.script = [(status, {"error": {"code": status, "message": message, "status": gstatus}})]
     cfg = _cfg(fake.url)
-    _, out = await _call(adapter_for(cfg), _D(cfg, fake.url), {"model": "g", "messages": [{"role": "user", "content": "x"}]})
+    _, out = await _call(adapter_for(cfg), Runtime(cfg, fake.url), {"model": "g", "messages": [{"role": "user", "content": "x"}]})
     assert isinstance(out, ProviderError)
     assert (out.status, out.body["error"]["code"], out.retryable) == (want_status, want_code, retryable)
 
@@ -180,7 +170,7 @@ async def test_vertex_refreshes_google_credentials(fake, tmp_path, monkeypatch):
     ad = adapter_for(cfg)
     await ad.prepare()
     await ad.prepare()  # still valid: no second token
-    _, out = await _call(ad, _D(cfg, fake.url), {"model": "g", "messages": [{"role": "user", "content": "x"}]})
+    _, out = await _call(ad, Runtime(cfg, fake.url), {"model": "g", "messages": [{"role": "user", "content": "x"}]})
     assert out["choices"][0]["message"]["content"] == "ok" and fake.tokens_issued == 1
     path, headers, _ = fake.requests[0]
     assert path == "/v1/projects/proj-1/locations/europe-west4/publishers/google/models/gemini-2.5-flash:generateContent"

@@ -12,10 +12,7 @@ from aiohttp.test_utils import TestServer
 from tokenomy.config import Deployment
 from tokenomy.gateway.providers import ProviderError, adapter_for, resolve_header_value
 
-
-class _D:
-    def __init__(self, cfg, base_url):
-        self.cfg, self.base_url, self.model = cfg, base_url.rstrip("/"), cfg.upstream_model
+from .fakes import Runtime
 
 
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
@@ -31,13 +28,13 @@ def test_openai_passthrough_is_todays_request(monkeypatch):
     ad = adapter_for(cfg)
     assert ad.passthrough and ad.provider == "openai"
     body = {"model": "alias", "messages": [{"role": "user", "content": "x"}], "stream": True}
-    req = ad.build_request(body, _D(cfg, cfg.base_url), stream=True)
+    req = ad.build_request(body, Runtime(cfg, cfg.base_url), stream=True)
     assert req.url == "http://h:1/v1/chat/completions"
     assert req.headers == {"Content-Type": "application/json", "X-Org": "o", "Authorization": "Bearer sk-1"}
     want = {"model": "up", "messages": [{"role": "user", "content": "x"}], "stream": True,
             "stream_options": {"include_usage": True}}
     assert req.body == orjson.dumps(want) and req.warnings == ()
-    assert ad.build_request({"model": "m", "prompt": "p"}, _D(cfg, cfg.base_url), stream=False,
+    assert ad.build_request({"model": "m", "prompt": "p"}, Runtime(cfg, cfg.base_url), stream=False,
                             kind="completions").url == "http://h:1/v1/completions"
 
 
@@ -86,7 +83,7 @@ async def test_azure_deployment_url_api_version_and_key(azure, monkeypatch):
     cfg = Deployment(name="gpt@azure", provider="azure", base_url=url, api_key_env="AZ_KEY", model="my-gpt4o",
                      api_version="2024-10-21", pricing={"price_map": "gpt-4o-mini"})
     ad = adapter_for(cfg)
-    req = ad.build_request({"model": "x", "messages": [{"role": "user", "content": "hi"}]}, _D(cfg, url), stream=False)
+    req = ad.build_request({"model": "x", "messages": [{"role": "user", "content": "hi"}]}, Runtime(cfg, url), stream=False)
     assert req.url == f"{url}/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21"
     assert req.headers["api-key"] == "az-key" and "Authorization" not in req.headers
     async with aiohttp.ClientSession() as s, s.post(req.url, data=req.body, headers=req.headers) as r:
@@ -108,7 +105,7 @@ async def test_azure_v1_api_and_bad_key(azure, monkeypatch):
                      model="gpt-4o-mini", api_version="v1", pricing={"price_map": "gpt-4o-mini"})
     ad = adapter_for(cfg)
     req = ad.build_request({"model": "x", "messages": [{"role": "user", "content": "hi"}]},
-                           _D(cfg, cfg.base_url), stream=False)
+                           Runtime(cfg, cfg.base_url), stream=False)
     assert req.url == f"{url}/openai/v1/chat/completions"
     async with aiohttp.ClientSession() as s, s.post(req.url, data=req.body, headers=req.headers) as r:
         out = ad.parse_response(r.status, dict(r.headers), await r.read(), req)

@@ -11,10 +11,11 @@ import resource
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from tests.gateway.conftest import gateway
 from tokenomy.gateway.upstream import MAX_EVENT_BYTES
+
+from .fakes import running
 
 MB = 1 << 20
 
@@ -55,12 +56,8 @@ class HugeProvider:
 @pytest.fixture
 async def huge(monkeypatch):
     monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-test")
-    p = HugeProvider()
-    server = TestServer(p.app, host="127.0.0.1")
-    await server.start_server()
-    p.url = str(server.make_url("")).rstrip("/")
-    yield p
-    await server.close()
+    async with running(HugeProvider()) as p:
+        yield p
 
 
 def _cfg(url: str) -> dict:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tokenomy.cli import app
@@ -118,3 +119,16 @@ def test_route_explain_errors_are_one_line(tmp_path):
                       (["hi", "--strong-share", "2"], "error: --strong-share must be in [0, 1]")):
         p = subprocess.run([str(exe), "route", "explain", *args], capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.startswith(msg) and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_choose_cli_default_threshold_is_the_start_up_cut():
+    from tokenomy.routing.quality import load_router
+    from tokenomy.routing.quality.threshold import startup_threshold
+
+    t = startup_threshold(load_router("default"), 0.3)
+    easy = _json(runner.invoke(app, ["route", "choose", "--prompt", "hi", "--candidates", "small=0.2,big=10", "--json"]))
+    hard = _json(runner.invoke(app, ["route", "choose", "--prompt", "Implement a lock-free MPMC queue in C++ with "
+                                     "atomics and explain the memory ordering", "--candidates", "small=0.2,big=10",
+                                     "--json"]))
+    assert easy["threshold"] == hard["threshold"] == pytest.approx(t)
+    assert (easy["model"], hard["model"]) == ("small", "big")

@@ -68,7 +68,7 @@ def test_task_router_trains_with_source_intercepts_and_round_trips(sample_rows, 
     assert isinstance(back, TaskRouter)
     assert back.strong_win_rate("Prove that 2 is prime") == pytest.approx(r.strong_win_rate("Prove that 2 is prime"))
     ex = back.explain("hi")
-    assert ex["kind"] == "chitchat" and ex["top_features"][0]["feature"] in ("kind_chitchat", "log_instruction_chars")
+    assert ex["kind"] == "chitchat" and ex["top_features"][0]["feature"] in ("kind_chitchat", "log_words")
     assert ex["score"] == pytest.approx(back.strong_win_rate("hi"))
     assert sum(f["contribution"] for f in ex["top_features"]) + ex["bias"] == pytest.approx(ex["logit"], abs=1e-3)
 
@@ -81,3 +81,28 @@ def test_shipped_default_is_the_task_router():
     r = load_router("default")
     assert isinstance(r, TaskRouter) and DEFAULT_ARTIFACT.stat().st_size < 10_000
     assert r.strong_win_rate("hi") < r.strong_win_rate("Write a B-tree in Rust with insert, delete and range queries.")
+
+
+def test_log_words_counts_words_not_digits_formulas_or_payload():
+    import math
+
+    # digits, operators and option letters are not words: the same question with longer numbers
+    # has more characters but the same word count
+    short = profile("What is 12 times 34? Explain.")
+    long_numbers = profile("What is 123456789 times 987654321? Explain.")
+    assert long_numbers.demand["log_instruction_chars"] > short.demand["log_instruction_chars"]
+    assert long_numbers.demand["log_words"] == short.demand["log_words"] == pytest.approx(math.log1p(4))
+    # a payload to edit is not counted: as many words as the one-line instruction
+    para = "Yesterday me and my freind went to the libary to study for our exams and it was realy long. " * 6
+    assert profile("Fix the typos in this paragraph:\n\n" + para).demand["log_words"] == pytest.approx(math.log1p(6))
+    # CJK: a run of ideographs is one regex match plus half a word per character
+    assert profile("证明任何有限整环都是域").demand["log_words"] == pytest.approx(math.log1p(1 + 11 / 2))
+
+
+def test_math_choice_marks_maths_questions_with_answer_options_only():
+    mc = "Solve for x: the equation 2x + 3 = 11.\nA. 2\nB. 4\nC. 6\nD. 8\nAnswer:"
+    assert profile(mc).kind == "math" and profile(mc).demand["math_choice"] == 1.0
+    open_q = profile("Solve for x: the equation 2x + 3 = 11.")
+    assert open_q.kind == "math" and open_q.demand["math_choice"] == 0.0
+    history = "Who was the first emperor of Rome?\nA. Caesar\nB. Augustus\nC. Nero\nD. Trajan\nAnswer:"
+    assert profile(history).demand["math_choice"] == 0.0

@@ -55,3 +55,33 @@ def test_many_observations_do_not_overflow_and_merge_pools_replicas():
         b.observe(s)
     a.merge(b)
     assert 0.4 < a.value < 0.8                     # the pooled quantile lies between the two
+
+
+def test_peer_histograms_make_one_cut_for_skewed_replicas():
+    """Replica A sees low scores, B high ones; exchanging histograms every 8 decisions (what
+    share_sync does through Redis) gives both the same cut, and the COMBINED strong share meets the
+    target while A's own share falls below it; without peers each replica meets it on its own."""
+    rng = np.random.default_rng(4)
+    low, high = rng.beta(2, 6, 4000), rng.beta(6, 2, 4000)
+
+    def run(exchange: bool):
+        a, b = ShareThreshold(0.3, half_life=500), ShareThreshold(0.3, half_life=500)
+        went_a, went_b = [], []
+        for i in range(4000):
+            went_a.append(low[i] >= a.value)
+            went_b.append(high[i] >= b.value)
+            a.observe(low[i])
+            b.observe(high[i])
+            if exchange and (i + 1) % 8 == 0:
+                a.set_peers([b.normalised()])
+                b.set_peers([a.normalised()])
+        return np.mean(went_a[2000:]), np.mean(went_b[2000:]), a, b
+
+    share_a, share_b, a, b = run(True)
+    assert (share_a + share_b) / 2 == pytest.approx(0.3, abs=0.02)
+    assert share_a < 0.1 and share_b > 0.5 and a.value == pytest.approx(b.value, rel=0.05)
+    assert a.to_json()["peer_mass"] == pytest.approx(b.normalised().sum(), rel=0.05)
+    local_a, local_b, _, _ = run(False)
+    assert local_a == pytest.approx(0.3, abs=0.03) and local_b == pytest.approx(0.3, abs=0.03)
+    a.set_peers([])                                  # peers gone (Redis away): back to the own histogram
+    assert a.peers.sum() == 0 and a.value < b.value

@@ -23,7 +23,9 @@ def test_sqlite_column_and_migration_of_an_old_ledger(tmp_path):
     path = old.path
     old.close()
     conn = sqlite3.connect(path)  # back to schema 1: the column did not exist
-    conn.executescript("DROP TABLE events; DELETE FROM schema_version WHERE version > 1;")
+    # (and without the tables of later migrations: the audit trail and user caps of migration 3)
+    conn.executescript("DROP TABLE events; DROP TABLE admin_audit; DROP TABLE user_caps; "
+                       "DELETE FROM schema_version WHERE version > 1;")
     for stmt in MIGRATIONS[0]:
         if "events" in stmt:
             conn.execute(stmt)
@@ -34,7 +36,7 @@ def test_sqlite_column_and_migration_of_an_old_ledger(tmp_path):
     conn.close()
     lg = SqliteLedger.open(tmp_path)
     try:
-        assert lg.schema_version == SCHEMA_VERSION == 2
+        assert lg.schema_version == SCHEMA_VERSION >= 2
         assert lg.append([make_event(id="new", input_tokens=50, cache_write_tokens=20)]) == [True]
         got = {e.id: e.cache_write_tokens for e in lg.events(None, None, None, 10)}
         assert got == {"old": 0, "new": 20}

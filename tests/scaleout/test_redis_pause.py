@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import subprocess
 import time
 from decimal import Decimal
 
@@ -22,6 +20,8 @@ from tokenomy.metering.backends import spend_reader
 from tokenomy.metering.redis_counters import RedisCounterStore
 from tokenomy.metering.sqlite_ledger import SqliteLedger
 
+from service_procs import private_redis_server
+
 from .conftest import make_event
 
 STORE_TIMEOUT_S = 5.0  # a paused Redis answers a call after this (as a timeout)
@@ -30,41 +30,10 @@ UNLIMITED_REQUESTS = 40
 LIMITED_REQUESTS = 6
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def private_redis(tmp_path):
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("redis-server binary missing: in CI the Redis pause tests must run", pytrace=False)
-        pytest.skip("redis-server binary not installed")
-    import redis
-
-    port = _free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            redis.Redis.from_url(url, socket_timeout=1).ping()
-            break
-        except redis.exceptions.RedisError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("private redis-server did not start")
-            time.sleep(0.05)
-    yield proc, url
-    os.kill(proc.pid, signal.SIGCONT)
-    proc.terminate()
-    proc.wait(timeout=10)
+    with private_redis_server(tmp_path, "Redis pause") as pr:
+        yield pr
 
 
 def _meter(tmp_path, url: str, fail_mode: str) -> Metering:

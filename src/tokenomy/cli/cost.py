@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         provider: Optional[str] = typer.Option(None, "--provider", help="Rental provider (default: the cheapest in the class)."),
         price_class: str = typer.Option("hyperscaler-on-demand", "--price-class", help="Rental price class: "
                                         "hyperscaler-on-demand | neocloud-on-demand | reserved-1y | reserved-3y | spot."),
-        dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp8."),
+        dtype: str = typer.Option("bf16", "--dtype", help="Weight format: bf16, fp8 or int4-awq."),
         engine_efficiency: float = typer.Option(1.0, "--engine-efficiency", help="Engine speed-up over the profile."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:

@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
         context: int = typer.Option(2048, "--context", "-c", min=0, help="Decode: KV tokens per sequence."),
         tokens: int = typer.Option(2048, "--tokens", "-t", min=1, help="Prefill: prompt tokens."),
         count: int = typer.Option(1, "--count", "-n", min=1, help="Devices per replica (tensor parallel)."),
-        dtype: str = typer.Option("bf16", "--dtype", help="bf16 or fp8 (weights and GEMMs)."),
+        dtype: str = typer.Option("bf16", "--dtype", "--quant", help="Weight format: bf16, fp8 or int4-awq."),
+        kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV-cache format: bf16 or fp8."),
         engine_efficiency: float = typer.Option(
             1.0, "--engine-efficiency", help="Speed-up of your engine over the plain-PyTorch profile (vLLM ~1.1-1.3)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -37,14 +38,14 @@ def register(app: typer.Typer) -> None:
 
         cat = load_catalog()
         m, acc = cat.model(model), cat.accelerator(accelerator)
-        sm = make_step_model(m, acc, count=count, dtype=dtype, engine_efficiency=engine_efficiency)
+        sm = make_step_model(m, acc, count=count, dtype=dtype, kv_dtype=kv_dtype, engine_efficiency=engine_efficiency)
         if phase is Phase.decode:
             pred = decode_prediction(sm, batch=batch, context=context)
         else:
             pred = prefill_prediction(sm, tokens=tokens)
         out = {
             "phase": phase.value, "model": m.id, "accelerator": acc.id, "count": count, "dtype": dtype,
-            "engine_efficiency": engine_efficiency,
+            "kv_dtype": kv_dtype, "engine_efficiency": engine_efficiency,
             **({"batch": batch, "context": context} if phase is Phase.decode else {"tokens": tokens}),
             **pred.to_dict(),
             "ms": pred.seconds * 1e3,

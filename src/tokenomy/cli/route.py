@@ -374,7 +374,9 @@ def savings_cmd(
 def choose_cmd(
     prompt: str = typer.Option(..., help="the prompt"),
     candidates: str = typer.Option(..., help="model=price,... (price in any one unit, e.g. $/Mtok)"),
-    threshold: float = typer.Option(0.5, help="binary router: strong win-rate threshold; mf: minimum quality"),
+    threshold: Optional[float] = typer.Option(
+        None, help="binary router: score threshold (default: the cut strong_share 0.3 gives on the gateway's "
+                   "start-up sample, as `route explain`); mf: minimum quality (default 0.5)"),
     router: str = typer.Option("default", help="default | mf | PATH.npz"),
     model: Optional[Path] = typer.Option(None, help="router artifact"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -391,12 +393,19 @@ def choose_cmd(
             cands.append((name, float(price)))
         except ValueError:
             raise TokenomyError(f"candidate '{part}': price is not a number") from None
-    d = choose_model(prompt, cands, threshold, router=load_router(router, model=model))
+    r = load_router(router, model=model)
+    if threshold is None:
+        # a binary router's scores rank prompts (per-source intercepts are dropped at serving), so its
+        # default cut is the gateway's own start-up one, not a fixed 0.5
+        from tokenomy.routing.quality.threshold import startup_threshold
+
+        threshold = 0.5 if hasattr(r, "quality_of") else startup_threshold(r, 0.3)
+    d = choose_model(prompt, cands, threshold, router=r)
     if as_json:
         _emit(d.to_json())
     else:
         pq = "" if d.predicted_quality is None else f" predicted quality {d.predicted_quality:.3f}"
-        typer.echo(f"{d.model} ({d.reason}; strong win rate {d.strong_win_rate:.3f}, threshold {d.threshold}){pq}")
+        typer.echo(f"{d.model} ({d.reason}; strong win rate {d.strong_win_rate:.3f}, threshold {d.threshold:.4f}){pq}")
 
 
 @route_app.command("explain")

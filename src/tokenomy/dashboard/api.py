@@ -30,7 +30,8 @@ from tokenomy.errors import TokenomyError
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "90d": 90 * 86400}
 DEFAULT_RANGE = "24h"
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 503: "service_unavailable"}
+                404: "not_found_error", 409: "invalid_request_error", 413: "invalid_request_error",
+                415: "invalid_request_error", 503: "service_unavailable"}
 
 
 @dataclass

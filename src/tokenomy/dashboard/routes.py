@@ -14,8 +14,8 @@ from tokenomy.dashboard.store import LedgerUnavailable
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGES = {"overview": "Overview", "routing": "Routing", "deployments": "Deployments", "tenants": "Tenants",
-         "unit-cost": "Unit cost", "plans": "Plans"}
-ADMIN_PAGES = ("plans",)  # a tenant's key gets a 403 there: its nav does not show them
+         "unit-cost": "Unit cost", "plans": "Plans", "manage": "Manage"}
+ADMIN_PAGES = ("plans", "manage")  # a tenant's key gets a 403 there: its nav does not show them
 DASH_KEY: web.AppKey[Dashboard] = web.AppKey("tokenomy_dashboard", Dashboard)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -280,6 +280,9 @@ def add_routes(app: web.Application, dash: Dashboard) -> None:
     r.add_get("/dashboard/api/pricing-plans", pricing_plans)
     r.add_get("/dashboard/api/costs", costs)
     r.add_get("/dashboard/api/plans/{name}", plan_one)
+    from tokenomy.dashboard.manage import add_manage_routes
+
+    add_manage_routes(app, "/dashboard/api/manage")
     r.add_static("/dashboard/static/", STATIC_DIR, show_index=False, append_version=False)
     r.add_get("/dashboard/{page}", page)
 

@@ -11,7 +11,6 @@ the full one before normalisation).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from collections import Counter
@@ -43,7 +42,7 @@ def vector(units: list[str] | list[int], dimensions: int) -> np.ndarray:
 
 
 def encode(vec: np.ndarray, encoding_format: str) -> list[float] | str:
-    """OpenAI's wire forms: a JSON array of floats, or base64 of little-endian float32 bytes."""
-    if encoding_format == "base64":
-        return base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
-    return vec.tolist()
+    """OpenAI's wire forms (gateway/embeddings.encode_vector: floats, or base64 of float32)."""
+    from tokenomy.gateway.embeddings import encode_vector
+
+    return encode_vector(vec.tolist(), encoding_format)

@@ -578,7 +578,7 @@ def _slo_points(trace, req, slos_tpot_ms, *, verify, progress=None,
 
 def _mix_key(a: dict) -> str:
     kv = f"/kv-{a['kv_dtype']}" if a.get("kv_dtype", "bf16") != "bf16" else ""
-    return f"{a['accelerator']}x{a['count']}/{a['dtype']}{kv}" + (f"@{a['site']}" if a["site"] else "")
+    return f"{a['accelerator']}x{a['count']}/{a['dtype']}{kv}" + (f"@{a['site']}" if a.get("site") else "")
 
 
 def _point(r: dict) -> dict:

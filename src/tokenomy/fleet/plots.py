@@ -54,8 +54,9 @@ def plan_composition_plot(plan: dict, path: str) -> None:
 
 
 def _label(a: dict) -> str:
-    site = f"@{a['site']}" if a.get("site") else ""
-    return f"{a['accelerator']}x{a['count']}/{a['dtype']}{site}"
+    from tokenomy.fleet.planner import _mix_key
+
+    return _mix_key(a)
 
 
 def cost_vs_slo_plot(points: list[dict], path: str, *, title: str = "") -> None:

@@ -251,7 +251,7 @@ async def admin_create_key(request: web.Request) -> web.Response:
 
     gw = _gw(request)
     try:
-        _admin(request)
+        actor = _admin(request).key_id
         from tokenomy.gateway.validate import parse_body
 
         body = parse_body(await gw._read_body(request))  # JSON 413 past the size limit
@@ -272,7 +272,7 @@ async def admin_create_key(request: web.Request) -> web.Response:
                 raise ApiError(400, f"'{field}' has the wrong type", param=field, code="invalid_type")
             kwargs[field] = val
         try:
-            key_id, secret = gw.metering.create_key(tenant, **kwargs)  # creates the tenant if new
+            key_id, secret = gw.metering.create_key(tenant, actor=actor, **kwargs)  # creates the tenant if new
         except MeteringError as exc:
             raise ApiError(exc.status, exc.message, code=exc.code) from None
         except (TokenomyError, ValueError, TypeError) as exc:
@@ -357,6 +357,11 @@ def build_app(config: GatewayConfig | None, metering: Any, *, config_path: str |
         from tokenomy.observe.requestlog import RequestLog
 
         gw.settler.request_log = RequestLog(config.request_log)
+    if config.tracing.enabled:  # wraps the lifecycle's stage methods; nothing at all when off
+        from tokenomy.observe import open_tracing
+
+        gw.tracing = open_tracing(config.tracing)
+        gw.tracing.instrument(gw)
     app = web.Application(client_max_size=config.server.max_body_bytes, handler_args={"max_field_size": 16384})
     app[GATEWAY_KEY] = gw
     app.router.add_post("/v1/chat/completions", chat_completions)
@@ -365,6 +370,9 @@ def build_app(config: GatewayConfig | None, metering: Any, *, config_path: str |
     from tokenomy.gateway.messages import messages as anthropic_messages
 
     app.router.add_post("/v1/messages", anthropic_messages)  # Anthropic Messages API (gateway/messages)
+    from tokenomy.gateway.responses import responses
+
+    app.router.add_post("/v1/responses", responses)  # OpenAI Responses API on chat deployments (gateway/responses)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{model_id}", model_detail)
     app.router.add_post("/v1/feedback", feedback)
@@ -379,6 +387,9 @@ def build_app(config: GatewayConfig | None, metering: Any, *, config_path: str |
     from tokenomy.dashboard import mount as mount_dashboard
 
     mount_dashboard(app, metering)
+    from tokenomy.dashboard.manage import add_manage_routes
+
+    add_manage_routes(app, "/admin", keys=False)  # tenants, budgets, rotate/revoke, user caps, audit
     app.router.add_route("*", "/{tail:.*}", not_found)  # last: everything else is a clear 404
     app.cleanup_ctx.append(_lifecycle)
     return app
@@ -437,6 +448,8 @@ async def _lifecycle(app: web.Application):
 
     gw = app[GATEWAY_KEY]
     async with contextlib.AsyncExitStack() as stack:
+        if gw.tracing is not None:
+            stack.push_async_callback(gw.tracing.shutdown)  # last: spans of drained requests exported
         await start_emulators(gw.deployments.values(), stack)
         gw.resources = stack  # a config reload starts the emulators of new deployments here
         await gw.metering.start()

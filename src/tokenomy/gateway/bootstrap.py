@@ -18,14 +18,23 @@ class Bootstrap:
     imported_keys: int = 0
 
 
+CONFIG_ACTOR = "config"  # the audit trail's actor for what the config file creates
+
+
 def apply_identities(config: GatewayConfig, metering: Any, *, create_demo: bool) -> Bootstrap:
     out = Bootstrap()
     existing = {t["name"] for t in metering.list_tenants()}
     for t in config.tenants:
         if t.name not in existing:
             metering.create_tenant(t.name, budget_usd=t.budget_usd, budget_period=t.budget_period,
-                                   soft_budget_usd=t.soft_budget_usd, exist_ok=True)
+                                   soft_budget_usd=t.soft_budget_usd, exist_ok=True, actor=CONFIG_ACTOR)
             existing.add(t.name)
+        if t.user_caps:
+            have = {c["user"] for c in metering.user_caps(t.name)}
+            for user, cap in t.user_caps.items():
+                if user not in have:  # the ledger's (set over the API) wins over the file's
+                    metering.set_user_cap(t.name, user, budget_usd=None if cap.budget_usd is None else repr(cap.budget_usd),
+                                          budget_period=cap.budget_period, rpm=cap.rpm, tpm=cap.tpm, actor=CONFIG_ACTOR)
     for i, k in enumerate(config.keys):
         secret = k.secret if k.secret is not None else os.environ.get(k.secret_env or "")
         if not secret:

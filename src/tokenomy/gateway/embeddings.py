@@ -13,6 +13,9 @@ models only, up to the model's size).
 
 from __future__ import annotations
 
+import base64
+from array import array
+
 from tokenomy.gateway.errors import ApiError
 
 MAX_INPUTS = 2048
@@ -91,3 +94,17 @@ def native_dimensions(group) -> int | None:
     """The smallest configured vector size of a group's deployments (None: none configured)."""
     dims = [d.cfg.embedding_dimensions for d in group.deployments if d.cfg.embedding_dimensions]
     return min(dims) if dims else None
+
+
+def encode_vector(values, encoding_format: str) -> list[float] | str:
+    """OpenAI's wire forms of one vector: a JSON array of floats, or base64 of little-endian float32
+    bytes (what the openai SDK asks for by default and decodes)."""
+    floats = [float(x) for x in values]
+    if encoding_format == "base64":
+        a = array("f", floats)
+        if a.itemsize != 4 or __import__("sys").byteorder != "little":
+            import numpy as np
+
+            return base64.b64encode(np.asarray(floats, dtype="<f4").tobytes()).decode("ascii")
+        return base64.b64encode(a.tobytes()).decode("ascii")
+    return floats

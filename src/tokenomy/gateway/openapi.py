@@ -16,6 +16,7 @@ from aiohttp import web
 from tokenomy.gateway import embeddings as _emb
 from tokenomy.gateway import validate as _validate
 from tokenomy.gateway.messages import openapi as _messages
+from tokenomy.gateway.responses import request as _responses
 from tokenomy.metering.periods import PERIODS
 
 OPENAPI_VERSION = "3.1.0"
@@ -141,6 +142,34 @@ _SCHEMAS: dict[str, Any] = {
                                                         "description": "Floats, or base64 of float32"}}}},
                        "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"},
                                                                   "total_tokens": {"type": "integer"}}}},
+    },
+    "ResponsesRequest": {  # gateway/responses/request.py: what it rejects is outside this schema
+        "type": "object", "required": ["model", "input"], "additionalProperties": False,
+        "properties": {
+            "model": {"type": "string", "description": "A model group or route alias (served by chat deployments)."},
+            "input": {"anyOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "object"}}],
+                      "description": "Text, or items: messages, function_call and function_call_output."},
+            "instructions": _NULLABLE_STR,
+            "max_output_tokens": _bounded(_MAX_OUT),
+            "temperature": {"type": ["number", "null"]}, "top_p": {"type": ["number", "null"]},
+            "tools": {"type": ["array", "null"], "items": {"type": "object"}, "description": "Function tools."},
+            "tool_choice": {"anyOf": [{"enum": ["auto", "none", "required"]}, {"type": "object"}, {"type": "null"}]},
+            "parallel_tool_calls": {"type": ["boolean", "null"]}, "stream": {"type": ["boolean", "null"]},
+            "store": {"type": ["boolean", "null"], "description": "Responses are never stored (true: a warning)."},
+            "text": {"type": ["object", "null"], "description": "{format: text | json_object | json_schema}"},
+            "user": {"type": ["string", "null"], "minLength": 1, "maxLength": _validate.MAX_USER_CHARS},
+            "metadata": {"type": ["object", "null"], "maxProperties": _validate.MAX_TAGS,
+                         "propertyNames": {"minLength": 1, "maxLength": _validate.MAX_TAG_KEY_CHARS},
+                         "additionalProperties": {"type": "string", "maxLength": _validate.MAX_TAG_VALUE_CHARS}},
+            **{name: {"type": "null", "description": "Needs stored state: not supported."}
+               for name in _responses.STATEFUL},
+            **{name: {"description": "Accepted and dropped (x-tokenomy-warning)."} for name in _responses.DROPPED}},
+    },
+    "Response": {
+        "type": "object", "required": ["id", "object", "status", "output", "model"],
+        "properties": {"id": _STR, "object": {"const": "response"}, "status": _STR, "model": _STR,
+                       "output": {"type": "array", "items": {"type": "object"}},
+                       "usage": {"type": ["object", "null"]}},
     },
     "SseEvent": {  # OpenAPI < 3.2: the schema of ONE server-sent event
         "type": "object", "required": ["data"],
@@ -269,6 +298,8 @@ def spec(models: list[str] | None = None, embedding_models: list[str] | None = N
         "/v1/chat/completions": _inference("Chat completion (OpenAI-compatible)", "ChatCompletionRequest",
                                            "ChatCompletion"),
         "/v1/completions": _inference("Text completion (OpenAI-compatible)", "CompletionRequest", "Completion"),
+        "/v1/responses": _inference("OpenAI Responses API (served by translation onto chat deployments)",
+                                    "ResponsesRequest", "Response"),
         "/v1/embeddings": _unary_inference("Embeddings (OpenAI-compatible; priced on input tokens)",
                                            "EmbeddingRequest", "EmbeddingList"),
         "/v1/models": {"get": {"summary": "Model groups and routes",
@@ -315,7 +346,7 @@ def spec(models: list[str] | None = None, embedding_models: list[str] | None = N
     if models:
         emb = set(embedding_models or ())
         chat = sorted(m for m in models if m not in emb)
-        for name in ("ChatCompletionRequest", "CompletionRequest", "MessagesRequest"):
+        for name in ("ChatCompletionRequest", "CompletionRequest", "MessagesRequest", "ResponsesRequest"):
             if chat:
                 schemas[name]["properties"]["model"]["enum"] = chat
         if emb:

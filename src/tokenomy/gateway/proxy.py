@@ -61,6 +61,7 @@ class Gateway:
         self.config, self.metering = config, metering
         self.config_path: str | None = None  # the YAML file a reload reads (gateway/reload.py)
         self.resources: Any = None  # the app's AsyncExitStack once started (emulators of reloaded deployments)
+        self.tracing: Any = None  # tokenomy.observe.tracing.Tracing when `tracing:` is configured
         # Deployments, groups and routed aliases (`auto`: router and calibrated threshold, or cascade
         # verifier, loaded once); swapped as a whole by a config reload (gateway/reload.py).
         self.apply_topology(build_topology(config))
@@ -114,6 +115,9 @@ class Gateway:
         self.lean = LeanClient(max_response_bytes=self.config.server.max_upstream_response_bytes)
 
     async def close(self) -> None:
+        for route in self.routes.values():
+            if route.share_sync is not None:
+                await route.share_sync.aclose()
         if self.plans is not None:
             self.plans.close()
         if self.lean is not None:

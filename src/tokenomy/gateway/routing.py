@@ -302,7 +302,8 @@ class RouteRuntime:
     moved by every decision's score; with a multi-model router: calibrated once on the shipped
     300-prompt sample (tokenomy/routing/calibration_prompts.json)."""
 
-    def __init__(self, alias: str, cfg, groups: dict[str, GroupRuntime]):
+    def __init__(self, alias: str, cfg, groups: dict[str, GroupRuntime], redis: tuple[str, str] | None = None):
+        """`redis`: (url, key prefix) of the counters' Redis, where strong_share cuts are shared."""
         from tokenomy.errors import ConfigError, TokenomyError
 
         self.alias, self.cfg, self.policy = alias, cfg, cfg.policy
@@ -313,6 +314,7 @@ class RouteRuntime:
         self.kind = "cascade"
         self.threshold = 0.0
         self.share = None  # ShareThreshold of a binary router with strong_share (adapted online)
+        self.share_sync = None  # ShareSync merging it with the other replicas' (Redis counters configured)
         where = f"routing_groups.{alias}"
         try:
             if cfg.policy == "cascade":
@@ -351,8 +353,15 @@ class RouteRuntime:
                 from tokenomy.routing.quality.registry import score_prompts
                 from tokenomy.routing.quality.threshold import ShareThreshold, startup_prompts
 
-                self.share = ShareThreshold(cfg.strong_share, score_prompts(self.router, startup_prompts()))
+                self.share = ShareThreshold(cfg.strong_share, score_prompts(self.router, startup_prompts()),
+                                            half_life=cfg.share_half_life)
                 self.threshold = self.share.value
+                if redis is not None and cfg.share_sync_every > 0:
+                    from tokenomy.routing.quality.share_sync import ShareSync
+
+                    url, prefix = redis
+                    self.share_sync = ShareSync(self.share, url=url, key=f"{prefix}share:{alias}",
+                                                every=cfg.share_sync_every)
             elif self.kind in ("min_quality", "threshold"):
                 self.threshold = float(getattr(cfg, self.kind))
             else:  # max_usd_per_request: best predicted among the affordable candidates
@@ -420,6 +429,8 @@ class RouteRuntime:
         d = choose_model(prompt, cands, self.threshold, router=self.router)
         if observe and self.share is not None:
             self.share.observe(d.strong_win_rate)
+            if self.share_sync is not None:
+                self.share_sync.after_observe()
             self.threshold = self.share.value
         return d, self.candidates[self.names.index(d.model)]
 

@@ -57,6 +57,10 @@ async def serve(config: GatewayConfig, *, host: str, port: int, data_dir: Path,
     from tokenomy.metering.backends import open_metering
 
     check_pricing(config)  # fail on a bad price before the ledger generates any key
+    if config.tracing.enabled:
+        from tokenomy.observe import check_tracing
+
+        check_tracing(config.tracing)  # the otel extra is installed (before any key is generated)
     # SQLite by default; PostgreSQL/Redis when TOKENOMY_LEDGER_URL / TOKENOMY_REDIS_URL (or the
     # config's counters.url) are set.
     c = config.counters

@@ -63,6 +63,11 @@ def build_topology(config: GatewayConfig, previous: Topology | None = None) -> T
         else:
             groups[alias] = GroupRuntime(alias, g, deps, config.defaults.predicted_output_tokens, seed=i)
     routes: dict[str, RouteRuntime] = {}
+    from tokenomy.metering.backends import resolve_counters
+
+    c = config.counters
+    url, _, prefix = resolve_counters(c.url, c.fail_mode, c.prefix)
+    redis = (url, prefix) if url else None   # where strong_share cuts are shared by the replicas
     for alias, rg in config.routing_groups.items():
         prev_r = old.routes.get(alias)
         judge = prev_r.judge[0] if prev_r is not None and prev_r.judge is not None else None
@@ -70,7 +75,7 @@ def build_topology(config: GatewayConfig, previous: Topology | None = None) -> T
                 and (judge is None or judge is groups.get(judge.alias))):
             routes[alias] = prev_r
         else:
-            routes[alias] = RouteRuntime(alias, rg, groups)
+            routes[alias] = RouteRuntime(alias, rg, groups, redis)
     return Topology(deps, groups, routes)
 
 

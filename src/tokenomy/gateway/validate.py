@@ -144,7 +144,7 @@ def n_choices(body: dict) -> int:
 
 
 # OpenAI's limits for `metadata` (16 pairs, keys <= 64 chars, values <= 512) and a bound on `user`.
-MAX_USER_CHARS = 256
+from tokenomy.metering.records import MAX_USER_CHARS  # noqa: E402  (one limit for requests and caps)
 MAX_TAGS, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS = 16, 64, 512
 
 

@@ -38,7 +38,7 @@ class RateLimited(MeteringError):
 
 
 class BudgetExceeded(MeteringError):
-    """A hard budget (key or tenant) would be exceeded by this request's worst-case cost.
+    """A hard budget (end user, key or tenant) would be exceeded by this request's worst-case cost.
 
     reason: "exhausted" (the committed spend alone leaves no room for this request: waiting
     does not help before `reset_at`) or "held" (requests in flight hold the rest: it may fit
@@ -50,12 +50,13 @@ class BudgetExceeded(MeteringError):
     REASONS = ("exhausted", "held")
 
     def __init__(self, message: str, *, reason: str = "exhausted", reset_at: float | None = None,
-                 retry_after_s: float | None = None):
+                 retry_after_s: float | None = None, scope: str | None = None):
         if reason not in self.REASONS:
             raise ValueError(f"BudgetExceeded reason must be one of {self.REASONS}, not {reason!r}")
         super().__init__(message, retry_after_s=retry_after_s)
         self.reason = reason
         self.reset_at = reset_at
+        self.scope = scope  # which budget refused: "user" | "key" | "tenant"
 
 
 class InvalidInput(MeteringError):

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from tokenomy.metering.money import to_pusd
-from tokenomy.metering.store import AuditRecord, UsageRow
-from tokenomy.metering.types import KeyRecord, TenantRecord, UsageEvent
+from tokenomy.metering.changes import split_user_subject
+from tokenomy.metering.store import AuditRecord, ChangeRecord, UsageRow
+from tokenomy.metering.types import KeyRecord, TenantRecord, UsageEvent, UserCap
 
 
 def _in_range(ts: float, since: float | None, until: float | None) -> bool:
@@ -23,6 +24,8 @@ class MemoryLedger:
         self._tenants: dict[str, TenantRecord] = {}
         self._keys: dict[str, KeyRecord] = {}
         self._admin_hash: str | None = None
+        self._changes: list[ChangeRecord] = []
+        self._user_caps: dict[tuple[str, str], UserCap] = {}
 
     def append(self, events: Sequence[UsageEvent], audits: Sequence[AuditRecord] = ()) -> list[bool]:
         with self._lock:
@@ -45,6 +48,10 @@ class MemoryLedger:
 
     def spend_pusd(self, *, kind: str, subject: str, since: float | None, until: float | None) -> int:
         with self._lock:
+            if kind == "user":
+                tenant, user = split_user_subject(subject)
+                return sum(to_pusd(e.price_usd) for e in self._events.values()
+                           if e.tenant == tenant and (e.extra or {}).get("user") == user and _in_range(e.ts, since, until))
             field = "key_id" if kind == "key" else "tenant"
             return sum(
                 to_pusd(e.price_usd) for e in self._events.values()
@@ -114,6 +121,47 @@ class MemoryLedger:
                 return False
             if key.revoked_at is None:
                 self._keys[key_id] = replace(key, revoked_at=ts)
+            return True
+
+    def _change(self, change: ChangeRecord) -> None:
+        self._changes.append(replace(change, id=len(self._changes) + 1))
+
+    def update_key(self, key: KeyRecord, change: ChangeRecord) -> bool:
+        with self._lock:
+            if key.key_id not in self._keys:
+                return False
+            self._keys[key.key_id] = key
+            self._change(change)
+            return True
+
+    def update_tenant(self, tenant: TenantRecord, change: ChangeRecord) -> bool:
+        with self._lock:
+            if tenant.name not in self._tenants:
+                return False
+            self._tenants[tenant.name] = tenant
+            self._change(change)
+            return True
+
+    def record_change(self, change: ChangeRecord) -> None:
+        with self._lock:
+            self._change(change)
+
+    def changes(self, limit: int, target: str | None = None) -> list[ChangeRecord]:
+        with self._lock:
+            rows = [c for c in reversed(self._changes) if target is None or c.target == target]
+        return rows[:limit]
+
+    def user_caps(self, tenant: str) -> list[UserCap]:
+        with self._lock:
+            return sorted((c for (t, _), c in self._user_caps.items() if t == tenant), key=lambda c: c.user)
+
+    def set_user_cap(self, tenant: str, user: str, cap: UserCap | None, change: ChangeRecord) -> bool:
+        with self._lock:
+            if cap is None and self._user_caps.pop((tenant, user), None) is None:
+                return False
+            if cap is not None:
+                self._user_caps[(tenant, user)] = cap
+            self._change(change)
             return True
 
     def get_admin_hash(self) -> str | None:

@@ -253,6 +253,12 @@ class OutboxLedger:
 
     def spend_pusd(self, *, kind: str, subject: str, since: float | None, until: float | None) -> int:
         base = self._inner(self.inner.spend_pusd, kind=kind, subject=subject, since=since, until=until)
+        if kind == "user":
+            from tokenomy.metering.changes import split_user_subject
+
+            tenant, user = split_user_subject(subject)
+            return base + sum(to_pusd(e.price_usd) for e in self._outbox_events(tenant, since, until)
+                              if (e.extra or {}).get("user") == user)
         field = "key_id" if kind == "key" else "tenant"
         return base + sum(to_pusd(e.price_usd) for e in self._outbox_events(None, since, until)
                           if getattr(e, field) == subject)
@@ -327,6 +333,27 @@ class OutboxLedger:
 
     def set_admin_hash(self, key_hash: str, *, replace: bool) -> str:
         return self._inner(self.inner.set_admin_hash, key_hash, replace=replace)
+
+    def update_key(self, key, change) -> bool:
+        self._cache.pop(("key", key.key_id), None)
+        return self._inner(self.inner.update_key, key, change)
+
+    def update_tenant(self, tenant, change) -> bool:
+        self._cache.pop(("tenant", tenant.name), None)
+        return self._inner(self.inner.update_tenant, tenant, change)
+
+    def record_change(self, change) -> None:
+        return self._inner(self.inner.record_change, change)
+
+    def changes(self, limit: int, target: str | None = None) -> list:
+        return self._inner(self.inner.changes, limit, target)
+
+    def user_caps(self, tenant: str) -> list:
+        return self._cached("user_caps", tenant, self.inner.user_caps, tenant)
+
+    def set_user_cap(self, tenant: str, user: str, cap, change) -> bool:
+        self._cache.pop(("user_caps", tenant), None)
+        return self._inner(self.inner.set_user_cap, tenant, user, cap, change)
 
     def __getattr__(self, name: str):  # engine, partitions(), schema_version... of the inner ledger
         if name == "inner":

@@ -35,10 +35,12 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tokenomy.errors import TokenomyError
+from tokenomy.metering import changes
+from tokenomy.metering.changes import split_user_subject
 from tokenomy.metering.errors import Conflict
 from tokenomy.metering.money import from_pusd, to_pusd
-from tokenomy.metering.store import AuditRecord, UsageRow
-from tokenomy.metering.types import Budget, KeyRecord, TenantRecord, UsageEvent
+from tokenomy.metering.store import AuditRecord, ChangeRecord, UsageRow
+from tokenomy.metering.types import Budget, KeyRecord, TenantRecord, UsageEvent, UserCap
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 log = logging.getLogger(__name__)
@@ -322,6 +324,19 @@ class PostgresLedger:
         with self.engine.begin() as conn:
             return conn.exec_driver_sql(sql, params or {}).rowcount
 
+    def _write_all(self, statements: Sequence[tuple[str, Sequence]]) -> bool:
+        """Several statements (`?` placeholders) in one transaction, committed only if the first one
+        changed a row."""
+        statements = [_pg(s) for s in statements]
+        with self.engine.connect() as conn:
+            with conn.begin() as tx:
+                if conn.exec_driver_sql(*statements[0]).rowcount < 1:
+                    tx.rollback()
+                    return False
+                for sql, params in statements[1:]:
+                    conn.exec_driver_sql(sql, params)
+            return True
+
     def _month_of(self, ts: float) -> str | None:
         for (lo, hi), name in self._months.items():
             if lo <= ts < hi:
@@ -522,6 +537,12 @@ class PostgresLedger:
         return out
 
     def spend_pusd(self, *, kind: str, subject: str, since: float | None, until: float | None) -> int:
+        if kind == "user":  # one end user of a tenant (extra->>'user'; by the (tenant, ts) index)
+            tenant, user = split_user_subject(subject)
+            params: dict = {"tenant": tenant, "user": user}
+            clauses = ["tenant = %(tenant)s", "extra->>'user' = %(user)s", *_range_sql("ts", since, until, params, "u")]
+            return int(self._query(f"SELECT COALESCE(sum(price_pusd), 0) FROM events WHERE {' AND '.join(clauses)}",
+                                   params)[0][0])
         sums = self._sums("key_id" if kind == "key" else "tenant", subject, since, until, group=False)
         return sums[None][7] if None in sums else 0
 
@@ -588,6 +609,24 @@ class PostgresLedger:
         self._write("UPDATE keys SET revoked_at = %s WHERE key_id = %s AND revoked_at IS NULL", (ts, key_id))
         return bool(self._query("SELECT 1 FROM keys WHERE key_id = %s", (key_id,)))
 
+    def update_key(self, key: KeyRecord, change: ChangeRecord) -> bool:
+        return self._write_all(changes.key_update(key, change))
+
+    def update_tenant(self, tenant: TenantRecord, change: ChangeRecord) -> bool:
+        return self._write_all(changes.tenant_update(tenant, change))
+
+    def record_change(self, change: ChangeRecord) -> None:
+        self._write_all([changes.change_insert(change)])
+
+    def changes(self, limit: int, target: str | None = None) -> list[ChangeRecord]:
+        return [changes.change_of(r) for r in self._query(*_pg(changes.changes_query(limit, target)))]
+
+    def user_caps(self, tenant: str) -> list[UserCap]:
+        return [changes.user_cap_of(r) for r in self._query(*_pg((changes.USER_CAPS_QUERY, (tenant,))))]
+
+    def set_user_cap(self, tenant: str, user: str, cap: UserCap | None, change: ChangeRecord) -> bool:
+        return self._write_all(changes.user_cap_change(tenant, user, cap, change))
+
     # admin -------------------------------------------------------------------------------
     def get_admin_hash(self) -> str | None:
         rows = self._query("SELECT key_hash FROM admin WHERE id = 1")
@@ -598,6 +637,11 @@ class PostgresLedger:
         self._write(f"INSERT INTO admin (id, key_hash, created) VALUES (1, %s, %s) ON CONFLICT (id) {action}",
                     (key_hash, time.time()))
         return self.get_admin_hash()
+
+
+def _pg(statement: tuple[str, Sequence]) -> tuple[str, Sequence]:
+    """A statement of metering/changes.py (`?` placeholders) for psycopg (`%s`)."""
+    return statement[0].replace("?", "%s"), statement[1]
 
 
 def _first_line(exc: BaseException) -> str:

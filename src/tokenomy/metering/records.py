@@ -9,7 +9,10 @@ from decimal import Decimal
 from tokenomy.metering.errors import InvalidInput
 from tokenomy.metering.money import from_pusd, money_str, to_decimal, to_pusd
 from tokenomy.metering.periods import check_period
-from tokenomy.metering.types import Budget, KeyRecord, TenantRecord, UsageEvent
+from tokenomy.metering.types import DEFAULT_USER, Budget, KeyRecord, TenantRecord, UsageEvent, UserCap
+
+BUDGET_FIELDS = ("budget_usd", "budget_period", "soft_budget_usd")
+MAX_USER_CHARS = 256  # the gateway's limit on a request's `user` (gateway/validate.py)
 
 MAX_STORED_INT = 2**63 - 1  # SQLite INTEGER / PostgreSQL BIGINT
 _MAX_USD = from_pusd(MAX_STORED_INT)
@@ -60,6 +63,22 @@ def parse_budget(budget_usd, budget_period: str, soft_budget_usd) -> Budget:
     )
 
 
+def merge_budget(old: Budget, fields: dict) -> Budget:
+    """old with the budget fields given in `fields` changed (None clears an amount)."""
+    hard = check_money("budget_usd", fields["budget_usd"]) if "budget_usd" in fields else old.budget_pusd
+    soft = check_money("soft_budget_usd", fields["soft_budget_usd"]) if "soft_budget_usd" in fields else old.soft_budget_pusd
+    period = check_period(fields.get("budget_period") or "total") if "budget_period" in fields else old.period
+    return Budget(hard, period, soft)
+
+
+def check_user(user) -> str:
+    """An end user as the requests name it (their `user` field), or "*" (the tenant's default)."""
+    if not isinstance(user, str) or not 0 < len(user) <= MAX_USER_CHARS or not user.isprintable():
+        raise InvalidInput(f"user must be 1 to {MAX_USER_CHARS} printable characters (or '{DEFAULT_USER}' for "
+                           "the tenant's default)")
+    return user
+
+
 def budget_dict(b: Budget) -> dict:
     return {
         "budget_usd": None if b.budget_pusd is None else money_str(from_pusd(b.budget_pusd)),
@@ -78,6 +97,17 @@ def key_dict(k: KeyRecord) -> dict:
         "revoked_at": iso_utc(k.revoked_at), "active": k.revoked_at is None,
         **budget_dict(k.budget), "rpm": k.rpm, "tpm": k.tpm,
     }
+
+
+def user_cap_dict(c: UserCap) -> dict:
+    b = budget_dict(c.budget)
+    return {"tenant": c.tenant, "user": c.user, "default": c.user == DEFAULT_USER, "budget_usd": b["budget_usd"],
+            "budget_period": b["budget_period"], "rpm": c.rpm, "tpm": c.tpm}
+
+
+def change_dict(c) -> dict:
+    return {"id": c.id, "ts": c.ts, "time": iso_utc(c.ts), "actor": c.actor, "action": c.action, "target": c.target,
+            "before": c.before, "after": c.after}
 
 
 _TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "cache_write_tokens")

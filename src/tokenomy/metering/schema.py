@@ -67,6 +67,30 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 2: cache-write tokens (Anthropic cache_creation_input_tokens), a category priced of its own
     ["ALTER TABLE events ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0"],
+    # 3: administrative changes (append-only: triggers refuse UPDATE and DELETE) and end-user caps
+    [
+        """CREATE TABLE admin_audit (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            before TEXT,
+            after TEXT)""",
+        "CREATE INDEX admin_audit_target ON admin_audit(target, id)",
+        """CREATE TRIGGER admin_audit_no_update BEFORE UPDATE ON admin_audit
+            BEGIN SELECT RAISE(ABORT, 'admin_audit is append-only'); END""",
+        """CREATE TRIGGER admin_audit_no_delete BEFORE DELETE ON admin_audit
+            BEGIN SELECT RAISE(ABORT, 'admin_audit is append-only'); END""",
+        """CREATE TABLE user_caps (
+            tenant TEXT NOT NULL REFERENCES tenants(name),
+            user_id TEXT NOT NULL,
+            budget_pusd INTEGER,
+            budget_period TEXT NOT NULL DEFAULT 'total',
+            rpm INTEGER,
+            tpm INTEGER,
+            PRIMARY KEY (tenant, user_id))""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,20 +19,27 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
 from tokenomy.metering import keyfmt
 from tokenomy.metering.counters import InProcessCounters
-from tokenomy.metering.errors import AuthError, BudgetExceeded, MeteringError, NotFound, RateLimited
+from tokenomy.metering.errors import (
+    AuthError, BudgetExceeded, Conflict, InvalidInput, MeteringError, NotFound, RateLimited,
+)
 from tokenomy.metering.money import from_pusd, money_str, to_pusd
 from tokenomy.metering.periods import period_bounds, period_key
 from tokenomy.metering.records import (
-    budget_dict, check_event, check_limit, check_name, iso_utc, key_dict, parse_budget, tenant_dict, usd_text,
+    BUDGET_FIELDS, budget_dict, change_dict, check_event, check_limit, check_name, check_user, iso_utc, key_dict,
+    merge_budget, parse_budget, tenant_dict, usd_text, user_cap_dict,
 )
-from tokenomy.metering.store import AuditRecord, CounterStore, Ledger, Scope
-from tokenomy.metering.types import Budget, KeyRecord, Principal, Reservation, TenantRecord, UsageEvent
+from tokenomy.metering.changes import split_user_subject, user_subject
+from tokenomy.metering.store import AuditRecord, ChangeRecord, CounterStore, Ledger, Scope
+from tokenomy.metering.types import (
+    DEFAULT_USER, Budget, KeyRecord, Principal, Reservation, TenantRecord, UsageEvent, UserCap,
+)
 from tokenomy.metering.usage import summarize
 from tokenomy.metering.writer import GroupCommitWriter, Pending, blocking_future
 
@@ -43,6 +50,7 @@ DEFAULT_BUDGET_WAIT_S = 2.0  # areserve: how long to wait for in-flight reservat
 HELD_RETRY_AFTER_S = 1.0  # a refusal because requests in flight hold the budget: retry soon
 _POLL_S = (0.02, 0.25)  # shared counters: re-check a held budget from 20 ms, backing off to 250 ms
 ADMIN_TENANT = "admin"
+CLI_ACTOR = "cli"  # the audit trail's actor for changes made outside the HTTP API (CLI, config)
 
 
 class Metering:
@@ -66,6 +74,7 @@ class Metering:
         self._ttl = cache_ttl_s
         self._keys: dict[str, tuple[float, KeyRecord]] = {}
         self._tenants: dict[str, tuple[float, TenantRecord]] = {}
+        self._user_caps: dict[str, tuple[float, dict[str, UserCap]]] = {}  # tenant -> (expiry, {user: cap})
         self._admin: tuple[float, str | None] = (-math.inf, None)
         # secret -> (the key record it was verified against, its principal): skips the HMAC
         # while that cached record is current (a new record, e.g. after a revoke, re-verifies)
@@ -257,6 +266,33 @@ class Metering:
             self._tenants[name] = (now + self._ttl, record)
         return record
 
+    def _tenant_user_caps(self, tenant: str) -> dict[str, UserCap]:
+        now = self._monotonic()
+        hit = self._user_caps.get(tenant)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        caps = {c.user: c for c in self._ledger.user_caps(tenant)}
+        self._user_caps[tenant] = (now + self._ttl, caps)
+        return caps
+
+    @staticmethod
+    def _cap_of(caps: dict[str, UserCap], user: str | None) -> UserCap | None:
+        """The end user's own cap, else the tenant's default (user "*"); None: uncapped."""
+        if user is None or not caps:
+            return None
+        return caps.get(user) or caps.get(DEFAULT_USER)
+
+    def _user_cap(self, p: Principal) -> UserCap | None:
+        return None if p.user is None else self._cap_of(self._tenant_user_caps(p.tenant), p.user)
+
+    async def _auser_cap(self, p: Principal) -> UserCap | None:
+        if p.user is None:
+            return None
+        hit = self._user_caps.get(p.tenant)
+        if hit is not None and hit[0] > self._monotonic():
+            return self._cap_of(hit[1], p.user)
+        return self._cap_of(await self._off_loop(self._tenant_user_caps, p.tenant), p.user)
+
     def _admin_hash(self) -> str | None:
         now = self._monotonic()
         if self._admin[0] <= now:
@@ -316,17 +352,17 @@ class Metering:
         """Take one request and `tokens` tokens from the key's per-minute token buckets."""
         if p.is_admin:
             return
-        record = self._key(p.key_id)
-        buckets = self._rate_buckets(p, record, tokens)
+        record, cap = self._key(p.key_id), self._user_cap(p)
+        buckets = self._rate_buckets(p, record, cap, tokens)
         if buckets:
-            self._rate_verdict(p, record, tokens, self._counters.take(buckets, self._monotonic()))
+            self._rate_verdict(p, record, cap, tokens, self._counters.take(buckets, self._monotonic()))
 
     async def acheck_rate(self, p: Principal, tokens: int) -> None:
         """check_rate without blocking the loop (a key without limits touches no counter)."""
         if p.is_admin:
             return
-        record = await self._akey(p.key_id)
-        buckets = self._rate_buckets(p, record, tokens)
+        record, cap = await self._akey(p.key_id), await self._auser_cap(p)
+        buckets = self._rate_buckets(p, record, cap, tokens)
         if not buckets:
             return
         now = self._monotonic()
@@ -337,42 +373,53 @@ class Metering:
             wait = await self._off_loop(self._counters.take, buckets, now)
         else:
             wait = self._counters.take(buckets, now)
-        self._rate_verdict(p, record, tokens, wait)
+        self._rate_verdict(p, record, cap, tokens, wait)
 
     @staticmethod
-    def _rate_buckets(p: Principal, record: KeyRecord | None, tokens: int) -> list[tuple[str, float, float, float]]:
-        if record is None or (record.rpm is None and record.tpm is None):
-            return []
+    def _rate_buckets(p: Principal, record: KeyRecord | None, cap: UserCap | None,
+                      tokens: int) -> list[tuple[str, float, float, float]]:
+        """The key's and the end user's per-minute buckets, taken together (all or none)."""
         buckets = []
-        if record.rpm is not None:
-            buckets.append((f"rpm:{p.key_id}", float(record.rpm), record.rpm / 60.0, 1.0))
-        if record.tpm is not None and tokens > 0:
-            buckets.append((f"tpm:{p.key_id}", float(record.tpm), record.tpm / 60.0, float(tokens)))
+        for name, limits in ((p.key_id, record), (None if cap is None else user_subject(p.tenant, p.user), cap)):
+            if limits is None:
+                continue
+            tag = "" if name == p.key_id else "u"  # user buckets: urpm:/utpm:<tenant>/<user>
+            if limits.rpm is not None:
+                buckets.append((f"{tag}rpm:{name}", float(limits.rpm), limits.rpm / 60.0, 1.0))
+            if limits.tpm is not None and tokens > 0:
+                buckets.append((f"{tag}tpm:{name}", float(limits.tpm), limits.tpm / 60.0, float(tokens)))
         return buckets
 
     @staticmethod
-    def _rate_verdict(p: Principal, record: KeyRecord, tokens: int, wait: float) -> None:
+    def _rate_verdict(p: Principal, record: KeyRecord | None, cap: UserCap | None, tokens: int, wait: float) -> None:
         if wait == 0.0:
             return
+        whose = []
+        for who, limits in ((f"key {p.key_id}", record), (f"user '{p.user}' of tenant '{p.tenant}'", cap)):
+            shown = ", ".join(f"{v} {unit}/min" for v, unit in ((getattr(limits, "rpm", None), "requests"),
+                                                                (getattr(limits, "tpm", None), "tokens")) if v is not None)
+            if shown:
+                whose.append(f"{who} ({shown})")
         if math.isinf(wait):
             raise RateLimited(
-                f"request of {tokens} tokens exceeds the limit of key {p.key_id} ({record.tpm} tokens/min); "
+                f"request of {tokens} tokens exceeds the tokens/min limit of {' or '.join(whose)}; "
                 "lower max_tokens or the prompt size", retry_after_s=None)
-        limits = ", ".join(
-            f"{v} {unit}/min" for v, unit in ((record.rpm, "requests"), (record.tpm, "tokens")) if v is not None)
-        raise RateLimited(
-            f"rate limit of key {p.key_id} reached ({limits}); retry in {wait:.2f}s", retry_after_s=wait)
+        raise RateLimited(f"rate limit of {' and '.join(whose)} reached; retry in {wait:.2f}s", retry_after_s=wait)
 
     # budgets -----------------------------------------------------------------------------
     def _budgets(self, p: Principal) -> list[tuple[str, str, Budget]]:
-        return self._budget_list(p, self._key(p.key_id), self._tenant(p.tenant))
+        return self._budget_list(p, self._key(p.key_id), self._tenant(p.tenant), self._user_cap(p))
 
     async def _abudgets(self, p: Principal) -> list[tuple[str, str, Budget]]:
-        return self._budget_list(p, await self._akey(p.key_id), await self._atenant(p.tenant))
+        return self._budget_list(p, await self._akey(p.key_id), await self._atenant(p.tenant),
+                                 await self._auser_cap(p))
 
     @staticmethod
-    def _budget_list(p: Principal, record: KeyRecord | None, tenant: TenantRecord | None) -> list[tuple[str, str, Budget]]:
+    def _budget_list(p: Principal, record: KeyRecord | None, tenant: TenantRecord | None,
+                     cap: UserCap | None = None) -> list[tuple[str, str, Budget]]:
         out = []
+        if cap is not None:  # the end user's cap first: a refusal names the narrowest cap hit
+            out.append(("user", user_subject(p.tenant, p.user), cap.budget))
         if record is not None:
             out.append(("key", p.key_id, record.budget))
         if tenant is not None:
@@ -547,12 +594,15 @@ class Metering:
         else:
             retry_after = None if reset_at is None else max(0.0, reset_at - now)
         return BudgetExceeded(self._budget_message(p, refused, amount, now, reason), reason=reason,
-                              reset_at=reset_at, retry_after_s=retry_after)
+                              reset_at=reset_at, retry_after_s=retry_after, scope=kind)
 
     @staticmethod
     def _budget_message(p: Principal, refused, amount: int, now: float, reason: str) -> str:
         (kind, subject, period, pkey), limit, spent, reserved = refused
-        who = f"key {subject} (tenant '{p.tenant}')" if kind == "key" else f"tenant '{subject}'"
+        if kind == "user":
+            who = "user '{1}' of tenant '{0}'".format(*split_user_subject(subject))
+        else:
+            who = f"key {subject} (tenant '{p.tenant}')" if kind == "key" else f"tenant '{subject}'"
         when = {"total": "total", "daily": f"daily ({pkey} UTC)", "monthly": f"monthly ({pkey} UTC)"}[period]
         reset = ""
         if period != "total":
@@ -631,8 +681,11 @@ class Metering:
             day = datetime.fromtimestamp(event.ts, timezone.utc).strftime("%Y-%m-%d")
             self._day = (day_no, day)
         keys = (("total", "all"), ("daily", day), ("monthly", day[:7]))
-        return [(kind, subject, period, pk) for kind, subject in (("key", event.key_id), ("tenant", event.tenant))
-                for period, pk in keys]
+        subjects = [("key", event.key_id), ("tenant", event.tenant)]
+        user = event.extra.get("user") if event.extra else None
+        if isinstance(user, str):  # the end user's scopes (counted only where a cap loaded them)
+            subjects.append(("user", user_subject(event.tenant, user)))
+        return [(kind, subject, period, pk) for kind, subject in subjects for period, pk in keys]
 
     def _apply_nowait(self, batch: Sequence[Pending]) -> list[bool] | None:
         """Event loop: `_apply` if it cannot block (None, nothing recorded, if it could)."""
@@ -788,28 +841,51 @@ class Metering:
                          **budget_dict(budget)}
         return out
 
-    # tenants and keys --------------------------------------------------------------------
+    # tenants and keys (every change recorded in admin_audit; caches of this process dropped at
+    # once, other replicas' within cache_ttl_s) ------------------------------------------------
+    def _change(self, actor: str, action: str, target: str, before: dict | None, after: dict | None) -> ChangeRecord:
+        return ChangeRecord(ts=self._clock(), actor=actor, action=action, target=target, before=before, after=after)
+
     def create_tenant(self, name: str, *, budget_usd=None, budget_period: str = "total", soft_budget_usd=None,
-                      exist_ok: bool = False) -> dict:
+                      exist_ok: bool = False, actor: str = CLI_ACTOR) -> dict:
         record = TenantRecord(check_name("tenant", name), self._clock(), parse_budget(budget_usd, budget_period, soft_budget_usd))
-        self._ledger.create_tenant(record, exist_ok=exist_ok)
+        created = self._ledger.create_tenant(record, exist_ok=exist_ok)
         self._tenants.pop(name, None)
-        return tenant_dict(self._ledger.get_tenant(name))
+        out = tenant_dict(self._ledger.get_tenant(name))
+        if created:
+            self._ledger.record_change(self._change(actor, "tenant.create", f"tenant:{name}", None, out))
+        return out
 
     def list_tenants(self) -> list[dict]:
         return [tenant_dict(t) for t in self._ledger.list_tenants()]
 
+    def update_tenant(self, name: str, *, actor: str = CLI_ACTOR, **fields) -> dict:
+        """Change a tenant's budget: budget_usd, budget_period, soft_budget_usd (None clears one;
+        a field not given is kept)."""
+        old = self._ledger.get_tenant(name)
+        if old is None:
+            raise NotFound("tenant", name, [t.name for t in self._ledger.list_tenants()])
+        new = replace(old, budget=merge_budget(old.budget, fields))
+        if new != old and not self._ledger.update_tenant(
+                new, self._change(actor, "tenant.update", f"tenant:{name}", tenant_dict(old), tenant_dict(new))):
+            raise NotFound("tenant", name, [])
+        self._tenants.pop(name, None)
+        return tenant_dict(new)
+
     def create_key(self, tenant: str, *, budget_usd=None, budget_period: str = "total", rpm: int | None = None,
-                   tpm: int | None = None, soft_budget_usd=None, name: str | None = None) -> tuple[str, str]:
+                   tpm: int | None = None, soft_budget_usd=None, name: str | None = None,
+                   actor: str = CLI_ACTOR) -> tuple[str, str]:
         """Create a key (and its tenant if missing); returns (key_id, key). Only the hash is stored."""
         budget = parse_budget(budget_usd, budget_period, soft_budget_usd)
         rpm, tpm = check_limit("rpm", rpm), check_limit("tpm", tpm)
         if self._ledger.get_tenant(tenant) is None:
-            self.create_tenant(tenant, exist_ok=True)
+            self.create_tenant(tenant, exist_ok=True, actor=actor)
         key_id, secret = keyfmt.new_key_id(), keyfmt.new_secret()
-        self._ledger.insert_key(KeyRecord(
+        record = KeyRecord(
             key_id=key_id, tenant=tenant, name=name, secret_hash=keyfmt.hash_secret(key_id, secret),
-            created=self._clock(), revoked_at=None, budget=budget, rpm=rpm, tpm=tpm))
+            created=self._clock(), revoked_at=None, budget=budget, rpm=rpm, tpm=tpm)
+        self._ledger.insert_key(record)
+        self._ledger.record_change(self._change(actor, "key.create", f"key:{key_id}", None, key_dict(record)))
         self._unknown.pop(key_id, None)
         return key_id, keyfmt.format_key(key_id, secret)
 
@@ -818,10 +894,83 @@ class Metering:
             self._require_tenant(tenant)
         return [key_dict(k) for k in self._ledger.list_keys(tenant)]
 
-    def revoke_key(self, key_id: str) -> None:
-        if not self._ledger.revoke_key(key_id, self._clock()):
+    def _get_key(self, key_id: str) -> KeyRecord:
+        record = self._ledger.get_key(key_id)
+        if record is None:
             raise NotFound("key id", key_id, [k.key_id for k in self._ledger.list_keys(None)])
-        self._keys.pop(key_id, None)
+        return record
+
+    def _update_key(self, old: KeyRecord, new: KeyRecord, action: str, actor: str) -> dict:
+        if not self._ledger.update_key(new, self._change(actor, action, f"key:{old.key_id}", key_dict(old), key_dict(new))):
+            raise NotFound("key id", old.key_id, [])
+        self._keys.pop(old.key_id, None)  # the next request reads the new record (and re-verifies its secret)
+        return key_dict(new)
+
+    def revoke_key(self, key_id: str, *, actor: str = CLI_ACTOR) -> dict:
+        """Revoke a key (idempotent: revoking a revoked key changes nothing and records nothing)."""
+        old = self._get_key(key_id)
+        if old.revoked_at is not None:
+            return key_dict(old)
+        return self._update_key(old, replace(old, revoked_at=self._clock()), "key.revoke", actor)
+
+    def rotate_key(self, key_id: str, *, actor: str = CLI_ACTOR) -> tuple[dict, str]:
+        """A new secret for the key (same id, budgets, limits and spend); the old secret stops
+        working at once here, within cache_ttl_s on other replicas. Returns (key, new secret)."""
+        old = self._get_key(key_id)
+        if old.revoked_at is not None:
+            raise Conflict(f"key {key_id} was revoked at {iso_utc(old.revoked_at)}: create a new key instead")
+        secret = keyfmt.new_secret()
+        out = self._update_key(old, replace(old, secret_hash=keyfmt.hash_secret(key_id, secret)), "key.rotate", actor)
+        return out, keyfmt.format_key(key_id, secret)
+
+    def update_key(self, key_id: str, *, actor: str = CLI_ACTOR, **fields) -> dict:
+        """Change a key's budget (budget_usd, budget_period, soft_budget_usd), limits (rpm, tpm)
+        or name; None clears one, a field not given is kept."""
+        old = self._get_key(key_id)
+        unknown = set(fields) - {*BUDGET_FIELDS, "rpm", "tpm", "name"}
+        if unknown:
+            raise InvalidInput(f"unknown key field(s): {', '.join(sorted(unknown))}")
+        new = replace(old, budget=merge_budget(old.budget, fields),
+                      rpm=check_limit("rpm", fields["rpm"]) if "rpm" in fields else old.rpm,
+                      tpm=check_limit("tpm", fields["tpm"]) if "tpm" in fields else old.tpm,
+                      name=(None if fields["name"] is None else check_name("key name", fields["name"]))
+                      if "name" in fields else old.name)
+        return key_dict(new) if new == old else self._update_key(old, new, "key.update", actor)
+
+    # end-user caps within a tenant (the requests' `user`; "*" is the tenant's default) ------------
+    def user_caps(self, tenant: str) -> list[dict]:
+        self._require_tenant(tenant)
+        return [user_cap_dict(c) for c in self._ledger.user_caps(tenant)]
+
+    def set_user_cap(self, tenant: str, user: str, *, budget_usd=None, budget_period: str = "total",
+                     rpm: int | None = None, tpm: int | None = None, actor: str = CLI_ACTOR) -> dict:
+        """Cap one end user of a tenant (user "*": every user without a cap of their own): a hard
+        budget over a period and/or requests and tokens per minute. Replaces the user's cap."""
+        self._require_tenant(tenant)
+        cap = UserCap(tenant, check_user(user), parse_budget(budget_usd, budget_period, None),
+                      check_limit("rpm", rpm), check_limit("tpm", tpm))
+        if cap.budget.budget_pusd is None and cap.rpm is None and cap.tpm is None:
+            raise InvalidInput("a user cap needs budget_usd, rpm or tpm (to remove a cap, delete it)")
+        old = {c.user: c for c in self._ledger.user_caps(tenant)}.get(user)
+        after = user_cap_dict(cap)
+        if old != cap:
+            self._ledger.set_user_cap(tenant, user, cap, self._change(
+                actor, "user_cap.set", f"user:{user_subject(tenant, user)}",
+                None if old is None else user_cap_dict(old), after))
+        self._user_caps.pop(tenant, None)
+        return after
+
+    def delete_user_cap(self, tenant: str, user: str, *, actor: str = CLI_ACTOR) -> None:
+        self._require_tenant(tenant)
+        old = {c.user: c for c in self._ledger.user_caps(tenant)}.get(user)
+        if old is None or not self._ledger.set_user_cap(tenant, user, None, self._change(
+                actor, "user_cap.delete", f"user:{user_subject(tenant, user)}", user_cap_dict(old), None)):
+            raise NotFound(f"user cap of tenant '{tenant}' for user", user, [])
+        self._user_caps.pop(tenant, None)
+
+    def changes(self, limit: int = 100, target: str | None = None) -> list[dict]:
+        """The administrative audit trail, newest first."""
+        return [change_dict(c) for c in self._ledger.changes(max(0, int(limit)), target)]
 
 
 __all__ = ["Metering", "key_dict", "tenant_dict"]

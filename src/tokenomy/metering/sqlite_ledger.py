@@ -27,12 +27,14 @@ import orjson
 
 from tokenomy.errors import TokenomyError
 from tokenomy.metering import sums
+from tokenomy.metering import changes
+from tokenomy.metering.changes import split_user_subject
 from tokenomy.metering.errors import Conflict
 from tokenomy.metering.money import from_pusd, to_pusd
 from tokenomy.metering.paths import ledger_path
 from tokenomy.metering.schema import MIGRATIONS, SCHEMA_VERSION
-from tokenomy.metering.store import AuditRecord, UsageRow
-from tokenomy.metering.types import Budget, KeyRecord, TenantRecord, UsageEvent
+from tokenomy.metering.store import AuditRecord, ChangeRecord, UsageRow
+from tokenomy.metering.types import Budget, KeyRecord, TenantRecord, UsageEvent, UserCap
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 BUSY_TIMEOUT_MS = 10_000
@@ -253,6 +255,24 @@ class SqliteLedger:
                 conn.execute("ROLLBACK")
                 raise
 
+    def _write_all(self, statements: Sequence[tuple[str, Sequence]]) -> bool:
+        """Several statements in one short write transaction, committed only if the first one
+        changed a row (else rolled back: False)."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute(*statements[0]).rowcount < 1:
+                    conn.execute("ROLLBACK")
+                    return False
+                for sql, params in statements[1:]:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+                return True
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
     # events ------------------------------------------------------------------------------
     def append(self, events: Sequence[UsageEvent], audits: Sequence[AuditRecord] = ()) -> list[bool]:
         now = time.time()
@@ -302,7 +322,13 @@ class SqliteLedger:
         return inserted
 
     def spend_pusd(self, *, kind: str, subject: str, since: float | None, until: float | None) -> int:
-        where, params = _where(subject, since, until, col="key_id" if kind == "key" else "tenant")
+        if kind == "user":  # one end user of a tenant (the events' extra.user)
+            tenant, user = split_user_subject(subject)
+            where, params = _where(tenant, since, until)
+            where += " AND json_valid(extra) AND json_extract(extra, '$.user') = ?"
+            params.append(user)
+        else:
+            where, params = _where(subject, since, until, col="key_id" if kind == "key" else "tenant")
         hi, lo = sums.query_sums(self._query, f"SELECT {_MONEY_SUM.format(c='price_pusd')} FROM events{where}",
                                  params)[0]
         return sums.as_int(hi) * 1_000_000 + sums.as_int(lo)
@@ -376,6 +402,24 @@ class SqliteLedger:
     def revoke_key(self, key_id: str, ts: float) -> bool:
         self._write("UPDATE keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (ts, key_id))
         return bool(self._query("SELECT 1 FROM keys WHERE key_id = ?", (key_id,)))
+
+    def update_key(self, key: KeyRecord, change: ChangeRecord) -> bool:
+        return self._write_all(changes.key_update(key, change))
+
+    def update_tenant(self, tenant: TenantRecord, change: ChangeRecord) -> bool:
+        return self._write_all(changes.tenant_update(tenant, change))
+
+    def record_change(self, change: ChangeRecord) -> None:
+        self._write_all([changes.change_insert(change)])
+
+    def changes(self, limit: int, target: str | None = None) -> list[ChangeRecord]:
+        return [changes.change_of(r) for r in self._query(*changes.changes_query(limit, target))]
+
+    def user_caps(self, tenant: str) -> list[UserCap]:
+        return [changes.user_cap_of(r) for r in self._query(changes.USER_CAPS_QUERY, (tenant,))]
+
+    def set_user_cap(self, tenant: str, user: str, cap: UserCap | None, change: ChangeRecord) -> bool:
+        return self._write_all(changes.user_cap_change(tenant, user, cap, change))
 
     # admin -------------------------------------------------------------------------------
     def get_admin_hash(self) -> str | None:

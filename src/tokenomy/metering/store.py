@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tokenomy.metering.types import KeyRecord, TenantRecord, UsageEvent
+from tokenomy.metering.types import KeyRecord, TenantRecord, UsageEvent, UserCap
 
-Scope = tuple[str, str, str, str]  # (kind "key"|"tenant", subject, period, period_key)
+Scope = tuple[str, str, str, str]  # (kind "key"|"tenant"|"user", subject, period, period_key); user: "tenant/user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,21 @@ class AuditRecord:
     period_key: str
     ts: float
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One administrative change (append-only `admin_audit`): who (the admin key id, or "cli"),
+    what (action, e.g. key.revoke), on what (target, e.g. key:k_ab12), the record before and after
+    (JSON-ready, never a secret or a hash), when (the metering clock)."""
+
+    ts: float
+    actor: str
+    action: str
+    target: str
+    before: dict | None
+    after: dict | None
+    id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +75,14 @@ class Ledger(Protocol):
     def get_key(self, key_id: str) -> KeyRecord | None: ...
     def list_keys(self, tenant: str | None) -> list[KeyRecord]: ...
     def revoke_key(self, key_id: str, ts: float) -> bool: ...
+    # administrative changes: the record and its audit row in one transaction (False: no such record)
+    def update_key(self, key: KeyRecord, change: ChangeRecord) -> bool: ...
+    def update_tenant(self, tenant: TenantRecord, change: ChangeRecord) -> bool: ...
+    def record_change(self, change: ChangeRecord) -> None: ...
+    def changes(self, limit: int, target: str | None = None) -> list[ChangeRecord]: ...  # newest first
+    # end-user caps within a tenant (user "*": the tenant's default); cap None deletes
+    def user_caps(self, tenant: str) -> list[UserCap]: ...
+    def set_user_cap(self, tenant: str, user: str, cap: UserCap | None, change: ChangeRecord) -> bool: ...
     # admin key (hash only)
     def get_admin_hash(self) -> str | None: ...
     def set_admin_hash(self, key_hash: str, *, replace: bool) -> str: ...

@@ -36,11 +36,13 @@ class UsageEvent:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a key of a tenant, or the admin."""
+    """Who is calling: a key of a tenant, or the admin; `user` is the end user the request is for
+    (its OpenAI `user` field), set per request by the gateway: end-user caps apply to it."""
 
     key_id: str
     tenant: str
     is_admin: bool = False
+    user: str | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -84,3 +86,18 @@ class KeyRecord:
     budget: Budget
     rpm: int | None
     tpm: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserCap:
+    """A cap on one end user (the request's OpenAI `user` field) within a tenant; user "*" is the
+    tenant's default for every user without a cap of their own."""
+
+    tenant: str
+    user: str
+    budget: Budget = field(default_factory=lambda: Budget(None))
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+DEFAULT_USER = "*"

@@ -102,7 +102,8 @@ function table(rows, cols, opts) {
   const head = el("tr", {}, cols.map((c) => el("th", {class: c.num ? "num" : "", text: c.label, ...(c.title ? {title: c.title} : {})})));
   const body = rows.map((r) => el("tr", {}, cols.map((c) => {
     const v = c.render ? c.render(r) : (c.fmt ? c.fmt(r[c.key]) : (r[c.key] ?? "–"));
-    return el("td", {class: c.num ? "num" : ""}, v instanceof Node ? v : String(v));
+    const long = !(v instanceof Node) && String(v).length > 34;  // shortened by CSS: the full text as a tooltip
+    return el("td", {class: c.num ? "num" : "", ...(long ? {title: String(v)} : {})}, v instanceof Node ? v : String(v));
   })));
   return el("div", {class: "table-wrap"}, el("table", {}, el("thead", {}, head), el("tbody", {}, body)));
 }
@@ -137,6 +138,7 @@ function lineChart(title, xs, series, yFmt, emptyText) {
         values: (u, vals) => vals.map((v) => (s.fmt ? s.fmt(v) : fmtNum(v, 3)))});
     }
     const u = new uPlot(opts, [xs, ...series.map((s) => s.values)], box);
+    for (const lab of box.querySelectorAll(".u-legend .u-label")) lab.title = lab.textContent;  // shortened by CSS
     state.charts.push(u);
   });
   return wrap;
@@ -534,6 +536,106 @@ PAGES.plans = async (q) => {
   return out;
 };
 
+// ---------------------------------------------------------------- manage (admin key only)
+// Writes go to /dashboard/api/manage/ as JSON with the bearer key (never a cookie or a form post).
+async function send(method, path, body) {
+  const key = sessionStorage.getItem(KEY);
+  if (!key) { toLogin(); throw new Error("not logged in"); }
+  const r = await fetch("/dashboard/api/manage/" + path, {method, cache: "no-store",
+    headers: {Authorization: "Bearer " + key, "Content-Type": "application/json"}, body: JSON.stringify(body || {})});
+  if (r.status === 401) { sessionStorage.removeItem(KEY); toLogin(); throw new Error("unauthorised"); }
+  const out = r.status === 204 ? {} : await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error((out.error && out.error.message) || ("HTTP " + r.status));
+  return out;
+}
+// Form values: "" is absent (or null with clear=true, which clears that setting); numbers for rpm/tpm.
+function formValues(form, clear) {
+  const out = {};
+  for (const inp of form.querySelectorAll("[name]")) {
+    const v = inp.value.trim();
+    if (v === "") { if (clear && inp.dataset.clearable) out[inp.name] = null; continue; }
+    out[inp.name] = inp.dataset.int ? Number(v) : v;
+  }
+  return out;
+}
+function field(name, label, opts) {
+  const o = opts || {};
+  const attrs = {name, id: o.id, placeholder: o.placeholder || "", "data-int": o.int ? "1" : null, "data-clearable": o.clearable ? "1" : null};
+  const input = o.options ? el("select", attrs, o.options.map((v) => el("option", {value: v, text: v}))) : el("input", {type: "text", size: o.size || 10, ...attrs});
+  return el("label", {}, label + " ", input);
+}
+const periodField = (id) => field("budget_period", "period", {id, options: ["total", "daily", "monthly"]});
+function mform(id, title, fields, action, onsubmit) {
+  const f = el("form", {id, class: "manage-form"}, ...fields, el("button", {type: "submit", text: action}));
+  f.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try { await onsubmit(f); state.notice = state.notice || (title + ": done"); } catch (e) { state.notice = null; showError(String(e.message || e)); return; }
+    await refresh();
+  });
+  return panel(title, f);
+}
+const budgetText = (r) => r.budget_usd === null || r.budget_usd === undefined ? "–" : fmtUSD(r.budget_usd) + " " + r.budget_period;
+
+PAGES.manage = async (q) => {
+  const d = await api("manage", new URLSearchParams());
+  const t = d.tables, tenants = t.tenants.map((x) => x.name);
+  const keyIds = t.keys.filter((k) => k.active).map((k) => k.key_id);
+  const out = [];
+  if (state.secret) {  // shown once: the next refresh drops it
+    out.push(el("div", {class: "notice secret", id: "new-secret"}, "New key for " + state.secret.tenant + " (" + state.secret.key_id + "), shown once — copy it now: ",
+      el("code", {"data-secret": state.secret.key, text: state.secret.key})));
+    state.secret = null;
+  } else if (state.notice) out.push(el("div", {class: "notice", id: "manage-notice", text: state.notice}));
+  state.notice = null;
+  out.push(el("div", {class: "grid2"},
+    mform("mt-form", "Create tenant", [field("name", "name", {id: "mt-name"}), field("budget_usd", "budget $", {id: "mt-budget"}),
+      periodField("mt-period"), field("soft_budget_usd", "soft $", {id: "mt-soft"})], "Create tenant",
+      (f) => send("POST", "tenants", formValues(f))),
+    mform("tb-form", "Set tenant budget (empty clears)", [field("tenant", "tenant", {id: "tb-tenant", options: tenants}),
+      field("budget_usd", "budget $", {id: "tb-budget", clearable: true}), periodField("tb-period"),
+      field("soft_budget_usd", "soft $", {id: "tb-soft", clearable: true})], "Set budget",
+      (f) => { const v = formValues(f, true), name = v.tenant; delete v.tenant; return send("PATCH", "tenants/" + encodeURIComponent(name), v); }),
+    mform("mk-form", "Create key", [field("tenant", "tenant", {id: "mk-tenant", options: tenants}), field("name", "name", {id: "mk-name"}),
+      field("budget_usd", "budget $", {id: "mk-budget"}), periodField("mk-period"),
+      field("rpm", "RPM", {id: "mk-rpm", int: true, size: 6}), field("tpm", "TPM", {id: "mk-tpm", int: true, size: 8})], "Create key",
+      async (f) => { state.secret = await send("POST", "keys", formValues(f)); }),
+    mform("kl-form", "Set key budget and limits (empty clears)", [field("key_id", "key", {id: "kl-key", options: keyIds}),
+      field("budget_usd", "budget $", {id: "kl-budget", clearable: true}), periodField("kl-period"),
+      field("rpm", "RPM", {id: "kl-rpm", int: true, size: 6, clearable: true}), field("tpm", "TPM", {id: "kl-tpm", int: true, size: 8, clearable: true})], "Set limits",
+      (f) => { const v = formValues(f, true), id = v.key_id; delete v.key_id; return send("PATCH", "keys/" + encodeURIComponent(id), v); }),
+    mform("uc-cap-form", "Cap an end user (the requests' user; * = every user of the tenant)", [field("tenant", "tenant", {id: "uc-tenant", options: tenants}),
+      field("user", "user", {id: "uc-user", placeholder: "*"}), field("budget_usd", "budget $", {id: "uc-budget"}), periodField("uc-period"),
+      field("rpm", "RPM", {id: "uc-rpm", int: true, size: 6}), field("tpm", "TPM", {id: "uc-tpm", int: true, size: 8})], "Set user cap",
+      (f) => { const v = formValues(f), tn = v.tenant, u = v.user || "*"; delete v.tenant; delete v.user;
+        return send("PUT", "tenants/" + encodeURIComponent(tn) + "/users/" + encodeURIComponent(u), v); })));
+  const act = (label, cls, fn) => el("button", {type: "button", class: cls, text: label, onclick: async () => {
+    try { await fn(); } catch (e) { showError(String(e.message || e)); return; }
+    await refresh();
+  }});
+  out.push(panel("Tenants", table(t.tenants, [{key: "name", label: "tenant"}, {label: "budget", render: budgetText},
+    {key: "soft_budget_usd", label: "soft", fmt: (v) => (v === null ? "–" : fmtUSD(v))}, {key: "created", label: "created"}], {empty: "No tenants."})));
+  out.push(panel("Keys", table(t.keys, [{key: "key_id", label: "key id"}, {key: "tenant", label: "tenant"}, {key: "name", label: "name"},
+    {label: "budget", render: budgetText}, {key: "rpm", label: "RPM", num: true}, {key: "tpm", label: "TPM", num: true},
+    {key: "active", label: "state", fmt: (v) => (v ? "active" : "revoked")},
+    {label: "", render: (k) => k.active ? el("span", {"data-key": k.key_id},
+      act("Rotate", "rotate", async () => { state.secret = await send("POST", "keys/" + k.key_id + "/rotate"); }),
+      act("Revoke", "revoke", async () => { if (confirm("Revoke " + k.key_id + "? Requests with it will fail.")) { await send("POST", "keys/" + k.key_id + "/revoke"); state.notice = "Revoked " + k.key_id; } })) : "–"}],
+    {empty: "No keys."})));
+  out.push(panel("End-user caps", table(t.user_caps, [{key: "tenant", label: "tenant"}, {key: "user", label: "user", fmt: (u) => (u === "*" ? "* (default)" : u)},
+    {label: "budget", render: budgetText}, {key: "rpm", label: "RPM", num: true}, {key: "tpm", label: "TPM", num: true},
+    {label: "", render: (c) => act("Remove", "remove-cap", () => send("DELETE", "tenants/" + encodeURIComponent(c.tenant) + "/users/" + encodeURIComponent(c.user)))}],
+    {empty: "No end-user caps."})));
+  out.push(panel("Audit trail (latest " + d.meta.audit_limit + ")", el("div", {id: "audit"}, table(t.audit, [{key: "time", label: "time"}, {key: "actor", label: "actor"},
+    {key: "action", label: "action"}, {key: "target", label: "target"},
+    {label: "change", render: (c) => changeText(c)}], {empty: "No changes recorded yet."}))));
+  return out;
+};
+function changeText(c) {
+  if (!c.before || !c.after) return JSON.stringify(c.after || c.before || {});
+  const keys = [...new Set([...Object.keys(c.before), ...Object.keys(c.after)])].filter((k) => JSON.stringify(c.before[k]) !== JSON.stringify(c.after[k]));
+  return keys.length ? keys.map((k) => k + ": " + JSON.stringify(c.before[k]) + " → " + JSON.stringify(c.after[k])).join("; ") : "(secret rotated)";
+}
+
 // ---------------------------------------------------------------- lifecycle
 async function refresh() {
   if (state.loading) return;
@@ -568,7 +670,7 @@ async function refresh() {
 function schedule() {
   clearInterval(state.timer);
   const secs = Number(document.body.dataset.refresh || 30);
-  if (document.getElementById("auto").checked && PAGE !== "unit-cost" && PAGE !== "plans") {
+  if (document.getElementById("auto").checked && !["unit-cost", "plans", "manage"].includes(PAGE)) {
     state.timer = setInterval(refresh, secs * 1000);
   }
 }

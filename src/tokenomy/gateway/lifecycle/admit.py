@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -103,7 +103,9 @@ class Admission:
         if so is not None and not isinstance(so, dict):
             raise ApiError(400, "'stream_options' must be an object", param="stream_options", code="invalid_type")
         n_choices = v.n_choices(body) if kind != "embeddings" else 1
-        v.user_and_tags(body)  # recorded on the event; bad ones are a 400 before any work
+        user, _ = v.user_and_tags(body)  # recorded on the event; bad ones are a 400 before any work
+        if user is not None:  # end-user caps of the tenant apply to this request (metering)
+            principal = replace(principal, user=user)
 
         # ---- model group: a plain group, or a routed alias (quality router / cascade)
         group = gw.groups.get(alias)

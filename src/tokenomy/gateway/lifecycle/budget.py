@@ -78,6 +78,7 @@ class Refusal:
     reason: str  # "exhausted" (the budget is spent) | "held" (requests in flight hold the rest)
     message: str
     reset_at: float | None  # epoch seconds when the period's budget resets (None: a total budget)
+    scope: str | None = None  # which budget refused: "user" (an end-user cap) | "key" | "tenant"
 
 
 def refusal_error(r: Refusal, now: float | None = None) -> ApiError:
@@ -87,6 +88,8 @@ def refusal_error(r: Refusal, now: float | None = None) -> ApiError:
     from tokenomy.billing.periods import iso
 
     headers = {"x-tokenomy-budget-refused": r.reason}
+    if r.scope is not None:
+        headers["x-tokenomy-budget-scope"] = r.scope
     if r.reset_at is not None:
         headers["x-tokenomy-budget-reset"] = iso(r.reset_at)
     if r.reason == "held":
@@ -137,7 +140,7 @@ def _refusal_of(m: Any, p: Principal, usd: Decimal, exc: BudgetExceeded) -> Refu
         scopes = _scopes(m, p)
         reason = "held" if all(limit - spent >= usd for limit, spent, _, _ in scopes) else "exhausted"
         reset_at = _reset_at([s[3] for s in scopes], time.time())
-    return Refusal(reason, exc.message, reset_at)
+    return Refusal(reason, exc.message, reset_at, getattr(exc, "scope", None))
 
 
 async def reserve(m: Any, p: Principal, usd: Decimal, *, wait_s: float | None = None) -> Reservation:

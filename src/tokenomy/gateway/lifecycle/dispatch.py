@@ -142,11 +142,14 @@ class Dispatcher:
         return ApiError(502, f"upstream error ({msg}); tried: {tried}", code=code)
 
     # ------------------------------------------------------------------ non-stream
-    async def unary(self, ctx: RequestCtx, order: list[DeploymentRuntime]) -> UnaryResult:
+    async def send(self, ctx: RequestCtx, d: DeploymentRuntime):
+        """One unary attempt on the wire (an UpstreamResponse; raises transport errors)."""
         gw = self.gw
-        session = gw.session
-        assert session is not None, "gateway not started"
-        timeout = gw.unary_timeout
+        assert gw.session is not None, "gateway not started"
+        return await wire.post(gw.session, gw.lean, gw.unary_timeout, ctx, d)
+
+    async def unary(self, ctx: RequestCtx, order: list[DeploymentRuntime]) -> UnaryResult:
+        timeout = self.gw.unary_timeout
         plan = self.attempts(ctx, order)
         last: DeploymentRuntime | None = None
         while (d := await plan.next()) is not None:
@@ -154,7 +157,7 @@ class Dispatcher:
             t_start = time.perf_counter()
             d.in_flight += 1
             try:
-                resp = await wire.post(session, gw.lean, timeout, ctx, d)
+                resp = await self.send(ctx, d)
             except Exception as exc:
                 f = classify_exception(exc, f"no response within {timeout.total:g} s")
                 if f is None:

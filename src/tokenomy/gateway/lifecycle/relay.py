@@ -27,6 +27,7 @@ class Relayed:
     held_usage: dict | None = None  # the usage chunk, for the client that asked for it
     last_obj: dict | None = None
     t_first: float | None = None  # first content token (the first event may be a bare role chunk)
+    finish_reason: str | None = None  # the last choice's finish_reason seen
     broken: str | None = None
     client_gone: bool = False
 
@@ -68,7 +69,10 @@ async def relay(ctx: RequestCtx, s: OpenStream, out: web.StreamResponse, idle_s:
                     if not isinstance(choices, list):
                         rl.broken = f"'choices' is not a list: {str(choices)[:100]}"
                         break
-                    piece = _piece(choices[0], chat)
+                    c0 = choices[0]
+                    piece = _piece(c0, chat)
+                    if isinstance(c0, dict) and c0.get("finish_reason") is not None:
+                        rl.finish_reason = str(c0["finish_reason"])[:64]
                     if isinstance(piece, str) and piece:
                         rl.texts.append(piece)
                         if rl.t_first is None:

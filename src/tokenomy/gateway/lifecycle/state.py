@@ -77,6 +77,7 @@ class RequestCtx:
     retry_after: str | None = None  # the last upstream 429's Retry-After
     committed: bool = False
     inbound: Any = None  # gateway/messages.Inbound: the answer is framed in another API's shape
+    trace_headers: dict[str, str] | None = None  # W3C trace context of the current upstream attempt (observe/tracing.py)
 
     def sub(self, rid: str, group: GroupRuntime, *, stream: bool, body: dict | None = None) -> "RequestCtx":
         """A context for one more upstream call of the same request (cascade weak call, judge):

@@ -51,7 +51,12 @@ async def post(session: aiohttp.ClientSession, lean: LeanClient | None, timeout:
     rest (https, ...). Raises aiohttp.ClientError / OSError / TimeoutError."""
     if d.adapter is not None:
         return await _post_adapted(session, lean, timeout, ctx, d)
-    return await _send(session, lean, timeout, url(ctx, d), payload(ctx, d), d.headers)
+    return await _send(session, lean, timeout, url(ctx, d), payload(ctx, d), _headers(ctx, d.headers))
+
+
+def _headers(ctx: RequestCtx, headers: dict[str, str]) -> dict[str, str]:
+    """The attempt's headers: the deployment's, plus the trace context when the request is traced."""
+    return headers if ctx.trace_headers is None else {**headers, **ctx.trace_headers}
 
 
 async def _send(session, lean, timeout, target: str, data: bytes, headers: dict[str, str],
@@ -71,7 +76,7 @@ async def open_stream(session: aiohttp.ClientSession, timeout: aiohttp.ClientTim
                       d: DeploymentRuntime) -> aiohttp.ClientResponse:
     if d.adapter is not None:
         return await _open_adapted(session, timeout, ctx, d)
-    return await session.post(url(ctx, d), data=payload(ctx, d), headers=d.headers, timeout=timeout)
+    return await session.post(url(ctx, d), data=payload(ctx, d), headers=_headers(ctx, d.headers), timeout=timeout)
 
 
 _JSON = {"content-type": "application/json"}
@@ -95,7 +100,7 @@ async def _post_adapted(session, lean, timeout, ctx: RequestCtx, d: DeploymentRu
     req = await _build(ctx, d)
     if isinstance(req, ProviderError):  # the body cannot be expressed for this provider
         return UpstreamResponse(req.status, dict(_JSON), req.raw)
-    resp = await _send(session, lean, timeout, req.url, req.body, req.headers, encoded=True)
+    resp = await _send(session, lean, timeout, req.url, req.body, _headers(ctx, req.headers), encoded=True)
     if d.adapter.passthrough and resp.status < 400:
         return resp
     out = d.adapter.parse_response(resp.status, resp._headers, resp.body, req)
@@ -111,7 +116,8 @@ async def _open_adapted(session, timeout, ctx: RequestCtx, d: DeploymentRuntime)
     req = await _build(ctx, d)
     if isinstance(req, ProviderError):
         return TranslatedStream.rejected(req)
-    resp = await session.post(URL(req.url, encoded=True), data=req.body, headers=req.headers, timeout=timeout)
+    resp = await session.post(URL(req.url, encoded=True), data=req.body, headers=_headers(ctx, req.headers),
+                              timeout=timeout)
     if d.adapter.passthrough and resp.status == 200:
         return resp
     return TranslatedStream(d.adapter, req, resp)

@@ -32,9 +32,8 @@ import time
 import orjson
 
 from tokenomy.gateway.providers import translate as tr
-from tokenomy.gateway.providers.base import (ProviderError, SseSplitter, UpstreamRequest, api_key, chunk,
-                                             classify_error, garbage, resolved_headers, usage_dict)
-from tokenomy.gateway.providers.openai import error_message
+from tokenomy.gateway.providers.base import (ProviderError, SseSplitter, UpstreamRequest, answer_object, chunk,
+                                             classify_error, garbage, json_headers, usage_dict)
 
 ANTHROPIC_VERSION = "2026-10-21"  # anthropic SDK 2.x _constants.ANTHROPIC_API_VERSION
 LEGACY_VERSION = "2023-06-01"  # the last version that takes sampling parameters
@@ -44,62 +43,20 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", 
 
 
 def _content_blocks(content) -> list[dict]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise tr.BadRequest("message 'content' must be a string or an array of content parts", "messages")
-    out = []
-    for p in content:
-        t = p.get("type") if isinstance(p, dict) else None
-        if t == "text":
-            out.append({"type": "text", "text": str(p.get("text", ""))})
-        elif t == "image_url":
-            kind, media, data = tr.image_source(p)
-            out.append({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}
-                        if kind == "base64" else {"type": "url", "url": data}})
-        else:
-            raise tr.BadRequest(f"content part type {t!r} is not supported by Anthropic deployments", "messages")
-    return out
+    return tr.content_parts(
+        content, "Anthropic", text=lambda t: {"type": "text", "text": t},
+        image=lambda kind, media, data: {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}
+                                         if kind == "base64" else {"type": "url", "url": data}})
 
 
 def to_messages(body: dict) -> tuple[list[dict], list[dict]]:
     """(system blocks, alternating messages) of an OpenAI chat body."""
-    system: list[dict] = []
-    out: list[dict] = []
-
-    def push(role: str, blocks: list[dict]) -> None:
-        if not blocks:
-            return
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-
-    for m in tr.messages(body):
-        role = m.get("role")
-        if role in ("system", "developer"):
-            text = tr.text_of(m.get("content"))
-            if text:
-                system.append({"type": "text", "text": text})
-        elif role == "user":
-            push("user", _content_blocks(m.get("content")))
-        elif role == "assistant":
-            blocks = _content_blocks(m.get("content"))
-            for tc in m.get("tool_calls") or ():
-                f = tc.get("function") or {}
-                blocks.append({"type": "tool_use", "id": tc.get("id") or "", "name": f.get("name") or "",
-                               "input": tr.tool_args(f.get("arguments"))})
-            push("assistant", blocks)
-        elif role == "tool":
-            push("user", [{"type": "tool_result", "tool_use_id": m.get("tool_call_id") or "",
-                           "content": tr.text_of(m.get("content"))}])
-        else:
-            raise tr.BadRequest(f"message role {role!r} is not supported", "messages")
-    if not out:
-        raise tr.BadRequest("Anthropic needs at least one user or assistant message", "messages")
-    return system, out
+    system, msgs = tr.conversation(
+        body, "Anthropic", parts=_content_blocks,
+        tool_call=lambda cid, name, args: {"type": "tool_use", "id": cid, "name": name, "input": args},
+        tool_result=lambda m: {"type": "tool_result", "tool_use_id": m.get("tool_call_id") or "",
+                               "content": tr.text_of(m.get("content"))})
+    return [{"type": "text", "text": t} for t in system], msgs
 
 
 def to_anthropic(body: dict, model: str, default_max_tokens: int, stream: bool,
@@ -264,37 +221,28 @@ class AnthropicAdapter:
     def __init__(self, cfg, default_max_tokens: int = 4096):
         self.cfg = cfg
         self.default_max_tokens = default_max_tokens
-        self.headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION,
-                        **{k.lower(): v for k, v in resolved_headers(cfg).items()}}
-        key = api_key(cfg)
-        if key:
-            self.headers["x-api-key"] = key
+        self.headers = json_headers(cfg, "x-api-key", defaults={"anthropic-version": ANTHROPIC_VERSION})
         self.sampling = self.headers["anthropic-version"] == LEGACY_VERSION
 
     async def prepare(self) -> None:
         return None
 
     def build_request(self, body: dict, d, *, stream: bool, kind: str = "chat") -> UpstreamRequest | ProviderError:
-        if kind != "chat":
-            return tr.BadRequest("Anthropic deployments serve chat completions only", "model").error
-        try:
-            req, warnings = to_anthropic(body, d.model, self.default_max_tokens, stream, self.sampling)
-        except tr.BadRequest as exc:
-            return exc.error
+        got = tr.translated(kind, "Anthropic", lambda: to_anthropic(body, d.model, self.default_max_tokens, stream,
+                                                                    self.sampling))
+        if isinstance(got, ProviderError):
+            return got
+        req, warnings = got
         base = d.base_url.removesuffix("/v1")
         return UpstreamRequest(base + "/v1/messages", self.headers, orjson.dumps(req), tuple(warnings),
                                json_mode=tr.json_format(body) is not None)
 
     def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
                        req: UpstreamRequest | None = None) -> dict | ProviderError:
-        if status >= 400:
-            msg, etype = error_message(raw)
-            return classify_error(status, msg, etype)
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return garbage(f"invalid JSON in Anthropic response: {exc}")
-        if not isinstance(obj, dict) or obj.get("type") != "message":
+        obj = answer_object(status, raw, "Anthropic response")
+        if isinstance(obj, ProviderError):
+            return obj
+        if obj.get("type") != "message":
             return garbage("Anthropic response is not a message object")
         return from_anthropic(obj, req is not None and req.json_mode)
 

@@ -139,6 +139,54 @@ def api_key(cfg) -> str | None:
     return os.environ.get(cfg.api_key_env) or None if cfg.api_key_env else None
 
 
+def json_headers(cfg, key_header: str | None, key_prefix: str = "", *, lower: bool = True,
+                 defaults: dict[str, str] | None = None) -> dict[str, str]:
+    """A JSON POST's headers: `defaults` (e.g. anthropic-version), then the configured headers
+    (env vars expanded; they override the defaults), then the key of `api_key_env` in
+    `key_header` (with `key_prefix`, e.g. "Bearer "). `lower`: header names lower-cased (OpenAI
+    passthrough keeps today's exact names)."""
+    conf = resolved_headers(cfg)
+    h = {"content-type" if lower else "Content-Type": "application/json", **(defaults or {}),
+         **({k.lower(): v for k, v in conf.items()} if lower else conf)}
+    key = api_key(cfg)
+    if key and key_header:
+        h[key_header] = key_prefix + key
+    return h
+
+
+def error_message(raw: bytes) -> tuple[str, str | None]:
+    """(message, provider error type) out of an OpenAI-, Anthropic- or Google-shaped error body."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:300].decode("utf-8", "replace"), None
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict):  # Gemini streams errors as [{...}]
+        obj = obj[0]
+    if not isinstance(obj, dict):
+        return str(obj)[:300], None
+    err = obj.get("error", obj)
+    if isinstance(err, dict):
+        msg = err.get("message") or obj.get("message") or ""
+        etype = err.get("type") or err.get("status") or err.get("code") or obj.get("__type")
+        return str(msg)[:2000], None if etype is None else str(etype)
+    return str(obj.get("message") or err)[:2000], obj.get("__type")
+
+
+def answer_object(status: int, raw: bytes, what: str) -> dict | ProviderError:
+    """A provider's unary answer as its JSON object: an HTTP error classified (its body's message
+    and type), anything but a JSON object garbage (retried / fallen back on)."""
+    if status >= 400:
+        msg, etype = error_message(raw)
+        return classify_error(status, msg, etype)
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return garbage(f"invalid JSON in {what}: {exc}")
+    if not isinstance(obj, dict):
+        return garbage(f"invalid JSON in {what}: not a JSON object")
+    return obj
+
+
 @dataclass(slots=True)
 class SseSplitter:
     """Splits an SSE byte stream into (event, data) pairs, across arbitrary chunk boundaries."""

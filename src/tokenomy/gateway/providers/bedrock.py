@@ -22,6 +22,10 @@ Response: text -> content, toolUse -> tool_calls, reasoningContent dropped; stop
   stop_sequence -> stop, max_tokens -> length, tool_use -> tool_calls, guardrail_intervened /
   content_filtered -> content_filter; usage: prompt = inputTokens + cacheReadInputTokens +
   cacheWriteInputTokens (cached = cacheRead, cache_write_tokens = cacheWrite), completion = outputTokens.
+Embeddings (POST /v1/embeddings): InvokeModel POST {base_url}/model/{modelId}/invoke with the
+  model's own body: Titan Text Embeddings ({inputText, dimensions, normalize}: one input per
+  request, usage from inputTextTokenCount) or Cohere Embed ({texts, input_type search_document,
+  embedding_types [float]}: up to 96 texts, usage from the X-Amzn-Bedrock-Input-Token-Count header).
 Errors: x-amzn-ErrorType ThrottlingException / ModelNotReadyException -> 429, ServiceUnavailable
   -> 503, InternalServer / ModelTimeout -> 502 (retried), ValidationException -> 400
   (context_length_exceeded when the input is too long), AccessDenied -> 403.
@@ -35,8 +39,8 @@ from urllib.parse import quote
 import orjson
 
 from tokenomy.gateway.providers import translate as tr
-from tokenomy.gateway.providers.base import (ProviderError, UpstreamRequest, chunk, classify_error, garbage,
-                                             resolved_headers, usage_dict)
+from tokenomy.gateway.providers.base import (ProviderError, UpstreamRequest, answer_object, chunk, classify_error,
+                                             garbage, resolved_headers, usage_dict)
 from tokenomy.gateway.upstream import MAX_EVENT_BYTES, UpstreamTooLarge
 
 JSON_TOOL = "json_response"
@@ -51,67 +55,28 @@ _ERROR_STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 429, "Ser
                  "AccessDeniedException": 403, "ResourceNotFoundException": 404}
 
 
+def _image(kind: str, media: str, data: str) -> dict:
+    if kind != "base64":
+        raise tr.BadRequest("Bedrock Converse takes images as bytes only: send a data: URL", "messages")
+    fmt = _FORMATS.get(media)
+    if fmt is None:
+        raise tr.BadRequest(f"image type {media} is not supported by Bedrock (png, jpeg, gif, webp)", "messages")
+    return {"image": {"format": fmt, "source": {"bytes": data}}}
+
+
 def _content(content) -> list[dict]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise tr.BadRequest("message 'content' must be a string or an array of content parts", "messages")
-    out = []
-    for p in content:
-        t = p.get("type") if isinstance(p, dict) else None
-        if t == "text":
-            out.append({"text": str(p.get("text", ""))})
-        elif t == "image_url":
-            kind, media, data = tr.image_source(p)
-            if kind != "base64":
-                raise tr.BadRequest("Bedrock Converse takes images as bytes only: send a data: URL", "messages")
-            fmt = _FORMATS.get(media)
-            if fmt is None:
-                raise tr.BadRequest(f"image type {media} is not supported by Bedrock (png, jpeg, gif, webp)", "messages")
-            out.append({"image": {"format": fmt, "source": {"bytes": data}}})
-        else:
-            raise tr.BadRequest(f"content part type {t!r} is not supported by Bedrock deployments", "messages")
-    return out
+    return tr.content_parts(content, "Bedrock", text=lambda t: {"text": t}, image=_image)
 
 
 def to_converse(body: dict, default_max_tokens: int) -> tuple[dict, list[str]]:
     tr.check_n(body)
     warnings = tr.common_warnings(body, extra_dropped=("user", "parallel_tool_calls"))
-    system: list[dict] = []
-    msgs: list[dict] = []
-
-    def push(role: str, blocks: list[dict]) -> None:
-        if not blocks:
-            return
-        if msgs and msgs[-1]["role"] == role:
-            msgs[-1]["content"].extend(blocks)
-        else:
-            msgs.append({"role": role, "content": blocks})
-
-    for m in tr.messages(body):
-        role = m.get("role")
-        if role in ("system", "developer"):
-            text = tr.text_of(m.get("content"))
-            if text:
-                system.append({"text": text})
-        elif role == "user":
-            push("user", _content(m.get("content")))
-        elif role == "assistant":
-            blocks = _content(m.get("content"))
-            for tc in m.get("tool_calls") or ():
-                f = tc.get("function") or {}
-                blocks.append({"toolUse": {"toolUseId": tc.get("id") or "", "name": f.get("name") or "",
-                                           "input": tr.tool_args(f.get("arguments"))}})
-            push("assistant", blocks)
-        elif role == "tool":
-            push("user", [{"toolResult": {"toolUseId": m.get("tool_call_id") or "",
-                                          "content": [{"text": tr.text_of(m.get("content"))}]}}])
-        else:
-            raise tr.BadRequest(f"message role {role!r} is not supported", "messages")
-    if not msgs:
-        raise tr.BadRequest("Bedrock needs at least one user or assistant message", "messages")
+    texts, msgs = tr.conversation(
+        body, "Bedrock", parts=_content,
+        tool_call=lambda cid, name, args: {"toolUse": {"toolUseId": cid, "name": name, "input": args}},
+        tool_result=lambda m: {"toolResult": {"toolUseId": m.get("tool_call_id") or "",
+                                              "content": [{"text": tr.text_of(m.get("content"))}]}})
+    system = [{"text": t} for t in texts]
     req: dict = {"messages": msgs}
     if system:
         req["system"] = system
@@ -269,6 +234,65 @@ class ConverseStreamDecoder:
         return []
 
 
+COHERE_MAX_TEXTS = 96  # Cohere Embed on Bedrock (docs.aws.amazon.com/bedrock, model parameters, checked 2026-12)
+
+
+def _embed_family(model: str) -> str | None:
+    m = model.lower()
+    return "cohere" if "cohere.embed" in m else "titan" if "titan-embed" in m else None
+
+
+def _embed_body(model: str, body: dict) -> dict:
+    """The InvokeModel body of an OpenAI embeddings request (validated at admission)."""
+    from tokenomy.gateway.embeddings import embedding_inputs
+
+    inputs = embedding_inputs(body)
+    if any(isinstance(x, list) for x in inputs):
+        raise tr.BadRequest("Bedrock embedding models take text: send strings, not token ids", "input")
+    family, dims = _embed_family(model), body.get("dimensions")
+    if family == "titan":
+        if len(inputs) != 1:
+            raise tr.BadRequest(f"Titan Text Embeddings embeds one input per request (got {len(inputs)})", "input")
+        req: dict = {"inputText": inputs[0], "normalize": True}
+        if dims:
+            req["dimensions"] = dims
+        return req
+    if family == "cohere":
+        if len(inputs) > COHERE_MAX_TEXTS:
+            raise tr.BadRequest(f"Cohere Embed takes at most {COHERE_MAX_TEXTS} texts per request", "input")
+        req = {"texts": inputs, "input_type": "search_document", "embedding_types": ["float"]}
+        if dims:
+            req["output_dimension"] = dims  # Embed v4; v3 models answer a 400 of their own
+        return req
+    raise tr.BadRequest(f"embeddings on bedrock need a Titan Text Embeddings or Cohere Embed model (got {model!r})",
+                        "model")
+
+
+def _embeddings_from_bedrock(obj: object, headers: dict[str, str], model: str, encoding_format: str) -> dict | ProviderError:
+    from tokenomy.gateway.embeddings import encode_vector
+
+    if not isinstance(obj, dict):
+        return garbage("Bedrock embedding response is not an object")
+    if _embed_family(model) == "titan":
+        vectors, count = [obj.get("embedding")], obj.get("inputTextTokenCount")
+    else:
+        e = obj.get("embeddings")
+        vectors = e.get("float") if isinstance(e, dict) else e
+        count = headers.get("x-amzn-bedrock-input-token-count")
+        count = int(count) if isinstance(count, str) and count.isdigit() else None
+    if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
+        return garbage("Bedrock embedding response has no vectors")
+    try:
+        data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
+                for i, v in enumerate(vectors)]
+    except (TypeError, ValueError):
+        return garbage("Bedrock embedding values are not numbers")
+    out: dict = {"object": "list", "data": data, "model": model}
+    if type(count) is int and count >= 0:
+        out["usage"] = {"prompt_tokens": count, "total_tokens": count}
+    return out
+
+
 class BedrockAdapter:
     provider = "bedrock"
     passthrough = False
@@ -304,27 +328,40 @@ class BedrockAdapter:
         return dict(req.headers.items())
 
     def build_request(self, body: dict, d, *, stream: bool, kind: str = "chat") -> UpstreamRequest | ProviderError:
-        if kind != "chat":
-            return tr.BadRequest("Bedrock deployments serve chat completions only", "model").error
-        try:
-            req, warnings = to_converse(body, self.default_max_tokens)
-        except tr.BadRequest as exc:
-            return exc.error
+        if kind == "embeddings":
+            return self.embed_request(body, d)
+        got = tr.translated(kind, "Bedrock", lambda: to_converse(body, self.default_max_tokens))
+        if isinstance(got, ProviderError):
+            return got
+        req, warnings = got
         base = d.base_url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
         url = f"{base}/model/{quote(d.model, safe='')}/{'converse-stream' if stream else 'converse'}"
         data = orjson.dumps(req)
         return UpstreamRequest(url, self._signed(url, data, stream), data, tuple(warnings),
                                json_mode=tr.json_format(body) is not None)
 
+    def embed_request(self, body: dict, d) -> UpstreamRequest | ProviderError:
+        try:
+            req = _embed_body(d.model, body)
+        except tr.BadRequest as exc:
+            return exc.error
+        base = d.base_url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
+        url = f"{base}/model/{quote(d.model, safe='')}/invoke"
+        data = orjson.dumps(req)
+        warnings = ("dropped unsupported field(s) for this provider: user",) if body.get("user") else ()
+        return UpstreamRequest(url, self._signed(url, data, False), data, warnings, kind="embeddings",
+                               encoding_format=body.get("encoding_format") or "float")
+
     def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
                        req: UpstreamRequest | None = None) -> dict | ProviderError:
         if status >= 400:
             return _error(status, headers, raw)
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return garbage(f"invalid JSON in Bedrock response: {exc}")
-        if not isinstance(obj, dict) or "output" not in obj:
+        obj = answer_object(status, raw, "Bedrock response")
+        if isinstance(obj, ProviderError):
+            return obj
+        if req is not None and req.kind == "embeddings":
+            return _embeddings_from_bedrock(obj, headers, self.cfg.upstream_model, req.encoding_format)
+        if "output" not in obj:
             return garbage("Bedrock response has no output")
         return from_converse(obj, req is not None and req.json_mode, self.cfg.upstream_model)
 

@@ -36,9 +36,8 @@ import time
 import orjson
 
 from tokenomy.gateway.providers import translate as tr
-from tokenomy.gateway.providers.base import (ProviderError, SseSplitter, UpstreamRequest, api_key, chunk,
-                                             classify_error, garbage, resolved_headers, usage_dict)
-from tokenomy.gateway.providers.openai import error_message
+from tokenomy.gateway.providers.base import (ProviderError, SseSplitter, UpstreamRequest, answer_object, chunk,
+                                             classify_error, garbage, json_headers, usage_dict)
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
            "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
@@ -46,67 +45,32 @@ _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "
 _KNOWN_HERE = ("seed", "presence_penalty", "frequency_penalty")
 
 
+def _image(kind: str, media: str, data: str) -> dict:
+    if kind == "base64":
+        return {"inlineData": {"mimeType": media, "data": data}}
+    return {"fileData": {"mimeType": mimetypes.guess_type(data.split("?")[0])[0] or "image/jpeg", "fileUri": data}}
+
+
 def _parts(content) -> list[dict]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise tr.BadRequest("message 'content' must be a string or an array of content parts", "messages")
-    out = []
-    for p in content:
-        t = p.get("type") if isinstance(p, dict) else None
-        if t == "text":
-            out.append({"text": str(p.get("text", ""))})
-        elif t == "image_url":
-            kind, media, data = tr.image_source(p)
-            if kind == "base64":
-                out.append({"inlineData": {"mimeType": media, "data": data}})
-            else:
-                out.append({"fileData": {"mimeType": mimetypes.guess_type(data.split("?")[0])[0] or "image/jpeg",
-                                         "fileUri": data}})
-        else:
-            raise tr.BadRequest(f"content part type {t!r} is not supported by Gemini deployments", "messages")
-    return out
+    return tr.content_parts(content, "Gemini", text=lambda t: {"text": t}, image=_image)
 
 
 def to_gemini(body: dict) -> tuple[dict, list[str]]:
     warnings = tr.common_warnings({k: v for k, v in body.items() if k not in _KNOWN_HERE},
                                   extra_dropped=("parallel_tool_calls", "user"))
-    system: list[dict] = []
-    contents: list[dict] = []
-    call_names: dict[str, str] = {}
+    call_names: dict[str, str] = {}  # a functionResponse is named after the call it answers
 
-    def push(role: str, parts: list[dict]) -> None:
-        if not parts:
-            return
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+    def call(cid: str, name: str, args: dict) -> dict:
+        call_names[cid] = name
+        return {"functionCall": {"name": name, "args": args}}
 
-    for m in tr.messages(body):
-        role = m.get("role")
-        if role in ("system", "developer"):
-            text = tr.text_of(m.get("content"))
-            if text:
-                system.append({"text": text})
-        elif role == "user":
-            push("user", _parts(m.get("content")))
-        elif role == "assistant":
-            parts = _parts(m.get("content"))
-            for tc in m.get("tool_calls") or ():
-                f = tc.get("function") or {}
-                call_names[tc.get("id") or ""] = f.get("name") or ""
-                parts.append({"functionCall": {"name": f.get("name") or "", "args": tr.tool_args(f.get("arguments"))}})
-            push("model", parts)
-        elif role == "tool":
-            name = call_names.get(m.get("tool_call_id") or "") or m.get("name") or "tool"
-            push("user", [{"functionResponse": {"name": name, "response": {"content": tr.text_of(m.get("content"))}}}])
-        else:
-            raise tr.BadRequest(f"message role {role!r} is not supported", "messages")
-    if not contents:
-        raise tr.BadRequest("Gemini needs at least one user or assistant message", "messages")
+    def result(m: dict) -> dict:
+        name = call_names.get(m.get("tool_call_id") or "") or m.get("name") or "tool"
+        return {"functionResponse": {"name": name, "response": {"content": tr.text_of(m.get("content"))}}}
+
+    texts, contents = tr.conversation(body, "Gemini", parts=_parts, tool_call=call, tool_result=result,
+                                      model_role="model", key="parts")
+    system = [{"text": t} for t in texts]
     req: dict = {"contents": contents}
     if system:
         req["systemInstruction"] = {"parts": system}
@@ -254,6 +218,27 @@ class GeminiStreamDecoder:
         return [{**chunk(self._id, self._model, self._created, {}), "choices": [], "usage": self.usage}]
 
 
+def _embeddings_from_gemini(obj: object, model: str, encoding_format: str) -> dict | ProviderError:
+    """batchEmbedContents' {"embeddings": [{"values"}], "usageMetadata"?} as OpenAI's embedding list
+    (no usage when Gemini reports no token count: the gateway counts, marked estimated)."""
+    from tokenomy.gateway.embeddings import encode_vector
+
+    embs = obj.get("embeddings") if isinstance(obj, dict) else None
+    if not isinstance(embs, list) or not all(isinstance(e, dict) and isinstance(e.get("values"), list) for e in embs):
+        return garbage("Gemini embedding response has no embeddings[].values")
+    try:
+        data = [{"object": "embedding", "index": i, "embedding": encode_vector(e["values"], encoding_format)}
+                for i, e in enumerate(embs)]
+    except (TypeError, ValueError):
+        return garbage("Gemini embedding values are not numbers")
+    out: dict = {"object": "list", "data": data, "model": model}
+    um = obj.get("usageMetadata")
+    n = um.get("promptTokenCount") if isinstance(um, dict) else None
+    if type(n) is int and n >= 0:
+        out["usage"] = {"prompt_tokens": n, "total_tokens": n}
+    return out
+
+
 class GeminiAdapter:
     provider = "gemini"
     passthrough = False
@@ -261,10 +246,7 @@ class GeminiAdapter:
 
     def __init__(self, cfg, default_max_tokens: int = 4096):
         self.cfg = cfg
-        self.headers = {"content-type": "application/json", **{k.lower(): v for k, v in resolved_headers(cfg).items()}}
-        key = api_key(cfg)
-        if key:
-            self.headers["x-goog-api-key"] = key
+        self.headers = json_headers(cfg, "x-goog-api-key")
 
     async def prepare(self) -> None:
         return None
@@ -276,26 +258,41 @@ class GeminiAdapter:
         return f"{base}/{ver}/models/{d.model}"
 
     def build_request(self, body: dict, d, *, stream: bool, kind: str = "chat") -> UpstreamRequest | ProviderError:
-        if kind != "chat":
-            return tr.BadRequest(f"{self.provider} deployments serve chat completions only", "model").error
-        try:
-            req, warnings = to_gemini(body)
-        except tr.BadRequest as exc:
-            return exc.error
+        if kind == "embeddings":
+            return self.embed_request(body, d)
+        got = tr.translated(kind, self.provider, lambda: to_gemini(body))
+        if isinstance(got, ProviderError):
+            return got
+        req, warnings = got
         op = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         return UpstreamRequest(self.model_url(d) + op, self.headers, orjson.dumps(req), tuple(warnings),
                                json_mode=tr.json_format(body) is not None)
 
+    def embed_request(self, body: dict, d) -> UpstreamRequest | ProviderError:
+        """POST /v1/embeddings as batchEmbedContents: one request per input (text only), `dimensions`
+        as outputDimensionality (ai.google.dev/api/embeddings, checked 2026-12)."""
+        from tokenomy.gateway.embeddings import embedding_inputs
+
+        inputs = embedding_inputs(body)  # validated at admission
+        if any(isinstance(x, list) for x in inputs):
+            return tr.BadRequest("Gemini embeds text: send strings, not token ids", "input").error
+        one: dict = {"model": f"models/{d.model}"}
+        if body.get("dimensions"):
+            one["outputDimensionality"] = body["dimensions"]
+        reqs = [{**one, "content": {"parts": [{"text": x}]}} for x in inputs]
+        warnings = ("dropped unsupported field(s) for this provider: user",) if body.get("user") else ()
+        return UpstreamRequest(self.model_url(d) + ":batchEmbedContents", self.headers,
+                               orjson.dumps({"requests": reqs}), warnings, kind="embeddings",
+                               encoding_format=body.get("encoding_format") or "float")
+
     def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
                        req: UpstreamRequest | None = None) -> dict | ProviderError:
-        if status >= 400:
-            msg, etype = error_message(raw)
-            return classify_error(status, msg, etype)
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return garbage(f"invalid JSON in Gemini response: {exc}")
-        if not isinstance(obj, dict) or not ("candidates" in obj or "promptFeedback" in obj):
+        obj = answer_object(status, raw, "Gemini response")
+        if isinstance(obj, ProviderError):
+            return obj
+        if req is not None and req.kind == "embeddings":
+            return _embeddings_from_gemini(obj, self.cfg.upstream_model, req.encoding_format)
+        if not ("candidates" in obj or "promptFeedback" in obj):
             return garbage("Gemini response has no candidates")
         return from_gemini(obj, self.cfg.upstream_model)
 
@@ -345,6 +342,11 @@ class VertexAdapter(GeminiAdapter):
                     import aiohttp
                     raise aiohttp.ClientConnectionError(f"vertex credential refresh failed: {exc}") from None
             self.headers = {**self.headers, "authorization": f"Bearer {self._creds.token}"}
+
+    def embed_request(self, body: dict, d) -> UpstreamRequest | ProviderError:
+        # Vertex embeds through :predict (instances), not batchEmbedContents: not implemented yet.
+        return tr.BadRequest("embeddings on provider vertex are not supported yet (use provider gemini, "
+                             "openai or azure)", "model").error
 
     def model_url(self, d) -> str:
         base = (d.base_url or f"https://{self.region}-aiplatform.googleapis.com").removesuffix("/v1")

@@ -10,28 +10,10 @@ from __future__ import annotations
 
 import orjson
 
-from tokenomy.gateway.providers.base import (OPENAI_PATHS, ProviderError, SseSplitter, UpstreamRequest, api_key, classify_error,
-                                             garbage, resolved_headers)
+from tokenomy.gateway.providers.base import (OPENAI_PATHS, ProviderError, SseSplitter, UpstreamRequest, answer_object,
+                                             json_headers)
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the GA data-plane version (learn.microsoft.com, 2024-10)
-
-
-def error_message(raw: bytes) -> tuple[str, str | None]:
-    """(message, provider error type) out of an OpenAI-, Anthropic- or Google-shaped error body."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw[:300].decode("utf-8", "replace"), None
-    if isinstance(obj, list) and obj and isinstance(obj[0], dict):  # Gemini streams errors as [{...}]
-        obj = obj[0]
-    if not isinstance(obj, dict):
-        return str(obj)[:300], None
-    err = obj.get("error", obj)
-    if isinstance(err, dict):
-        msg = err.get("message") or obj.get("message") or ""
-        etype = err.get("type") or err.get("status") or err.get("code") or obj.get("__type")
-        return str(msg)[:2000], None if etype is None else str(etype)
-    return str(obj.get("message") or err)[:2000], obj.get("__type")
 
 
 class OpenAIStreamDecoder:
@@ -70,10 +52,7 @@ class OpenAIAdapter:
 
     def __init__(self, cfg, default_max_tokens: int = 4096):
         self.cfg = cfg
-        self.headers = {"Content-Type": "application/json", **resolved_headers(cfg)}
-        key = api_key(cfg)
-        if key:
-            self.headers["Authorization"] = f"Bearer {key}"
+        self.headers = json_headers(cfg, "Authorization", "Bearer ", lower=False)
 
     async def prepare(self) -> None:
         return None
@@ -98,16 +77,7 @@ class OpenAIAdapter:
 
     def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
                        req: UpstreamRequest | None = None) -> dict | ProviderError:
-        if status >= 400:
-            msg, etype = error_message(raw)
-            return classify_error(status, msg, etype)
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return garbage(f"invalid JSON in response: {exc}")
-        if not isinstance(obj, dict):
-            return garbage("invalid JSON in response: not a JSON object")
-        return obj
+        return answer_object(status, raw, "response")
 
     def stream_decoder(self, req: UpstreamRequest | None = None) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder()
@@ -123,10 +93,7 @@ class AzureAdapter(OpenAIAdapter):
     def __init__(self, cfg, default_max_tokens: int = 4096):
         self.cfg = cfg
         self.api_version = cfg.api_version or AZURE_DEFAULT_API_VERSION
-        self.headers = {"Content-Type": "application/json", **resolved_headers(cfg)}
-        key = api_key(cfg)
-        if key:
-            self.headers["api-key"] = key
+        self.headers = json_headers(cfg, "api-key", lower=False)
 
     def url(self, d, kind: str) -> str:
         op = OPENAI_PATHS[kind][1:]

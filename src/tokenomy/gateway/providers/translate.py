@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 
 import orjson
 
@@ -146,6 +147,84 @@ def json_format(body: dict) -> tuple[str, dict | None] | None:
         schema = js.get("schema") if isinstance(js, dict) else None
         return "json_schema", schema if isinstance(schema, dict) else {"type": "object"}
     raise BadRequest("'response_format.type' must be text, json_object or json_schema", "response_format")
+
+
+def content_parts(content, provider: str, *, text: Callable[[str], dict],
+                  image: Callable[[str, str, str], dict]) -> list[dict]:
+    """A message content's blocks in a provider's shape: `text(s)` per text part, `image(kind,
+    media_type, data)` (see image_source) per image_url part; any other part type is a 400."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [text(content)] if content else []
+    if not isinstance(content, list):
+        raise BadRequest("message 'content' must be a string or an array of content parts", "messages")
+    out = []
+    for p in content:
+        t = p.get("type") if isinstance(p, dict) else None
+        if t == "text":
+            out.append(text(str(p.get("text", ""))))
+        elif t == "image_url":
+            out.append(image(*image_source(p)))
+        else:
+            raise BadRequest(f"content part type {t!r} is not supported by {provider} deployments", "messages")
+    return out
+
+
+def translated(kind: str, provider: str, translate: Callable[[], tuple[dict, list[str]]]
+               ) -> tuple[dict, list[str]] | ProviderError:
+    """`translate()` (the provider request and its warnings) for a chat request; its 400 otherwise."""
+    if kind != "chat":
+        return BadRequest(f"{provider} deployments serve chat completions only", "model").error
+    try:
+        return translate()
+    except BadRequest as exc:
+        return exc.error
+
+
+def conversation(body: dict, provider: str, *, parts: Callable[[object], list[dict]],
+                 tool_call: Callable[[str, str, dict], dict], tool_result: Callable[[dict], dict],
+                 model_role: str = "assistant", key: str = "content") -> tuple[list[str], list[dict]]:
+    """(system texts, turns) of an OpenAI chat body in a provider's shape: system / developer
+    messages apart; user and assistant (`model_role`) turns {"role", key: [blocks]}, consecutive
+    same-role turns merged (Anthropic, Gemini and Bedrock require alternation); `parts(content)`
+    gives a message's blocks, `tool_call(id, name, args)` an assistant tool call's block and
+    `tool_result(message)` the block a role-tool message becomes (in a user turn)."""
+    system: list[str] = []
+    turns: list[dict] = []
+
+    def push(role: str, blocks: list[dict]) -> None:
+        if not blocks:
+            return
+        if turns and turns[-1]["role"] == role:
+            turns[-1][key].extend(blocks)
+        else:
+            turns.append({"role": role, key: blocks})
+
+    for m in messages(body):
+        role = m.get("role")
+        if role in ("system", "developer"):
+            text = text_of(m.get("content"))
+            if text:
+                system.append(text)
+        elif role == "user":
+            push("user", parts(m.get("content")))
+        elif role == "assistant":
+            blocks = parts(m.get("content"))
+            for tc in m.get("tool_calls") or ():
+                f = tc.get("function") if isinstance(tc, dict) else None
+                if not isinstance(f, dict):
+                    raise BadRequest("tool_calls[] must be {id, type: function, function: {name, arguments}}",
+                                     "messages")
+                blocks.append(tool_call(tc.get("id") or "", f.get("name") or "", tool_args(f.get("arguments"))))
+            push(model_role, blocks)
+        elif role == "tool":
+            push("user", [tool_result(m)])
+        else:
+            raise BadRequest(f"message role {role!r} is not supported", "messages")
+    if not turns:
+        raise BadRequest(f"{provider} needs at least one user or assistant message", "messages")
+    return system, turns
 
 
 def messages(body: dict) -> list[dict]:

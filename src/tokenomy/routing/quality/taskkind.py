@@ -9,8 +9,10 @@ never which data set it resembles, so it carries to prompt sets the router never
   derivations, and `open` (none of the cues);
 - demand within a kind (`DEMAND_NAMES`): formal objects (theorems, integrals, matrices), systems
   depth (concurrency, kernels, consensus, allocators), domain depth (specialist vocabulary),
-  constraints, asked-for steps / justification, quantities, code size, the instruction's length
-  (a long text to edit or translate is payload, not demand: `instruction_text` cuts it off).
+  constraints, asked-for steps / justification, quantities, code size, the instruction's length in
+  characters and in words (`log_words`: runs of letters, so digits, formulas and code symbols do not
+  count; a long text to edit or translate is payload, not demand: `instruction_text` cuts it off),
+  and whether a maths question comes with its answer options (`math_choice`).
 
 The instruction is the part before a payload marker (a colon or a blank line followed by a long
 block); for payload kinds (rewrite, translation, extraction) length is read from it only.
@@ -24,13 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenomy.routing.quality.formats import MATH_WORD_PROBLEM, prompt_format
+from tokenomy.routing.quality.formats import MATH_WORD_PROBLEM, option_count, prompt_format
 
 KINDS = ("chitchat", "rewrite", "translation", "extraction", "factual", "writing", "coding", "math",
          "reasoning", "proof", "open")
 PAYLOAD_KINDS = frozenset({"rewrite", "translation", "extraction"})
 DEMAND_NAMES = ("formal", "systems", "domain", "constraints", "steps", "log_quantities", "log_code_lines",
-                "log_instruction_chars", "log_instruction_words", "very_short", "question_marks", "explain_why")
+                "log_instruction_chars", "log_instruction_words", "log_words", "very_short", "question_marks",
+                "explain_why", "math_choice")
 FEATURE_NAMES = tuple(f"kind_{k}" for k in KINDS) + DEMAND_NAMES
 
 def _rx(*alts: str) -> re.Pattern:
@@ -160,6 +163,9 @@ _QUANTITY = re.compile(r"\d+(?:[.,]\d+)?")
 # CJK characters (kana, ideographs, hangul): one carries about what three Latin characters do
 # (a word), so lengths count each as three
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
+# words: runs of letters (digits, formulas and punctuation are not words); a CJK run is one match, so
+# its characters are added at half a word each
+_WORD = re.compile(r"[^\W\d_]+")
 _CODE_FENCE = re.compile(r"```.*?(?:```|$)", re.S)
 # a payload: text after "...:" / a blank line, at least this long, the instruction being before it
 _PAYLOAD_SPLIT = re.compile(r":\s*\n|\n\s*\n|:\s+(?=['\"«“„「])")
@@ -236,6 +242,9 @@ def profile(text: str) -> TaskProfile:
     code_lines = sum(m.group(0).count("\n") for m in _CODE_FENCE.finditer(read))
     n_cjk = round(len(_CJK.findall(read)) * len(whole) / max(len(read), 1))
     n_chars = len(whole) + 2 * n_cjk
+    # words of the cue text, scaled to the whole like n_cjk (a regex over 4,000 characters per decision
+    # cost ~15 % of its time at p99); exact for prompts up to _HEAD + _TAIL characters
+    n_words = (len(_WORD.findall(read)) + len(_CJK.findall(read)) / 2) * len(whole) / max(len(read), 1)
     demand = {
         "formal": min(math.log1p(_hits(_FORMAL, read)) / 2.0, 1.5),
         "systems": min(math.log1p(_hits(_SYSTEMS, read)) / 2.0, 1.5),
@@ -246,9 +255,13 @@ def profile(text: str) -> TaskProfile:
         "log_code_lines": min(math.log1p(code_lines) / 4.0, 1.5),
         "log_instruction_chars": math.log1p(n_chars) / 8.0,
         "log_instruction_words": math.log1p(whole.count(" ") + whole.count("\n") + n_cjk // 2) / 6.0,
+        "log_words": math.log1p(n_words),
         "very_short": 1.0 if len(text.strip()) + 2 * len(_CJK.findall(text[:30])) <= 25 else 0.0,
         "question_marks": min(read.count("?") + read.count("？"), 3) / 3.0,
         "explain_why": min(_hits(_EXPLAIN_WHY, read), 2) / 2.0,
+        # a maths question with its answer options given: both models often fail and the weak one's
+        # guess is right one time in four or so, so the stronger model's edge is smaller there
+        "math_choice": 1.0 if kind == "math" and option_count(text[:4000]) >= 2 else 0.0,
     }
     return TaskProfile(kind, scores, demand)
 

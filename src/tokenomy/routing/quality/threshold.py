@@ -9,12 +9,12 @@ at its (1 - share) quantile; it starts from a shipped sample of real users' requ
 - Decay is per observation (half-life `half_life` requests), never per wall-clock second: the
   estimate depends only on the sequence of scores (deterministic, testable, no clock).
 - Bins are in logit space (0.01 wide over [-12, 12]): fine where scores crowd near 0 or 1.
-- Replicas: each replica keeps its own estimate from the requests it serves. A load balancer that
-  spreads requests at random gives every replica a sample of the same score distribution, so the
-  per-replica quantiles agree to within sampling noise (about sqrt(p(1-p)/n) of the share for n
-  effective observations: +-1.3 points at half-life 2,000); no shared state is needed on the request
-  path. `merge` sums another estimate's histogram in (e.g. one stored by a peer) when you want one
-  cut for a fleet.
+- Replicas: each replica keeps its own estimate from the requests it serves, and `set_peers` adds
+  the other replicas' histograms (`share_sync.ShareSync` exchanges them through Redis every few
+  dozen decisions, off the request path): the cut is then the quantile of ALL replicas' traffic, so
+  `strong_share` holds for the fleet even when a load balancer sends one replica the easy requests
+  and another the hard ones (per-replica cuts would each send their own 30 %). Without peers (no
+  Redis, or it is away) the estimate is the replica's own.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class ShareThreshold:
         self.decay = 0.5 ** (1.0 / half_life)
         self.refresh_every = refresh_every
         self.counts = np.zeros(_BINS)
+        self.peers = np.zeros(_BINS)   # the other replicas' histograms (normalised), see set_peers
         self._inc = 1.0          # weight of the next observation (grows instead of decaying all bins)
         self.observed = 0
         init = list(initial_scores)
@@ -82,32 +83,53 @@ class ShareThreshold:
         if self.observed % self.refresh_every == 0:
             self._value = self._quantile()
 
+    def _combined(self) -> np.ndarray:
+        return self.counts + self.peers * self._inc if self.peers.any() else self.counts
+
     def _quantile(self) -> float:
-        total = self.counts.sum()
+        counts = self._combined()
+        total = counts.sum()
         if total <= 0:
             return 0.5
         if self.share <= 0.0:
             return 1.0 + 1e-9    # nobody reaches it
-        above = np.cumsum(self.counts[::-1])[::-1]   # mass at or above each bin
+        above = np.cumsum(counts[::-1])[::-1]   # mass at or above each bin
         # the highest bin whose mass at or above reaches the target share
         hit = np.flatnonzero(above >= self.share * total)
         return _score_at(int(hit[-1])) if hit.size else 0.0
 
     def strong_share_estimate(self) -> float:
-        """Share of the decayed observed mass at or above the current threshold."""
-        total = self.counts.sum()
+        """Share of the decayed observed mass (peers' included) at or above the current threshold."""
+        counts = self._combined()
+        total = counts.sum()
         if total <= 0:
             return 0.0
-        return float(self.counts[_bin(self._value):].sum() / total) if self._value <= 1.0 else 0.0
+        return float(counts[_bin(self._value):].sum() / total) if self._value <= 1.0 else 0.0
+
+    def normalised(self) -> np.ndarray:
+        """This replica's own histogram in units of the latest observation's weight (what peers add)."""
+        return self.counts / self._inc
+
+    def set_peers(self, histograms: Sequence[np.ndarray]) -> None:
+        """Replace the other replicas' part of the estimate with these (normalised) histograms."""
+        peers = np.zeros(_BINS)
+        for h in histograms:
+            h = np.asarray(h, dtype=float)
+            if h.shape != (_BINS,) or not np.isfinite(h).all() or (h < 0).any():
+                continue   # a foreign or corrupt entry never moves the cut
+            peers += h
+        self.peers = peers
+        self._value = self._quantile()
 
     def merge(self, other: "ShareThreshold") -> None:
-        """Add another estimate's (normalised) histogram, e.g. a peer replica's."""
-        self.counts += other.counts / other._inc * self._inc
+        """Add another estimate's (normalised) histogram into this one's own counts."""
+        self.counts += other.normalised() * self._inc
         self._value = self._quantile()
 
     def to_json(self) -> dict:
         return {"share": self.share, "threshold": self._value, "observed": self.observed,
-                "strong_share_estimate": round(self.strong_share_estimate(), 4)}
+                "strong_share_estimate": round(self.strong_share_estimate(), 4),
+                "peer_mass": round(float(self.peers.sum()), 2)}
 
 
 def _calibration() -> dict:
