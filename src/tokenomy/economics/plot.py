@@ -48,7 +48,7 @@ def plot_compare(model_id: str, rows: Sequence[UnitCost], api_rows: Sequence[Uni
                        Patch(color="tab:blue", alpha=0.45, label="self-hosted, input"),
                        Patch(color="tab:gray", label="API list price, output"),
                        Patch(color="tab:gray", alpha=0.45, label="API list price, input")],
-              loc="lower right", fontsize=8)
-    fig.tight_layout()
+              loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout()  # the legend sits below the axis label, never over a bar or its value
     fig.savefig(path, dpi=110)
     plt.close(fig)

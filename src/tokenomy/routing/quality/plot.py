@@ -15,7 +15,7 @@ def plot_curves(curves: dict[str, Curve], path: Path | str, title: str = "") -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.6, 4.4), dpi=120)
     first = next(iter(curves.values()))
     for name, c in curves.items():
         share, _ = pgr_curve(c)
@@ -27,7 +27,7 @@ def plot_curves(curves: dict[str, Curve], path: Path | str, title: str = "") -> 
     ax.set_ylabel("mean quality")
     ax.set_xlim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes, never over a curve
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
