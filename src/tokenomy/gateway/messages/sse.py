@@ -19,20 +19,20 @@ import orjson
 from aiohttp import web
 
 from tokenomy.gateway.messages.response import anthropic_usage, error_type, stop_reason, tool_stop
+from tokenomy.gateway.sse_reframe import SseReframer
 
 
 def _event(name: str, data: dict) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-class MessagesEncoder:
+class MessagesEncoder(SseReframer):
     """OpenAI SSE bytes in, Anthropic SSE bytes out (stateful, one per response)."""
 
     def __init__(self, msg_id: str, model: str, input_tokens: int, stops: list[str]) -> None:
+        super().__init__()
         self.msg_id, self.model, self.input_tokens, self.stops = msg_id, model, input_tokens, stops
-        self.buf = b""
         self.started = False
-        self.ended = False  # message_stop or error sent: nothing more is framed
         self.block = -1  # index of the open content block (-1: none)
         self.block_kind: str | None = None  # "text" | "tool"
         self.tools: dict[int, int] = {}  # OpenAI tool_calls index -> content block index
@@ -40,48 +40,22 @@ class MessagesEncoder:
         self.finish: tuple[str, str | None] | None = None
         self.usage: dict | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        self.buf += data
-        out: list[bytes] = []
-        while (end := self.buf.find(b"\n\n")) >= 0:
-            raw, self.buf = self.buf[:end], self.buf[end + 2:]
-            if not self.ended:
-                self._event(raw, out)
-        return b"".join(out)
+    def on_done(self, out: list[bytes]) -> None:
+        self._start(out)
+        self._close_block(out)
+        reason, seq = self.finish or ("end_turn", None)
+        usage = anthropic_usage(self.usage) if self.usage is not None else {"output_tokens": 0}
+        out.append(_event("message_delta", {"type": "message_delta",
+                                            "delta": {"stop_reason": reason, "stop_sequence": seq},
+                                            "usage": usage}))
+        out.append(_event("message_stop", {"type": "message_stop"}))
 
-    # ------------------------------------------------------------------ one OpenAI event
-    def _event(self, raw: bytes, out: list[bytes]) -> None:
-        if raw.startswith(b":"):  # a comment (the x-tokenomy tail): as it is
-            out.append(raw + b"\n\n")
-            return
-        data = b"\n".join(line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:"))
-        if not data:
-            return
-        if data == b"[DONE]":
-            self._start(out)
-            self._close_block(out)
-            reason, seq = self.finish or ("end_turn", None)
-            usage = anthropic_usage(self.usage) if self.usage is not None else {"output_tokens": 0}
-            out.append(_event("message_delta", {"type": "message_delta",
-                                                "delta": {"stop_reason": reason, "stop_sequence": seq},
-                                                "usage": usage}))
-            out.append(_event("message_stop", {"type": "message_stop"}))
-            self.ended = True
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            obj = {"error": {"message": f"invalid stream event: {data[:100]!r}"}}
-        if not isinstance(obj, dict):
-            return
-        err = obj.get("error")
-        if err is not None and not obj.get("choices"):
-            e = err if isinstance(err, dict) else {"message": str(err)}
-            etype = "rate_limit_error" if e.get("type") == "rate_limit_error" else error_type(500)
-            out.append(_event("error", {"type": "error", "error": {"type": etype,
-                                                                   "message": str(e.get("message", "stream error"))}}))
-            self.ended = True
-            return
+    def on_error(self, e: dict, out: list[bytes]) -> None:
+        etype = "rate_limit_error" if e.get("type") == "rate_limit_error" else error_type(500)
+        out.append(_event("error", {"type": "error", "error": {"type": etype,
+                                                               "message": str(e.get("message", "stream error"))}}))
+
+    def on_chunk(self, obj: dict, out: list[bytes]) -> None:
         self._start(out)
         if isinstance(obj.get("usage"), dict):
             self.usage = obj["usage"]

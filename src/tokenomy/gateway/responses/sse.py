@@ -19,17 +19,17 @@ from __future__ import annotations
 import orjson
 
 from tokenomy.gateway.responses.response import ResponseShape, responses_usage
+from tokenomy.gateway.sse_reframe import SseReframer
 
 
-class ResponsesEncoder:
+class ResponsesEncoder(SseReframer):
     """OpenAI chat SSE bytes in, Responses SSE bytes out (stateful, one per response)."""
 
     def __init__(self, shape: ResponseShape) -> None:
+        super().__init__()
         self.shape = shape
-        self.buf = b""
         self.seq = 0
         self.started = False
-        self.ended = False
         self.text: list[str] | None = None  # the message item's text (None: no message item yet)
         self.calls: dict[int, dict] = {}  # chat tool_calls index -> {output_index, id, call_id, name, args}
         self.n_items = 0
@@ -42,39 +42,15 @@ class ResponsesEncoder:
         self.seq += 1
         out.append(b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
 
-    def feed(self, data: bytes) -> bytes:
-        self.buf += data
-        out: list[bytes] = []
-        while (end := self.buf.find(b"\n\n")) >= 0:
-            raw, self.buf = self.buf[:end], self.buf[end + 2:]
-            if not self.ended:
-                self._event(raw, out)
-        return b"".join(out)
+    def on_done(self, out: list[bytes]) -> None:
+        self._start(out)
+        self._finish(out)
 
-    def _event(self, raw: bytes, out: list[bytes]) -> None:
-        if raw.startswith(b":"):
-            out.append(raw + b"\n\n")
-            return
-        data = b"\n".join(line[5:].strip() for line in raw.split(b"\n") if line.startswith(b"data:"))
-        if not data:
-            return
-        if data == b"[DONE]":
-            self._start(out)
-            self._finish(out)
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            obj = {"error": {"message": f"invalid stream event: {data[:100]!r}"}}
-        if not isinstance(obj, dict):
-            return
-        err = obj.get("error")
-        if err is not None and not obj.get("choices"):
-            e = err if isinstance(err, dict) else {"message": str(err)}
-            self._ev(out, {"type": "error", "code": e.get("code"), "message": str(e.get("message", "stream error")),
-                           "param": e.get("param")})
-            self.ended = True
-            return
+    def on_error(self, e: dict, out: list[bytes]) -> None:
+        self._ev(out, {"type": "error", "code": e.get("code"), "message": str(e.get("message", "stream error")),
+                       "param": e.get("param")})
+
+    def on_chunk(self, obj: dict, out: list[bytes]) -> None:
         self._start(out)
         if isinstance(obj.get("usage"), dict):
             self.usage = obj["usage"]
