@@ -50,7 +50,6 @@ def test_unfitted_latency_was_4x_too_optimistic_on_small_messages(n):
 
 
 def test_refit_reproduces_shipped_calibration():
-    pytest.importorskip("scipy")
     from tokenomy.perf.fit import fit_allreduce
 
     fits = fit_allreduce(ROWS)

@@ -164,8 +164,7 @@ def test_power_between_idle_and_tdp(cat):
 def test_sliding_window_caps_attention(cat):
     m = cat.model("mistral-7b")
     sm = make_step_model(m, cat.accelerator("h100"))
-    if not m.sliding_window:
-        pytest.skip("catalog mistral-7b has no sliding window")
+    assert m.sliding_window, "the catalog's mistral-7b must keep its sliding window (4,096 tokens)"
     w = m.sliding_window
     assert sm.step_seconds(decode_seqs=4, kv_tokens=4 * 4 * w) == sm.step_seconds(decode_seqs=4, kv_tokens=4 * w)
 

@@ -11,7 +11,6 @@ import os
 import signal
 import time
 from decimal import Decimal
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -33,18 +32,6 @@ model_groups:
   chat: {{deployments: [small]}}
 """
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8}
-
-
-def _wired() -> bool:
-    import tokenomy.gateway as gateway
-
-    sources = Path(gateway.__file__).parent.glob("*.py")
-    return any("open_metering" in p.read_text() for p in sources) or bool(os.environ.get("TOKENOMY_TEST_FORCE_REPLICAS"))
-
-
-pytestmark = pytest.mark.skipif(
-    not _wired(), reason="gateway/server.py does not open metering with tokenomy.metering.backends.open_metering "
-                         "yet, so replicas cannot share PostgreSQL/Redis")
 
 
 Gateway = GatewayProcess  # `tokenomy up` in a child process (tests/service_procs.py)
