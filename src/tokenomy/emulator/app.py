@@ -130,11 +130,7 @@ async def _complete(request: web.Request, *, chat: bool) -> web.StreamResponse:
                             f"{req.max_tokens or 1} in the completion).",
                        param="messages" if chat else "prompt", code="context_length_exceeded")
     fault = st.pick_fault(request)
-    if fault == "500":
-        raise ApiError(500, "emulated upstream failure (x-emulator-fault: 500)", code="internal_error")
-    if fault == "429":
-        raise ApiError(429, "emulated rate limit (x-emulator-fault: 429)", code="rate_limit_exceeded",
-                       headers={"Retry-After": str(st.cfg.retry_after_seconds)})
+    _raise_error_fault(st, fault)
     if fault == "hang":
         return await _hang(request)
     if fault == "garbage":
@@ -164,6 +160,15 @@ class _Look:
 
     def __init__(self, tool: tuple[str, str] | None, digest: int):
         self.tool, self.digest = tool, digest
+
+
+def _raise_error_fault(st, fault: str | None) -> None:
+    """The faults that are an HTTP error answer (x-emulator-fault: 500 | 429), for every endpoint."""
+    if fault == "500":
+        raise ApiError(500, "emulated upstream failure (x-emulator-fault: 500)", code="internal_error")
+    if fault == "429":
+        raise ApiError(429, "emulated rate limit (x-emulator-fault: 429)", code="rate_limit_exceeded",
+                       headers={"Retry-After": str(st.cfg.retry_after_seconds)})
 
 
 def _shaped(req: ParsedRequest, digest: int, limit: int) -> tuple[list[str], str, tuple[str, str] | None]:
@@ -393,11 +398,7 @@ async def _embeddings(request: web.Request) -> web.Response:
                                 f"{n} tokens in input[{i}]. Please reduce your input.", param="input",
                            code="context_length_exceeded")
     fault = st.pick_fault(request)
-    if fault == "500":
-        raise ApiError(500, "emulated upstream failure (x-emulator-fault: 500)", code="internal_error")
-    if fault == "429":
-        raise ApiError(429, "emulated rate limit (x-emulator-fault: 429)", code="rate_limit_exceeded",
-                       headers={"Retry-After": str(st.cfg.retry_after_seconds)})
+    _raise_error_fault(st, fault)
     if fault == "hang":
         return await _hang(request)
     if fault == "garbage":

@@ -3,7 +3,8 @@ frame the same stream in their own events (Anthropic Messages, OpenAI Responses)
 
 The lifecycle always relays (and meters) an OpenAI chat stream; an inbound API's encoder
 subclasses SseReframer and says what each OpenAI event becomes: `on_done` at `data: [DONE]`,
-`on_error` for an error event, `on_chunk` for a completion chunk. Comments (the gateway's
+`on_error` for an error event; each completion chunk opens the answer (`_start`, once), keeps the
+usage it carries and hands its first choice to `_choice`. Comments (the gateway's
 `: x-tokenomy` cost tail) pass through as they are. After `on_done` or `on_error` nothing more
 is framed."""
 
@@ -16,6 +17,7 @@ class SseReframer:
     def __init__(self) -> None:
         self.buf = b""
         self.ended = False  # the stream's end (or an error) was framed: nothing more is
+        self.usage: dict | None = None  # the last usage a chunk carried (the billed figures)
 
     def feed(self, data: bytes) -> bytes:
         """OpenAI SSE bytes in (any chunking), this API's SSE bytes out."""
@@ -58,4 +60,15 @@ class SseReframer:
         raise NotImplementedError
 
     def on_chunk(self, obj: dict, out: list[bytes]) -> None:
+        self._start(out)
+        if isinstance(obj.get("usage"), dict):
+            self.usage = obj["usage"]
+        for c in obj.get("choices") or ():
+            if isinstance(c, dict) and c.get("index", 0) == 0:
+                self._choice(c, out)
+
+    def _start(self, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _choice(self, c: dict, out: list[bytes]) -> None:
         raise NotImplementedError

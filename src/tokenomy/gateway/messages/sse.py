@@ -38,7 +38,6 @@ class MessagesEncoder(SseReframer):
         self.tools: dict[int, int] = {}  # OpenAI tool_calls index -> content block index
         self.n_blocks = 0
         self.finish: tuple[str, str | None] | None = None
-        self.usage: dict | None = None
 
     def on_done(self, out: list[bytes]) -> None:
         self._start(out)
@@ -54,14 +53,6 @@ class MessagesEncoder(SseReframer):
         etype = "rate_limit_error" if e.get("type") == "rate_limit_error" else error_type(500)
         out.append(_event("error", {"type": "error", "error": {"type": etype,
                                                                "message": str(e.get("message", "stream error"))}}))
-
-    def on_chunk(self, obj: dict, out: list[bytes]) -> None:
-        self._start(out)
-        if isinstance(obj.get("usage"), dict):
-            self.usage = obj["usage"]
-        for c in obj.get("choices") or ():
-            if isinstance(c, dict) and c.get("index", 0) == 0:
-                self._choice(c, out)
 
     def _choice(self, c: dict, out: list[bytes]) -> None:
         delta = c.get("delta") if isinstance(c.get("delta"), dict) else {}

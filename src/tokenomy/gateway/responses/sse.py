@@ -35,7 +35,6 @@ class ResponsesEncoder(SseReframer):
         self.n_items = 0
         self.text_index = -1
         self.finish: str | None = None
-        self.usage: dict | None = None
 
     def _ev(self, out: list[bytes], data: dict) -> None:
         data["sequence_number"] = self.seq
@@ -49,14 +48,6 @@ class ResponsesEncoder(SseReframer):
     def on_error(self, e: dict, out: list[bytes]) -> None:
         self._ev(out, {"type": "error", "code": e.get("code"), "message": str(e.get("message", "stream error")),
                        "param": e.get("param")})
-
-    def on_chunk(self, obj: dict, out: list[bytes]) -> None:
-        self._start(out)
-        if isinstance(obj.get("usage"), dict):
-            self.usage = obj["usage"]
-        for c in obj.get("choices") or ():
-            if isinstance(c, dict) and c.get("index", 0) == 0:
-                self._choice(c, out)
 
     def _start(self, out: list[bytes]) -> None:
         if self.started:
