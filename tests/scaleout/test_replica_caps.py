@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .tcpproxy import TcpProxy
-from .test_gateway_replicas import ADMIN, BODY, Gateway, pytestmark  # noqa: F401 - same skip rule
+from .test_gateway_replicas import ADMIN, BODY, Gateway
 
 from tokenomy.metering.backends import open_metering
 
