@@ -51,7 +51,8 @@ _CHITCHAT = _rx(
     r"こんにちは|こんばんは|おはよう|ありがとう|さようなら|你好|您好|谢谢|再见|早上好|晚安")
 _CHITCHAT_Q = _rx(r"\b(?:tell me a joke|what'?s your name|who are you|how are you|are you (?:a )?(?:bot|human))\b")
 _TRANSLATE = _rx(
-    r"\btranslat\w*|\bhow do (?:you|i) say\b|\bin (?:french|german|spanish|italian|polish|japanese|chinese|english|"
+    # (a translation into predicate logic or symbols is a formalisation, not a language task)
+    r"\btranslat\w*(?!.{0,40}\b(?:logic|formulae?|symbol\w*|predicates?)\b)|\bhow do (?:you|i) say\b|\bin (?:french|german|spanish|italian|polish|japanese|chinese|english|"
     r"portuguese|russian|korean|dutch)\b\s*[?.]?$|\bwhat is '[^']+' in\b|\bwhat is \"[^\"]+\" in\b",
     r"\bübersetz\w*|\bwie sagt man\b|\btradu\w+|\bcomment dit-on\b|\bcómo se dice\b|\bprzetłumacz\w*|\btłumacz\w*|"
     r"\bперевед\w*",
@@ -59,7 +60,8 @@ _TRANSLATE = _rx(
 _REWRITE = _rx(
     r"\b(?:fix|correct|proofread)\b.{0,40}\b(?:typos?|spelling|grammar|mistakes|errors|punctuation)\b",
     r"\b(?:rewrite|rephrase|paraphrase|reword|shorten|simplify|polish|edit)\b",
-    r"\bmake (?:this|it|the (?:text|sentence|email|paragraph))\b.{0,30}\b(?:shorter|longer|polite|friendlier|formal|"
+    # (an object must not follow: "make it a longer dress" is a word problem, not an edit)
+    r"\bmake (?:this|it|the (?:text|sentence|email|paragraph))\b(?! an? )(?:\W+\w+){0,4}?\W+(?:shorter|longer|polite|friendlier|formal|"
     r"informal|clearer|simpler|concise)\w*",
     r"\b(?:convert|change|put|turn)\b.{0,30}\b(?:uppercase|lowercase|past tense|present tense|future tense|"
     r"bullet(?:ed)? list|alphabetical order|title case|passive voice|active voice)\b",
@@ -68,7 +70,8 @@ _REWRITE = _rx(
     r"\bpopraw\w*|\bprzeredaguj\b|\bcorreggi\w*|\briscriv\w*",
     r"書き直|修正して|丁寧に|改写|改得|润色|修改")
 _EXTRACT = _rx(
-    r"\bextract\b|\bwhat is the (?:email|phone|address|date|name|number)\b|\blist (?:the|all) (?:names|dates|"
+    r"\bextract\b|\bwhat is the (?:email|phone|address|date|name|number)\b(?=.*(?:['\"“„«:]|\n))|"
+    r"\blist (?:the|all) (?:names|dates|"
     r"numbers|people|emails|places)\b|\bfrom (?:the following|this) text\b|\bformat (?:this|it|the)\b|"
     r"\bconvert (?:this|it|the)\b.{0,30}\b(?:json|csv|yaml|xml|table|markdown)\b|\bas (?:a )?(?:csv|json|table)\b|"
     r"\badd a comma\b|\bmake the first letter\b|\bwhich (?:phone|email|date)\b",
@@ -87,20 +90,35 @@ _WRITING = _rx(
     r"\bschreib\w*\b.{0,40}\b(?:gedicht|geschichte|brief|nachricht)\b|\bgedicht\b|\bécri[st]\w*\b|\bpoème\b|"
     r"\bhaïku\b|\bescribe\b|\bpoema\b|\bnapisz\b|\bwiersz\w*\b|\bscrivi\b|\bpoesia\b",
     r"俳句|詩を|短歌|写一首|诗|作文")
+# Coding cues are words that mean code in any context. Everyday words that also name code things
+# ("class", "function", "method", "program", "code", "go", "kernel", "graph", "stack", "atomic") count
+# only in a coding phrase: in the training sources they were mostly law, history, psychology and maths
+# questions ("a class action", "the function f", "the federal program", "the penal code").
 _CODING = _rx(
-    r"```|\b(?:implement|code|program|debug|refactor|compile|function|class|method|algorithm|api|endpoint|"
-    r"script|regex|sql|query|kernel|thread|mutex|atomic|struct|pointer|compiler|parser|lexer|interpreter|"
-    r"bytecode|allocator|malloc|garbage collector)\b",
-    r"\b(?:python|java(?:script)?|typescript|rust|golang|go|c\+\+|c#|haskell|kotlin|swift|cuda|verilog|bash|"
-    r"linux|sql)\b",
-    r"\b(?:data structure|linked list|hash ?(?:map|table)|b\+?-?tree|red-black tree|heap|queue|stack|trie|graph|"
-    r"binary search|dynamic programming|lru cache|thread pool|ring buffer)\b",
-    r"\bimplementier\w*|\bimplément\w*|\bimplementa\w*|\bzaimplementuj\w*|\bprogramm\w*",
+    r"```|`[^`\n]{2,80}`|\b(?:implement|implementation of|refactor|debug\w*|compile[sd]?|compiler|api|apis|endpoint|regex|regexp|"
+    r"sql|query|queries|script|scripts|algorithm|algorithms|mutex|struct|pointer|pointers|parser|lexer|"
+    r"interpreter|bytecode|allocator|malloc|garbage collector|segfault|stack trace|traceback|unit tests?|"
+    r"git|npm|pip|docker|json|yaml|html|css|dataframe|pandas|numpy|recursion|recursive|o\(n\w*\)|o\(1\))\b",
+    r"\b(?:python|javascript|typescript|rust|golang|c\+\+|c#|haskell|kotlin|swift ?ui|cuda|verilog|bash|"
+    r"linux|java|php|ruby on rails|scala|perl|matlab|react|node\.?js)\b|\bin go\b|\bgo (?:code|service|program)\b",
+    r"\b(?:write|implement|create|fix|optimi[sz]e|debug|test|call|define|refactor) (?:a |an |the |this |my |me a )?"
+    r"(?:\w+ )?(?:function|class|method|program|code|script|module|kernel|endpoint|query)\b",
+    r"\b(?:function|method|class|program|code|script) (?:that|which|to) (?:returns?|takes?|prints?|reads?|"
+    r"computes?|checks?|sorts?|parses?|implements?)\b|\b(?:this|my|the following|your) code\b|\bcode (?:snippet|review)\b|"
+    r"\bprogramming\b|\bsource code\b|\b[a-z_][a-z0-9_]*\([^()\n]{0,40}\)\s*(?:[{:;]|->|=>)",
+    r"\b(?:data structure|linked list|hash ?(?:map|table)|b\+?-?tree|red-black tree|binary (?:search )?tree|"
+    r"min-?heap|max-?heap|priority queue|trie|binary search|dynamic programming|lru cache|thread pool|"
+    r"ring buffer|lock-?free|deadlocks?|race condition|multi-?thread\w*|concurrent (?:queue|map|hash)|cuda kernel|"
+    r"gpu kernel|linux kernel|kernel module)\b",
+    r"\bimplementier\w*|\bimplément\w*|\bimplementa\w*|\bzaimplementuj\w*|\bprogrammier\w*|\bprogrammation\b|"
+    r"\bprogramación\b|\bprogramowani\w*",
     r"実装|コード|プログラム|实现|代码|程序|编写")
 _MATH = _rx(
     r"\b(?:integral|integrate|derivative|differentiate|eigen\w*|matrix|matrices|determinant|equation|solve|"
     r"compute|calculate|evaluate|probability|expected value|variance|recurrence|closed form|polynomial|"
-    r"series|sum of|limit|logarithm|modulo|combinator\w*|permutations?|binomial|tiling|tile)\b",
+    r"series|sum of|limit|logarithm|modulo|combinator\w*|permutations?|binomial|tiling|tile|perimeter|area of|"
+    r"volume of|radius|diameter|circumference|hypotenuse|square (?:feet|meters|metres|inches|yards|miles)|"
+    r"cubic (?:feet|meters|metres|inches|centimet\w+))\b",
     r"\d\s*[-+*/^]\s*\d|\bx\^|\^\{|\\frac|\\int|\\sum|∫|∑|√|[=<>]\s*-?\d",
     r"\bberechne\w*|\bintegral\w*|\bcalcul\w*|\brésou\w*|\bresuelve\b|\becuación\b|\boblicz\w*|\brozwiąż\b|"
     r"\brównani\w*",
@@ -201,7 +219,9 @@ def kind_scores(instr: str) -> dict[str, float]:
     head = instr[:600]
     s = {k: 0.0 for k in KINDS}
     short = len(instr.strip()) <= 40
-    if _CHITCHAT.search(head.strip()) and len(instr) <= 80:
+    m = _CHITCHAT.search(head.strip())
+    # a greeting in front of a request ("Hi, can you give me a recipe for challah?") is the request
+    if m and len(instr) <= 80 and (len(_WORD.findall(head.strip()[m.end():])) <= 5 or _CHITCHAT_Q.search(head)):
         s["chitchat"] = 2.0 + (1.0 if short else 0.0)
     if _CHITCHAT_Q.search(head):
         s["chitchat"] = max(s["chitchat"], 2.0)

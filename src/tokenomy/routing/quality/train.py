@@ -57,31 +57,76 @@ DEFAULT_EXPERT_FORMATS = ("math_word_problem",)
 DEFAULT_EXPERT_SHARED = False
 
 
-def task_trainer(*, l2: float | None = None, use_prior: bool = True, balance_sources: bool = True) -> Trainer:
-    """Trainer of the task router (`taskrouter`); each distinct prompt is featurised once."""
-    from tokenomy.routing.quality.taskrouter import DEFAULT_L2, feature_matrix, train_task_router
+def task_trainer(*, l2: float | None = None, use_prior: bool = True, balance_sources: bool = True,
+                 task_scale: float | None = None, cache: dict | None = None) -> Trainer:
+    """Trainer of the task router (`taskrouter`); each distinct prompt is featurised once (`cache`
+    may be shared between trainers)."""
+    from tokenomy.routing.quality.taskrouter import DEFAULT_L2, DEFAULT_TASK_SCALE, feature_matrix, train_task_router
 
-    cache: dict[str, np.ndarray] = {}
+    cache = {} if cache is None else cache
+    scale = DEFAULT_TASK_SCALE if task_scale is None else task_scale
 
     def train(rows: Sequence[Row]):
         new = [p for p in dict.fromkeys(r.prompt for r in rows) if p not in cache]
         if new:
             cache.update(zip(new, feature_matrix(new)))
         x = np.array([cache[r.prompt] for r in rows])
-        return train_task_router([], [r.weak for r in rows], [r.strong for r in rows],
+        return _CachedTaskRouter(cache, train_task_router([], [r.weak for r in rows], [r.strong for r in rows],
                                  [r.source or "all" for r in rows], l2=DEFAULT_L2 if l2 is None else l2,
-                                 use_prior=use_prior, x=x,
+                                 use_prior=use_prior, x=x, task_scale=scale,
                                  sample_weight=source_balanced_weights(rows) if balance_sources else None,
-                                 meta={"balance_sources": balance_sources})
+                                 meta={"balance_sources": balance_sources}))
     return train
+
+
+class _CachedTaskRouter:
+    """A trained task router whose batch scores reuse the trainer's feature cache (CV and LOSO score
+    the same prompts again and again); everything else is the router's own."""
+
+    def __init__(self, cache: dict, router):
+        self._cache, self._router = cache, router
+
+    def __getattr__(self, name):
+        return getattr(self._router, name)
+
+    def scores(self, prompts: Sequence[str]) -> np.ndarray:
+        from tokenomy.routing.quality.taskrouter import feature_matrix
+
+        new = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+        if new:
+            self._cache.update(zip(new, feature_matrix(new)))
+        x = np.array([self._cache[p] for p in prompts])
+        return 1.0 / (1.0 + np.exp(-np.clip(x @ self._router.weights + self._router.bias, -700, 700)))
+
+
+TASK_SCALE_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def select_task_scale(rows: Sequence[Row], *, grid: Sequence[float] = TASK_SCALE_GRID, l2: float | None = None,
+                      use_prior: bool = True, seed: int = 0, n_boot: int = 0) -> dict:
+    """Leave-one-source-out for each task scale on `grid`; the chosen one is the largest whose every
+    held-out source is at or above the length baseline (the task part's ordering across kinds is what
+    carries to other prompt sets, and LOSO, one kind per source, cannot see it: it is the floor)."""
+    cache: dict = {}
+    table = []
+    for scale in grid:
+        rep = leave_one_source_out(rows, task_trainer(l2=l2, use_prior=use_prior, task_scale=scale, cache=cache),
+                                   seed=seed, n_boot=n_boot)
+        diffs = {s: v["apgr_minus_length"] for s, v in rep["by_source"].items()}
+        table.append({"task_scale": scale, "loso": {s: v["router"]["apgr"] for s, v in rep["by_source"].items()},
+                      "minus_length": diffs, "min_minus_length": round(min(diffs.values()), 4)})
+    ok = [t["task_scale"] for t in table if t["min_minus_length"] >= 0]
+    return {"grid": table, "chosen": max(ok) if ok else None,
+            "rule": "largest task scale with no held-out source below length (LOSO)"}
 
 
 def make_trainer(kind: str, *, seed: int = 0, c: float = 1.0, sparse_scale: float | None = None,
                  balance_sources: bool = False, format_experts: bool = True,
                  expert_scale: float | None = None, expert_formats: Sequence[str] | None = None,
-                 expert_shared: bool | None = None, l2: float | None = None, use_prior: bool = True) -> Trainer:
+                 expert_shared: bool | None = None, l2: float | None = None, use_prior: bool = True,
+                 task_scale: float | None = None) -> Trainer:
     if kind in ("task", "default"):
-        return task_trainer(l2=l2, use_prior=use_prior)
+        return task_trainer(l2=l2, use_prior=use_prior, task_scale=task_scale)
     if kind == "lexical":
         from tokenomy.routing.quality.lexical import FeatureCache, train_gated, train_lexical
 
