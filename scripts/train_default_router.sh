@@ -36,12 +36,25 @@ if [[ "${1:-}" == "--report" ]]; then
       > "$TMP/obvious.json"
   "$TK" route eval --data tests/routing/data/obvious_difficulty.jsonl --router length --bootstrap 300 --json \
       > "$TMP/obvious_length.json"
+  # the hand-written transfer set (user prompts, graded labels; never trained on)
+  "$TK" route eval --data tests/routing/data/transfer_user_prompts.jsonl --router default --bootstrap 300 --json \
+      > "$TMP/transfer.json"
+  "$TK" route eval --data tests/routing/data/transfer_user_prompts.jsonl --router length --bootstrap 300 --json \
+      > "$TMP/transfer_length.json"
+  # every candidate (length, words, task at several scales; MiniLM and blends with REPORT_EMBED=1), CV + LOSO + hand sets
+  "$PY" scripts/router_candidates.py --data "$TMP/routellm.jsonl" --data "$TMP/alpacaeval_groups.jsonl" \
+      --out "$TMP/candidates.json" ${REPORT_EMBED:+--embed} ${EMBED_CACHE:+--embed-cache "$EMBED_CACHE"}
   "$PY" - "$TMP" "$OUT/default.npz.report.json" <<'PY'
 import json, sys
 tmp, out = sys.argv[1], sys.argv[2]
 rep = json.load(open(f"{tmp}/report.json"))
 rep["obvious_difficulty"] = {"router": json.load(open(f"{tmp}/obvious.json")),
                              "length": json.load(open(f"{tmp}/obvious_length.json"))}
+rep["transfer_user_prompts"] = {"router": json.load(open(f"{tmp}/transfer.json")),
+                                "length": json.load(open(f"{tmp}/transfer_length.json"))}
+cand = json.load(open(f"{tmp}/candidates.json"))
+rep["task_scale_selection"] = cand.pop("task_scale_selection")
+rep["candidates"] = cand["candidates"]
 json.dump(rep, open(out, "w"), indent=1)
 for part, title in (("cv", "in-source 5-fold CV"), ("grouped_cv", "5-fold CV, whole subjects held out"),
                     ("loso", "leave-one-source-out")):
@@ -54,6 +67,10 @@ for part, title in (("cv", "in-source 5-fold CV"), ("grouped_cv", "5-fold CV, wh
 o = rep["obvious_difficulty"]
 print(f"obvious-difficulty set (hand-written, n={o['router']['n']}): {o['router']['apgr']:.3f} "
       f"{o['router']['apgr_ci95']}  length {o['length']['apgr']:.3f}")
+o = rep["transfer_user_prompts"]
+print(f"transfer user prompts (hand-written, n={o['router']['n']}): {o['router']['apgr']:.3f} "
+      f"{o['router']['apgr_ci95']}  length {o['length']['apgr']:.3f}")
+print(f"task scale chosen by LOSO: {rep['task_scale_selection']['chosen']}")
 PY
 else
   "$TK" "${TASK[@]}"

@@ -109,7 +109,16 @@ def test_route_explain_json_and_text():
     assert hard["kind"] == "coding" and hard["decision"] == "strong" and hard["threshold_from"] == "given"
     assert "systems" in [f["feature"] for f in hard["top_features"]]
     text = runner.invoke(app, ["route", "explain", "Translate 'cat' into French."])
-    assert text.exit_code == 0 and "task kind: translation" in text.stdout and "-> " in text.stdout
+    assert text.exit_code == 0 and "task kind: translation" in text.stdout and "->  weak" in text.stdout
+    # the features that drove it, with the numbers that add up to the logit
+    lines = text.stdout.splitlines()
+    assert lines[2].startswith("logit ") and any(ln.split()[0] == "kind_translation" for ln in lines[3:])
+    js = json.loads(runner.invoke(app, ["route", "explain", "Translate 'cat' into French.", "--json"]).stdout)
+    assert js["decision"] == "weak" and js["kind"] == "translation"
+    assert all(abs(f["contribution"]) >= 0.005 for f in js["top_features"])
+    assert js["logit"] == pytest.approx(js["bias"] + sum(f["contribution"] for f in js["top_features"]), abs=0.05)
+    other = runner.invoke(app, ["route", "explain", "hi", "--router", "length"])
+    assert other.exit_code == 0 and "no per-feature breakdown" in other.stdout and "task kind: chitchat" in other.stdout
 
 
 def test_route_explain_errors_are_one_line(tmp_path):

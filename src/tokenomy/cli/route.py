@@ -453,6 +453,10 @@ def explain_cmd(
     typer.echo(f"score {out['score']:.4f}  threshold {out['threshold']:.4f} ({how})  ->  {out['decision']}")
     typer.echo(f"task kind: {out['kind']}" + (f"  (cues: {', '.join(f'{k} {v:g}' for k, v in out['kind_cues'].items())})"
                                             if out["kind_cues"] else ""))
+    if not out["top_features"]:
+        typer.echo(f"  (router '{router}' has no per-feature breakdown; the task kind is shown for context)")
+        return
+    typer.echo(f"logit {out['logit']:+.3f} = bias {out['bias']:+.3f} + the features' contributions; the largest:")
     for f in out["top_features"]:
         typer.echo(f"  {f['feature']:<24} value {f['value']:>7.3f} x weight {f['weight']:>7.3f} = {f['contribution']:+.3f}")
 

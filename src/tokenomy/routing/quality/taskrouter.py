@@ -100,8 +100,9 @@ class TaskRouter:
         x = prof.vector()
         contrib = self.weights * x
         order = np.argsort(-np.abs(contrib), kind="stable")
+        # features that moved the logit by less than 0.005 (a 0.1 % change of the score) explain nothing
         feats = [{"feature": FEATURE_NAMES[i], "value": round(float(x[i]), 4), "weight": round(float(self.weights[i]), 4),
-                  "contribution": round(float(contrib[i]), 4)} for i in order if x[i] != 0][:top]
+                  "contribution": round(float(contrib[i]), 4)} for i in order if abs(contrib[i]) >= 0.005][:top]
         z = float(contrib.sum()) + self.bias
         return {"score": 1.0 / (1.0 + math.exp(-z)), "logit": z, "bias": self.bias, "kind": prof.kind,
                 "kind_cues": {k: v for k, v in prof.kind_scores.items() if v > 0}, "top_features": feats}
