@@ -169,7 +169,9 @@ class Settler:
             return error_response(r.err, {**ctx.headers, **dep, **more})
         body = r.raw
         if r.obj is not None and ("usage_anomaly" in ev.extra  # rare: tell the client what is billed, not the lie
-                                  or (ctx.kind == "embeddings" and not isinstance(r.obj.get("usage"), dict))):
+                                  # no usage upstream: embeddings and inbound APIs always carry one (ours)
+                                  or ((ctx.kind == "embeddings" or ctx.inbound is not None)
+                                      and not isinstance(r.obj.get("usage"), dict))):
             u = billed_usage_json(ev)
             if ctx.kind == "embeddings":  # OpenAI's embedding usage: {prompt_tokens, total_tokens}
                 u = {"prompt_tokens": u["prompt_tokens"], "total_tokens": u["prompt_tokens"]}

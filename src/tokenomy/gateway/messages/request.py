@@ -9,7 +9,8 @@ tool / none (disable_parallel_tool_use -> parallel_tool_calls false), metadata.u
 output_config.format json_schema -> response_format, stream (with the usage chunk asked for:
 the Anthropic stream's message_delta carries the billed usage).
 Dropped, named in x-tokenomy-warning: see DROPPED (no chat-completions equivalent; thinking
-blocks of earlier assistant turns too). Rejected: unknown fields, other block types (document,
+blocks of earlier assistant turns too) -- on the translated path only: a native relay to an
+Anthropic deployment sends them (handler.Inbound). Rejected: unknown fields, other block types (document,
 search_result, server tools, ...), roles other than user / assistant.
 """
 

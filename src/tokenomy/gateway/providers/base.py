@@ -49,6 +49,9 @@ class UpstreamRequest:
     # time), each answer parsed with parse_response(part), the answers merged in order
     # (merge_embeddings). A failing part fails the whole request (gateway/lifecycle/wire.py).
     parts: tuple["UpstreamRequest", ...] = ()
+    # An inbound request relayed in the provider's own API (Anthropic /v1/messages to an Anthropic
+    # deployment): the answer is parsed for metering and also kept as `x_native` (the adapter's doc).
+    native: bool = False
 
 
 @dataclass(slots=True)
