@@ -221,3 +221,28 @@ async def test_fallback_to_another_provider_uses_the_translation(fake, tmp_path)
     assert ev.deployment == "backup" and [a["deployment"] for a in ev.extra["attempts"]] == ["claude@anthropic"]
     assert m.content[0].type == "text" and m.model == "claude" and m.usage.output_tokens == ev.output_tokens
     assert "thinking" in raw.headers["x-tokenomy-warning"]  # dropped by the translation, and said so
+
+
+async def test_thinking_sent_back_in_a_tool_loop_counts_as_prompt(fake, tmp_path):
+    """Anthropic bills the thinking blocks a tool-use loop sends back as input: the gateway's own
+    prompt count includes them, so a long one is not taken for a lie (nor under-reserved)."""
+    thought = " ".join(f"step {i} considers the weather API and its arguments carefully." for i in range(150))
+    turns = [{"role": "user", "content": "Weather in Paris?"},
+             {"role": "assistant", "content": [{"type": "thinking", "thinking": thought, "signature": "sig=="},
+                                               {"type": "tool_use", "id": "toolu_1", "name": "weather",
+                                                "input": {"city": "Paris"}}]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C, sunny"}]}]
+    tools = [{"name": "weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    async with gateway(_config(fake.url), tmp_path / "l") as g:
+        tc = __import__("tokenomy.tokencount", fromlist=["counter_for"]).counter_for(g.gw.groups["claude"])
+        billed_in = tc.count_text(thought) + 60  # what Anthropic would report: mostly the thinking block
+        fake.script = [(200, anthropic_message([{"type": "text", "text": "18C and sunny."}],
+                                               usage={"input_tokens": billed_in, "output_tokens": 6}))]
+        c = AsyncAnthropic(base_url=g.url, api_key=g.key("t"), max_retries=0)
+        m = await c.messages.create(model="claude", max_tokens=1500, tools=tools, messages=turns,
+                                    thinking={"type": "enabled", "budget_tokens": 1024})
+        await c.close()
+        (ev,) = g.metering.events("t")
+    assert fake.requests[0][1]["messages"] == turns  # the thinking block went back as sent
+    assert "usage_anomaly" not in ev.extra and (ev.input_tokens, ev.estimated) == (billed_in, False)
+    assert m.usage.input_tokens == billed_in

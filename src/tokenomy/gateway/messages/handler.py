@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
-from tokenomy.gateway.messages.request import to_chat
+from tokenomy.gateway.messages.request import to_chat, uncounted_text
 from tokenomy.gateway.lifecycle.state import header_safe
 from tokenomy.gateway.messages.response import native_message, to_error, to_message
 from tokenomy.gateway.messages.sse import MessagesEncoder, MessagesSse
@@ -26,7 +26,8 @@ class Inbound:
     the answer comes back as Anthropic sent it (`x_native`, carried through the chat lifecycle,
     which still meters it from the translated usage). Fallbacks elsewhere use the translation."""
 
-    __slots__ = ("model", "stops", "warnings", "dropped", "body", "client_headers", "native", "chat_messages", "_base")
+    __slots__ = ("model", "stops", "warnings", "dropped", "body", "client_headers", "native", "chat_messages", "_base",
+                 "uncounted_text")
 
     def __init__(self, client_headers: dict[str, str] | None = None) -> None:
         self.model = ""
@@ -39,6 +40,7 @@ class Inbound:
         self.native = False  # the current attempt is relayed natively
         self.chat_messages: object = None
         self._base: str | None = None
+        self.uncounted_text = ""  # prompt text the translation leaves out (admission counts it)
 
     def to_chat(self, body: dict) -> dict:
         chat, warnings = to_chat(body)  # validates the body: a native relay sends only what translates
@@ -46,6 +48,7 @@ class Inbound:
         self.model = chat["model"]
         self.stops = chat.get("stop", [])
         self.chat_messages = chat["messages"]
+        self.uncounted_text = uncounted_text(body)
         return chat
 
     def attempt(self, ctx: RequestCtx, d) -> None:
