@@ -246,3 +246,35 @@ async def test_thinking_sent_back_in_a_tool_loop_counts_as_prompt(fake, tmp_path
     assert fake.requests[0][1]["messages"] == turns  # the thinking block went back as sent
     assert "usage_anomaly" not in ev.extra and (ev.input_tokens, ev.estimated) == (billed_in, False)
     assert m.usage.input_tokens == billed_in
+
+
+def test_native_encoder_relays_events_and_ends_a_stream_with_billed_usage():
+    """MessagesEncoder on native chunks: the upstream's events as they came (model set to the alias),
+    end events held until [DONE], their usage the billed one; closed by itself if none came."""
+    import orjson
+
+    from tokenomy.gateway.messages.sse import MessagesEncoder
+
+    def sse(obj) -> bytes:
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    start = ["message_start", {"type": "message_start", "message": {"id": "msg_9", "model": "claude-x", "content": [],
+                                                                     "usage": {"input_tokens": 7, "output_tokens": 1}}}]
+    delta = ["message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 99}}]
+    stop = ["message_stop", {"type": "message_stop"}]
+    billed = {"prompt_tokens": 7, "completion_tokens": 3}
+
+    def run(usage_chunk: dict) -> list[tuple[str, dict]]:
+        enc = MessagesEncoder("msg_x", "alias", 7, [])
+        raw = enc.feed(sse({"choices": [{"index": 0, "delta": {}}], "x_native": [start]}) + sse(usage_chunk)
+                       + b": x-tokenomy {}\n\n" + b"data: [DONE]\n\n")
+        evs = [b for b in raw.split(b"\n\n") if b.startswith(b"event:")]
+        return [(e.split(b"\n")[0][7:].decode(), orjson.loads(e.split(b"\n")[1][6:])) for e in evs]
+
+    got = run({"choices": [], "usage": billed, "x_native": [delta, stop]})
+    assert [n for n, _ in got] == ["message_start", "message_delta", "message_stop"]
+    assert got[0][1]["message"]["model"] == "alias" and got[0][1]["message"]["id"] == "msg_9"
+    assert got[1][1]["usage"]["output_tokens"] == 3 and got[1][1]["delta"] == {"stop_reason": "end_turn"}
+    got = run({"choices": [], "usage": billed})  # a usage chunk without the upstream's end events
+    assert [n for n, _ in got] == ["message_start", "message_delta", "message_stop"]
+    assert got[1][1]["usage"]["output_tokens"] == 3

@@ -70,7 +70,12 @@ class MessagesEncoder(SseReframer):
             out.append(_event(str(name), ev))
 
     def _native_end(self, out: list[bytes]) -> None:
-        for name, ev in self.held or ():
+        if not self.held:  # no end events came with the usage (not from our decoder): close it ourselves
+            self.held = [["message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                                                                                "stop_sequence": None},
+                                            "usage": {"output_tokens": 0}}],
+                         ["message_stop", {"type": "message_stop"}]]
+        for name, ev in self.held:
             if name == "message_delta" and isinstance(ev, dict):
                 du = ev.get("usage") if isinstance(ev.get("usage"), dict) else {}
                 seen = {**self.start_usage, **{k: v for k, v in du.items() if v is not None}}  # what the SDK reads
