@@ -10,13 +10,15 @@ both stay provider-blind. `d.adapter is None` is the untouched OpenAI fast path.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from tokenomy.gateway.providers.base import OPENAI_PATHS, ProviderError, UpstreamRequest
+from tokenomy.gateway.providers.base import (FANOUT_CONCURRENCY, OPENAI_PATHS, ProviderError, UpstreamRequest,
+                                             merge_embeddings)
 from tokenomy.gateway.providers.stream import TranslatedStream
 from tokenomy.gateway.upstream import (DEFAULT_MAX_RESPONSE_BYTES, LeanClient, UpstreamResponse, read_capped,
                                       reported_energy_joules)
@@ -100,16 +102,50 @@ async def _post_adapted(session, lean, timeout, ctx: RequestCtx, d: DeploymentRu
     req = await _build(ctx, d)
     if isinstance(req, ProviderError):  # the body cannot be expressed for this provider
         return UpstreamResponse(req.status, dict(_JSON), req.raw)
+    if req.parts:
+        return await _post_fanout(session, lean, timeout, ctx, d, req)
     resp = await _send(session, lean, timeout, req.url, req.body, _headers(ctx, req.headers), encoded=True)
     if d.adapter.passthrough and resp.status < 400:
         return resp
     out = d.adapter.parse_response(resp.status, resp._headers, resp.body, req)
     if isinstance(out, ProviderError):
-        hdrs = dict(_JSON)
-        if out.status == 429 and resp.get("retry-after"):
-            hdrs["retry-after"] = resp.get("retry-after")
-        return UpstreamResponse(out.status, hdrs, out.raw)
+        return _error_response(out, resp)
     return UpstreamResponse(200, dict(_JSON), orjson.dumps(out))
+
+
+def _error_response(err: ProviderError, resp: UpstreamResponse) -> UpstreamResponse:
+    hdrs = dict(_JSON)
+    if err.status == 429 and resp.get("retry-after"):
+        hdrs["retry-after"] = resp.get("retry-after")
+    return UpstreamResponse(err.status, hdrs, err.raw)
+
+
+async def _post_fanout(session, lean, timeout, ctx: RequestCtx, d: DeploymentRuntime,
+                       req: UpstreamRequest) -> UpstreamResponse:
+    """One client request the provider takes in pieces: every part sent (at most
+    FANOUT_CONCURRENCY at a time, all within the one unary timeout), answers merged in input
+    order. The first part to fail fails the request with its error mapped (the rest are
+    cancelled), so dispatch retries or falls back exactly as for a single call."""
+    ad = d.adapter
+    sem = asyncio.Semaphore(FANOUT_CONCURRENCY)
+
+    async def one(p: UpstreamRequest):
+        async with sem:
+            resp = await _send(session, lean, timeout, p.url, p.body, _headers(ctx, p.headers), encoded=True)
+        return resp, ad.parse_response(resp.status, resp._headers, resp.body, p)
+
+    tasks = [asyncio.ensure_future(one(p)) for p in req.parts]
+    try:
+        async with asyncio.timeout(timeout.total):
+            for fut in asyncio.as_completed(tasks):
+                resp, out = await fut
+                if isinstance(out, ProviderError):
+                    return _error_response(out, resp)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return UpstreamResponse(200, dict(_JSON), orjson.dumps(merge_embeddings([t.result()[1] for t in tasks])))
 
 
 async def _open_adapted(session, timeout, ctx: RequestCtx, d: DeploymentRuntime):
