@@ -10,13 +10,15 @@ both stay provider-blind. `d.adapter is None` is the untouched OpenAI fast path.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from tokenomy.gateway.providers.base import OPENAI_PATHS, ProviderError, UpstreamRequest
+from tokenomy.gateway.providers.base import (FANOUT_CONCURRENCY, OPENAI_PATHS, ProviderError, UpstreamRequest,
+                                             merge_embeddings)
 from tokenomy.gateway.providers.stream import TranslatedStream
 from tokenomy.gateway.upstream import (DEFAULT_MAX_RESPONSE_BYTES, LeanClient, UpstreamResponse, read_capped,
                                       reported_energy_joules)
@@ -49,6 +51,8 @@ async def post(session: aiohttp.ClientSession, lean: LeanClient | None, timeout:
                ctx: RequestCtx, d: DeploymentRuntime) -> UpstreamResponse:
     """One unary call, the whole answer read: the lean client for plain http://, aiohttp for the
     rest (https, ...). Raises aiohttp.ClientError / OSError / TimeoutError."""
+    if ctx.inbound is not None:
+        _inbound_attempt(ctx, d)
     if d.adapter is not None:
         return await _post_adapted(session, lean, timeout, ctx, d)
     return await _send(session, lean, timeout, url(ctx, d), payload(ctx, d), _headers(ctx, d.headers))
@@ -74,6 +78,8 @@ async def _send(session, lean, timeout, target: str, data: bytes, headers: dict[
 
 async def open_stream(session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout, ctx: RequestCtx,
                       d: DeploymentRuntime) -> aiohttp.ClientResponse:
+    if ctx.inbound is not None:
+        _inbound_attempt(ctx, d)
     if d.adapter is not None:
         return await _open_adapted(session, timeout, ctx, d)
     return await session.post(url(ctx, d), data=payload(ctx, d), headers=_headers(ctx, d.headers), timeout=timeout)
@@ -82,11 +88,23 @@ async def open_stream(session: aiohttp.ClientSession, timeout: aiohttp.ClientTim
 _JSON = {"content-type": "application/json"}
 
 
+def _inbound_attempt(ctx: RequestCtx, d: DeploymentRuntime) -> None:
+    """An inbound API's request (gateway/messages) learns which deployment this attempt goes to:
+    whether it is relayed natively, and so which dropped-field warning applies."""
+    hook = getattr(ctx.inbound, "attempt", None)
+    if hook is not None:
+        hook(ctx, d)
+
+
 async def _build(ctx: RequestCtx, d: DeploymentRuntime) -> UpstreamRequest | ProviderError:
     ad = d.adapter
     if ad.needs_prepare:
         await ad.prepare()
-    req = ad.build_request(ctx.body, d, stream=ctx.stream, kind=ctx.kind)
+    ib = ctx.inbound
+    if ib is not None and getattr(ib, "native", False):  # the client's own API: relayed as it is
+        req = ad.build_native(ib.body, d, stream=ctx.stream, client_headers=ib.client_headers)
+    else:
+        req = ad.build_request(ctx.body, d, stream=ctx.stream, kind=ctx.kind)
     if isinstance(req, UpstreamRequest) and req.warnings:
         w = "; ".join(req.warnings)
         old = ctx.headers.get("x-tokenomy-warning")
@@ -100,16 +118,50 @@ async def _post_adapted(session, lean, timeout, ctx: RequestCtx, d: DeploymentRu
     req = await _build(ctx, d)
     if isinstance(req, ProviderError):  # the body cannot be expressed for this provider
         return UpstreamResponse(req.status, dict(_JSON), req.raw)
+    if req.parts:
+        return await _post_fanout(session, lean, timeout, ctx, d, req)
     resp = await _send(session, lean, timeout, req.url, req.body, _headers(ctx, req.headers), encoded=True)
     if d.adapter.passthrough and resp.status < 400:
         return resp
     out = d.adapter.parse_response(resp.status, resp._headers, resp.body, req)
     if isinstance(out, ProviderError):
-        hdrs = dict(_JSON)
-        if out.status == 429 and resp.get("retry-after"):
-            hdrs["retry-after"] = resp.get("retry-after")
-        return UpstreamResponse(out.status, hdrs, out.raw)
+        return _error_response(out, resp)
     return UpstreamResponse(200, dict(_JSON), orjson.dumps(out))
+
+
+def _error_response(err: ProviderError, resp: UpstreamResponse) -> UpstreamResponse:
+    hdrs = dict(_JSON)
+    if err.status == 429 and resp.get("retry-after"):
+        hdrs["retry-after"] = resp.get("retry-after")
+    return UpstreamResponse(err.status, hdrs, err.raw)
+
+
+async def _post_fanout(session, lean, timeout, ctx: RequestCtx, d: DeploymentRuntime,
+                       req: UpstreamRequest) -> UpstreamResponse:
+    """One client request the provider takes in pieces: every part sent (at most
+    FANOUT_CONCURRENCY at a time, all within the one unary timeout), answers merged in input
+    order. The first part to fail fails the request with its error mapped (the rest are
+    cancelled), so dispatch retries or falls back exactly as for a single call."""
+    ad = d.adapter
+    sem = asyncio.Semaphore(FANOUT_CONCURRENCY)
+
+    async def one(p: UpstreamRequest):
+        async with sem:
+            resp = await _send(session, lean, timeout, p.url, p.body, _headers(ctx, p.headers), encoded=True)
+        return resp, ad.parse_response(resp.status, resp._headers, resp.body, p)
+
+    tasks = [asyncio.ensure_future(one(p)) for p in req.parts]
+    try:
+        async with asyncio.timeout(timeout.total):
+            for fut in asyncio.as_completed(tasks):
+                resp, out = await fut
+                if isinstance(out, ProviderError):
+                    return _error_response(out, resp)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return UpstreamResponse(200, dict(_JSON), orjson.dumps(merge_embeddings([t.result()[1] for t in tasks])))
 
 
 async def _open_adapted(session, timeout, ctx: RequestCtx, d: DeploymentRuntime):

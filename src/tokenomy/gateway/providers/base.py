@@ -21,6 +21,13 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
                  500: "api_error", 502: "upstream_error", 503: "service_unavailable", 529: "overloaded_error"}
 
 
+# Fan-out limits (UpstreamRequest.parts): upstream calls in flight per client request, and calls
+# per client request (more is a 400 naming the cap: one client request must not turn into an
+# unbounded burst against the provider's quota).
+FANOUT_CONCURRENCY = 4
+MAX_FANOUT_CALLS = 128
+JSON_INT_MAX = 2**63 - 1  # the largest integer orjson writes (untrusted counts are clamped to it)
+
 # The OpenAI path of each request kind (relative to a deployment's base_url, .../v1).
 OPENAI_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 
@@ -37,6 +44,14 @@ class UpstreamRequest:
     json_mode: bool = False  # response_format asked for JSON (translated adapters need it back)
     kind: str = "chat"  # chat | completions | embeddings (how the answer is translated back)
     encoding_format: str = "float"  # embeddings: the client's encoding_format (translated adapters)
+    # Fan-out: the provider takes the input list in pieces (Titan: one inputText per InvokeModel).
+    # Non-empty: this request is not sent itself; each part is (at most FANOUT_CONCURRENCY at a
+    # time), each answer parsed with parse_response(part), the answers merged in order
+    # (merge_embeddings). A failing part fails the whole request (gateway/lifecycle/wire.py).
+    parts: tuple["UpstreamRequest", ...] = ()
+    # An inbound request relayed in the provider's own API (Anthropic /v1/messages to an Anthropic
+    # deployment): the answer is parsed for metering and also kept as `x_native` (the adapter's doc).
+    native: bool = False
 
 
 @dataclass(slots=True)
@@ -229,3 +244,19 @@ def usage_dict(prompt: int, completion: int, cached: int = 0, reasoning: int = 0
     if cache_write:
         u["prompt_tokens_details"]["cache_write_tokens"] = cache_write
     return u
+
+
+def merge_embeddings(outs: list[dict]) -> dict:
+    """OpenAI embedding lists of a fanned-out request's parts (in input order) as one: the vectors
+    re-indexed in order, usage summed when every part reported it (else none: the gateway counts
+    the whole request itself, marked estimated)."""
+    data: list[dict] = []
+    for o in outs:
+        for e in o["data"]:
+            data.append({**e, "index": len(data)})
+    out: dict = {"object": "list", "data": data, "model": outs[0].get("model", "") if outs else ""}
+    counts = [(o.get("usage") or {}).get("prompt_tokens") for o in outs]
+    if all(type(n) is int and n >= 0 for n in counts):
+        n = min(sum(counts), JSON_INT_MAX)  # type: ignore[arg-type]  (bounded later, as any usage)
+        out["usage"] = {"prompt_tokens": n, "total_tokens": n}
+    return out

@@ -24,8 +24,11 @@ Response: text -> content, toolUse -> tool_calls, reasoningContent dropped; stop
   cacheWriteInputTokens (cached = cacheRead, cache_write_tokens = cacheWrite), completion = outputTokens.
 Embeddings (POST /v1/embeddings): InvokeModel POST {base_url}/model/{modelId}/invoke with the
   model's own body: Titan Text Embeddings ({inputText, dimensions, normalize}: one input per
-  request, usage from inputTextTokenCount) or Cohere Embed ({texts, input_type search_document,
-  embedding_types [float]}: up to 96 texts, usage from the X-Amzn-Bedrock-Input-Token-Count header).
+  call, so a list is split into one call per input, at most 128 per request, 4 in flight;
+  usage from inputTextTokenCount, summed) or Cohere Embed ({texts, input_type search_document,
+  embedding_types [float]}: up to 96 texts per call, longer lists split the same way; usage
+  from the X-Amzn-Bedrock-Input-Token-Count header). Vectors come back in input order; one
+  failed call fails the request with its error mapped.
 Errors: x-amzn-ErrorType ThrottlingException / ModelNotReadyException -> 429, ServiceUnavailable
   -> 503, InternalServer / ModelTimeout -> 502 (retried), ValidationException -> 400
   (context_length_exceeded when the input is too long), AccessDenied -> 403.
@@ -39,8 +42,8 @@ from urllib.parse import quote
 import orjson
 
 from tokenomy.gateway.providers import translate as tr
-from tokenomy.gateway.providers.base import (ProviderError, UpstreamRequest, answer_object, chunk, classify_error,
-                                             garbage, resolved_headers, usage_dict)
+from tokenomy.gateway.providers.base import (MAX_FANOUT_CALLS, ProviderError, UpstreamRequest, answer_object, chunk,
+                                             classify_error, garbage, resolved_headers, usage_dict)
 from tokenomy.gateway.upstream import MAX_EVENT_BYTES, UpstreamTooLarge
 
 JSON_TOOL = "json_response"
@@ -242,8 +245,9 @@ def _embed_family(model: str) -> str | None:
     return "cohere" if "cohere.embed" in m else "titan" if "titan-embed" in m else None
 
 
-def _embed_body(model: str, body: dict) -> dict:
-    """The InvokeModel body of an OpenAI embeddings request (validated at admission)."""
+def _embed_bodies(model: str, body: dict) -> list[dict]:
+    """The InvokeModel bodies of an OpenAI embeddings request (validated at admission): Titan
+    embeds one inputText per call (a list is one call per input), Cohere up to 96 texts per call."""
     from tokenomy.gateway.embeddings import embedding_inputs
 
     inputs = embedding_inputs(body)
@@ -251,19 +255,16 @@ def _embed_body(model: str, body: dict) -> dict:
         raise tr.BadRequest("Bedrock embedding models take text: send strings, not token ids", "input")
     family, dims = _embed_family(model), body.get("dimensions")
     if family == "titan":
-        if len(inputs) != 1:
-            raise tr.BadRequest(f"Titan Text Embeddings embeds one input per request (got {len(inputs)})", "input")
-        req: dict = {"inputText": inputs[0], "normalize": True}
-        if dims:
-            req["dimensions"] = dims
-        return req
+        if len(inputs) > MAX_FANOUT_CALLS:
+            raise tr.BadRequest(f"Titan Text Embeddings embeds one input per call: at most {MAX_FANOUT_CALLS} "
+                                f"inputs per request here (got {len(inputs)}); split the list", "input")
+        one: dict = {"normalize": True, **({"dimensions": dims} if dims else {})}
+        return [{"inputText": x, **one} for x in inputs]
     if family == "cohere":
-        if len(inputs) > COHERE_MAX_TEXTS:
-            raise tr.BadRequest(f"Cohere Embed takes at most {COHERE_MAX_TEXTS} texts per request", "input")
-        req = {"texts": inputs, "input_type": "search_document", "embedding_types": ["float"]}
+        extra: dict = {"input_type": "search_document", "embedding_types": ["float"]}
         if dims:
-            req["output_dimension"] = dims  # Embed v4; v3 models answer a 400 of their own
-        return req
+            extra["output_dimension"] = dims  # Embed v4; v3 models answer a 400 of their own
+        return [{"texts": inputs[i:i + COHERE_MAX_TEXTS], **extra} for i in range(0, len(inputs), COHERE_MAX_TEXTS)]
     raise tr.BadRequest(f"embeddings on bedrock need a Titan Text Embeddings or Cohere Embed model (got {model!r})",
                         "model")
 
@@ -342,15 +343,18 @@ class BedrockAdapter:
 
     def embed_request(self, body: dict, d) -> UpstreamRequest | ProviderError:
         try:
-            req = _embed_body(d.model, body)
+            bodies = _embed_bodies(d.model, body)
         except tr.BadRequest as exc:
             return exc.error
         base = d.base_url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
         url = f"{base}/model/{quote(d.model, safe='')}/invoke"
-        data = orjson.dumps(req)
         warnings = ("dropped unsupported field(s) for this provider: user",) if body.get("user") else ()
-        return UpstreamRequest(url, self._signed(url, data, False), data, warnings, kind="embeddings",
-                               encoding_format=body.get("encoding_format") or "float")
+        fmt = body.get("encoding_format") or "float"
+        parts = tuple(UpstreamRequest(url, self._signed(url, data, False), data, warnings, kind="embeddings",
+                                      encoding_format=fmt) for data in map(orjson.dumps, bodies))
+        if len(parts) == 1:
+            return parts[0]
+        return UpstreamRequest(url, {}, b"", warnings, kind="embeddings", encoding_format=fmt, parts=parts)
 
     def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
                        req: UpstreamRequest | None = None) -> dict | ProviderError:
