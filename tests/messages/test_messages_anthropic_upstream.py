@@ -41,7 +41,7 @@ async def test_unary_cache_usage_through(fake, tmp_path):
     assert (m.usage.input_tokens, m.usage.output_tokens) == (10, 4)
     assert (m.usage.cache_read_input_tokens, m.usage.cache_creation_input_tokens) == (6, 20)
     (headers, sent), = fake.requests
-    assert headers["x-api-key"] == "sk-ant-test" and sent["system"] == [{"type": "text", "text": "terse"}]
+    assert headers["x-api-key"] == "sk-ant-test" and sent["system"] == "terse"  # relayed as the client sent it
     assert sent["model"] == "claude-sonnet-4-6" and sent["max_tokens"] == 50
     assert (ev.input_tokens, ev.cached_input_tokens, ev.cache_write_tokens, ev.output_tokens) == (36, 6, 20, 4)
     # claude-sonnet-4-6 in the price map (LiteLLM): $3 input, $0.30 cache read, $3.75 cache write, $15 output /Mtok

@@ -80,9 +80,9 @@ class FakeAnthropic:
         body = orjson.loads(await request.read())
         self.requests.append((request.headers.copy(), body))
         td = MessageCreateParamsStreaming if body.get("stream") else MessageCreateParamsNonStreaming
-        # The SDK's types are API version 2026-10-21; 2023-06-01 also took temperature / top_p.
+        # The SDK's types are API version 2026-10-21; 2023-06-01 also took temperature / top_p / top_k.
         legacy = request.headers.get("anthropic-version") == "2023-06-01"
-        bad = check_typed(td, {k: v for k, v in body.items() if not (legacy and k in ("temperature", "top_p"))})
+        bad = check_typed(td, {k: v for k, v in body.items() if not (legacy and k in ("temperature", "top_p", "top_k"))})
         if bad:
             return web.json_response({"type": "error", "error": {"type": "invalid_request_error",
                                                                   "message": f"schema: {bad}"}}, status=400)

@@ -96,6 +96,9 @@ class Admission:
             tools = v.opt_array(body, "tools") or v.opt_array(body, "functions")
             if tools:  # tool schemas are prompt tokens too (budgets must not under-reserve)
                 input_tokens += tc.count_text(orjson.dumps(tools).decode())
+            extra = getattr(inbound, "uncounted_text", "")  # e.g. thinking blocks a native relay sends
+            if extra:
+                input_tokens += tc.count_text(extra)
         elif kind == "completions":
             prompt = v.completion_prompt(body)
             input_tokens = prompt if isinstance(prompt, int) else tc.count_text(prompt)

@@ -168,8 +168,14 @@ class Settler:
             assert r.err is not None
             return error_response(r.err, {**ctx.headers, **dep, **more})
         body = r.raw
-        if "usage_anomaly" in ev.extra and r.obj is not None:  # rare: tell the client what is billed, not the lie
-            body = orjson.dumps({**r.obj, "usage": billed_usage_json(ev)})
+        if r.obj is not None and ("usage_anomaly" in ev.extra  # rare: tell the client what is billed, not the lie
+                                  # no usage upstream: embeddings and inbound APIs always carry one (ours)
+                                  or ((ctx.kind == "embeddings" or ctx.inbound is not None)
+                                      and not isinstance(r.obj.get("usage"), dict))):
+            u = billed_usage_json(ev)
+            if ctx.kind == "embeddings":  # OpenAI's embedding usage: {prompt_tokens, total_tokens}
+                u = {"prompt_tokens": u["prompt_tokens"], "total_tokens": u["prompt_tokens"]}
+            body = orjson.dumps({**r.obj, "usage": u})
         return web.Response(status=200, body=body, content_type=r.ctype.split(";")[0],
                             headers={**ctx.headers, **dep,
                                      "x-tokenomy-cost-usd": fmt_usd(ev.cost_usd),

@@ -51,6 +51,8 @@ async def post(session: aiohttp.ClientSession, lean: LeanClient | None, timeout:
                ctx: RequestCtx, d: DeploymentRuntime) -> UpstreamResponse:
     """One unary call, the whole answer read: the lean client for plain http://, aiohttp for the
     rest (https, ...). Raises aiohttp.ClientError / OSError / TimeoutError."""
+    if ctx.inbound is not None:
+        _inbound_attempt(ctx, d)
     if d.adapter is not None:
         return await _post_adapted(session, lean, timeout, ctx, d)
     return await _send(session, lean, timeout, url(ctx, d), payload(ctx, d), _headers(ctx, d.headers))
@@ -76,6 +78,8 @@ async def _send(session, lean, timeout, target: str, data: bytes, headers: dict[
 
 async def open_stream(session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout, ctx: RequestCtx,
                       d: DeploymentRuntime) -> aiohttp.ClientResponse:
+    if ctx.inbound is not None:
+        _inbound_attempt(ctx, d)
     if d.adapter is not None:
         return await _open_adapted(session, timeout, ctx, d)
     return await session.post(url(ctx, d), data=payload(ctx, d), headers=_headers(ctx, d.headers), timeout=timeout)
@@ -84,11 +88,23 @@ async def open_stream(session: aiohttp.ClientSession, timeout: aiohttp.ClientTim
 _JSON = {"content-type": "application/json"}
 
 
+def _inbound_attempt(ctx: RequestCtx, d: DeploymentRuntime) -> None:
+    """An inbound API's request (gateway/messages) learns which deployment this attempt goes to:
+    whether it is relayed natively, and so which dropped-field warning applies."""
+    hook = getattr(ctx.inbound, "attempt", None)
+    if hook is not None:
+        hook(ctx, d)
+
+
 async def _build(ctx: RequestCtx, d: DeploymentRuntime) -> UpstreamRequest | ProviderError:
     ad = d.adapter
     if ad.needs_prepare:
         await ad.prepare()
-    req = ad.build_request(ctx.body, d, stream=ctx.stream, kind=ctx.kind)
+    ib = ctx.inbound
+    if ib is not None and getattr(ib, "native", False):  # the client's own API: relayed as it is
+        req = ad.build_native(ib.body, d, stream=ctx.stream, client_headers=ib.client_headers)
+    else:
+        req = ad.build_request(ctx.body, d, stream=ctx.stream, kind=ctx.kind)
     if isinstance(req, UpstreamRequest) and req.warnings:
         w = "; ".join(req.warnings)
         old = ctx.headers.get("x-tokenomy-warning")

@@ -9,7 +9,8 @@ tool / none (disable_parallel_tool_use -> parallel_tool_calls false), metadata.u
 output_config.format json_schema -> response_format, stream (with the usage chunk asked for:
 the Anthropic stream's message_delta carries the billed usage).
 Dropped, named in x-tokenomy-warning: see DROPPED (no chat-completions equivalent; thinking
-blocks of earlier assistant turns too). Rejected: unknown fields, other block types (document,
+blocks of earlier assistant turns too) -- on the translated path only: a native relay to an
+Anthropic deployment sends them (handler.Inbound). Rejected: unknown fields, other block types (document,
 search_result, server tools, ...), roles other than user / assistant.
 """
 
@@ -244,3 +245,18 @@ def to_chat(body: dict) -> tuple[dict, list[str]]:
     warnings.update(k for k in DROPPED if body.get(k) is not None)
     out = [f"dropped field(s) with no chat-completions equivalent: {', '.join(sorted(warnings))}"] if warnings else []
     return chat, out
+
+
+def uncounted_text(body: dict) -> str:
+    """Prompt text the chat translation leaves out but Anthropic may bill as input: the thinking
+    (and redacted_thinking) blocks of assistant turns, sent back in a tool-use loop. Counted into
+    the request's prompt so its reservation and usage bound cover a native relay."""
+    out: list[str] = []
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) and m.get("role") == "assistant" else None
+        for b in content if isinstance(content, list) else ():
+            if isinstance(b, dict) and b.get("type") == "thinking" and isinstance(b.get("thinking"), str):
+                out.append(b["thinking"])
+            elif isinstance(b, dict) and b.get("type") == "redacted_thinking" and isinstance(b.get("data"), str):
+                out.append(b["data"])  # encrypted: its length stands in for its tokens
+    return "\n".join(out)

@@ -110,3 +110,27 @@ def error_event(status: int, message: str) -> bytes:
     """An Anthropic stream `event: error` (the HTTP status is already on the wire)."""
     return b"event: error\ndata: " + orjson.dumps({"type": "error", "error": {"type": error_type(status),
                                                                               "message": message}}) + b"\n\n"
+
+
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def billed_usage(native_usage: object, billed_openai_usage: object) -> dict | None:
+    """A native answer's `usage` with the billed figures where they differ from what the client
+    would read (None: it already says what was billed). The gateway's figures win over an
+    upstream's that it did not take as reported (bounded, or counted itself)."""
+    u = native_usage if isinstance(native_usage, dict) else {}
+    billed = anthropic_usage(billed_openai_usage)
+    if all((u.get(k) if type(u.get(k)) is int else 0 if u.get(k) is None else -1) == billed[k] for k in USAGE_FIELDS):
+        return None
+    return {**u, **billed}
+
+
+def native_message(msg: dict, billed_openai_usage: object, model: str) -> dict:
+    """An Anthropic deployment's message, relayed as it came but for `model` (the alias the client
+    asked for, as on the translated path) and a usage that must say what was billed."""
+    out = {**msg, "model": model}
+    fixed = billed_usage(msg.get("usage"), billed_openai_usage)
+    if fixed is not None:
+        out["usage"] = fixed
+    return out

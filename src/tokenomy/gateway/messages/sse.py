@@ -11,6 +11,13 @@ turns them into Anthropic's event types as they pass:
     error                   `event: error` {"type": "error", "error": {...}}; nothing follows it
 
 SSE comments (`: x-tokenomy {...}`, the billed cost) pass through: SSE clients ignore them.
+
+Native relay (an Anthropic deployment; gateway/providers/anthropic.py): the chunks carry the
+upstream's own events (`x_native`), re-emitted in order as they came (message_start's `model`
+set to the alias asked for), whatever the chunk itself says. message_delta and message_stop
+ride on the usage chunk, so they reach the client only after the request's event is committed,
+at [DONE]; message_delta's usage then says what was billed when that differs from what the
+upstream reported (a bounded or missing count).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from tokenomy.gateway.messages.response import anthropic_usage, error_type, stop_reason, tool_stop
+from tokenomy.gateway.messages.response import anthropic_usage, billed_usage, error_type, stop_reason, tool_stop
 from tokenomy.gateway.sse_reframe import SseReframer
 
 
@@ -38,8 +45,51 @@ class MessagesEncoder(SseReframer):
         self.tools: dict[int, int] = {}  # OpenAI tool_calls index -> content block index
         self.n_blocks = 0
         self.finish: tuple[str, str | None] | None = None
+        self.native = False  # the upstream's own events are relayed (x_native)
+        self.start_usage: dict = {}  # native: message_start's usage
+        self.held: list | None = None  # native: message_delta / message_stop, sent at [DONE]
+
+    def on_chunk(self, obj: dict, out: list[bytes]) -> None:
+        nat = obj.get("x_native")
+        if nat is None and not self.native:
+            super().on_chunk(obj, out)
+            return
+        self.native = True
+        if isinstance(obj.get("usage"), dict):
+            self.usage = obj["usage"]
+        if not isinstance(nat, list):
+            return
+        if not obj.get("choices") and "usage" in obj:  # the usage chunk: the stream's last events
+            self.held = nat
+            return
+        for name, ev in nat:
+            if name == "message_start" and isinstance(ev, dict) and isinstance(ev.get("message"), dict):
+                m = ev["message"]
+                self.start_usage = m["usage"] if isinstance(m.get("usage"), dict) else {}
+                ev = {**ev, "message": {**m, "model": self.model}}
+            out.append(_event(str(name), ev))
+
+    def _native_end(self, out: list[bytes]) -> None:
+        if not self.held:  # no end events came with the usage (not from our decoder): close it ourselves
+            self.held = [["message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                                                                                "stop_sequence": None},
+                                            "usage": {"output_tokens": 0}}],
+                         ["message_stop", {"type": "message_stop"}]]
+        for name, ev in self.held:
+            if name == "message_delta" and isinstance(ev, dict):
+                du = ev.get("usage") if isinstance(ev.get("usage"), dict) else {}
+                seen = {**self.start_usage, **{k: v for k, v in du.items() if v is not None}}  # what the SDK reads
+                fixed = billed_usage(seen, self.usage)
+                if fixed is not None:
+                    ev = {**ev, "usage": {**du, **{k: fixed[k] for k in ("input_tokens", "output_tokens",
+                                                                         "cache_read_input_tokens",
+                                                                         "cache_creation_input_tokens")}}}
+            out.append(_event(str(name), ev))
 
     def on_done(self, out: list[bytes]) -> None:
+        if self.native:
+            self._native_end(out)
+            return
         self._start(out)
         self._close_block(out)
         reason, seq = self.finish or ("end_turn", None)

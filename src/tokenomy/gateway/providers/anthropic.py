@@ -19,6 +19,9 @@ Request mapping (OpenAI chat -> Messages):
   json_schema -> a forced tool `json_response` whose input schema is the schema (its input is
   returned as the message content, finish_reason stop); user -> metadata.user_id.
   Rejected (400): n > 1, non-function tools. Dropped with a warning: see translate.DROPPED_EVERYWHERE.
+Native relay (build_native, UpstreamRequest.native): an inbound /v1/messages request sent as the
+  client wrote it; the answer is translated for metering and also carried as `x_native` (the
+  message; for streams every event, see AnthropicStreamDecoder) for gateway/messages to return.
 Response: text blocks -> content, tool_use -> tool_calls, thinking blocks dropped; stop_reason
   end_turn/stop_sequence -> stop, max_tokens -> length, tool_use -> tool_calls, refusal ->
   content_filter; usage: prompt = input + cache_creation + cache_read (cached = cache_read,
@@ -110,19 +113,40 @@ def to_anthropic(body: dict, model: str, default_max_tokens: int, stream: bool,
     return req, warnings
 
 
+_INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _count_ok(v: object) -> bool:
+    return type(v) is int and v >= 0  # type(): a bool is not a count
+
+
 def _usage(u: dict) -> dict:
-    def n(k: str) -> int:
-        v = u.get(k)
-        return v if isinstance(v, int) else 0
-    write, read = n("cache_creation_input_tokens"), n("cache_read_input_tokens")
-    return usage_dict(n("input_tokens") + write + read, n("output_tokens"), cached=read, cache_write=write)
+    """OpenAI usage of Anthropic's (untrusted) usage. A present but invalid count is handed on as
+    it is (prompt_tokens / completion_tokens / cached_tokens), so the gateway's bound
+    (lifecycle/usage.py) flags it and counts itself, instead of reading it as 0."""
+    vals = {k: u.get(k) for k in (*_INPUT_FIELDS, "output_tokens")}
+    if all(v is None or _count_ok(v) for v in vals.values()):
+        def n(k: str) -> int:
+            return vals[k] or 0
+        write, read = n("cache_creation_input_tokens"), n("cache_read_input_tokens")
+        return usage_dict(n("input_tokens") + write + read, n("output_tokens"), cached=read, cache_write=write)
+    bad_in = next((vals[k] for k in _INPUT_FIELDS if vals[k] is not None and not _count_ok(vals[k])), None)
+    ok = {k: (v if _count_ok(v) else 0) for k, v in vals.items()}
+    prompt = bad_in if bad_in is not None else sum(ok[k] for k in _INPUT_FIELDS)
+    out = vals["output_tokens"] if not _count_ok(vals["output_tokens"]) and vals["output_tokens"] is not None \
+        else ok["output_tokens"]
+    return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": None,
+            "prompt_tokens_details": {"cached_tokens": ok["cache_read_input_tokens"]},
+            "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
 def from_anthropic(obj: dict, json_mode: bool) -> dict:
     text, calls = [], []
     for b in obj.get("content") or ():
+        if not isinstance(b, dict):
+            continue
         if b.get("type") == "text":
-            text.append(b.get("text", ""))
+            text.append(str(b.get("text", "")))
         elif b.get("type") == "tool_use":
             if json_mode and b.get("name") == JSON_TOOL:
                 inp = b.get("input") or {}
@@ -133,16 +157,22 @@ def from_anthropic(obj: dict, json_mode: bool) -> dict:
     if json_mode and finish == "tool_calls" and not calls:
         finish = "stop"
     return tr.completion(obj.get("id", ""), obj.get("model", ""), int(time.time()), "".join(text) or None,
-                         calls, finish, _usage(obj.get("usage") or {}))
+                         calls, finish, _usage(obj["usage"]) if isinstance(obj.get("usage"), dict) else None)  # none: the gateway counts
 
 
 class AnthropicStreamDecoder:
     """Anthropic SSE (message_start, content_block_start/delta/stop, message_delta, message_stop,
     ping, error) -> OpenAI chunks; the usage chunk (choices: []) at message_stop."""
 
-    def __init__(self, json_mode: bool) -> None:
+    def __init__(self, json_mode: bool, native: bool = False) -> None:
         self.sse = SseSplitter()
         self.json_mode = json_mode
+        # native (a /v1/messages request relayed as it is): every Anthropic event also rides on an
+        # OpenAI chunk as `x_native` [[event, payload]] so the inbound encoder re-emits the
+        # upstream's own events; message_delta / message_stop ride on the usage chunk, which the
+        # gateway sends only once the request's event is committed.
+        self.native = native
+        self._held: list = []
         self.usage: dict | None = None
         self.error: ProviderError | None = None
         self._u: dict = {}
@@ -164,50 +194,72 @@ class AnthropicStreamDecoder:
                 self.error = garbage(f"invalid JSON in Anthropic stream event: {payload[:100]!r}")
                 return out
             t = ev.get("type", name) if isinstance(ev, dict) else name
-            if t == "message_start":
-                m = ev.get("message") or {}
-                self._id, self._model = m.get("id", ""), m.get("model", "")
-                self._u.update(m.get("usage") or {})
-                out.append(self._c({"role": "assistant", "content": ""}))
-            elif t == "content_block_start":
-                b, i = ev.get("content_block") or {}, ev.get("index", 0)
-                if b.get("type") == "tool_use":
-                    if self.json_mode and b.get("name") == JSON_TOOL:
-                        self._json_blocks.add(i)
-                        continue
-                    k = self._tool_index[i] = len(self._tool_index)
-                    out.append(self._c({"tool_calls": [{"index": k, "id": b.get("id", ""), "type": "function",
-                                                        "function": {"name": b.get("name", ""), "arguments": ""}}]}))
-                elif b.get("type") == "text" and b.get("text"):
-                    out.append(self._c({"content": b["text"]}))
-            elif t == "content_block_delta":
-                d, i = ev.get("delta") or {}, ev.get("index", 0)
-                if d.get("type") == "text_delta":
-                    out.append(self._c({"content": d.get("text", "")}))
-                elif d.get("type") == "input_json_delta":
-                    if i in self._json_blocks:
-                        out.append(self._c({"content": d.get("partial_json", "")}))
-                    elif i in self._tool_index:
-                        out.append(self._c({"tool_calls": [{"index": self._tool_index[i],
-                                                            "function": {"arguments": d.get("partial_json", "")}}]}))
-                # thinking_delta / signature_delta / citations: not part of the OpenAI chat shape
-            elif t == "message_delta":
-                self._u.update({k: v for k, v in (ev.get("usage") or {}).items() if v is not None})
-                sr = (ev.get("delta") or {}).get("stop_reason")
-                if sr:
-                    f = _FINISH.get(sr, "stop")
-                    self._finish = "stop" if f == "tool_calls" and not self._tool_index else f
-                    out.append(self._c({}, self._finish))
-            elif t == "message_stop":
-                self.done = True
-                self.usage = _usage(self._u)
-                out.append({**self._c({}), "choices": [], "usage": self.usage})
-            elif t == "error":
-                e = ev.get("error") or {}
-                self.error = classify_error(529 if e.get("type") == "overloaded_error" else 500,
-                                            e.get("message", "stream error"), e.get("type"))
+            if not self.native:
+                self._event(t, ev, out)
+                continue
+            mark = len(out)
+            self._event(t, ev, out)
+            if self.error is not None:
                 return out
+            if t in ("message_delta", "message_stop"):
+                self._held.append([name or t, ev])
+                if t == "message_stop":
+                    out[-1]["x_native"] = self._held
+                continue
+            if len(out) == mark:  # no OpenAI chunk of its own (ping, block stops, thinking): a carrier
+                out.append(self._c({}))
+            out[mark]["x_native"] = [[name or t, ev]]
         return out
+
+    def _event(self, t: str, ev, out: list[dict]) -> None:
+        if not isinstance(ev, dict):
+            return
+        if t == "message_start":
+            m = ev.get("message")
+            m = m if isinstance(m, dict) else {}
+            self._id, self._model = str(m.get("id", "")), str(m.get("model", ""))
+            if isinstance(m.get("usage"), dict):
+                self._u.update(m["usage"])
+            out.append(self._c({"role": "assistant", "content": ""}))
+        elif t == "content_block_start":
+            b, i = ev.get("content_block") or {}, ev.get("index", 0)
+            if b.get("type") == "tool_use":
+                if self.json_mode and b.get("name") == JSON_TOOL:
+                    self._json_blocks.add(i)
+                    return
+                k = self._tool_index[i] = len(self._tool_index)
+                out.append(self._c({"tool_calls": [{"index": k, "id": b.get("id", ""), "type": "function",
+                                                    "function": {"name": b.get("name", ""), "arguments": ""}}]}))
+            elif b.get("type") == "text" and b.get("text"):
+                out.append(self._c({"content": b["text"]}))
+        elif t == "content_block_delta":
+            d, i = ev.get("delta") or {}, ev.get("index", 0)
+            if d.get("type") == "text_delta":
+                out.append(self._c({"content": d.get("text", "")}))
+            elif d.get("type") == "input_json_delta":
+                if i in self._json_blocks:
+                    out.append(self._c({"content": d.get("partial_json", "")}))
+                elif i in self._tool_index:
+                    out.append(self._c({"tool_calls": [{"index": self._tool_index[i],
+                                                        "function": {"arguments": d.get("partial_json", "")}}]}))
+            # thinking_delta / signature_delta / citations: not part of the OpenAI chat shape
+        elif t == "message_delta":
+            u = ev.get("usage")
+            if isinstance(u, dict):
+                self._u.update({k: v for k, v in u.items() if v is not None})
+            sr = (ev.get("delta") or {}).get("stop_reason")
+            if sr:
+                f = _FINISH.get(sr, "stop")
+                self._finish = "stop" if f == "tool_calls" and not self._tool_index else f
+                out.append(self._c({}, self._finish))
+        elif t == "message_stop":
+            self.done = True
+            self.usage = _usage(self._u)
+            out.append({**self._c({}), "choices": [], "usage": self.usage})
+        elif t == "error":
+            e = ev.get("error") or {}
+            self.error = classify_error(529 if e.get("type") == "overloaded_error" else 500,
+                                        e.get("message", "stream error"), e.get("type"))
 
     def close(self) -> list[dict]:
         return []
@@ -223,6 +275,7 @@ class AnthropicAdapter:
         self.default_max_tokens = default_max_tokens
         self.headers = json_headers(cfg, "x-api-key", defaults={"anthropic-version": ANTHROPIC_VERSION})
         self.sampling = self.headers["anthropic-version"] == LEGACY_VERSION
+        self._version_configured = any(k.lower() == "anthropic-version" for k in cfg.headers)
 
     async def prepare(self) -> None:
         return None
@@ -237,14 +290,46 @@ class AnthropicAdapter:
         return UpstreamRequest(base + "/v1/messages", self.headers, orjson.dumps(req), tuple(warnings),
                                json_mode=tr.json_format(body) is not None)
 
+    def build_native(self, body: dict, d, *, stream: bool, client_headers: dict[str, str] | None = None) -> UpstreamRequest:
+        """A /v1/messages request relayed as the client sent it (validated at admission: it also
+        translates to chat, so a fallback to another provider stays possible), `model` set to the
+        deployment's. anthropic-version: the configured one, else the client's, else ours; the
+        client's anthropic-beta is added to the configured one. Sampling fields (temperature,
+        top_p, top_k) are sent only on 2023-06-01, which takes them (later versions answer them
+        with a 400): else dropped with a warning, as on the translated path."""
+        ch = client_headers or {}
+        headers = self.headers
+        if ch.get("anthropic-version") and not self._version_configured:
+            headers = {**headers, "anthropic-version": ch["anthropic-version"]}
+        if ch.get("anthropic-beta"):
+            mine = headers.get("anthropic-beta")
+            headers = {**headers, "anthropic-beta": f"{mine},{ch['anthropic-beta']}" if mine else ch["anthropic-beta"]}
+        req = {**body, "model": d.model}
+        if stream:
+            req["stream"] = True
+        else:
+            req.pop("stream", None)
+        warnings: tuple[str, ...] = ()
+        if headers.get("anthropic-version") != LEGACY_VERSION:
+            gone = [k for k in ("temperature", "top_p", "top_k") if req.pop(k, None) is not None]
+            if gone:
+                warnings = (f"dropped {', '.join(gone)}: Anthropic API {headers.get('anthropic-version')} "
+                            "has no sampling parameters",)
+        return UpstreamRequest(d.base_url.removesuffix("/v1") + "/v1/messages", headers, orjson.dumps(req), warnings,
+                               native=True)
+
     def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
                        req: UpstreamRequest | None = None) -> dict | ProviderError:
         obj = answer_object(status, raw, "Anthropic response")
         if isinstance(obj, ProviderError):
             return obj
-        if obj.get("type") != "message":
+        if obj.get("type") != "message" or not isinstance(obj.get("content", []), list):
             return garbage("Anthropic response is not a message object")
+        if req is not None and req.native:
+            out = from_anthropic(obj, False)
+            out["x_native"] = obj  # the message as Anthropic sent it (gateway/messages answers with it)
+            return out
         return from_anthropic(obj, req is not None and req.json_mode)
 
     def stream_decoder(self, req: UpstreamRequest | None = None) -> AnthropicStreamDecoder:
-        return AnthropicStreamDecoder(req is not None and req.json_mode)
+        return AnthropicStreamDecoder(req is not None and req.json_mode, native=req is not None and req.native)

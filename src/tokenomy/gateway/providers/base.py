@@ -26,6 +26,7 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
 # unbounded burst against the provider's quota).
 FANOUT_CONCURRENCY = 4
 MAX_FANOUT_CALLS = 128
+JSON_INT_MAX = 2**63 - 1  # the largest integer orjson writes (untrusted counts are clamped to it)
 
 # The OpenAI path of each request kind (relative to a deployment's base_url, .../v1).
 OPENAI_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
@@ -48,6 +49,9 @@ class UpstreamRequest:
     # time), each answer parsed with parse_response(part), the answers merged in order
     # (merge_embeddings). A failing part fails the whole request (gateway/lifecycle/wire.py).
     parts: tuple["UpstreamRequest", ...] = ()
+    # An inbound request relayed in the provider's own API (Anthropic /v1/messages to an Anthropic
+    # deployment): the answer is parsed for metering and also kept as `x_native` (the adapter's doc).
+    native: bool = False
 
 
 @dataclass(slots=True)
@@ -253,6 +257,6 @@ def merge_embeddings(outs: list[dict]) -> dict:
     out: dict = {"object": "list", "data": data, "model": outs[0].get("model", "") if outs else ""}
     counts = [(o.get("usage") or {}).get("prompt_tokens") for o in outs]
     if all(type(n) is int and n >= 0 for n in counts):
-        n = sum(counts)  # type: ignore[arg-type]
+        n = min(sum(counts), JSON_INT_MAX)  # type: ignore[arg-type]  (bounded later, as any usage)
         out["usage"] = {"prompt_tokens": n, "total_tokens": n}
     return out

@@ -19,6 +19,9 @@ Request mapping (OpenAI chat -> Gemini):
   tool_choice auto/none/required/named -> functionCallingConfig AUTO/NONE/ANY/ANY+allowedFunctionNames.
   Rejected (400): non-function tools. Dropped with a warning: the rest of translate.DROPPED_EVERYWHERE
   (logprobs, logit_bias, ...), parallel_tool_calls, user.
+Embeddings (POST /v1/embeddings): Gemini API batchEmbedContents; Vertex :predict (text-embedding-*,
+  gemini-embedding-001: one instance per call) or :embedContent (newer Gemini embedding models),
+  lists fanned out beyond one call's limits; see the adapters' embed_request.
 Response: text parts -> content (thought parts dropped), functionCall -> tool_calls; finishReason
   STOP -> stop (tool_calls when calls were made), MAX_TOKENS -> length, SAFETY / RECITATION /
   BLOCKLIST / PROHIBITED_CONTENT / SPII -> content_filter; usage: prompt = promptTokenCount
@@ -29,6 +32,7 @@ Response: text parts -> content (thought parts dropped), functionCall -> tool_ca
 from __future__ import annotations
 
 import asyncio
+import math
 import mimetypes
 import os
 import time
@@ -36,8 +40,8 @@ import time
 import orjson
 
 from tokenomy.gateway.providers import translate as tr
-from tokenomy.gateway.providers.base import (ProviderError, SseSplitter, UpstreamRequest, answer_object, chunk,
-                                             classify_error, garbage, json_headers, usage_dict)
+from tokenomy.gateway.providers.base import (JSON_INT_MAX, MAX_FANOUT_CALLS, ProviderError, SseSplitter, UpstreamRequest,
+                                             answer_object, chunk, classify_error, garbage, json_headers, usage_dict)
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
            "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
@@ -239,6 +243,72 @@ def _embeddings_from_gemini(obj: object, model: str, encoding_format: str) -> di
     return out
 
 
+# Vertex text embeddings (cloud.google.com/vertex-ai/generative-ai/docs/embeddings/get-text-embeddings
+# and the Text embeddings API reference, checked 2026-12): at most 250 input texts and 20,000
+# tokens per :predict request; gemini-embedding-001 takes one instance per request.
+VERTEX_MAX_INSTANCES = 250
+# Characters per :predict call: keeps a call under the 20,000-token limit for text down to ~2.4
+# characters per token (the gateway cannot count with Google's tokenizer before sending).
+VERTEX_MAX_CHARS_PER_CALL = 48_000
+
+
+def vertex_embed_content(model: str) -> bool:
+    """Whether Vertex serves this embedding model through :embedContent rather than :predict
+    (google-genai's _transformers.t_is_vertex_embed_content_model: Gemini embedding models but
+    gemini-embedding-001, and MaaS models)."""
+    return ("gemini" in model and model != "gemini-embedding-001") or "maas" in model
+
+
+def predict_batches(model: str, inputs: list[str]) -> list[list[str]]:
+    """The inputs split into :predict calls, in order, within Vertex's per-request limits."""
+    if model.startswith("gemini-embedding-001"):
+        return [[x] for x in inputs]
+    out: list[list[str]] = []
+    chars = 0
+    for x in inputs:
+        if not out or len(out[-1]) >= VERTEX_MAX_INSTANCES or chars + len(x) > VERTEX_MAX_CHARS_PER_CALL:
+            out.append([])
+            chars = 0
+        out[-1].append(x)
+        chars += len(x)
+    return out
+
+
+def _embeddings_from_vertex(obj: dict, model: str, encoding_format: str) -> dict | ProviderError:
+    """A :predict answer ({"predictions": [{"embeddings": {"values", "statistics": {"token_count",
+    "truncated"}}}]}) or an :embedContent one ({"embedding": {"values"}, "usageMetadata":
+    {"promptTokenCount"}}) as OpenAI's embedding list; usage only when every count is valid."""
+    from tokenomy.gateway.embeddings import encode_vector
+
+    if isinstance(obj.get("predictions"), list):
+        embs = [p.get("embeddings") if isinstance(p, dict) else None for p in obj["predictions"]]
+        counts = [(e.get("statistics") or {}).get("token_count") if isinstance(e, dict)
+                  and isinstance(e.get("statistics"), dict) else None for e in embs]
+    elif isinstance(obj.get("embedding"), dict):
+        embs = [obj["embedding"]]
+        um = obj.get("usageMetadata")
+        counts = [um.get("promptTokenCount") if isinstance(um, dict) else None]
+    else:
+        return garbage("Vertex embedding response has neither predictions nor embedding")
+    if not embs or not all(isinstance(e, dict) and isinstance(e.get("values"), list) for e in embs):
+        return garbage("Vertex embedding response has no embeddings.values")
+    try:
+        data = [{"object": "embedding", "index": i, "embedding": encode_vector(e["values"], encoding_format)}
+                for i, e in enumerate(embs)]
+    except (TypeError, ValueError):
+        return garbage("Vertex embedding values are not numbers")
+    out: dict = {"object": "list", "data": data, "model": model}
+    # Vertex reports token_count as a JSON number (sometimes 7.0): whole non-negative ones count
+    # (an absurd float is kept within JSON's 64-bit range: the gateway bounds it and flags the lie)
+    ints = [n if type(n) is int and n >= 0 else
+            min(int(n), JSON_INT_MAX) if type(n) is float and math.isfinite(n) and n >= 0 and n.is_integer() else None
+            for n in counts]
+    if all(n is not None for n in ints):
+        total = min(sum(ints), JSON_INT_MAX)  # type: ignore[arg-type]
+        out["usage"] = {"prompt_tokens": total, "total_tokens": total}
+    return out
+
+
 class GeminiAdapter:
     provider = "gemini"
     passthrough = False
@@ -344,9 +414,45 @@ class VertexAdapter(GeminiAdapter):
             self.headers = {**self.headers, "authorization": f"Bearer {self._creds.token}"}
 
     def embed_request(self, body: dict, d) -> UpstreamRequest | ProviderError:
-        # Vertex embeds through :predict (instances), not batchEmbedContents: not implemented yet.
-        return tr.BadRequest("embeddings on provider vertex are not supported yet (use provider gemini, "
-                             "openai or azure)", "model").error
+        """POST /v1/embeddings on Vertex: text-embedding-* / gemini-embedding-001 through :predict
+        (instances [{content}], parameters {outputDimensionality, autoTruncate}), newer Gemini
+        embedding models through :embedContent (one content per call), as google-genai picks.
+        Lists beyond one call's limits are fanned out (UpstreamRequest.parts)."""
+        from tokenomy.gateway.embeddings import embedding_inputs
+
+        inputs = embedding_inputs(body)  # validated at admission
+        if any(isinstance(x, list) for x in inputs):
+            return tr.BadRequest("Vertex embeds text: send strings, not token ids", "input").error
+        dims = body.get("dimensions")
+        fmt = body.get("encoding_format") or "float"
+        url = self.model_url(d)
+        if vertex_embed_content(d.model):
+            cfg: dict = {"autoTruncate": False, **({"outputDimensionality": dims} if dims else {})}
+            bodies = [{"content": {"role": "user", "parts": [{"text": x}]}, "embedContentConfig": cfg} for x in inputs]
+            url += ":embedContent"
+        else:
+            params: dict = {"autoTruncate": False, **({"outputDimensionality": dims} if dims else {})}
+            bodies = [{"instances": [{"content": x} for x in batch], "parameters": params}
+                      for batch in predict_batches(d.model, inputs)]
+            url += ":predict"
+        if len(bodies) > MAX_FANOUT_CALLS:
+            return tr.BadRequest(f"{d.model} on Vertex takes this list in {len(bodies)} calls; at most "
+                                 f"{MAX_FANOUT_CALLS} per request here: split the list", "input").error
+        warnings = ("dropped unsupported field(s) for this provider: user",) if body.get("user") else ()
+        parts = tuple(UpstreamRequest(url, self.headers, orjson.dumps(b), warnings, kind="embeddings",
+                                      encoding_format=fmt) for b in bodies)
+        if len(parts) == 1:
+            return parts[0]
+        return UpstreamRequest(url, self.headers, b"", warnings, kind="embeddings", encoding_format=fmt, parts=parts)
+
+    def parse_response(self, status: int, headers: dict[str, str], raw: bytes,
+                       req: UpstreamRequest | None = None) -> dict | ProviderError:
+        if req is None or req.kind != "embeddings":
+            return super().parse_response(status, headers, raw, req)
+        obj = answer_object(status, raw, "Vertex embedding response")
+        if isinstance(obj, ProviderError):
+            return obj
+        return _embeddings_from_vertex(obj, self.cfg.upstream_model, req.encoding_format)
 
     def model_url(self, d) -> str:
         base = (d.base_url or f"https://{self.region}-aiplatform.googleapis.com").removesuffix("/v1")
