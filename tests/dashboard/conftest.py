@@ -31,13 +31,18 @@ MARKUP = Decimal("1.3")
 
 
 def make_event(i: int, ts: float, tenant: str, key_id: str, deployment: str, *, input_tokens: int, output_tokens: int,
-               latency_ms: float, ttft_ms: float | None = None, status: str = "ok", route: dict | None = None) -> UsageEvent:
+               latency_ms: float, ttft_ms: float | None = None, status: str = "ok", route: dict | None = None,
+               user: str | None = None, tags: dict[str, str] | None = None) -> UsageEvent:
     model, p_in, p_out = DEPLOYMENTS[deployment]
     cost = (Decimal(input_tokens) * Decimal(str(p_in)) + Decimal(output_tokens) * Decimal(str(p_out))) / Decimal(10**6)
     cost = cost.quantize(Decimal("1e-12"))
     extra = {"policy": "cost"}
     if route is not None:
         extra["route"] = route
+    if user is not None:  # as the gateway's settle step records the request's `user` and `metadata`
+        extra["user"] = user
+    if tags:
+        extra["tags"] = tags
     return UsageEvent(id=f"ev-{i}", ts=ts, tenant=tenant, key_id=key_id, model=model, deployment=deployment,
                       input_tokens=input_tokens, cached_input_tokens=0, output_tokens=output_tokens, reasoning_tokens=0,
                       cost_usd=cost, price_usd=(cost * MARKUP).quantize(Decimal("1e-12")),
@@ -70,8 +75,19 @@ def synthetic_events(keys: dict[str, str], now: float, n: int = 1200, seed: int 
             i, now - age, tenant, keys[tenant], dep, input_tokens=rng.randint(50, 2000), output_tokens=rng.randint(10, 600),
             latency_ms=slow * rng.uniform(200, 900), ttft_ms=slow * rng.uniform(30, 150),
             status=_status(rng.random()),
-            route=_route(strong, rng) if i % 10 < 7 else None))
+            route=_route(strong, rng) if i % 10 < 7 else None, **_who(i)))
     return out
+
+
+FEATURES = ("search", "chat", "summarise")
+
+
+def _who(i: int) -> dict:
+    """End user and tags from the index alone (the random stream above stays as it was): 3 in 4
+    requests name a user (9 of them), 4 in 5 carry tags (feature + env)."""
+    user = None if i % 4 == 0 else f"user-{(i // 3) % 9}"
+    tags = None if i % 5 == 1 else {"feature": FEATURES[i % 3], "env": "prod" if i % 2 else "staging"}
+    return {"user": user, "tags": tags}
 
 
 def _status(u: float) -> str:

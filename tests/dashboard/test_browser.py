@@ -448,3 +448,42 @@ def test_deployments_page_shows_committed_first_against_cost_routing(tmp_path, b
         ctx.close()
         server.stop()
         m.shutdown()
+
+
+def test_spend_by_user_and_tag_with_filters_and_drill_down(server, seeded, browser):
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = ctx.new_page()
+    _login(page, server.url, seeded.admin_key)
+    page.goto(f"{server.url}/dashboard/spend?range=all")
+    _loaded(page)
+    users = {e.extra["user"] for e in seeded.events if e.extra.get("user")}
+    shown = set(page.locator("a.drill").evaluate_all("els => els.map(e => e.dataset.value)"))
+    assert shown == users and _points(page, f"Billed by end user (top {len(users)})") == len(users)
+    # a user's row drills down to its spend by tag
+    with page.expect_response(lambda r: "api/spend" in r.url and "user=user-3" in r.url and "by=tag" in r.url) as resp:
+        page.click('a.drill[data-value="user-3"]')
+    tags = {r["tag"] for r in resp.value.json()["tables"]["spend"]}
+    _loaded(page)
+    page.wait_for_function("document.querySelectorAll('a.drill').length > 0 && "
+                           "[...document.querySelectorAll('a.drill')].every(a => a.dataset.value.includes('='))")
+    assert set(page.locator("a.drill").evaluate_all("els => els.map(e => e.dataset.value)")) == tags
+    assert "user=user-3" in page.url and page.input_value("#spend-user") == "user-3"
+    page.screenshot(path=str(ARTIFACTS / "spend-user-by-tag.png"), full_page=True)
+    # typed filters: only the search feature's requests, by user, names containing "user-1"
+    page.fill("#spend-user", "")
+    page.select_option("#spend-by", "user")
+    page.fill("#spend-tag", "feature=search")
+    page.fill("#spend-q", "user-1")
+    with page.expect_response(lambda r: "api/spend" in r.url and "tag=feature%3Dsearch" in r.url) as resp:
+        page.click('#spend-filters button[type="submit"]')
+    body = resp.value.json()
+    assert [r["user"] for r in body["tables"]["spend"]] == ["user-1"]
+    want = sum(1 for e in seeded.events if e.extra.get("user") == "user-1"
+               and (e.extra.get("tags") or {}).get("feature") == "search")
+    assert body["tables"]["spend"][0]["requests"] == want > 0
+    # a bad filter is the API's message on the page, not a blank one
+    page.fill("#spend-tag", "no-equals")
+    page.click('#spend-filters button[type="submit"]')
+    page.wait_for_selector("#status .error")
+    assert "tag must be key=value" in page.inner_text("#status")
+    ctx.close()

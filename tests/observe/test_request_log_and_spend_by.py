@@ -52,6 +52,14 @@ async def test_one_line_per_request_with_user_tags_and_capture_only_where_asked(
             assert Decimal(mine["by_tag"]["env=prod"]["cost_usd"]) == Decimal(mine["cost_usd"])
             status, _, bad = await g.get("/admin/usage?group_by=colour", ADMIN_KEY)
             assert status == 400
+            # one user's spend by tag, one tag's spend by user
+            status, _, alice = await g.get("/admin/usage?group_by=tag&user=alice", ADMIN_KEY)
+            assert status == 200 and {k: v["requests"] for k, v in alice["by_tag"].items()} == {
+                "feature=search": 1, "env=prod": 1}
+            status, _, search = await g.get("/admin/usage?group_by=user&tag=feature%3Dsearch", acme)
+            assert status == 200 and set(search["by_user"]) == {"alice", "bob"}  # acme's own users only
+            status, _, bad = await g.get("/admin/usage?group_by=user&tag=feature", ADMIN_KEY)
+            assert status == 400 and bad["error"]["param"] == "tag"
     got = lines(log)
     assert [x["user"] for x in got if x["status"] == "ok"] == ["alice", "bob", "carol"]
     refused = [x for x in got if x["status"] == "refused"]
@@ -136,3 +144,12 @@ def test_usage_by_user_on_the_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tokenomy", "usage", "--by", "colour", "--data-dir",
                           str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    cli = [sys.executable, "-m", "tokenomy", "usage", "--data-dir", str(tmp_path / "data")]
+    r = subprocess.run([*cli, "--by", "tag", "--user", "ben", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert {k: v["requests"] for k, v in json.loads(r.stdout)["by_tag"].items()} == {"team=x": 1}
+    r = subprocess.run([*cli, "--by", "user", "--tag", "team=x"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "by user, tag team=x" in r.stdout and "ann" in r.stdout, r.stderr
+    for args, word in ((["--by", "user", "--tag", "team"], "--tag"), (["--user", "ann"], "--by")):
+        bad = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and word in bad.stderr, bad.stderr

@@ -192,6 +192,8 @@ def usage(
     until: Optional[str] = typer.Option(None, "--until", help="ISO time or age (exclusive)."),
     wide: bool = typer.Option(False, "--wide", help="All columns (errors, cached tokens, price)."),
     by: Optional[str] = typer.Option(None, "--by", help="Also group by the requests' end user or tags: user | tag."),
+    only_user: Optional[str] = typer.Option(None, "--user", help="With --by: only this end user's requests."),
+    only_tag: Optional[str] = typer.Option(None, "--tag", help="With --by: only requests with this tag (key=value)."),
     data_dir: Optional[Path] = DataDir,
     as_json: bool = Json,
 ) -> None:
@@ -205,9 +207,19 @@ def usage(
     until_ts = None if until is None else parse_time(until, now=now, option="--until")
     if since_ts is not None and until_ts is not None and until_ts <= since_ts:
         raise TokenomyError(f"--until ({until}) must be after --since ({since})")
+    only = None
+    if by is not None or only_user is not None or only_tag is not None:
+        from tokenomy.dashboard.spend import SpendQueryError, parse_query
+
+        if by is None:
+            raise TokenomyError("--user and --tag filter a --by user|tag breakdown: add --by")
+        try:
+            only = parse_query({"by": by, "user": only_user or "", "tag": only_tag or ""})
+        except SpendQueryError as exc:
+            raise TokenomyError(f"--{exc.param}: {exc}") from None
     with _open(data_dir, must_exist=True) as m:
         report = m.usage(tenant, since_ts, until_ts)
-        if by is not None:
+        if only is not None:
             from tokenomy.ledgerdb import LedgerDB
             from tokenomy.metering.spend_by import usage_by
 
@@ -215,7 +227,7 @@ def usage(
             if db is None:
                 raise TokenomyError("--by needs the SQLite or PostgreSQL ledger")
             try:
-                report[f"by_{by}"] = usage_by(db, by, tenant, since_ts, until_ts)
+                report[f"by_{by}"] = usage_by(db, by, tenant, since_ts, until_ts, user=only.user, tag=only.tag)
             finally:
                 db.close()
     if as_json:
@@ -226,7 +238,8 @@ def usage(
     who = tenant or "all tenants"
     sections = [("by model", report["by_model"]), ("by deployment", report["by_deployment"])]
     if by is not None:
-        sections.append((f"by {by}", report[f"by_{by}"]))
+        scope = "".join(f", {k} {v}" for k, v in (("user", only_user), ("tag", only_tag)) if v)
+        sections.append((f"by {by}{scope}", report[f"by_{by}"]))
     for title, groups in sections:
         named = [*groups.items(), ("TOTAL", report)]
         if wide:

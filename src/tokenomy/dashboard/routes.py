@@ -14,7 +14,7 @@ from tokenomy.dashboard.store import LedgerUnavailable
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGES = {"overview": "Overview", "routing": "Routing", "deployments": "Deployments", "tenants": "Tenants",
-         "unit-cost": "Unit cost", "plans": "Plans", "manage": "Manage"}
+         "spend": "Users & tags", "unit-cost": "Unit cost", "plans": "Plans", "manage": "Manage"}
 ADMIN_PAGES = ("plans", "manage")  # a tenant's key gets a 403 there: its nav does not show them
 DASH_KEY: web.AppKey[Dashboard] = web.AppKey("tokenomy_dashboard", Dashboard)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -157,6 +157,36 @@ async def tenants(request, dash: Dashboard, p, tenant):
     return await _from_rollups(r, run)
 
 
+@api_handler
+async def spend(request, dash: Dashboard, p, tenant):
+    """Spend by the requests' end user or tag, filtered by a user, a tag or a text (issue 21); a
+    tenant's key sees its own requests only (api_handler scopes `tenant`)."""
+    from tokenomy.dashboard.spend import SpendQueryError, parse_query, spend_table
+    from tokenomy.ledgerdb import LedgerDB
+    from tokenomy.metering.spend_by import usage_by
+
+    try:
+        sq = parse_query(request.query)
+    except SpendQueryError as exc:
+        raise DashError(400, str(exc), param=exc.param, code="invalid_value") from None
+    r = await dash.rollups()
+    w = await dash.window(request, r)
+    db = LedgerDB.for_ledger(getattr(dash.metering, "ledger", None))
+    if db is None:
+        raise DashError(503, "spend by user and tag needs the SQLite or PostgreSQL ledger", code="ledger_unavailable")
+
+    def run() -> dict:
+        try:
+            groups = usage_by(db, sq.by, tenant, w.since, w.until, user=sq.user, tag=sq.tag)
+        finally:
+            db.close()
+        out = spend_table(groups, sq)
+        out["meta"] = w.meta() | out["meta"]
+        return out
+
+    return await asyncio.to_thread(run)
+
+
 MAX_CONTEXT_TOKENS = 10_000_000  # far above any model's window (10M tokens)
 MAX_SLO_TPOT_MS = 1_000_000.0  # 1000 s per output token: no useful SLO is looser
 
@@ -275,6 +305,7 @@ def add_routes(app: web.Application, dash: Dashboard) -> None:
     r.add_get("/dashboard/api/routing", routing)
     r.add_get("/dashboard/api/deployments", deployments)
     r.add_get("/dashboard/api/tenants", tenants)
+    r.add_get("/dashboard/api/spend", spend)
     r.add_get("/dashboard/api/unit-cost", unit_cost)
     r.add_get("/dashboard/api/plans", plan_list)
     r.add_get("/dashboard/api/pricing-plans", pricing_plans)

@@ -235,10 +235,18 @@ async def admin_usage(request: web.Request) -> web.Response:
             if group_by not in DIMENSIONS:
                 raise ApiError(400, f"group_by must be one of {', '.join(DIMENSIONS)}", param="group_by",
                                code="invalid_value")
+            from tokenomy.dashboard.spend import SpendQueryError, parse_query
+
+            try:  # ?user=U / ?tag=key=value: only those requests (a user's spend by tag, a tag's by user)
+                only = parse_query({"by": group_by, "user": request.query.get("user", ""),
+                                    "tag": request.query.get("tag", "")})
+            except SpendQueryError as exc:
+                raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from None
             db = LedgerDB.for_ledger(gw.metering.ledger)
             if db is not None:
                 try:
-                    usage[f"by_{group_by}"] = await asyncio.to_thread(usage_by, db, group_by, tenant, since, until)
+                    usage[f"by_{group_by}"] = await asyncio.to_thread(usage_by, db, group_by, tenant, since, until,
+                                                                      user=only.user, tag=only.tag)
                 finally:
                     db.close()
         return _json({"tenant": tenant, **usage})

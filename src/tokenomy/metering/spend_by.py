@@ -13,9 +13,10 @@ _SELECT = ("COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_to
            "SUM(price_pusd), SUM(energy_joules)")
 
 
-def _sql(dim: str, pg: bool, tenant: str | None, since: float | None, until: float | None) -> tuple[str, list]:
+def _sql(dim: str, pg: bool, tenant: str | None, since: float | None, until: float | None,
+         user: str | None = None, tag: tuple[str, str] | None = None) -> tuple[str, list]:
     if dim == "user":
-        key = "extra->>'user'" if pg else "json_extract(extra, '$.user')"
+        key = "events.extra->>'user'" if pg else "json_extract(events.extra, '$.user')"
         frm = "events"
     else:  # one row per (event, tag): key=value
         key = "t.key || '=' || t.value"
@@ -27,18 +28,27 @@ def _sql(dim: str, pg: bool, tenant: str | None, since: float | None, until: flo
         if val is not None:
             where.append(cond)
             params.append(val)
+    if user is not None:  # only this end user's requests (e.g. its spend by tag)
+        where.append("events.extra->>'user' = ?" if pg else "json_extract(events.extra, '$.user') = ?")
+        params.append(user)
+    if tag is not None:  # only requests carrying this tag (e.g. a feature's spend by user)
+        where.append("events.extra->'tags'->>? = ?" if pg
+                     else "json_extract(events.extra, '$.tags.' || json_quote(?)) = ?")
+        params.extend(tag)
     return f"SELECT {key}, {_SELECT} FROM {frm} WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY 1", params
 
 
 def usage_by(db: LedgerDB, dim: str, tenant: str | None = None, since: float | None = None,
-             until: float | None = None) -> dict[str, dict]:
+             until: float | None = None, *, user: str | None = None,
+             tag: tuple[str, str] | None = None) -> dict[str, dict]:
     """{value: {requests, input_tokens, cached_input_tokens, output_tokens, tokens, cost_usd, price_usd,
-    energy_joules}} for dim = user | tag (tags keyed 'key=value')."""
+    energy_joules}} for dim = user | tag (tags keyed 'key=value'), over the requests of one end user
+    and/or one tag (key, value) when given."""
     if dim not in DIMENSIONS:
         from tokenomy.errors import TokenomyError
 
         raise TokenomyError(f"group by must be one of {', '.join(DIMENSIONS)}, not '{dim}'")
-    sql, params = _sql(dim, db.url is not None, tenant, since, until)
+    sql, params = _sql(dim, db.url is not None, tenant, since, until, user, tag)
     out = {}
     for value, n, inp, cached, outp, cost, price, energy in db.run(sql, tuple(params)):
         out[str(value)] = {"requests": int(n), "input_tokens": int(inp or 0), "cached_input_tokens": int(cached or 0),

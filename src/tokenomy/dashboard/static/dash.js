@@ -60,7 +60,7 @@ function params() {
   const out = new URLSearchParams();
   out.set("range", p.get("range") || document.getElementById("range").value || "24h");
   if (p.get("tenant")) out.set("tenant", p.get("tenant"));
-  for (const k of ["since", "until", "res", "model", "slo_tpot_ms", "context", "plan"]) if (p.get(k)) out.set(k, p.get(k));
+  for (const k of ["since", "until", "res", "model", "slo_tpot_ms", "context", "plan", "by", "user", "tag", "q"]) if (p.get(k)) out.set(k, p.get(k));
   return out;
 }
 function setParam(k, v) {
@@ -414,6 +414,54 @@ PAGES.tenants = async (q) => {
       {key: "rpm", label: "RPM cap", num: true, fmt: (v) => (v ? fmtNum(v) : "–")}, {key: "rpm_peak_last_hour", label: "peak RPM (1 h)", num: true, fmt: fmtNum},
       {key: "tpm", label: "TPM cap", num: true, fmt: (v) => (v ? fmtNum(v) : "–")}, {key: "tpm_peak_last_hour", label: "peak TPM (1 h)", num: true, fmt: fmtNum}],
       {empty: "No keys."})),
+  ];
+};
+
+// Spend by end user (the requests' `user`) or tag (`metadata`), with filters; a row drills down:
+// a user's spend by tag, a tag's spend by user. The filters live in the URL, so a view is a link.
+PAGES.spend = async (q) => {
+  const d = await api("spend", q);
+  const t = d.totals, f = d.meta.filters, by = d.meta.by, rows = d.tables.spend;
+  const admin = state.who && state.who.is_admin;
+  const go = (changes) => { for (const [k, v] of Object.entries(changes)) setParam(k, v); refresh(); };
+  const other = by === "user" ? "tag" : "user";
+  const form = el("form", {class: "inline", id: "spend-filters"},
+    el("label", {}, "rows", el("select", {name: "by", id: "spend-by"}, ["user", "tag"].map((v) =>
+      el("option", {value: v, text: v === "user" ? "end users" : "tags", ...(v === by ? {selected: "selected"} : {})})))),
+    el("label", {}, "only user", el("input", {type: "text", name: "user", id: "spend-user", size: 14, value: f.user || "", placeholder: "any"})),
+    el("label", {}, "only tag", el("input", {type: "text", name: "tag", id: "spend-tag", size: 18, value: f.tag || "", placeholder: "key=value"})),
+    el("label", {}, "name contains", el("input", {type: "text", name: "q", id: "spend-q", size: 14, value: f.q || ""})),
+    el("button", {type: "submit", text: "Apply"}),
+    el("button", {type: "button", id: "spend-clear", text: "Clear"}));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = Object.fromEntries([...form.querySelectorAll("[name]")].map((i) => [i.name, i.value.trim()]));
+    go(v);
+  });
+  form.querySelector("#spend-clear").addEventListener("click", () => go({by: by, user: "", tag: "", q: ""}));
+  const drill = (r) => el("a", {href: "#", class: "drill", "data-value": r[by], text: r[by], onclick: (ev) => {
+    ev.preventDefault();
+    go(by === "user" ? {user: r[by], by: "tag", q: ""} : {tag: r[by], by: "user", q: ""});
+  }});
+  const scope = [f.user ? "user " + f.user : null, f.tag ? "tag " + f.tag : null, f.q ? "names containing “" + f.q + "”" : null].filter(Boolean);
+  const cols = [{label: by === "user" ? "end user" : "tag", render: drill},
+    {key: "requests", label: "requests", num: true, fmt: fmtNum}, {key: "input_tokens", label: "input tok", num: true, fmt: fmtNum},
+    {key: "output_tokens", label: "output tok", num: true, fmt: fmtNum}, {key: "price_usd", label: "billed", num: true, fmt: fmtUSD},
+    {key: "share_of_spend", label: "share", num: true, fmt: fmtPct}];
+  if (admin) cols.push({key: "cost_usd", label: "serving cost", num: true, fmt: fmtUSD});
+  cols.push({key: "energy_joules", label: "energy", num: true, fmt: fmtJ});
+  const o = t.others;
+  return [
+    form,
+    cards([[by === "user" ? "End users" : "Tags", fmtNum(t.values), scope.length ? scope.join(" · ") : "all requests in this range"],
+           ["Billed", fmtUSD(t.price_usd), admin ? "serving cost " + fmtUSD(t.cost_usd) : ""],
+           [by === "tag" ? "Requests × tags" : "Requests", fmtNum(t.requests), d.meta.note || ""]]),
+    barChart("Billed by " + (by === "user" ? "end user" : "tag") + " (top " + Math.min(rows.length, 20) + ")",
+      rows.slice(0, 20).map((r) => ({label: r[by], value: num(r.price_usd), color: colorFor(r[by])})), fmtUSD,
+      {empty: "No request in this range carries " + (by === "user" ? "a user" : "a tag") + (scope.length ? " (with these filters)" : "") + "."}),
+    panel((by === "user" ? "End users" : "Tags") + " — click one for its spend by " + other, table(rows, cols,
+      {empty: "Nothing matches: requests record a user with the OpenAI `user` field and tags with `metadata`."})),
+    o.values ? el("p", {class: "muted", id: "spend-others"}, `${fmtNum(o.values)} more (${fmtNum(o.requests)} requests, billed ${fmtUSD(o.price_usd)}) not shown: narrow the filters or download the CSV.`) : null,
   ];
 };
 
