@@ -20,6 +20,12 @@ from tokenomy.routing.quality.taskkind import FEATURE_NAMES, instruction_text, p
     ("Compute the integral of x^2 e^{-x} from 0 to infinity.", "math"),
     ("Tom has 3 apples and buys 5 more bags of 4 apples each. How many apples does he have now?", "reasoning"),
     ("Tell me about the history of the Roman empire", "open"),
+    # counting questions and logic puzzles look like short factual questions; they are not recall
+    ("In how many ways can six people stand in a queue?", "math"), ("How many moons does Mars have?", "factual"),
+    ("If today is two days before Friday, what day was it the day before yesterday?", "reasoning"),
+    ("Ria is older than Sam and Sam is older than Uma. Who is the youngest?", "reasoning"),
+    ("Three cards lie in a row; the red one sits to the left of the blue one. Which could be in the middle?", "reasoning"),
+    ("On an island of knights and knaves, A says 'B is a knave'. What are they?", "reasoning"),
 ])
 def test_kinds(prompt, kind):
     assert profile(prompt).kind == kind

@@ -114,6 +114,8 @@ _CODING = _rx(
     r"\bprogramación\b|\bprogramowani\w*",
     r"実装|コード|プログラム|实现|代码|程序|编写")
 _MATH = _rx(
+    # counting questions ("in how many ways", "how many distinct ...") are combinatorics, not recall
+    r"\bhow many (?:ways|different|distinct|possible|arrangements|combinations|subsets|paths)\b|\barrangements?\b",
     r"\b(?:integral|integrate|derivative|differentiate|eigen\w*|matrix|matrices|determinant|equation|solve|"
     r"compute|calculate|evaluate|probability|expected value|variance|recurrence|closed form|polynomial|"
     r"series|sum of|limit|logarithm|modulo|combinator\w*|permutations?|binomial|tiling|tile|perimeter|area of|"
@@ -126,7 +128,14 @@ _MATH = _rx(
 _REASON = _rx(
     r"\b(?:puzzle|riddle|logicians?|schedule|plan|optimi[sz]e|trade-?offs?|strategy|step by step|"
     r"break[s -]?even|cumulative|given these constraints|which year|in which year)\b",
-    r"\b(?:if .{3,80} then|each (?:sees|knows|person)|at least one|no two)\b")
+    r"\b(?:if .{3,80} then|each (?:sees|knows|person)|at least one|no two)\b",
+    # logic puzzles: chained comparisons, seating, calendars, truth-tellers, family relations
+    r"\b(?:older|younger|taller|shorter|faster|slower|heavier|lighter) than\b.{0,120}\b(?:older|younger|taller|"
+    r"shorter|faster|slower|heavier|lighter) than\b",
+    r"\b(?:sits?|sitting|seated|stands?|standing) (?:to the |directly |immediately )?(?:left|right|next to|"
+    r"opposite|between)\b|\bday (?:after tomorrow|before yesterday)\b|\bwhat day (?:of the week )?(?:is|was|will)\b|"
+    r"\b(?:truth-?tellers?|liars?|knights? and knaves)\b|\bhow many (?:brothers|sisters|siblings|cousins)\b|"
+    r"\bwho (?:is|was|must be|could be) (?:the )?(?:oldest|youngest|tallest|shortest|culprit|liar|guilty)\b")
 _PROOF = _rx(
     r"\b(?:prove|proof|show that|demonstrate that|derive|derivation|lemma|theorem|corollary|qed|by induction|"
     r"contradiction|if and only if|iff)\b",
@@ -234,6 +243,8 @@ def kind_scores(instr: str) -> dict[str, float]:
     s["math"] = 1.0 * min(_hits(_MATH, instr), 3)
     s["reasoning"] = 1.0 * min(_hits(_REASON, instr), 3)
     s["proof"] = 2.0 * min(_hits(_PROOF, instr), 2)
+    if s["factual"] and (s["math"] or s["reasoning"] or s["proof"]):
+        s["factual"] = 0.0   # "how many ways ...?", "what day ...?": a question shape, a maths/logic task
     return s
 
 
