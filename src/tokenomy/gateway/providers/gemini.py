@@ -41,7 +41,8 @@ import orjson
 
 from tokenomy.gateway.providers import translate as tr
 from tokenomy.gateway.providers.base import (JSON_INT_MAX, MAX_FANOUT_CALLS, ProviderError, SseSplitter, UpstreamRequest,
-                                             answer_object, chunk, classify_error, garbage, json_headers, usage_dict)
+                                             answer_object, chunk, classify_error, garbage, json_headers,
+                                             translated_usage)
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
            "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
@@ -116,13 +117,10 @@ def to_gemini(body: dict) -> tuple[dict, list[str]]:
     return req, warnings
 
 
-def _usage(u: dict) -> dict:
-    def n(k: str) -> int:
-        v = u.get(k)
-        return v if isinstance(v, int) else 0
-    thoughts = n("thoughtsTokenCount")
-    return usage_dict(n("promptTokenCount"), n("candidatesTokenCount") + thoughts, cached=n("cachedContentTokenCount"),
-                      reasoning=thoughts)
+def _usage(u: object) -> object:
+    """OpenAI usage of usageMetadata (None when Gemini sent none: the gateway counts)."""
+    return translated_usage(u, ("promptTokenCount",), ("candidatesTokenCount", "thoughtsTokenCount"),
+                            cached="cachedContentTokenCount", reasoning="thoughtsTokenCount")
 
 
 def _candidate(c: dict, call_base: int = 0) -> tuple[str, list[dict]]:
@@ -159,7 +157,7 @@ def from_gemini(obj: dict, model: str) -> dict:
                     "logprobs": None}]
     return {"id": obj.get("responseId") or "gemini", "object": "chat.completion", "created": int(time.time()),
             "model": obj.get("modelVersion") or model, "choices": choices,
-            "usage": _usage(obj.get("usageMetadata") or {})}
+            "usage": _usage(obj.get("usageMetadata"))}
 
 
 class GeminiStreamDecoder:
@@ -167,14 +165,14 @@ class GeminiStreamDecoder:
 
     def __init__(self, model: str) -> None:
         self.sse = SseSplitter()
-        self.usage: dict | None = None
+        self.usage: object = None  # OpenAI-shaped, untrusted (bounded by the gateway)
         self.error: ProviderError | None = None
         self.done = False  # a finishReason arrived
         self._model, self._created = model, int(time.time())
         self._id = "gemini"
         self._started: set[int] = set()
         self._calls: dict[int, int] = {}
-        self._u: dict = {}
+        self._u: object = None  # the last usageMetadata (each event carries the running totals)
 
     def feed(self, data: bytes) -> list[dict]:
         out: list[dict] = []
@@ -193,7 +191,7 @@ class GeminiStreamDecoder:
                 return out
             self._id = obj.get("responseId") or self._id
             self._model = obj.get("modelVersion") or self._model
-            if isinstance(obj.get("usageMetadata"), dict):
+            if obj.get("usageMetadata") is not None:
                 self._u = obj["usageMetadata"]
             for i, c in enumerate(obj.get("candidates") or ()):
                 idx = c.get("index", i)
@@ -219,6 +217,8 @@ class GeminiStreamDecoder:
         if self.error is not None or not self.done:
             return []
         self.usage = _usage(self._u)
+        if self.usage is None:  # no usage chunk: the gateway counts (and gives its own when asked)
+            return []
         return [{**chunk(self._id, self._model, self._created, {}), "choices": [], "usage": self.usage}]
 
 
