@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -268,6 +269,39 @@ def translated_usage(u: object, prompt: tuple[str, ...], completion: tuple[str, 
     if got["write"] is not None and got["write"] != 0:
         out["prompt_tokens_details"]["cache_write_tokens"] = got["write"]
     out["completion_tokens_details"] = {"reasoning_tokens": 0 if got["reasoning"] is None else got["reasoning"]}
+    return out
+
+
+def embedding_count(n: object) -> int | None:
+    """A provider's embedding token count, or None (the gateway counts, marked estimated): a
+    non-negative JSON integer, or a whole non-negative float (Vertex writes 7.0), kept within
+    JSON's 64-bit range (an absurd one is then bounded by the gateway and flagged as a lie)."""
+    if type(n) is int and n >= 0:
+        return n
+    if type(n) is float and math.isfinite(n) and n >= 0 and n.is_integer():
+        return min(int(n), JSON_INT_MAX)
+    return None
+
+
+def embedding_list(vectors: object, counts: list[object], model: str, encoding_format: str,
+                   who: str) -> dict | ProviderError:
+    """A provider's embedding answer as OpenAI's embedding list: `vectors` the value lists in
+    input order, `counts` the token counts it reported (one per call or per input); usage only
+    when every count is valid (else none: the gateway counts the whole request, estimated)."""
+    from tokenomy.gateway.embeddings import encode_vector
+
+    if not isinstance(vectors, list) or not vectors or not all(isinstance(v, list) for v in vectors):
+        return garbage(f"{who} embedding response has no vectors")
+    try:
+        data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
+                for i, v in enumerate(vectors)]
+    except (TypeError, ValueError):
+        return garbage(f"{who} embedding values are not numbers")
+    out: dict = {"object": "list", "data": data, "model": model}
+    ints = [embedding_count(n) for n in counts]
+    if ints and all(n is not None for n in ints):
+        total = min(sum(ints), JSON_INT_MAX)  # type: ignore[arg-type]
+        out["usage"] = {"prompt_tokens": total, "total_tokens": total}
     return out
 
 

@@ -43,7 +43,8 @@ import orjson
 
 from tokenomy.gateway.providers import translate as tr
 from tokenomy.gateway.providers.base import (MAX_FANOUT_CALLS, ProviderError, UpstreamRequest, answer_object, chunk,
-                                             classify_error, garbage, resolved_headers, translated_usage)
+                                             classify_error, embedding_list, garbage, resolved_headers,
+                                             translated_usage)
 from tokenomy.gateway.upstream import MAX_EVENT_BYTES, UpstreamTooLarge
 
 JSON_TOOL = "json_response"
@@ -269,8 +270,6 @@ def _embed_bodies(model: str, body: dict) -> list[dict]:
 
 
 def _embeddings_from_bedrock(obj: object, headers: dict[str, str], model: str, encoding_format: str) -> dict | ProviderError:
-    from tokenomy.gateway.embeddings import encode_vector
-
     if not isinstance(obj, dict):
         return garbage("Bedrock embedding response is not an object")
     if _embed_family(model) == "titan":
@@ -280,17 +279,7 @@ def _embeddings_from_bedrock(obj: object, headers: dict[str, str], model: str, e
         vectors = e.get("float") if isinstance(e, dict) else e
         count = headers.get("x-amzn-bedrock-input-token-count")
         count = int(count) if isinstance(count, str) and count.isdigit() else None
-    if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
-        return garbage("Bedrock embedding response has no vectors")
-    try:
-        data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
-                for i, v in enumerate(vectors)]
-    except (TypeError, ValueError):
-        return garbage("Bedrock embedding values are not numbers")
-    out: dict = {"object": "list", "data": data, "model": model}
-    if type(count) is int and count >= 0:
-        out["usage"] = {"prompt_tokens": count, "total_tokens": count}
-    return out
+    return embedding_list(vectors, [count], model, encoding_format, "Bedrock")
 
 
 class BedrockAdapter:

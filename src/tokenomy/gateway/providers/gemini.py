@@ -32,7 +32,6 @@ Response: text parts -> content (thought parts dropped), functionCall -> tool_ca
 from __future__ import annotations
 
 import asyncio
-import math
 import mimetypes
 import os
 import time
@@ -40,8 +39,8 @@ import time
 import orjson
 
 from tokenomy.gateway.providers import translate as tr
-from tokenomy.gateway.providers.base import (JSON_INT_MAX, MAX_FANOUT_CALLS, ProviderError, SseSplitter, UpstreamRequest,
-                                             answer_object, chunk, classify_error, garbage, json_headers,
+from tokenomy.gateway.providers.base import (MAX_FANOUT_CALLS, ProviderError, SseSplitter, UpstreamRequest, answer_object,
+                                             chunk, classify_error, embedding_list, garbage, json_headers,
                                              translated_usage)
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
@@ -222,25 +221,17 @@ class GeminiStreamDecoder:
         return [{**chunk(self._id, self._model, self._created, {}), "choices": [], "usage": self.usage}]
 
 
-def _embeddings_from_gemini(obj: object, model: str, encoding_format: str) -> dict | ProviderError:
+def _values(embs: object) -> list | None:
+    """The value lists of [{"values": [...]}, ...] (None where an item has none: garbage)."""
+    return [e.get("values") if isinstance(e, dict) else None for e in embs] if isinstance(embs, list) else None
+
+
+def _embeddings_from_gemini(obj: dict, model: str, encoding_format: str) -> dict | ProviderError:
     """batchEmbedContents' {"embeddings": [{"values"}], "usageMetadata"?} as OpenAI's embedding list
     (no usage when Gemini reports no token count: the gateway counts, marked estimated)."""
-    from tokenomy.gateway.embeddings import encode_vector
-
-    embs = obj.get("embeddings") if isinstance(obj, dict) else None
-    if not isinstance(embs, list) or not all(isinstance(e, dict) and isinstance(e.get("values"), list) for e in embs):
-        return garbage("Gemini embedding response has no embeddings[].values")
-    try:
-        data = [{"object": "embedding", "index": i, "embedding": encode_vector(e["values"], encoding_format)}
-                for i, e in enumerate(embs)]
-    except (TypeError, ValueError):
-        return garbage("Gemini embedding values are not numbers")
-    out: dict = {"object": "list", "data": data, "model": model}
     um = obj.get("usageMetadata")
-    n = um.get("promptTokenCount") if isinstance(um, dict) else None
-    if type(n) is int and n >= 0:
-        out["usage"] = {"prompt_tokens": n, "total_tokens": n}
-    return out
+    return embedding_list(_values(obj.get("embeddings")), [um.get("promptTokenCount") if isinstance(um, dict) else None],
+                          model, encoding_format, "Gemini")
 
 
 # Vertex text embeddings (cloud.google.com/vertex-ai/generative-ai/docs/embeddings/get-text-embeddings
@@ -278,8 +269,6 @@ def _embeddings_from_vertex(obj: dict, model: str, encoding_format: str) -> dict
     """A :predict answer ({"predictions": [{"embeddings": {"values", "statistics": {"token_count",
     "truncated"}}}]}) or an :embedContent one ({"embedding": {"values"}, "usageMetadata":
     {"promptTokenCount"}}) as OpenAI's embedding list; usage only when every count is valid."""
-    from tokenomy.gateway.embeddings import encode_vector
-
     if isinstance(obj.get("predictions"), list):
         embs = [p.get("embeddings") if isinstance(p, dict) else None for p in obj["predictions"]]
         counts = [(e.get("statistics") or {}).get("token_count") if isinstance(e, dict)
@@ -290,23 +279,7 @@ def _embeddings_from_vertex(obj: dict, model: str, encoding_format: str) -> dict
         counts = [um.get("promptTokenCount") if isinstance(um, dict) else None]
     else:
         return garbage("Vertex embedding response has neither predictions nor embedding")
-    if not embs or not all(isinstance(e, dict) and isinstance(e.get("values"), list) for e in embs):
-        return garbage("Vertex embedding response has no embeddings.values")
-    try:
-        data = [{"object": "embedding", "index": i, "embedding": encode_vector(e["values"], encoding_format)}
-                for i, e in enumerate(embs)]
-    except (TypeError, ValueError):
-        return garbage("Vertex embedding values are not numbers")
-    out: dict = {"object": "list", "data": data, "model": model}
-    # Vertex reports token_count as a JSON number (sometimes 7.0): whole non-negative ones count
-    # (an absurd float is kept within JSON's 64-bit range: the gateway bounds it and flags the lie)
-    ints = [n if type(n) is int and n >= 0 else
-            min(int(n), JSON_INT_MAX) if type(n) is float and math.isfinite(n) and n >= 0 and n.is_integer() else None
-            for n in counts]
-    if all(n is not None for n in ints):
-        total = min(sum(ints), JSON_INT_MAX)  # type: ignore[arg-type]
-        out["usage"] = {"prompt_tokens": total, "total_tokens": total}
-    return out
+    return embedding_list(_values(embs), counts, model, encoding_format, "Vertex")
 
 
 class GeminiAdapter:
