@@ -111,3 +111,39 @@ def test_train_report_options(small, tmp_path):
     t = gsm["cost"]["R=20"]["targets"]["90"]
     assert set(t) >= {"cascade", "prompt_only", "cheaper", "cascade_pays_off_above_price_ratio"}
     assert load_verifier(out).meta["report"] == rep
+
+
+def test_held_out_models_report(small, sample_rows, tmp_path):
+    """Answers relabelled as another model's are scored out of fold by prompt: each held-out
+    model gets an entry whose scores come from verifiers that never saw that prompt."""
+    import dataclasses
+    import json
+
+    from tokenomy.routing.cascade.train import format_report, held_out_models
+
+    ae = [r for r in sample_rows[1::2] if r.source == "alpacaeval"]
+    ho = [dataclasses.replace(r, weak_model="unseen-a" if i % 2 else "unseen-b") for i, r in enumerate(ae)]
+    rep = held_out_models(small, ho, folds=3, n_boot=0)
+    assert set(rep["by_model"]) == {"unseen-a", "unseen-b"} and rep["folds"] == 3
+    for m, v in rep["by_model"].items():
+        assert v["cascade"]["n"] == sum(r.weak_model == m for r in ho) and v["source"] == "alpacaeval"
+    assert rep["mean_apgr"] == round(sum(v["cascade"]["apgr"] for v in rep["by_model"].values()) / 2, 4)
+    out = train(small, seed=0, out=tmp_path / "h.npz", n_boot=0, folds=2, loso=False, held_out=ho)
+    saved = json.loads((tmp_path / "h.npz.report.json").read_text())
+    assert set(saved) == {"cv", "held_out_models"} and load_verifier(out).meta["report"] == saved
+    assert "unseen-a" in format_report(saved) and "models outside the training pool" in format_report(saved)
+
+
+def test_open_ended_length_prior():
+    # the sign prior that lets the verifier use answer length on open-ended prompts (and only there)
+    signs = dict(zip(DENSE_NAMES, DENSE_SIGNS))
+    assert signs["o_log_answer_chars"] == 1 and signs["m_log_answer_chars"] == 0
+    v = load_verifier("cascade-default")
+    w = dict(zip(DENSE_NAMES, v.dense_weights))
+    assert w["o_log_answer_chars"] > 0
+    p = "Give me some ideas for a weekend trip with kids."
+    short = "Go to a park."
+    long = ("Here are some ideas:\n1. Visit a science museum with hands-on exhibits.\n2. Go camping at a "
+            "nearby lake and cook over a fire.\n3. Take a day trip to a farm where kids can pick fruit.\n"
+            "4. Rent bikes and ride a trail, with a picnic at the halfway point.")
+    assert v.score(p, long) > v.score(p, short)

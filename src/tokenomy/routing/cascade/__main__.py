@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenomy.routing.cascade.data import shared_rows
+from tokenomy.routing.cascade.data import held_out_rows, shared_rows
 from tokenomy.routing.cascade.features import IN_DOMAIN_SPEC, AnswerSpec
 from tokenomy.routing.cascade.train import DEFAULT_C, train
 
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = shared_rows(a.shared, train_pool=True)
     spec = IN_DOMAIN_SPEC if a.in_domain else AnswerSpec()
     ratios = [float(x) for x in a.price_ratios.split(",") if x.strip()]
-    out = train(rows, seed=a.seed, out=a.out, c=a.c, spec=spec, report=not a.no_report, price_ratios=ratios)
+    out = train(rows, seed=a.seed, out=a.out, c=a.c, spec=spec, report=not a.no_report, price_ratios=ratios,
+                held_out=held_out_rows(a.shared))
     rep_path = Path(str(out) + ".report.json")
     print(json.dumps({"out": str(out), "bytes": out.stat().st_size, "rows": len(rows),
                       "report": json.loads(rep_path.read_text()) if rep_path.exists() else None}))

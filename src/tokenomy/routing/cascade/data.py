@@ -23,6 +23,9 @@ AE_DEFAULT_STRONG = "gpt4_1106_preview"
 # different families (the strong model's own answers are left out: it is the escalation target).
 AE_TRAIN_WEAK = ("llama-2-7b-chat-hf", "llama-2-13b-chat-hf", "tulu-2-dpo-7b", "tulu-2-dpo-13b",
                  "vicuna-13b", "phi-2-dpo", "zephyr-7b-beta", "gpt-3.5-turbo-1106")
+# Answers kept out of training, to check transfer to models the verifier never saw (larger and
+# other-family models: the kind a cascade's weak tier is in practice, e.g. Mixtral).
+AE_HELD_OUT_WEAK = ("mistral-medium", "Yi-34B-Chat", "tulu-2-dpo-70b", "llama-2-70b-chat-hf", "claude-2")
 GSM8K_WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 GSM8K_STRONG = "gpt-4-1106-preview"
 
@@ -153,6 +156,11 @@ def shared_rows(cascade_dir: Path | str, *, train_pool: bool = False) -> list[Ca
     ae_weak = AE_TRAIN_WEAK if train_pool else AE_DEFAULT_WEAK
     return [*convert_alpacaeval_outputs(d / "alpacaeval_outputs.jsonl", ae_weak),
             *convert_gsm8k_outputs(d / "gsm8k_outputs.jsonl")]
+
+
+def held_out_rows(cascade_dir: Path | str) -> list[CascadeRow]:
+    """AlpacaEval answers of AE_HELD_OUT_WEAK (never in the training pool)."""
+    return convert_alpacaeval_outputs(Path(cascade_dir) / "alpacaeval_outputs.jsonl", AE_HELD_OUT_WEAK)
 
 
 CASCADE_SOURCES = {"cascade-alpacaeval": "alpacaeval_outputs.jsonl", "cascade-gsm8k": "gsm8k_outputs.jsonl"}

@@ -163,6 +163,46 @@ def leave_one_source_out(rows, *, seed: int = 0, c: float = DEFAULT_C, spec: Ans
     return {"by_source": out}
 
 
+def held_out_models(rows, held_out, *, folds: int = 5, seed: int = 0, c: float = DEFAULT_C,
+                    spec: AnswerSpec | None = None, n_boot: int = 200, feats: _Features | None = None,
+                    progress: Callable[[], None] | None = None) -> dict:
+    """Answers of models outside the training pool (`held_out`: rows with `weak_model` set),
+    scored out of fold by prompt: the verifier never saw the model, nor the prompt (folds group
+    every source's prompts, so a held-out model's answer is scored by a verifier trained without
+    that prompt). A check of transfer to new models, next to leave-one-source-out's new sources."""
+    rows, held_out = as_rows(rows), as_rows(held_out)
+    if not held_out:
+        return {"by_model": {}}
+    feats = feats or _Features(rows, spec or AnswerSpec())
+    ho = _Features(held_out, feats.spec)
+    rng = np.random.default_rng(seed)
+    keys = sorted({f"{r.source}\x00{r.prompt}" for r in [*rows, *held_out]})
+    fold = {k: i % folds for i, k in enumerate(rng.permutation(keys))}
+    fold_tr = np.array([fold[f"{r.source}\x00{r.prompt}"] for r in rows])
+    fold_ho = np.array([fold[f"{r.source}\x00{r.prompt}"] for r in held_out])
+    escalate = np.zeros(len(held_out))
+    for f in range(folds):
+        te = np.flatnonzero(fold_ho == f)
+        if te.size:
+            escalate[te] = 1.0 - ho.scores(feats.fit(np.flatnonzero(fold_tr != f), c, seed), te)
+        if progress:
+            progress()
+    weak = np.array([r.weak for r in held_out])
+    strong = np.array([r.strong for r in held_out])
+    length = 1.0 - np.array([AnswerLengthVerifier().score(r.prompt, r.weak_output) for r in held_out])
+    models = np.array([r.weak_model or "?" for r in held_out])
+    out = {}
+    for m in sorted(set(models)):
+        j = models == m
+        if strong[j].mean() <= weak[j].mean():
+            continue
+        ev = lambda sc: evaluate_scores(sc[j], weak[j], strong[j], n_boot=n_boot, seed=seed).to_json()  # noqa: E731
+        out[m] = {"source": held_out[int(np.flatnonzero(j)[0])].source, "cascade": ev(escalate),
+                  "answer_length": ev(length)}
+    apgrs = [v["cascade"]["apgr"] for v in out.values()]
+    return {"folds": folds, "by_model": out, "mean_apgr": round(float(np.mean(apgrs)), 4) if apgrs else None}
+
+
 def validate(rows, *, seed: int = 0, c: float = DEFAULT_C, spec: AnswerSpec | None = None, n_boot: int = 200,
              prompt_only: bool = True, folds: int = 5, price_ratios: Sequence[float] = (),
              progress: Callable[[], None] | None = None) -> dict:
@@ -180,11 +220,13 @@ def validate(rows, *, seed: int = 0, c: float = DEFAULT_C, spec: AnswerSpec | No
 
 def train(rows, *, seed: int = 0, out: Path | str, c: float = DEFAULT_C, spec: AnswerSpec | None = None,
           report: bool = True, n_boot: int = 200, price_ratios: Sequence[float] = (), folds: int = 5,
-          loso: bool = True, progress: Callable[[], None] | None = None) -> Path:
+          loso: bool = True, held_out: Sequence[CascadeRow] = (),
+          progress: Callable[[], None] | None = None) -> Path:
     """Train the learned verifier on all rows and write the artifact to `out` (.npz). With
     `report`, the validation report (`folds`-fold CV, and leave-one-source-out when `loso` and
-    the rows have >= 2 sources; cost tables for each of `price_ratios`) is stored in the
-    artifact's meta and written next to it as `<out>.report.json`."""
+    the rows have >= 2 sources; cost tables for each of `price_ratios`; `held_out`: answers of
+    models outside the training pool, scored out of fold) is stored in the artifact's meta and
+    written next to it as `<out>.report.json`."""
     import json
 
     rows = as_rows(rows)
@@ -202,6 +244,9 @@ def train(rows, *, seed: int = 0, out: Path | str, c: float = DEFAULT_C, spec: A
         if loso and len(meta["sources"]) >= 2:
             rep["leave_one_source_out"] = leave_one_source_out(rows, seed=seed, c=c, n_boot=n_boot, feats=feats,
                                                                price_ratios=price_ratios, progress=progress)
+        if held_out:
+            rep["held_out_models"] = held_out_models(rows, held_out, folds=max(folds, 2), seed=seed, c=c,
+                                                     n_boot=n_boot, feats=feats, progress=progress)
         meta["report"] = rep
     v = feats.fit(np.arange(len(rows)), c, seed)
     v.meta.update(meta)
@@ -233,4 +278,13 @@ def format_report(rep: dict) -> str:
             if "trained_on" in v:
                 row += f"  trained on {', '.join(v['trained_on'])}"
             lines.append(row)
+    ho = rep.get("held_out_models", {}).get("by_model")
+    if ho:
+        lines.append("models outside the training pool (out of fold by prompt)")
+        for m, v in ho.items():
+            c = v["cascade"]
+            ci = c.get("apgr_ci95")
+            lines.append(f"  {m:<22} n={c['n']:<5} cascade APGR {c['apgr']:.3f}"
+                         + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                         + f"  answer-length {v['answer_length']['apgr']:.3f}")
     return "\n".join(lines)
