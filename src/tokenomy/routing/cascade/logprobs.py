@@ -17,7 +17,8 @@ an assumption): no labelled data with token logprobs exists here (the cascade da
 text only; the emulator's logprobs are hash-derived), so nothing could be fitted or measured
 (no leave-one-source-out figure). Use it with `cascade.escalate_share`: the threshold then follows
 the target share of live traffic, so only the ranking of the scores matters, not their
-calibration.
+calibration. To fit the weights on labelled rows of your own: logprob_fit (`tokenomy route train
+--router cascade-logprobs`).
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ class LogprobPrior:
     w_entropy: float = 0.3
     clip: float = 3.0
     shrink_tokens: float = 8.0
+    bias: float = 0.0  # added when logprobs are present (0 in the prior; fitted by logprob_fit)
 
     def logit_shift(self, s: LogprobStats) -> float:
         """What the logprob stats add to the text verifier's logit."""
@@ -170,7 +172,7 @@ class LogprobPrior:
         z += self.w_min * term(s.min_logprob, self.ref_min, self.scale_min)
         if s.mean_entropy_nats is not None:
             z -= self.w_entropy * term(s.mean_entropy_nats, self.ref_entropy, self.scale_entropy)
-        return z * s.n_tokens / (s.n_tokens + self.shrink_tokens)
+        return self.bias + z * s.n_tokens / (s.n_tokens + self.shrink_tokens)
 
 
 PRIOR = LogprobPrior()
@@ -198,6 +200,7 @@ class LogprobVerifier:
 
             text = load_verifier("cascade-default")
         self.text, self.prior = text, prior
+        self.meta: dict = {}  # a fitted artifact's report (logprob_fit)
 
     def _text_logit(self, prompt: str, answer: str) -> float:
         if hasattr(self.text, "logit"):

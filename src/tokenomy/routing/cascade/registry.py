@@ -67,6 +67,13 @@ def load_artifact(path: Path | str):
         header = json.loads(str(data["header"]))
     except (OSError, ValueError, KeyError) as exc:
         raise TokenomyError(f"{path}: not a verifier artifact ({exc})") from None
+    if header.get("kind") == "cascade-logprobs":  # fitted logprob weights over the default text verifier
+        from tokenomy.routing.cascade.logprob_fit import from_header
+
+        try:
+            return from_header(header)
+        except ValueError as exc:
+            raise TokenomyError(f"{path}: {exc}") from None
     if header.get("kind") != "cascade-lr":
         raise TokenomyError(f"{path}: not a cascade verifier artifact (kind {header.get('kind')!r})")
     from tokenomy.routing.cascade.learned import LearnedVerifier
@@ -85,7 +92,7 @@ def is_cascade_artifact(path: Path | str) -> bool:
     """Whether a .npz file is a cascade verifier artifact (not a prompt-router one)."""
     try:
         with np.load(Path(path), allow_pickle=False) as data:
-            return json.loads(str(data["header"])).get("kind") == "cascade-lr"
+            return json.loads(str(data["header"])).get("kind") in ("cascade-lr", "cascade-logprobs")
     except (OSError, ValueError, KeyError):
         return False
 
