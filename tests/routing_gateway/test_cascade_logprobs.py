@@ -195,3 +195,28 @@ async def test_escalate_share_converges_on_a_stream_of_requests(data_dir):
         # a decision used the cut in force when it was made: escalated iff score < its threshold
         assert all(e.extra["route"]["escalated"] == (e.extra["route"]["score"] < e.extra["route"]["threshold"])
                    for e in events)
+        st, _, models = await g.get("/v1/models", key)
+        auto = next(m for m in models["data"] if m["id"] == "auto")
+        assert st == 200 and auto["threshold_kind"] == "escalate_share" and auto["threshold"] == route.threshold
+
+
+def test_escalate_share_is_shared_through_redis_like_strong_share():
+    """With Redis counters the cascade's histogram gets a ShareSync (same key scheme as strong_share);
+    every observed answer counts towards the next sync (no loop here: nothing is started)."""
+    from tokenomy.gateway.routing import RouteRuntime
+
+    cfg = _cfg(escalate_share=TARGET)
+    cfg["routing_groups"]["auto"]["share_sync_every"] = 4
+    rg = parse_config(cfg, "<t>").routing_groups["auto"]
+
+    class G:
+        def __init__(self, alias):
+            self.alias = alias
+
+    rr = RouteRuntime("auto", rg, {"weak": G("weak"), "strong": G("strong")}, ("redis://127.0.0.1:1/0", "pfx:"))
+    assert rr.share_sync is not None and rr.share_sync.key == "pfx:share:auto" and rr.share_sync.every == 4
+    for s in [0.9] * 10 + [0.1] * 6:   # 16 answers: one refresh of the cut
+        rr.observe_escalation(s)
+    assert rr.share_sync._since == 16 and rr.share.observed == 16
+    # 6 of 16 answers are poor (37.5 % > 30 %): the cut sits between the two scores
+    assert 0.1 < rr.threshold <= 0.9

@@ -216,7 +216,7 @@ def train_cmd(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="gateway data dir (with --from-ledger)"),
     out: Path = typer.Option(..., help="artifact to write (.npz)"),
     seed: int = typer.Option(0, help="seed (folds, initialisation)"),
-    c: float = typer.Option(1.0, help="inverse L2 strength (lexical/embed)"),
+    c: float = typer.Option(1.0, help="inverse L2 strength (lexical/embed/cascade-logprobs)"),
     sparse_scale: Optional[float] = typer.Option(None, help="lexical: n-gram value scale (default: FeatureSpec's)"),
     balance_sources: bool = typer.Option(False, "--balance-sources", help="lexical: equal total weight per source"),
     format_experts: bool = typer.Option(
