@@ -222,6 +222,15 @@ class Cascade(_Strict):
     verifier: str = "cascade-default"  # a verifier name (tokenomy.routing.cascade) or a .npz artifact
     judge: Judge | None = None  # instead of `verifier`: an LLM judge
     threshold: float = Field(default=0.5, ge=0, le=1)
+    # instead of `threshold`: the target share of requests escalated; the cut follows live traffic's
+    # verifier scores (the routing group's share_half_life / share_sync_every apply, as for strong_share)
+    escalate_share: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> "Cascade":
+        if self.escalate_share is not None and "threshold" in self.model_fields_set:
+            raise ValueError("give either threshold or escalate_share, not both")
+        return self
 
 
 class RoutingGroup(_Strict):

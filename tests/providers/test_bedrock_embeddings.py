@@ -28,6 +28,7 @@ class FakeBedrockEmbed:
         self.in_flight = self.max_in_flight = 0
         self.gate: asyncio.Event | None = None  # set: each call waits until `gate_at` calls are in flight
         self.gate_at = 0
+        self.flaked: set[str] = set()  # "flaky..." inputs that already failed once (500, then fine)
         self.app = web.Application()
         self.app.router.add_post("/model/{model_id}/invoke", self.invoke)
 
@@ -56,6 +57,10 @@ class FakeBedrockEmbed:
             n = body.get("dimensions", 1024)
             assert n in (256, 512, 1024)
             text = body["inputText"]
+            if text.startswith("flaky") and text not in self.flaked:
+                self.flaked.add(text)
+                return web.json_response({"message": "internal failure"}, status=500,
+                                         headers={"x-amzn-ErrorType": "InternalServerException:http://internal.amazon.com/"})
             if text.startswith("throttle"):
                 return web.json_response({"message": "Too many requests, please wait before trying again."},
                                          status=429, headers={"x-amzn-ErrorType": "ThrottlingException:http://internal.amazon.com/"})
@@ -203,3 +208,23 @@ async def test_cohere_list_longer_than_96_is_split(fake, tmp_path):
     assert [len(b["texts"]) for _, _, b in sorted(f.requests, key=lambda q: -len(q[2]["texts"]))] == [96, 4]
     assert [d.embedding[0] for d in r.data] == [float(len(t)) for t in texts]
     assert r.usage.prompt_tokens == ev.input_tokens == 7 * 100 and not ev.estimated
+
+
+async def test_a_fanned_out_list_retried_after_one_part_failed_is_billed_once(fake, tmp_path):
+    """One part's 500 fails the attempt (its sibling parts' answers are dropped, none billed); the
+    retry resends every part and only its merged usage is metered: each input counted once."""
+    f, url = fake
+    cfg = {**_titan(url), "retry": {"max_attempts": 2, "backoff_base_s": 0.0}}
+    texts = ["one two", "flaky three four", "five"]
+    async with gateway(cfg, tmp_path / "ledger") as g:
+        c = AsyncOpenAI(base_url=g.url + "/v1", api_key=g.key("br"), max_retries=0)
+        r = await c.embeddings.create(model="titan", input=texts, encoding_format="float")
+        await c.close()
+        (ev,) = g.metering.events("br")
+        price = g.gw.deployments["titan"].price.cost_usd(9, 0, 0, 0).quantize(Decimal("1e-12"))
+    assert [d.embedding[0] for d in r.data] == [float(len(t)) for t in texts]
+    sent = [b["inputText"] for _, _, b in f.requests]
+    assert sent.count("flaky three four") == 2 and len(sent) >= 4  # the whole list went again
+    assert (ev.input_tokens, ev.estimated, ev.status) == (3 + 4 + 2, False, "ok")  # words + 1 each, once
+    assert r.usage.prompt_tokens == 9 and ev.cost_usd == price > 0
+    assert [a["error"] for a in ev.extra["attempts"]] == ["http_5xx"]

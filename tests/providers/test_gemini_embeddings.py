@@ -99,3 +99,24 @@ async def test_gateway_embeddings_on_gemini(fake, tmp_path, monkeypatch):
     assert ok[0].input_tokens == tc.count_text("abc") + tc.count_text("hello")
     assert ok[0].cost_usd == ok[0].input_tokens * __import__("decimal").Decimal("1.5E-7")
     assert sorted(e.http_status for e in events if e.status != "ok") == [400, 429]
+
+
+def test_gemini_and_vertex_answers_parse_through_one_helper():
+    """batchEmbedContents, :predict and :embedContent answers of the same vectors give the same
+    OpenAI list (base.embedding_list); a count that is not one gives no usage (the gateway counts)."""
+    from tokenomy.gateway.providers.base import ProviderError
+    from tokenomy.gateway.providers.gemini import _embeddings_from_gemini, _embeddings_from_vertex
+
+    gem = _embeddings_from_gemini({"embeddings": [{"values": [1, 2]}, {"values": [3.5, 4]}],
+                                   "usageMetadata": {"promptTokenCount": 6}}, "m", "float")
+    pred = _embeddings_from_vertex({"predictions": [{"embeddings": {"values": [1, 2], "statistics": {"token_count": 2.0}}},
+                                                    {"embeddings": {"values": [3.5, 4], "statistics": {"token_count": 4}}}]},
+                                   "m", "float")
+    assert gem == pred == {"object": "list", "model": "m", "usage": {"prompt_tokens": 6, "total_tokens": 6},
+                           "data": [{"object": "embedding", "index": 0, "embedding": [1.0, 2.0]},
+                                    {"object": "embedding", "index": 1, "embedding": [3.5, 4.0]}]}
+    one = _embeddings_from_vertex({"embedding": {"values": [1, 2]}, "usageMetadata": {"promptTokenCount": "2"}}, "m", "float")
+    assert one["data"][0]["embedding"] == [1.0, 2.0] and "usage" not in one
+    for bad in ({"embeddings": [{"values": ["x"]}]}, {"embeddings": [{}]}, {"embeddings": []}, {}):
+        out = _embeddings_from_gemini(bad, "m", "float")
+        assert isinstance(out, ProviderError) and out.kind == "garbage" and out.status == 502

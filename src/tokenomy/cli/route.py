@@ -209,13 +209,14 @@ def _print_report(title: str, rep: dict) -> None:
 
 @route_app.command("train")
 def train_cmd(
-    router: str = typer.Option("task", help="task (the default's kind) | lexical | embed | mf | cascade"),
+    router: str = typer.Option("task", help="task (the default's kind) | lexical | embed | mf | cascade | "
+                                            "cascade-logprobs (rows with weak_logprobs)"),
     data: list[Path] = typer.Option([], help="rows JSONL (lexical/embed, repeatable) or AlpacaEval per-instruction JSONL (mf)"),
     from_ledger: bool = typer.Option(False, "--from-ledger", help="also train on feedback labels stored by the gateway"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="gateway data dir (with --from-ledger)"),
     out: Path = typer.Option(..., help="artifact to write (.npz)"),
     seed: int = typer.Option(0, help="seed (folds, initialisation)"),
-    c: float = typer.Option(1.0, help="inverse L2 strength (lexical/embed)"),
+    c: float = typer.Option(1.0, help="inverse L2 strength (lexical/embed/cascade-logprobs)"),
     sparse_scale: Optional[float] = typer.Option(None, help="lexical: n-gram value scale (default: FeatureSpec's)"),
     balance_sources: bool = typer.Option(False, "--balance-sources", help="lexical: equal total weight per source"),
     format_experts: bool = typer.Option(
@@ -247,6 +248,18 @@ def train_cmd(
     if out.suffix != ".npz":
         raise TokenomyError(f"artifact path must end in .npz: {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if router == "cascade-logprobs":  # the logprob weights over the default text verifier (rows with weak_logprobs)
+        from tokenomy.routing.cascade import logprob_fit
+
+        lrows = [r for p in data for r in logprob_fit.read_logprob_rows(p)]
+        v, rep = logprob_fit.fit_logprob_verifier(lrows, folds=cv, loso=loso, seed=seed, l2=1.0 / c)
+        path = logprob_fit.save_logprob_verifier(v, out, rep)
+        if as_json:
+            _emit({"out": str(path), "report": rep})
+        else:
+            typer.echo(logprob_fit.format_report(rep))
+            typer.echo(f"wrote {path}")
+        return
     if router == "cascade":  # the learned answer verifier, on rows carrying weak_output
         from tokenomy.routing import cascade
 

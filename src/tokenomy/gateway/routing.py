@@ -311,15 +311,25 @@ class RouteRuntime:
         self.router = None
         self.verifier = None
         self.judge = None  # (GroupRuntime, JudgeVerifier used for its rubric and parsing)
+        self.logprobs_refused: set[str] = set()  # weak deployments that answered 400 to a logprobs ask
         self.kind = "cascade"
         self.threshold = 0.0
-        self.share = None  # ShareThreshold of a binary router with strong_share (adapted online)
+        self.share = None  # ShareThreshold of strong_share (binary router) or escalate_share (cascade), online
         self.share_sync = None  # ShareSync merging it with the other replicas' (Redis counters configured)
         where = f"routing_groups.{alias}"
         try:
             if cfg.policy == "cascade":
                 spec = cfg.cascade_spec
                 self.threshold = spec.threshold
+                if spec.escalate_share is not None:  # the cut follows live traffic's escalation scores
+                    from tokenomy.routing.quality.threshold import ShareThreshold
+
+                    self.kind = "escalate_share"
+                    # no start-up sample of weak answers exists: an empty histogram (cut 0.5) until
+                    # the first refresh (16 answers), then the live quantile
+                    self.share = ShareThreshold(spec.escalate_share, half_life=cfg.share_half_life)
+                    self.threshold = 1.0 - self.share.value
+                    self._share_sync(alias, cfg, redis)
                 if spec.judge is not None:
                     from tokenomy.routing.cascade import JudgeVerifier
 
@@ -356,16 +366,30 @@ class RouteRuntime:
                 self.share = ShareThreshold(cfg.strong_share, score_prompts(self.router, startup_prompts()),
                                             half_life=cfg.share_half_life)
                 self.threshold = self.share.value
-                if redis is not None and cfg.share_sync_every > 0:
-                    from tokenomy.routing.quality.share_sync import ShareSync
-
-                    url, prefix = redis
-                    self.share_sync = ShareSync(self.share, url=url, key=f"{prefix}share:{alias}",
-                                                every=cfg.share_sync_every)
+                self._share_sync(alias, cfg, redis)
             elif self.kind in ("min_quality", "threshold"):
                 self.threshold = float(getattr(cfg, self.kind))
             else:  # max_usd_per_request: best predicted among the affordable candidates
                 self.threshold = 2.0 if self.multi else 0.0
+
+    def _share_sync(self, alias: str, cfg, redis: tuple[str, str] | None) -> None:
+        """With Redis counters: merge this alias's live-share histogram with the other replicas'."""
+        if redis is not None and cfg.share_sync_every > 0:
+            from tokenomy.routing.quality.share_sync import ShareSync
+
+            url, prefix = redis
+            self.share_sync = ShareSync(self.share, url=url, key=f"{prefix}share:{alias}", every=cfg.share_sync_every)
+
+    def observe_escalation(self, score: float) -> None:
+        """cascade with escalate_share: feed one weak answer's verifier score to the live cut.
+        Escalation score = 1 - verifier score; the ShareThreshold's (1 - share) quantile of it is
+        the cut, so ~escalate_share of answers score below `threshold` (= 1 - that cut)."""
+        if self.share is None:
+            return
+        self.share.observe(1.0 - float(score))
+        if self.share_sync is not None:
+            self.share_sync.after_observe()
+        self.threshold = 1.0 - self.share.value
 
     # ------------------------------------------------------------ calibration
     def calibrate(self, prompts: list[str], strong_share: float) -> float:

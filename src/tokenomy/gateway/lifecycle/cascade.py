@@ -6,6 +6,18 @@ then sent as one SSE content chunk, escalated requests stream the strong model. 
 of a streamed cascade request is the weak call's full latency + the verifier's time (+ the
 strong model's TTFT when escalated): the price of judging the answer, not the prompt.
 
+Logprobs (a verifier with `wants_logprobs`, e.g. cascade-logprobs): the weak call asks for the
+answer's token logprobs (`logprobs: true, top_logprobs: 5` on chat, `logprobs: 5` on completions)
+on the attempts that go to a deployment speaking OpenAI's wire (state.speaks_openai: the emulator,
+vLLM, llama.cpp's server, azure; translated providers cannot send them), unless the client asked
+itself. They are scored (routing.cascade.logprobs), recorded in extra.route.logprobs and the
+x-tokenomy-cascade-logprobs header, and removed from the answer when the client did not ask. A
+deployment that answers 400 about logprobs is retried once without them (text-only score) and
+not asked again by this alias.
+
+escalate_share: the cut is 1 - a live quantile of (1 - score) (RouteRuntime.observe_escalation),
+fed with every scored weak answer after its own decision.
+
 Metering: every upstream call is one usage event under the request id: the served answer
 is `<req>` (settles the reservation; carries extra.route), the unserved weak (or failed
 strong) call is `<req>:weak` (`<req>:strong`), an LLM judge call `<req>:judge`. They share
@@ -14,19 +26,53 @@ the request's Allowance, so together they never settle more than was reserved.
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+import orjson
 from aiohttp import web
 
 from tokenomy.gateway.errors import ApiError
-from tokenomy.gateway.lifecycle.state import CallFailed, RequestCtx, UnaryResult, fmt_usd, header_safe
+from tokenomy.gateway.lifecycle.state import CallFailed, OpenAIExtra, RequestCtx, UnaryResult, fmt_usd, header_safe
 from tokenomy.gateway.lifecycle.wire import response_text
 from tokenomy.metering import UsageEvent
 from tokenomy.tokencount import counter_for
 
 if TYPE_CHECKING:
     from tokenomy.gateway.routing import DeploymentRuntime, GroupRuntime, RouteRuntime
+
+
+TOP_LOGPROBS = 5  # alternatives asked per token (entropy); 5 is the legacy completions maximum
+
+
+def client_asked_logprobs(body: dict) -> bool:
+    lp = body.get("logprobs")
+    return lp is not None and lp is not False
+
+
+def logprobs_ask(kind: str) -> dict | None:
+    if kind == "chat":
+        return {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+    if kind == "completions":
+        return {"logprobs": TOP_LOGPROBS}
+    return None
+
+
+def refuses_logprobs(r: UnaryResult) -> bool:
+    """A 400 whose error names logprobs (an upstream without logprob support)."""
+    return r.status == "client_error" and r.err is not None and r.err.status == 400 and b"logprob" in r.raw[:8192].lower()
+
+
+def without_logprobs(r: UnaryResult) -> UnaryResult:
+    """The answer with every choice's logprobs nulled (as OpenAI sends when not asked)."""
+    obj = r.obj
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    if not isinstance(choices, list) or not any(isinstance(c, dict) and c.get("logprobs") is not None for c in choices):
+        return r
+    new = {**obj, "choices": [{**c, "logprobs": None} if isinstance(c, dict) and "logprobs" in c else c
+                              for c in choices]}
+    return dataclasses.replace(r, obj=new, raw=orjson.dumps(new))
 
 
 def _result_of(exc: BaseException | None) -> UnaryResult:
@@ -60,8 +106,21 @@ class Cascade:
         aux_usd = Decimal(0)
         weak_box: list[UnaryResult] = []
 
+        verifier = route.verifier
+        if route.judge is not None:
+            judge = verifier = GatewayJudge(self, ctx, *route.judge)
+        wants_lp = judge is None and bool(getattr(verifier, "wants_logprobs", False))
+        ask = None
+        if wants_lp and not client_asked_logprobs(ctx.body) and (fields := logprobs_ask(ctx.kind)) is not None:
+            wctx.openai_extra = ask = OpenAIExtra(fields, route.logprobs_refused)
+        refused: list[str] = []
+
         async def call_weak() -> UnaryResult:
             r = await self.dispatcher.unary(wctx, weak_order)
+            if ask is not None and r.d is not None and ask.applies(r.d) and refuses_logprobs(r):
+                ask.skip.add(r.d.name)  # this alias does not ask it again (until a config reload)
+                refused.append(r.d.name)
+                r = await self.dispatcher.unary(wctx, weak_order)
             weak_box.append(r)
             if r.status != "ok":
                 raise CallFailed(r)
@@ -75,18 +134,19 @@ class Cascade:
                 raise CallFailed(r)
             return r
 
-        verifier = route.verifier
-        if route.judge is not None:
-            judge = verifier = GatewayJudge(self, ctx, *route.judge)
+        threshold = route.threshold
         try:
-            res = await run_cascade(call_weak, call_strong, verifier, route.threshold, prompt=ctx.prompt,
-                                    text_of=lambda r: response_text(r.obj, ctx.kind))
+            res = await run_cascade(call_weak, call_strong, verifier, threshold, prompt=ctx.prompt,
+                                    text_of=lambda r: response_text(r.obj, ctx.kind),
+                                    logprobs_of=_weak_logprobs if wants_lp else None)
         except CallFailed as exc:  # both calls failed (non-stream): the strong failure is the answer
             await self.aux(ctx, wctx, weak_box[0] if weak_box else _result_of(None), "weak")
             ctx.group = strong_g
             ctx.route = {**route.route_extra(priced, strong_g), "escalated": True, "score": None,
-                         "threshold": route.threshold, "verifier": route.verifier_name, "served_by": "none"}
+                         "threshold": threshold, "verifier": route.verifier_name, "served_by": "none"}
             return await settler.unary(ctx, exc.result, {"x-tokenomy-cascade-escalated": "true"})
+        if res.score is not None:
+            route.observe_escalation(res.score)  # escalate_share: moves the cut of the next requests
         if judge is not None:
             aux_usd += judge.cost_usd
         weak_call = res.calls[0]
@@ -94,12 +154,23 @@ class Cascade:
         served_strong = res.served_by == "strong"
         served = strong_g if served_strong else weak_g
         ctx.route = {**route.route_extra(priced, served), "escalated": res.escalated, "served_by": res.served_by,
-                     "score": res.score, "predicted_quality": res.score, "threshold": route.threshold,
+                     "score": res.score, "predicted_quality": res.score, "threshold": threshold,
                      "verifier": route.verifier_name, "verifier_ms": round(res.verifier_seconds * 1000.0, 3)}
+        if route.share is not None:
+            ctx.route["escalate_share"] = route.share.share
         if res.verifier_error:
             ctx.route["verifier_error"] = res.verifier_error[:200]
         headers = {**res.headers(), "x-tokenomy-route-alias": route.alias, "x-tokenomy-route-model": served.alias,
                    "x-tokenomy-cascade-verifier": header_safe(route.verifier_name)}
+        if wants_lp:
+            stats = res.logprobs
+            ctx.route["logprobs"] = stats.to_json() if stats is not None else None
+            if stats is not None:
+                headers["x-tokenomy-cascade-logprobs"] = stats.header()
+            if refused:
+                ctx.route["logprobs_refused"] = refused[0]
+        if ask is not None and weak_call.error is None:  # the client did not ask: it gets none
+            weak_r = without_logprobs(weak_r)
         ctx.group = served
         if served_strong or (res.escalated and ctx.stream):
             aux_usd += (await self.aux(ctx, wctx, weak_r, "weak")).cost_usd
@@ -122,6 +193,12 @@ class Cascade:
         if aux_usd and "x-tokenomy-cost-usd" in resp.headers:
             resp.headers["x-tokenomy-route-total-cost-usd"] = fmt_usd(Decimal(resp.headers["x-tokenomy-cost-usd"]) + aux_usd)
         return resp
+
+
+def _weak_logprobs(r: UnaryResult):
+    from tokenomy.routing.cascade.logprobs import logprob_stats, response_logprobs
+
+    return logprob_stats(response_logprobs(r.obj))
 
 
 class GatewayJudge:

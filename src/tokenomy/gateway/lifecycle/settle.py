@@ -249,12 +249,14 @@ class Settler:
         head = {"id": obj.get("id", ctx.rid), "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": obj.get("created", int(time.time())), "model": obj.get("model", r.d.model)}
         finish = choice.get("finish_reason", "stop") if isinstance(choice, dict) else "stop"
+        # logprobs the answer carries (the client asked for them) ride on the content chunk
+        lp = {"logprobs": choice["logprobs"]} if isinstance(choice, dict) and choice.get("logprobs") is not None else {}
         if chat:
-            chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text},
+            chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, **lp,
                                             "finish_reason": None}]},
                       {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}]
         else:
-            chunks = [{**head, "choices": [{"index": 0, "text": text, "finish_reason": None}]},
+            chunks = [{**head, "choices": [{"index": 0, "text": text, **lp, "finish_reason": None}]},
                       {**head, "choices": [{"index": 0, "text": "", "finish_reason": finish}]}]
         tail = {**stream_tail(ctx, r.d.name, ev), "route_total_cost_usd": fmt_usd(ev.cost_usd + aux_usd)}
         if ctx.client_usage:

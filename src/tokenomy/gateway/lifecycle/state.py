@@ -46,6 +46,31 @@ class Allowance:
     left_usd: Decimal
 
 
+def speaks_openai(d) -> bool:
+    """A deployment whose upstream speaks OpenAI's wire itself (openai: the emulator, vLLM, llama.cpp's
+    server, ...; azure), so OpenAI-only body fields (logprobs) reach it and come back as sent."""
+    return d.adapter is None or bool(d.adapter.passthrough)
+
+
+@dataclass(slots=True)
+class OpenAIExtra:
+    """Body fields added only to attempts on deployments that speak OpenAI's wire and are not in
+    `skip` (a cascade's logprobs ask; `skip` holds the deployments known to refuse it)."""
+
+    fields: dict
+    skip: set[str] = field(default_factory=set)
+
+    def applies(self, d) -> bool:
+        return speaks_openai(d) and d.name not in self.skip
+
+    def apply(self, body: dict, d) -> None:
+        if self.applies(d):
+            body.update(self.fields)
+        else:
+            for k in self.fields:
+                body.pop(k, None)
+
+
 @dataclass(slots=True)
 class RequestCtx:
     """Everything admission decided for one request, carried through dispatch to settle."""
@@ -78,6 +103,7 @@ class RequestCtx:
     committed: bool = False
     inbound: Any = None  # gateway/messages.Inbound: the answer is framed in another API's shape
     trace_headers: dict[str, str] | None = None  # W3C trace context of the current upstream attempt (observe/tracing.py)
+    openai_extra: OpenAIExtra | None = None  # body fields for OpenAI-wire attempts only (cascade weak call)
 
     def sub(self, rid: str, group: GroupRuntime, *, stream: bool, body: dict | None = None) -> "RequestCtx":
         """A context for one more upstream call of the same request (cascade weak call, judge):

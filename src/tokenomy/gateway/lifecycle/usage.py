@@ -41,7 +41,7 @@ class BilledUsage:
     cache_write: int = 0  # of counts' input: written to the provider's prompt cache (priced of its own)
 
 
-def _valid(x: object) -> bool:
+def valid_count(x: object) -> bool:
     return type(x) is int and 0 <= x <= MAX_COUNT  # type(): a bool is an int subclass
 
 
@@ -70,12 +70,12 @@ def bound_usage(usage: object, *, own_input_tokens: int, max_output_tokens: int,
     if write is None or write == 0:  # the common case: no cache-write category
         return b
     room = b.counts[0] - b.counts[1]  # input that is not a cache read
-    if _valid(write) and write <= room:
+    if valid_count(write) and write <= room:
         return replace(b, cache_write=write)
-    why = f"cache_write_tokens invalid ({type(write).__name__} {repr(write)[:32]})" if not _valid(write) \
+    why = f"cache_write_tokens invalid ({type(write).__name__} {repr(write)[:32]})" if not valid_count(write) \
         else f"cache_write_tokens {write} > uncached prompt_tokens {room}"
     raw = {**(b.raw or {}), "cache_write_tokens": _json_safe(write)}
-    return replace(b, anomalies=(*b.anomalies, why), raw=raw, cache_write=min(write, room) if _valid(write) else 0)
+    return replace(b, anomalies=(*b.anomalies, why), raw=raw, cache_write=min(write, room) if valid_count(write) else 0)
 
 
 def _bound(usage: object, *, own_input_tokens: int, max_output_tokens: int,
@@ -91,7 +91,8 @@ def _bound(usage: object, *, own_input_tokens: int, max_output_tokens: int,
     out = usage.get("completion_tokens")
     cached = _field(usage, "prompt_tokens_details", "cached_tokens")
     reasoning = _field(usage, "completion_tokens_details", "reasoning_tokens")
-    if _valid(inp) and _valid(out) and (cached is None or _valid(cached)) and (reasoning is None or _valid(reasoning)):
+    if (valid_count(inp) and valid_count(out) and (cached is None or valid_count(cached))
+            and (reasoning is None or valid_count(reasoning))):
         # the common case: all valid; one comparison each
         c = cached or 0
         r = reasoning or 0
@@ -111,7 +112,7 @@ def _bound_slow(inp, out, cached, reasoning, own_input_tokens: int, max_output_t
     def check(name: str, x: object) -> int | None:
         if x is None:  # absent: counted by the gateway, not a lie
             return None
-        if not _valid(x):
+        if not valid_count(x):
             why.append(f"{name} invalid ({type(x).__name__} {repr(x)[:32]})")
             return None
         return x  # type: ignore[return-value]

@@ -53,6 +53,8 @@ async def post(session: aiohttp.ClientSession, lean: LeanClient | None, timeout:
     rest (https, ...). Raises aiohttp.ClientError / OSError / TimeoutError."""
     if ctx.inbound is not None:
         _inbound_attempt(ctx, d)
+    if ctx.openai_extra is not None:  # per attempt: a fallback may speak another provider's API
+        ctx.openai_extra.apply(ctx.body, d)
     if d.adapter is not None:
         return await _post_adapted(session, lean, timeout, ctx, d)
     return await _send(session, lean, timeout, url(ctx, d), payload(ctx, d), _headers(ctx, d.headers))

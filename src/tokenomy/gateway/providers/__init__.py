@@ -24,9 +24,15 @@ URL/header dict are precomputed). Adapters are pure translations plus auth; no I
 `prepare`. Optional dependencies (botocore, google-auth) are imported only by the adapters that
 need them, when such a deployment is configured.
 
+Usage: a translated answer's (and stream's) usage is the provider's mapped to OpenAI's fields by
+base.translated_usage and nothing more: the counts are judged where an OpenAI upstream's are
+(lifecycle/usage.py bound_usage), so an invalid count is flagged and counted by the gateway,
+never read as 0, and a missing usage is None (the gateway counts, marked estimated).
+
 Modules: openai (passthrough, azure), anthropic, gemini (gemini, vertex), bedrock, stream (a translated
 stream as an aiohttp-like response), translate (shared request pieces), base
-(UpstreamRequest, ProviderError, StreamDecoder, header env expansion, error classification).
+(UpstreamRequest, ProviderError, StreamDecoder, header env expansion, error classification,
+the usage and embedding-answer mappings).
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ import orjson
 
 from tokenomy.gateway.providers import translate as tr
 from tokenomy.gateway.providers.base import (ProviderError, SseSplitter, UpstreamRequest, answer_object, chunk,
-                                             classify_error, garbage, json_headers, usage_dict)
+                                             classify_error, garbage, json_headers,
+                                             translated_usage)
 
 ANTHROPIC_VERSION = "2026-10-21"  # anthropic SDK 2.x _constants.ANTHROPIC_API_VERSION
 LEGACY_VERSION = "2023-06-01"  # the last version that takes sampling parameters
@@ -113,31 +114,11 @@ def to_anthropic(body: dict, model: str, default_max_tokens: int, stream: bool,
     return req, warnings
 
 
-_INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-
-
-def _count_ok(v: object) -> bool:
-    return type(v) is int and v >= 0  # type(): a bool is not a count
-
-
-def _usage(u: dict) -> dict:
-    """OpenAI usage of Anthropic's (untrusted) usage. A present but invalid count is handed on as
-    it is (prompt_tokens / completion_tokens / cached_tokens), so the gateway's bound
-    (lifecycle/usage.py) flags it and counts itself, instead of reading it as 0."""
-    vals = {k: u.get(k) for k in (*_INPUT_FIELDS, "output_tokens")}
-    if all(v is None or _count_ok(v) for v in vals.values()):
-        def n(k: str) -> int:
-            return vals[k] or 0
-        write, read = n("cache_creation_input_tokens"), n("cache_read_input_tokens")
-        return usage_dict(n("input_tokens") + write + read, n("output_tokens"), cached=read, cache_write=write)
-    bad_in = next((vals[k] for k in _INPUT_FIELDS if vals[k] is not None and not _count_ok(vals[k])), None)
-    ok = {k: (v if _count_ok(v) else 0) for k, v in vals.items()}
-    prompt = bad_in if bad_in is not None else sum(ok[k] for k in _INPUT_FIELDS)
-    out = vals["output_tokens"] if not _count_ok(vals["output_tokens"]) and vals["output_tokens"] is not None \
-        else ok["output_tokens"]
-    return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": None,
-            "prompt_tokens_details": {"cached_tokens": ok["cache_read_input_tokens"]},
-            "completion_tokens_details": {"reasoning_tokens": 0}}
+def _usage(u: object) -> object:
+    """OpenAI usage of Anthropic's usage (None when it sent none: the gateway counts)."""
+    return translated_usage(u, ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"),
+                            ("output_tokens",), cached="cache_read_input_tokens",
+                            cache_write="cache_creation_input_tokens")
 
 
 def from_anthropic(obj: dict, json_mode: bool) -> dict:
@@ -157,7 +138,7 @@ def from_anthropic(obj: dict, json_mode: bool) -> dict:
     if json_mode and finish == "tool_calls" and not calls:
         finish = "stop"
     return tr.completion(obj.get("id", ""), obj.get("model", ""), int(time.time()), "".join(text) or None,
-                         calls, finish, _usage(obj["usage"]) if isinstance(obj.get("usage"), dict) else None)  # none: the gateway counts
+                         calls, finish, _usage(obj.get("usage")))
 
 
 class AnthropicStreamDecoder:
@@ -173,7 +154,7 @@ class AnthropicStreamDecoder:
         # gateway sends only once the request's event is committed.
         self.native = native
         self._held: list = []
-        self.usage: dict | None = None
+        self.usage: object = None  # OpenAI-shaped, untrusted (bounded by the gateway)
         self.error: ProviderError | None = None
         self._u: dict = {}
         self._id, self._model, self._created = "", "", int(time.time())
@@ -255,7 +236,10 @@ class AnthropicStreamDecoder:
         elif t == "message_stop":
             self.done = True
             self.usage = _usage(self._u)
-            out.append({**self._c({}), "choices": [], "usage": self.usage})
+            # None: no usage came (the gateway counts); native still needs the chunk as the carrier
+            # of message_delta / message_stop (held by the inbound encoder until [DONE])
+            if self.usage is not None or self.native:
+                out.append({**self._c({}), "choices": [], "usage": self.usage})
         elif t == "error":
             e = ev.get("error") or {}
             self.error = classify_error(529 if e.get("type") == "overloaded_error" else 500,

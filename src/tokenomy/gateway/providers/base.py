@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from typing import Protocol
 
 import orjson
 
+from tokenomy.gateway.lifecycle.usage import valid_count
 from tokenomy.gateway.upstream import MAX_EVENT_BYTES, UpstreamTooLarge
 
 # Failure kinds, in the dispatcher's own terms (gateway/proxy.py `_fail`): the first two are
@@ -111,7 +113,7 @@ def garbage(message: str) -> ProviderError:
 class StreamDecoder(Protocol):
     """Turns a provider's stream bytes into OpenAI chat.completion.chunk dicts."""
 
-    usage: dict | None  # OpenAI-shaped usage once the provider has reported it
+    usage: object  # OpenAI-shaped usage once the provider has reported it (untrusted: see translated_usage)
 
     def feed(self, data: bytes) -> list[dict]: ...
 
@@ -234,16 +236,73 @@ def chunk(rid: str, model: str, created: int, delta: dict, finish: str | None = 
             "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
 
 
-def usage_dict(prompt: int, completion: int, cached: int = 0, reasoning: int = 0,
-               cache_write: int = 0) -> dict:
-    """OpenAI usage; prompt includes cached (and cache-write) tokens, completion includes reasoning.
-    cache_write_tokens is tokenomy's extension for providers that bill cache writes."""
-    u = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-         "prompt_tokens_details": {"cached_tokens": cached},
-         "completion_tokens_details": {"reasoning_tokens": reasoning}}
-    if cache_write:
-        u["prompt_tokens_details"]["cache_write_tokens"] = cache_write
-    return u
+def translated_usage(u: object, prompt: tuple[str, ...], completion: tuple[str, ...], *, cached: str | None = None,
+                     reasoning: str | None = None, cache_write: str | None = None) -> object:
+    """OpenAI usage of a provider's (untrusted) usage object `u`, by field name: prompt_tokens =
+    the sum of the `prompt` fields (cached and cache-write included), completion_tokens of the
+    `completion` ones (reasoning included); the details one field each. Judging the counts is the gateway's one policy (lifecycle/usage.py bound_usage,
+    as for an OpenAI upstream), so nothing here turns into a 0:
+      - a total with a part that is not a valid count is handed on as that part (flagged there,
+        and the gateway counts that side itself); valid parts are summed, absent ones are 0;
+      - a total none of whose fields is present is left out (the gateway counts it: no lie);
+      - no usage (None, or an object with none of the fields) is None; a non-object is handed
+        on as it is (flagged)."""
+    if not isinstance(u, dict):
+        return u
+    out: dict = {}
+    for key, names in (("prompt_tokens", prompt), ("completion_tokens", completion)):
+        vals = [u.get(k) for k in names]
+        present = [v for v in vals if v is not None]
+        if present:
+            bad = next((v for v in present if not valid_count(v)), None)
+            out[key] = bad if bad is not None else min(sum(present), JSON_INT_MAX)  # a sum stays writable
+    got = {k: u.get(name) if name else None for k, name in (("cached", cached), ("write", cache_write),
+                                                            ("reasoning", reasoning))}
+    if not out and all(v is None for v in got.values()):
+        return None
+    p, c = out.get("prompt_tokens"), out.get("completion_tokens")
+    if valid_count(p) and valid_count(c):
+        out["total_tokens"] = p + c  # type: ignore[operator]
+    # OpenAI's shape: details always there, 0 when not reported; cache_write_tokens (tokenomy's
+    # extension for providers that bill cache writes) when there are some
+    out["prompt_tokens_details"] = {"cached_tokens": 0 if got["cached"] is None else got["cached"]}
+    if got["write"] is not None and got["write"] != 0:
+        out["prompt_tokens_details"]["cache_write_tokens"] = got["write"]
+    out["completion_tokens_details"] = {"reasoning_tokens": 0 if got["reasoning"] is None else got["reasoning"]}
+    return out
+
+
+def embedding_count(n: object) -> int | None:
+    """A provider's embedding token count, or None (the gateway counts, marked estimated): a
+    non-negative JSON integer, or a whole non-negative float (Vertex writes 7.0), kept within
+    JSON's 64-bit range (an absurd one is then bounded by the gateway and flagged as a lie)."""
+    if type(n) is int and n >= 0:
+        return n
+    if type(n) is float and math.isfinite(n) and n >= 0 and n.is_integer():
+        return min(int(n), JSON_INT_MAX)
+    return None
+
+
+def embedding_list(vectors: object, counts: list[object], model: str, encoding_format: str,
+                   who: str) -> dict | ProviderError:
+    """A provider's embedding answer as OpenAI's embedding list: `vectors` the value lists in
+    input order, `counts` the token counts it reported (one per call or per input); usage only
+    when every count is valid (else none: the gateway counts the whole request, estimated)."""
+    from tokenomy.gateway.embeddings import encode_vector
+
+    if not isinstance(vectors, list) or not vectors or not all(isinstance(v, list) for v in vectors):
+        return garbage(f"{who} embedding response has no vectors")
+    try:
+        data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
+                for i, v in enumerate(vectors)]
+    except (TypeError, ValueError):
+        return garbage(f"{who} embedding values are not numbers")
+    out: dict = {"object": "list", "data": data, "model": model}
+    ints = [embedding_count(n) for n in counts]
+    if ints and all(n is not None for n in ints):
+        total = min(sum(ints), JSON_INT_MAX)  # type: ignore[arg-type]
+        out["usage"] = {"prompt_tokens": total, "total_tokens": total}
+    return out
 
 
 def merge_embeddings(outs: list[dict]) -> dict:

@@ -43,7 +43,8 @@ import orjson
 
 from tokenomy.gateway.providers import translate as tr
 from tokenomy.gateway.providers.base import (MAX_FANOUT_CALLS, ProviderError, UpstreamRequest, answer_object, chunk,
-                                             classify_error, garbage, resolved_headers, usage_dict)
+                                             classify_error, embedding_list, garbage, resolved_headers,
+                                             translated_usage)
 from tokenomy.gateway.upstream import MAX_EVENT_BYTES, UpstreamTooLarge
 
 JSON_TOOL = "json_response"
@@ -115,12 +116,10 @@ def to_converse(body: dict, default_max_tokens: int) -> tuple[dict, list[str]]:
     return req, warnings
 
 
-def _usage(u: dict) -> dict:
-    def n(k: str) -> int:
-        v = u.get(k)
-        return v if isinstance(v, int) else 0
-    read, write = n("cacheReadInputTokens"), n("cacheWriteInputTokens")
-    return usage_dict(n("inputTokens") + read + write, n("outputTokens"), cached=read, cache_write=write)
+def _usage(u: object) -> object:
+    """OpenAI usage of Converse's usage (None when Bedrock sent none: the gateway counts)."""
+    return translated_usage(u, ("inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"), ("outputTokens",),
+                            cached="cacheReadInputTokens", cache_write="cacheWriteInputTokens")
 
 
 def from_converse(obj: dict, json_mode: bool, model: str) -> dict:
@@ -139,7 +138,7 @@ def from_converse(obj: dict, json_mode: bool, model: str) -> dict:
     if finish == "tool_calls" and not calls:
         finish = "stop"
     return tr.completion("bedrock-" + format(int(time.time() * 1e6), "x"), model, int(time.time()),
-                         "".join(text) or None, calls, finish, _usage(obj.get("usage") or {}))
+                         "".join(text) or None, calls, finish, _usage(obj.get("usage")))
 
 
 def _error(status: int, headers: dict[str, str], raw: bytes) -> ProviderError:
@@ -162,7 +161,7 @@ class ConverseStreamDecoder:
 
         self.buf = EventStreamBuffer()
         self.json_mode, self.model = json_mode, model
-        self.usage: dict | None = None
+        self.usage: object = None  # OpenAI-shaped, untrusted (bounded by the gateway)
         self.error: ProviderError | None = None
         self.done = False
         self._id, self._created = "bedrock-" + format(int(time.time() * 1e6), "x"), int(time.time())
@@ -228,9 +227,10 @@ class ConverseStreamDecoder:
                 out.append(self._c({}, "stop" if f == "tool_calls" and not self._tools else f))
                 self._stopped = True
             elif t == "metadata":
-                self.usage = _usage(ev.get("usage") or {})
+                self.usage = _usage(ev.get("usage"))
                 self.done = self._stopped
-                out.append({**self._c({}), "choices": [], "usage": self.usage})
+                if self.usage is not None:  # none: the gateway counts (and gives its own when asked)
+                    out.append({**self._c({}), "choices": [], "usage": self.usage})
         return out
 
     def close(self) -> list[dict]:
@@ -270,8 +270,6 @@ def _embed_bodies(model: str, body: dict) -> list[dict]:
 
 
 def _embeddings_from_bedrock(obj: object, headers: dict[str, str], model: str, encoding_format: str) -> dict | ProviderError:
-    from tokenomy.gateway.embeddings import encode_vector
-
     if not isinstance(obj, dict):
         return garbage("Bedrock embedding response is not an object")
     if _embed_family(model) == "titan":
@@ -281,17 +279,7 @@ def _embeddings_from_bedrock(obj: object, headers: dict[str, str], model: str, e
         vectors = e.get("float") if isinstance(e, dict) else e
         count = headers.get("x-amzn-bedrock-input-token-count")
         count = int(count) if isinstance(count, str) and count.isdigit() else None
-    if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
-        return garbage("Bedrock embedding response has no vectors")
-    try:
-        data = [{"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
-                for i, v in enumerate(vectors)]
-    except (TypeError, ValueError):
-        return garbage("Bedrock embedding values are not numbers")
-    out: dict = {"object": "list", "data": data, "model": model}
-    if type(count) is int and count >= 0:
-        out["usage"] = {"prompt_tokens": count, "total_tokens": count}
-    return out
+    return embedding_list(vectors, [count], model, encoding_format, "Bedrock")
 
 
 class BedrockAdapter:

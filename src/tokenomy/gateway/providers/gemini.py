@@ -32,7 +32,6 @@ Response: text parts -> content (thought parts dropped), functionCall -> tool_ca
 from __future__ import annotations
 
 import asyncio
-import math
 import mimetypes
 import os
 import time
@@ -40,8 +39,9 @@ import time
 import orjson
 
 from tokenomy.gateway.providers import translate as tr
-from tokenomy.gateway.providers.base import (JSON_INT_MAX, MAX_FANOUT_CALLS, ProviderError, SseSplitter, UpstreamRequest,
-                                             answer_object, chunk, classify_error, garbage, json_headers, usage_dict)
+from tokenomy.gateway.providers.base import (MAX_FANOUT_CALLS, ProviderError, SseSplitter, UpstreamRequest, answer_object,
+                                             chunk, classify_error, embedding_list, garbage, json_headers,
+                                             translated_usage)
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
            "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
@@ -116,13 +116,10 @@ def to_gemini(body: dict) -> tuple[dict, list[str]]:
     return req, warnings
 
 
-def _usage(u: dict) -> dict:
-    def n(k: str) -> int:
-        v = u.get(k)
-        return v if isinstance(v, int) else 0
-    thoughts = n("thoughtsTokenCount")
-    return usage_dict(n("promptTokenCount"), n("candidatesTokenCount") + thoughts, cached=n("cachedContentTokenCount"),
-                      reasoning=thoughts)
+def _usage(u: object) -> object:
+    """OpenAI usage of usageMetadata (None when Gemini sent none: the gateway counts)."""
+    return translated_usage(u, ("promptTokenCount",), ("candidatesTokenCount", "thoughtsTokenCount"),
+                            cached="cachedContentTokenCount", reasoning="thoughtsTokenCount")
 
 
 def _candidate(c: dict, call_base: int = 0) -> tuple[str, list[dict]]:
@@ -159,7 +156,7 @@ def from_gemini(obj: dict, model: str) -> dict:
                     "logprobs": None}]
     return {"id": obj.get("responseId") or "gemini", "object": "chat.completion", "created": int(time.time()),
             "model": obj.get("modelVersion") or model, "choices": choices,
-            "usage": _usage(obj.get("usageMetadata") or {})}
+            "usage": _usage(obj.get("usageMetadata"))}
 
 
 class GeminiStreamDecoder:
@@ -167,14 +164,14 @@ class GeminiStreamDecoder:
 
     def __init__(self, model: str) -> None:
         self.sse = SseSplitter()
-        self.usage: dict | None = None
+        self.usage: object = None  # OpenAI-shaped, untrusted (bounded by the gateway)
         self.error: ProviderError | None = None
         self.done = False  # a finishReason arrived
         self._model, self._created = model, int(time.time())
         self._id = "gemini"
         self._started: set[int] = set()
         self._calls: dict[int, int] = {}
-        self._u: dict = {}
+        self._u: object = None  # the last usageMetadata (each event carries the running totals)
 
     def feed(self, data: bytes) -> list[dict]:
         out: list[dict] = []
@@ -193,7 +190,7 @@ class GeminiStreamDecoder:
                 return out
             self._id = obj.get("responseId") or self._id
             self._model = obj.get("modelVersion") or self._model
-            if isinstance(obj.get("usageMetadata"), dict):
+            if obj.get("usageMetadata") is not None:
                 self._u = obj["usageMetadata"]
             for i, c in enumerate(obj.get("candidates") or ()):
                 idx = c.get("index", i)
@@ -219,28 +216,22 @@ class GeminiStreamDecoder:
         if self.error is not None or not self.done:
             return []
         self.usage = _usage(self._u)
+        if self.usage is None:  # no usage chunk: the gateway counts (and gives its own when asked)
+            return []
         return [{**chunk(self._id, self._model, self._created, {}), "choices": [], "usage": self.usage}]
 
 
-def _embeddings_from_gemini(obj: object, model: str, encoding_format: str) -> dict | ProviderError:
+def _values(embs: object) -> list | None:
+    """The value lists of [{"values": [...]}, ...] (None where an item has none: garbage)."""
+    return [e.get("values") if isinstance(e, dict) else None for e in embs] if isinstance(embs, list) else None
+
+
+def _embeddings_from_gemini(obj: dict, model: str, encoding_format: str) -> dict | ProviderError:
     """batchEmbedContents' {"embeddings": [{"values"}], "usageMetadata"?} as OpenAI's embedding list
     (no usage when Gemini reports no token count: the gateway counts, marked estimated)."""
-    from tokenomy.gateway.embeddings import encode_vector
-
-    embs = obj.get("embeddings") if isinstance(obj, dict) else None
-    if not isinstance(embs, list) or not all(isinstance(e, dict) and isinstance(e.get("values"), list) for e in embs):
-        return garbage("Gemini embedding response has no embeddings[].values")
-    try:
-        data = [{"object": "embedding", "index": i, "embedding": encode_vector(e["values"], encoding_format)}
-                for i, e in enumerate(embs)]
-    except (TypeError, ValueError):
-        return garbage("Gemini embedding values are not numbers")
-    out: dict = {"object": "list", "data": data, "model": model}
     um = obj.get("usageMetadata")
-    n = um.get("promptTokenCount") if isinstance(um, dict) else None
-    if type(n) is int and n >= 0:
-        out["usage"] = {"prompt_tokens": n, "total_tokens": n}
-    return out
+    return embedding_list(_values(obj.get("embeddings")), [um.get("promptTokenCount") if isinstance(um, dict) else None],
+                          model, encoding_format, "Gemini")
 
 
 # Vertex text embeddings (cloud.google.com/vertex-ai/generative-ai/docs/embeddings/get-text-embeddings
@@ -278,8 +269,6 @@ def _embeddings_from_vertex(obj: dict, model: str, encoding_format: str) -> dict
     """A :predict answer ({"predictions": [{"embeddings": {"values", "statistics": {"token_count",
     "truncated"}}}]}) or an :embedContent one ({"embedding": {"values"}, "usageMetadata":
     {"promptTokenCount"}}) as OpenAI's embedding list; usage only when every count is valid."""
-    from tokenomy.gateway.embeddings import encode_vector
-
     if isinstance(obj.get("predictions"), list):
         embs = [p.get("embeddings") if isinstance(p, dict) else None for p in obj["predictions"]]
         counts = [(e.get("statistics") or {}).get("token_count") if isinstance(e, dict)
@@ -290,23 +279,7 @@ def _embeddings_from_vertex(obj: dict, model: str, encoding_format: str) -> dict
         counts = [um.get("promptTokenCount") if isinstance(um, dict) else None]
     else:
         return garbage("Vertex embedding response has neither predictions nor embedding")
-    if not embs or not all(isinstance(e, dict) and isinstance(e.get("values"), list) for e in embs):
-        return garbage("Vertex embedding response has no embeddings.values")
-    try:
-        data = [{"object": "embedding", "index": i, "embedding": encode_vector(e["values"], encoding_format)}
-                for i, e in enumerate(embs)]
-    except (TypeError, ValueError):
-        return garbage("Vertex embedding values are not numbers")
-    out: dict = {"object": "list", "data": data, "model": model}
-    # Vertex reports token_count as a JSON number (sometimes 7.0): whole non-negative ones count
-    # (an absurd float is kept within JSON's 64-bit range: the gateway bounds it and flags the lie)
-    ints = [n if type(n) is int and n >= 0 else
-            min(int(n), JSON_INT_MAX) if type(n) is float and math.isfinite(n) and n >= 0 and n.is_integer() else None
-            for n in counts]
-    if all(n is not None for n in ints):
-        total = min(sum(ints), JSON_INT_MAX)  # type: ignore[arg-type]
-        out["usage"] = {"prompt_tokens": total, "total_tokens": total}
-    return out
+    return embedding_list(_values(embs), counts, model, encoding_format, "Vertex")
 
 
 class GeminiAdapter:

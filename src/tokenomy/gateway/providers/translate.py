@@ -235,7 +235,7 @@ def messages(body: dict) -> list[dict]:
 
 
 def completion(rid: str, model: str, created: int, text: str | None, tool_calls: list[dict], finish: str,
-               usage: dict | None) -> dict:
+               usage: object) -> dict:
     msg: dict = {"role": "assistant", "content": text if (text or not tool_calls) else None}
     if tool_calls:
         msg["tool_calls"] = tool_calls

@@ -7,9 +7,11 @@ metering) and tests supply fakes:
                             text_of=lambda resp: resp["choices"][0]["message"]["content"])
 
 - `call_weak()` / `call_strong()`: async, no arguments, return the upstream response.
-- `verifier`: `ascore(prompt, answer)` (async, e.g. JudgeVerifier), `score(prompt, answer)`
-  (sync and fast, e.g. the learned verifier), or a plain (async) callable (prompt, answer).
-  A score of None or a verifier error escalates (quality first).
+- `verifier`: `score_response(prompt, answer, logprobs)` (e.g. LogprobVerifier: the text plus
+  the weak answer's token logprobs, `logprobs_of(response)`, None when the upstream sent none),
+  `ascore(prompt, answer)` (async, e.g. JudgeVerifier), `score(prompt, answer)` (sync and fast,
+  e.g. the learned verifier), or a plain (async) callable (prompt, answer). A score of None or
+  a verifier error escalates (quality first).
 - Escalate iff score < threshold. A failed weak call escalates; a failed strong call after a
   successful weak call returns the weak answer (escalated=True, `strong_error` set); if both
   fail the strong call's exception propagates.
@@ -46,6 +48,7 @@ class CascadeResult:
     verifier_seconds: float = 0.0
     verifier_error: str | None = None
     strong_error: str | None = None
+    logprobs: Any = None               # what `logprobs_of` gave for the weak answer (None: none)
 
     @property
     def served_by(self) -> str:
@@ -64,9 +67,11 @@ class CascadeResult:
         return h
 
 
-async def score_answer(verifier, prompt: str, answer: Any) -> float | None:
+async def score_answer(verifier, prompt: str, answer: Any, logprobs: Any = None) -> float | None:
     """Call any supported verifier shape; returns its score (None = no score)."""
-    if hasattr(verifier, "ascore"):
+    if hasattr(verifier, "score_response"):
+        out = verifier.score_response(prompt, answer, logprobs)
+    elif hasattr(verifier, "ascore"):
         out = await verifier.ascore(prompt, answer)
     elif hasattr(verifier, "score"):
         out = verifier.score(prompt, answer)
@@ -88,26 +93,29 @@ async def _timed(role: str, fn: Callable[[], Awaitable[Any]]) -> CascadeCall:
 
 async def run_cascade(call_weak: Callable[[], Awaitable[Any]], call_strong: Callable[[], Awaitable[Any]],
                       verifier, threshold: float, *, prompt: str = "",
-                      text_of: Callable[[Any], Any] = lambda r: r) -> CascadeResult:
+                      text_of: Callable[[Any], Any] = lambda r: r,
+                      logprobs_of: Callable[[Any], Any] | None = None) -> CascadeResult:
     weak = await _timed("weak", call_weak)
     calls = [weak]
     score: float | None = None
     verr: str | None = None
     vsec = 0.0
+    lp = None
     if weak.error is None:
         t0 = time.perf_counter()
         try:
-            score = await score_answer(verifier, prompt, text_of(weak.response))
+            lp = logprobs_of(weak.response) if logprobs_of is not None else None
+            score = await score_answer(verifier, prompt, text_of(weak.response), lp)
         except Exception as exc:  # noqa: BLE001 - a broken verifier must not fail the request
             verr = f"{type(exc).__name__}: {exc}"
         vsec = time.perf_counter() - t0
         if score is not None and score >= threshold:
-            return CascadeResult(weak.response, False, score, threshold, calls, vsec, verr)
+            return CascadeResult(weak.response, False, score, threshold, calls, vsec, verr, logprobs=lp)
     strong = await _timed("strong", call_strong)
     calls.append(strong)
     if strong.error is None:
-        return CascadeResult(strong.response, True, score, threshold, calls, vsec, verr)
+        return CascadeResult(strong.response, True, score, threshold, calls, vsec, verr, logprobs=lp)
     if weak.error is None:
         return CascadeResult(weak.response, True, score, threshold, calls, vsec, verr,
-                             f"{type(strong.error).__name__}: {strong.error}")
+                             f"{type(strong.error).__name__}: {strong.error}", logprobs=lp)
     raise strong.error

@@ -2,7 +2,8 @@
 
 A verifier scores an answer: ``score(prompt, answer) -> float`` in [0, 1], higher = better
 (keep the weak answer); batched ``scores(prompts, answers)`` when it has one. Async verifiers
-(the LLM judge) expose ``ascore`` instead.
+(the LLM judge) expose ``ascore`` instead. A verifier with ``wants_logprobs`` (cascade-logprobs)
+also takes the weak answer's token logprobs: ``score_response(prompt, answer, logprobs)``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from tokenomy.errors import TokenomyError, UnknownNameError
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 DEFAULT_ARTIFACT = ARTIFACT_DIR / "cascade_default.npz"
-VERIFIER_NAMES = ("cascade-default", "cascade", "answer-length", "cascade-random", "cascade-oracle")
+VERIFIER_NAMES = ("cascade-default", "cascade", "cascade-logprobs", "answer-length", "cascade-random",
+                  "cascade-oracle")
 
 
 class RandomVerifier:
@@ -65,6 +67,13 @@ def load_artifact(path: Path | str):
         header = json.loads(str(data["header"]))
     except (OSError, ValueError, KeyError) as exc:
         raise TokenomyError(f"{path}: not a verifier artifact ({exc})") from None
+    if header.get("kind") == "cascade-logprobs":  # fitted logprob weights over the default text verifier
+        from tokenomy.routing.cascade.logprob_fit import from_header
+
+        try:
+            return from_header(header)
+        except ValueError as exc:
+            raise TokenomyError(f"{path}: {exc}") from None
     if header.get("kind") != "cascade-lr":
         raise TokenomyError(f"{path}: not a cascade verifier artifact (kind {header.get('kind')!r})")
     from tokenomy.routing.cascade.learned import LearnedVerifier
@@ -83,7 +92,7 @@ def is_cascade_artifact(path: Path | str) -> bool:
     """Whether a .npz file is a cascade verifier artifact (not a prompt-router one)."""
     try:
         with np.load(Path(path), allow_pickle=False) as data:
-            return json.loads(str(data["header"])).get("kind") == "cascade-lr"
+            return json.loads(str(data["header"])).get("kind") in ("cascade-lr", "cascade-logprobs")
     except (OSError, ValueError, KeyError):
         return False
 
@@ -101,6 +110,10 @@ def load_verifier(name: str | Path = "cascade-default", *, rows: Iterable | None
         return load_artifact(name)
     if name in ("cascade-default", "cascade", "learned"):
         return load_artifact(DEFAULT_ARTIFACT)
+    if name in ("cascade-logprobs", "logprobs"):  # the default text verifier + the weak answer's logprobs
+        from tokenomy.routing.cascade.logprobs import LogprobVerifier
+
+        return LogprobVerifier(load_artifact(DEFAULT_ARTIFACT))
     if name in ("cascade-random", "random"):
         return RandomVerifier(seed)
     if name == "answer-length":
