@@ -117,7 +117,11 @@ def open_meter(data_dir: Path, ledger_url: str | None = None) -> Metering:
 
 def seed(data_dir: Path, *, n: int = 1200, now: float | None = None, ledger_url: str | None = None) -> Seeded:
     """Tenants, keys and events through the real Metering API (events committed via commit())."""
-    now = time.time() if now is None else now
+    if now is None:
+        now = time.time()
+        day0, _ = period_bounds("daily", now)
+        if now - day0 < 3600:   # just after midnight UTC "today" holds few events: seed as of yesterday's end
+            now = day0 - 1.0
     m = open_meter(data_dir, ledger_url)
     m.create_tenant("acme", budget_usd="50", budget_period="monthly", soft_budget_usd="0.5")
     m.create_tenant("initech")
@@ -151,8 +155,8 @@ def _rekey(e: UsageEvent, key_id: str) -> UsageEvent:
 class ServerThread:
     """An aiohttp app with the dashboard mounted, served on 127.0.0.1 from its own thread/loop."""
 
-    def __init__(self, metering: Metering, config=None, app: web.Application | None = None):
-        self.metering, self.config = metering, config
+    def __init__(self, metering: Metering, config=None, app: web.Application | None = None, clock=None):
+        self.metering, self.config, self.clock = metering, config, clock
         self.app = app
         self.loop = asyncio.new_event_loop()
         self.url = ""
@@ -168,7 +172,7 @@ class ServerThread:
     async def _start(self) -> None:
         app = self.app if self.app is not None else web.Application()
         self.app = app
-        mount(app, self.metering, config=self.config)
+        mount(app, self.metering, config=self.config, clock=self.clock)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -213,6 +217,7 @@ def seeded(request, tmp_path_factory) -> Seeded:
 
 @pytest.fixture(scope="module")
 def server(seeded) -> ServerThread:
-    srv = ServerThread(seeded.metering, config={"min_fold_interval_s": 0.0}).start()
+    # the dashboard's "now" is the seed's: a run across midnight UTC sees the same "today"
+    srv = ServerThread(seeded.metering, config={"min_fold_interval_s": 0.0}, clock=lambda: seeded.now).start()
     yield srv
     srv.stop()

@@ -135,9 +135,12 @@ def test_tenants_budgets_margin_and_near_limit(server, seeded):
         u = seeded.metering.usage(name)
         assert rows[name]["cost_usd"] == u["cost_usd"] and rows[name]["revenue_usd"] == u["price_usd"]
         assert Decimal(rows[name]["margin_usd"]) == Decimal(u["price_usd"]) - Decimal(u["cost_usd"])
-    # globex was given a daily budget it has used exactly 90% of (today, UTC)
-    assert rows["globex"]["budget_used"] == pytest.approx(0.9, rel=1e-5)
+    # globex was given a daily budget it has used 90% of (today, UTC; the budget rounded to 1e-6 USD; budgets are held in 1e-12 USD)
     day0, _ = period_bounds("daily", seeded.now)
+    spent = Decimal(seeded.metering.usage("globex", since=day0)["price_usd"])
+    budget = next(t for t in seeded.metering.ledger.list_tenants() if t.name == "globex").budget.budget_pusd
+    assert rows["globex"]["budget_used"] == pytest.approx(float(spent * 10**12 / budget), rel=1e-9)
+    assert rows["globex"]["budget_used"] == pytest.approx(0.9, abs=0.001)
     assert rows["globex"]["period_spend_usd"] == seeded.metering.usage("globex", since=day0)["price_usd"]
     near = {(n["kind"], n["subject"]) for n in body["tables"]["near_limit"]}
     assert ("tenant budget", "globex") in near

@@ -192,9 +192,7 @@ def test_long_labels_and_values_stay_inside_their_charts(server, seeded, browser
 
     DEPLOYMENTS[long_dep] = ("large", 0.9, 0.9)
     try:
-        import time
-
-        e = make_event(990_001, time.time(), "acme", seeded.key_ids["acme"], long_dep, input_tokens=5_000_000,
+        e = make_event(990_001, seeded.now - 1, "acme", seeded.key_ids["acme"], long_dep, input_tokens=5_000_000,
                        output_tokens=9_000_000, latency_ms=123456.0)
         server.call(seeded.metering.commit(e))
         ctx = browser.new_context(viewport={"width": 1300, "height": 900})

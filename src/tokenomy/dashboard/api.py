@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -61,9 +62,10 @@ def error_response(err: DashError) -> web.Response:
 class Dashboard:
     """Per-app state: metering (auth, tenants, keys), rollups (lazily opened) and config."""
 
-    def __init__(self, metering: Any, config: DashboardConfig):
+    def __init__(self, metering: Any, config: DashboardConfig, clock: Callable[[], float] = time.time):
         self.metering = metering
         self.config = config
+        self.clock = clock  # "now" of windows, budget periods and rates (injected by tests)
         self._rollups: RollupStore | None = None
         self._open_lock = asyncio.Lock()
 
@@ -126,7 +128,7 @@ class Dashboard:
 
     async def window(self, request: web.Request, r: RollupStore) -> queries.Window:
         q = request.query
-        now = time.time()
+        now = self.clock()
         res = q.get("res") or None
         if res is not None and res not in RESOLUTIONS:
             raise DashError(400, f"res must be one of {', '.join(RESOLUTIONS)}", param="res", code="invalid_value")
@@ -164,7 +166,8 @@ class Dashboard:
             first = {alias: g.deployments[0].name for alias, g in gw.groups.items() if g.deployments}
         c = self.config
         return queries.Context(known_rates=known, strong_model=c.strong_model, pinned=c.single_deployment,
-                               group_first=first, live=live, near_limit_fraction=c.near_limit_fraction)
+                               group_first=first, live=live, near_limit_fraction=c.near_limit_fraction,
+                               now=self.clock())
 
     def routed_savings(self, w: queries.Window, tenant: str | None) -> dict:
         """`tokenomy route savings` over this window (the one all-strong baseline), per bucket too."""

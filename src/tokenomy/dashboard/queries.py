@@ -48,6 +48,7 @@ class Context:
     group_first: Mapping[str, str] = field(default_factory=dict)
     live: Mapping[str, dict] = field(default_factory=dict)  # deployment -> gateway state
     near_limit_fraction: float = 0.8
+    now: float | None = None  # the dashboard's clock (None: time.time())
 
 
 def iso(ts: float | None) -> str | None:
@@ -266,7 +267,7 @@ def deployments(r: RollupStore, w: Window, tenant: str | None, ctx: Context) -> 
         acc[1] += x.requests
     hists = _histograms(r, w, tenant)
     out_rows = []
-    span_s = max(1, min(w.until, int(time.time())) - w.since)
+    span_s = max(1, min(w.until, int(time.time() if ctx.now is None else ctx.now)) - w.since)
     for name in names:
         d = per.get(name) or {"deployment": name, "requests": 0, "errors": 0, "client_errors": 0, "tokens": 0,
                               "output_tokens": 0,
@@ -318,7 +319,7 @@ def _period_start(period: str, now: float) -> int | None:
 def tenants(r: RollupStore, w: Window, tenant: str | None, tenant_records: list, key_records: list, ctx: Context,
             now: float | None = None) -> dict:
     """Usage in the window, margin, and spend vs budgets / rate caps now, per tenant and key."""
-    now = time.time() if now is None else now
+    now = (time.time() if ctx.now is None else ctx.now) if now is None else now
     usage = {name: (u.requests, u.tokens, u.cost_pusd, u.price_pusd, u.energy_joules)
              for name, u in r.tenant_usage(w.res, w.since, w.until, tenant).items()}
     spend_cache: dict[tuple[str, str, str], int] = {}

@@ -80,7 +80,7 @@ async def pricing_plans(request, dash: Dashboard, p, tenant):
     names = [t.name for t in await asyncio.to_thread(dash.metering.ledger.list_tenants)]
     if tenant is not None:
         names = [n for n in names if n == tenant]
-    return await asyncio.to_thread(plans.pricing_plans, getattr(gw, "plans", None), time.time(), names)
+    return await asyncio.to_thread(plans.pricing_plans, getattr(gw, "plans", None), dash.clock(), names)
 
 
 @api_handler
