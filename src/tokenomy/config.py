@@ -215,6 +215,12 @@ class Judge(_Strict):
         return self
 
 
+AGREEMENT = "agreement"  # the k-sample verifier's name (cascade.verifier)
+MIN_SAMPLES, MAX_SAMPLES = 2, 16
+# Providers whose translation returns one choice per request ('n' must be 1): no k samples in one call.
+NO_N_PROVIDERS = ("anthropic", "bedrock")
+
+
 class Cascade(_Strict):
     """Policy cascade: the weakest candidate answers first; escalate to the strongest when the
     verifier's score of that answer is below `threshold`."""
@@ -225,11 +231,26 @@ class Cascade(_Strict):
     # instead of `threshold`: the target share of requests escalated; the cut follows live traffic's
     # verifier scores (the routing group's share_half_life / share_sync_every apply, as for strong_share)
     escalate_share: float | None = Field(default=None, ge=0, le=1)
+    # verifier `agreement`: k samples of the weak model (one call with `n: k`); the score is the
+    # share of samples whose final answer is the majority's (routing/cascade/agreement.py)
+    samples: int = 5
+
+    @field_validator("samples", mode="before")
+    @classmethod
+    def _samples(cls, v: object) -> object:
+        if type(v) is not int or not MIN_SAMPLES <= v <= MAX_SAMPLES:
+            raise ValueError(f"samples: the number of weak samples k must be an integer {MIN_SAMPLES}..{MAX_SAMPLES} "
+                             f"(got {v!r})")
+        return v
 
     @model_validator(mode="after")
     def _one_threshold(self) -> "Cascade":
         if self.escalate_share is not None and "threshold" in self.model_fields_set:
             raise ValueError("give either threshold or escalate_share, not both")
+        if "samples" in self.model_fields_set and self.verifier != AGREEMENT:
+            raise ValueError(f"samples: only with verifier: {AGREEMENT} (verifier is {self.verifier!r})")
+        if self.verifier == AGREEMENT and self.judge is not None:
+            raise ValueError(f"give either judge or verifier: {AGREEMENT}, not both")
         return self
 
 
@@ -572,6 +593,8 @@ class GatewayConfig(_Strict):
                 if self._group_mode(c) != "chat":
                     raise ValueError(f"routing_groups.{alias}.candidates: '{c}' serves embeddings; routed aliases "
                                      "pick among chat models")
+            if rg.policy == "cascade" and rg.cascade_spec.verifier == AGREEMENT:
+                self._agreement_weak(alias, rg.candidates[0])
             judge = rg.cascade.judge if rg.cascade is not None else None
             if judge is not None and judge.model not in known_groups:
                 raise ValueError(f"routing_groups.{alias}.cascade.judge.model: unknown model group '{judge.model}' "
@@ -584,6 +607,22 @@ class GatewayConfig(_Strict):
             if tenants and k.tenant not in tenants:
                 raise ValueError(f"keys[{i}].tenant: unknown tenant '{k.tenant}'")
         return self
+
+    def _agreement_weak(self, alias: str, weak: str) -> None:
+        """verifier agreement asks the weak group for k choices in one call (`n: k`): every deployment
+        that may answer it must be able to return them."""
+        g = self.model_groups.get(weak)
+        for name in (g.deployments if g is not None else [weak]):
+            d = next(x for x in self.deployments if x.name == name)
+            why = None
+            if d.provider in NO_N_PROVIDERS:
+                why = f"provider {d.provider} returns one choice per request"
+            elif d.emulate is not None:
+                why = "the emulator serves n=1 only"
+            if why:
+                raise ValueError(f"routing_groups.{alias}.cascade.verifier: agreement asks the weak group '{weak}' "
+                                 f"for k samples in one call (n: k), but its deployment '{name}' cannot send them "
+                                 f"({why}); use openai, azure, gemini or vertex deployments for the weak group")
 
     def _group_mode(self, alias: str) -> str:
         g = self.model_groups.get(alias)

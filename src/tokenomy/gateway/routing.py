@@ -312,6 +312,7 @@ class RouteRuntime:
         self.verifier = None
         self.judge = None  # (GroupRuntime, JudgeVerifier used for its rubric and parsing)
         self.logprobs_refused: set[str] = set()  # weak deployments that answered 400 to a logprobs ask
+        self.samples: int | None = None  # verifier agreement: k samples asked of the weak group
         self.kind = "cascade"
         self.threshold = 0.0
         self.share = None  # ShareThreshold of strong_share (binary router) or escalate_share (cascade), online
@@ -343,6 +344,8 @@ class RouteRuntime:
 
                     self.verifier = load_verifier(spec.verifier)
                     self.verifier_name = spec.verifier
+                    if getattr(self.verifier, "wants_samples", False):
+                        self.samples = spec.samples
             else:
                 from tokenomy.routing.quality.registry import load_router
 

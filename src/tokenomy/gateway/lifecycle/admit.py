@@ -136,6 +136,9 @@ class Admission:
                 route_extra = {**qd.to_json(), **route.route_extra(priced, group), "model": group.alias}
             else:
                 group = route.candidates[0]  # cascade: the weakest answers first
+                if route.samples is not None and n_choices > 1:  # its k samples are the `n` of the weak call
+                    raise ApiError(400, f"'{alias}' is a cascade scored by the agreement of {route.samples} samples "
+                                        "and serves one choice: 'n' must be 1", param="n", code="unsupported_value")
         assert group is not None
 
         # ---- plan caps (the plan's downgrade wins over routing)
@@ -207,13 +210,16 @@ class Admission:
         limit = chosen.cfg.max_output_tokens or gw.default_max_tokens
         if cascade is not None:  # the weak call, then maybe the strong one (and a judge call): group-wide
             out = max_tokens or gw.default_max_tokens
-            worst = budget.worst_case_usd(cascade.candidates[0].deployments, input_tokens, out * n)
+            k = cascade.samples or 1  # agreement: the weak call generates k samples (n = 1 then)
+            worst = budget.worst_case_usd(cascade.candidates[0].deployments, input_tokens, out * n * k)
             worst += budget.worst_case_usd(cascade.candidates[-1].deployments, input_tokens, out * n)
+            plan_in, plan_out = input_tokens * 2, out * n * (k + 1)  # a plan's usage price counts every call
             if cascade.judge is not None:
                 worst += budget.worst_case_usd(cascade.judge[0].deployments, input_tokens * 2 + 400,
                                                cascade.judge[1].max_tokens)
+                plan_in, plan_out = plan_in + input_tokens * 2 + 400, plan_out + cascade.judge[1].max_tokens
             if plan_state is not None:
-                worst = plans.worst_case_usd(plan_state, input_tokens, out * n, worst)
+                worst = plans.worst_case_usd(plan_state, plan_in, plan_out, worst)
             return await budget.reserve(m, principal, worst, wait_s=wait_s), out, False
         if max_tokens is not None:
             worst = budget.priced_worst_usd(plans, plan_state, [chosen], input_tokens, max_tokens * n)

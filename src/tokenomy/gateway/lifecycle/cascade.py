@@ -15,6 +15,14 @@ x-tokenomy-cascade-logprobs header, and removed from the answer when the client 
 deployment that answers 400 about logprobs is retried once without them (text-only score) and
 not asked again by this alias.
 
+Agreement (verifier `agreement`, cascade.samples k): the weak call asks for k samples in one upstream
+call (`n: k`; config refuses weak deployments that cannot send k choices), at temperature
+SAMPLE_TEMPERATURE when the client sent none or 0 (identical greedy samples would always agree).
+The score is the share of the k samples whose final answer is the majority's (samples missing,
+not a dict or not text count as disagreeing); a kept answer is cut to ONE choice, the first
+sample giving the majority answer, re-indexed to 0, billed with all k samples' usage. A client's
+n > 1 is refused at admission. The tally is recorded in extra.route.agreement.
+
 escalate_share: the cut is 1 - a live quantile of (1 - score) (RouteRuntime.observe_escalation),
 fed with every scored weak answer after its own decision.
 
@@ -75,6 +83,58 @@ def without_logprobs(r: UnaryResult) -> UnaryResult:
     return dataclasses.replace(r, obj=new, raw=orjson.dumps(new))
 
 
+SAMPLE_TEMPERATURE = 0.7  # agreement samples when the client asked for greedy (0) or gave none
+
+
+def ask_samples(body: dict, k: int) -> float | int:
+    """The weak call's body asks for k samples; returns the temperature they are drawn at."""
+    body["n"] = k
+    t = body.get("temperature")
+    if t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and t == 0):
+        body["temperature"] = t = SAMPLE_TEMPERATURE
+    return t
+
+
+def sample_texts(obj: object, kind: str, k: int) -> list[str]:
+    """The text of the first k choices of an untrusted answer, "" for each missing or unusable one."""
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    out: list[str] = []
+    for c in choices[:k] if isinstance(choices, list) else ():
+        text = None
+        if isinstance(c, dict):
+            holder = c.get("message") if kind == "chat" else c
+            text = holder.get("content" if kind == "chat" else "text") if isinstance(holder, dict) else None
+        out.append(text if isinstance(text, str) else "")
+    return out + [""] * (k - len(out))
+
+
+def one_choice(r: UnaryResult, index: int | None, kind: str) -> UnaryResult:
+    """The answer cut to the sample at `index` (the first usable choice when None), re-indexed to 0;
+    the gateway's own token count (no upstream usage) still covers every sample generated."""
+    obj = r.obj
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    if not isinstance(choices, list):
+        return r
+    if index is None or index >= len(choices) or not isinstance(choices[index], dict):
+        index = next((i for i, c in enumerate(choices) if isinstance(c, dict)), None)
+        if index is None:
+            return r
+    new = {**obj, "choices": [{**choices[index], "index": 0}]}
+    return dataclasses.replace(r, obj=new, raw=orjson.dumps(new), own_text=response_text(obj, kind))
+
+
+class SampleVote:
+    """The agreement verifier over one request's k samples; keeps the tally for the event."""
+
+    def __init__(self, verifier, k: int):
+        self.verifier, self.k = verifier, k
+        self.vote = None
+
+    def score(self, prompt: str, samples: list[str]) -> float:
+        self.vote = self.verifier.tally(samples)
+        return self.vote.share
+
+
 def _result_of(exc: BaseException | None) -> UnaryResult:
     if isinstance(exc, CallFailed):
         return exc.result
@@ -114,6 +174,12 @@ class Cascade:
         if wants_lp and not client_asked_logprobs(ctx.body) and (fields := logprobs_ask(ctx.kind)) is not None:
             wctx.openai_extra = ask = OpenAIExtra(fields, route.logprobs_refused)
         refused: list[str] = []
+        k = route.samples
+        vote = temperature = None
+        if k is not None and judge is None:
+            verifier = vote = SampleVote(verifier, k)
+            temperature = ask_samples(wctx.body, k)
+            wctx.n_choices = k  # bounds the weak call's billed output at k x max_tokens
 
         async def call_weak() -> UnaryResult:
             r = await self.dispatcher.unary(wctx, weak_order)
@@ -137,7 +203,8 @@ class Cascade:
         threshold = route.threshold
         try:
             res = await run_cascade(call_weak, call_strong, verifier, threshold, prompt=ctx.prompt,
-                                    text_of=lambda r: response_text(r.obj, ctx.kind),
+                                    text_of=(lambda r: sample_texts(r.obj, ctx.kind, k)) if vote is not None
+                                    else lambda r: response_text(r.obj, ctx.kind),
                                     logprobs_of=_weak_logprobs if wants_lp else None)
         except CallFailed as exc:  # both calls failed (non-stream): the strong failure is the answer
             await self.aux(ctx, wctx, weak_box[0] if weak_box else _result_of(None), "weak")
@@ -160,6 +227,10 @@ class Cascade:
             ctx.route["escalate_share"] = route.share.share
         if res.verifier_error:
             ctx.route["verifier_error"] = res.verifier_error[:200]
+        if vote is not None and vote.vote is not None:
+            t = vote.vote
+            ctx.route["agreement"] = {"k": t.k, "share": t.share, "answers": t.distinct, "answered": t.answered,
+                                      "temperature": temperature}
         headers = {**res.headers(), "x-tokenomy-route-alias": route.alias, "x-tokenomy-route-model": served.alias,
                    "x-tokenomy-cascade-verifier": header_safe(route.verifier_name)}
         if wants_lp:
@@ -186,6 +257,9 @@ class Cascade:
                 aux_usd += (await self.aux(ctx, sctx, _result_of(failed), "strong")).cost_usd
                 ctx.route["strong_error"] = res.strong_error[:200]
             main = weak_r
+            if vote is not None and weak_call.error is None:  # one choice served; all k samples billed
+                main = one_choice(weak_r, vote.vote.index if vote.vote is not None else None, ctx.kind)
+                ctx.n_choices = k
             ctx.headers.update(headers)
             if ctx.stream:
                 return await settler.sse_from_unary(request, ctx, main, aux_usd)

@@ -125,7 +125,9 @@ class Settler:
             usage = r.usage
             if ctx.kind == "embeddings" and isinstance(usage, dict) and "completion_tokens" not in usage:
                 usage = {**usage, "completion_tokens": 0}  # OpenAI's embedding usage: no output to count
-            b = self.bill(ctx, r.d, usage, lambda: counter_for(r.d).count_text(response_text(r.obj, ctx.kind)))
+            text = r.own_text
+            b = self.bill(ctx, r.d, usage, lambda: counter_for(r.d).count_text(
+                text if text is not None else response_text(r.obj, ctx.kind)))
             _learn(self.longest_output, ctx, r.d, b.counts, None, None, r.t_start, r.t_end)
             return self.event(ctx, r.d, b, status="ok", http_status=200, energy_j=r.energy_j)
         assert r.err is not None

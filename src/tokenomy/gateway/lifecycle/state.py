@@ -137,6 +137,9 @@ class UnaryResult:
     err: ApiError | None = None
     t_start: float = 0.0  # perf_counter when the answering attempt started / ended
     t_end: float = 0.0
+    # the generated text the gateway counts when the upstream's usage is missing (None: obj's text);
+    # set when obj was cut down to the served choice (a cascade's k agreement samples are all billed)
+    own_text: str | None = None
 
 
 @dataclass(slots=True)

@@ -3,7 +3,8 @@
 A verifier scores an answer: ``score(prompt, answer) -> float`` in [0, 1], higher = better
 (keep the weak answer); batched ``scores(prompts, answers)`` when it has one. Async verifiers
 (the LLM judge) expose ``ascore`` instead. A verifier with ``wants_logprobs`` (cascade-logprobs)
-also takes the weak answer's token logprobs: ``score_response(prompt, answer, logprobs)``.
+also takes the weak answer's token logprobs: ``score_response(prompt, answer, logprobs)``. One with
+``wants_samples`` (agreement) scores k samples: ``score(prompt, [answer, ...])``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tokenomy.errors import TokenomyError, UnknownNameError
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 DEFAULT_ARTIFACT = ARTIFACT_DIR / "cascade_default.npz"
-VERIFIER_NAMES = ("cascade-default", "cascade", "cascade-logprobs", "answer-length", "cascade-random",
+VERIFIER_NAMES = ("cascade-default", "cascade", "cascade-logprobs", "answer-length", "agreement", "cascade-random",
                   "cascade-oracle")
 
 
@@ -114,6 +115,10 @@ def load_verifier(name: str | Path = "cascade-default", *, rows: Iterable | None
         from tokenomy.routing.cascade.logprobs import LogprobVerifier
 
         return LogprobVerifier(load_artifact(DEFAULT_ARTIFACT))
+    if name == "agreement":  # k samples' final-answer agreement (the gateway asks the weak model for k)
+        from tokenomy.routing.cascade.agreement import AgreementVerifier
+
+        return AgreementVerifier()
     if name in ("cascade-random", "random"):
         return RandomVerifier(seed)
     if name == "answer-length":
