@@ -47,3 +47,13 @@ def test_agreement_verifier_scores_samples():
     assert v.score("q", ["#### 1", "#### 2", "#### 3"]) == pytest.approx(1 / 3)
     assert v.score("q", "a single answer 5") == 1.0
     assert v.score("q", ["nothing", "still nothing"]) == 0.0
+
+
+def test_tally_counts_and_registry_name():
+    from tokenomy.routing.cascade import VERIFIER_NAMES, load_verifier
+    from tokenomy.routing.cascade.agreement import Vote
+
+    v = load_verifier("agreement")
+    assert "agreement" in VERIFIER_NAMES and isinstance(v, AgreementVerifier) and v.wants_samples
+    assert v.tally(["#### 7", "#### 42", "", "x = 42", "no answer"]) == Vote("42", 0.4, 1, 2, 3, 5)
+    assert v.tally(["", ""]) == Vote(None, 0.0, None, 0, 0, 2)
