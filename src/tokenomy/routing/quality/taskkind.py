@@ -128,14 +128,17 @@ _MATH = _rx(
 _REASON = _rx(
     r"\b(?:puzzle|riddle|logicians?|schedule|plan|optimi[sz]e|trade-?offs?|strategy|step by step|"
     r"break[s -]?even|cumulative|given these constraints|which year|in which year)\b",
-    r"\b(?:if .{3,80} then|each (?:sees|knows|person)|at least one|no two)\b",
-    # logic puzzles: chained comparisons, seating, calendars, truth-tellers, family relations
-    r"\b(?:older|younger|taller|shorter|faster|slower|heavier|lighter) than\b.{0,120}\b(?:older|younger|taller|"
-    r"shorter|faster|slower|heavier|lighter) than\b",
+    r"\b(?:if .{3,80} then|each (?:sees|knows|person)|at least one|no two)\b")
+# Logic puzzles (seating, calendars, truth-tellers, family relations; two chained comparisons) are
+# short: these cues are read only on instructions of up to _PUZZLE_MAX_CHARS, which keeps them off
+# the long prompts that set the gate's p99.
+_PUZZLE = _rx(
     r"\b(?:sits?|sitting|seated|stands?|standing) (?:to the |directly |immediately )?(?:left|right|next to|"
     r"opposite|between)\b|\bday (?:after tomorrow|before yesterday)\b|\bwhat day (?:of the week )?(?:is|was|will)\b|"
     r"\b(?:truth-?tellers?|liars?|knights? and knaves)\b|\bhow many (?:brothers|sisters|siblings|cousins)\b|"
     r"\bwho (?:is|was|must be|could be) (?:the )?(?:oldest|youngest|tallest|shortest|culprit|liar|guilty)\b")
+_COMPARISON = _rx(r"\b(?:older|younger|taller|shorter|faster|slower|heavier|lighter) than\b")
+_PUZZLE_MAX_CHARS = 600
 _PROOF = _rx(
     r"\b(?:prove|proof|show that|demonstrate that|derive|derivation|lemma|theorem|corollary|qed|by induction|"
     r"contradiction|if and only if|iff)\b",
@@ -241,7 +244,10 @@ def kind_scores(instr: str) -> dict[str, float]:
     s["writing"] = 1.8 * min(_hits(_WRITING, head), 1)
     s["coding"] = 1.2 * min(_hits(_CODING, instr), 3)
     s["math"] = 1.0 * min(_hits(_MATH, instr), 3)
-    s["reasoning"] = 1.0 * min(_hits(_REASON, instr), 3)
+    puzzle = 0
+    if len(instr) <= _PUZZLE_MAX_CHARS:
+        puzzle = _hits(_PUZZLE, instr) + (1 if _hits(_COMPARISON, instr) >= 2 else 0)
+    s["reasoning"] = 1.0 * min(_hits(_REASON, instr) + puzzle, 3)
     s["proof"] = 2.0 * min(_hits(_PROOF, instr), 2)
     if s["factual"] and (s["math"] or s["reasoning"] or s["proof"]):
         s["factual"] = 0.0   # "how many ways ...?", "what day ...?": a question shape, a maths/logic task
