@@ -66,6 +66,27 @@ def test_cli_invalid_config_exits_2_with_one_line(tmp_path):
     assert r.returncode == 2 and "cannot read config" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("routing,field,says", [
+    ({"policy": "cascade", "cascade": {"verifier": "cascade-nope"}}, "cascade.verifier", "unknown verifier 'cascade-nope'"),
+    ({"router": "no-such-router", "strong_share": 0.3}, "router", "unknown router 'no-such-router'"),
+    ({"policy": "cascade", "cascade": {"verifier": "missing.npz"}}, "cascade.verifier", "no such verifier artifact"),
+])
+def test_unknown_router_or_verifier_fails_before_any_key_is_made(tmp_path, routing, field, says):
+    """A typo in a routing group is one line and exit 2, before the ledger generates (and prints) keys."""
+    cfg = {"deployments": [{**DEP, "name": "a"}, {**DEP, "name": "b"}],
+           "model_groups": {"weak": {"deployments": ["a"]}, "strong": {"deployments": ["b"]}},
+           "routing_groups": {"auto": {"candidates": ["weak", "strong"], **routing}}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "tokenomy", "up", "--config", str(bad), "--port", "0",
+                        "--data-dir", str(tmp_path / "d")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: invalid config: routing_groups.auto.{field}: ")
+    assert says in lines[0] and "Traceback" not in r.stderr
+    assert "key" not in r.stdout and not (tmp_path / "d").exists()   # no key made, no ledger created
+
+
 def _up(data_dir: Path, port: int, log: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tokenomy", "up", "--port", str(port), "--data-dir", str(data_dir)],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)

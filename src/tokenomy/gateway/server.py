@@ -139,6 +139,33 @@ def check_pricing(config: GatewayConfig) -> None:
     from tokenomy.gateway.plans import check_plans
 
     check_plans(config, config.groups())  # billing plans: valid, and downgrade groups exist
+    check_routing(config)
+
+
+def check_routing(config: GatewayConfig) -> None:
+    """Routers and verifiers named in routing_groups exist and load (the gateway loads them again at
+    build time): a typo fails here, before the ledger generates any key. The embedding router is
+    only name-checked (loading it imports torch)."""
+    from tokenomy.errors import ConfigError, TokenomyError
+
+    for alias, rg in (config.routing_groups or {}).items():
+        where = f"routing_groups.{alias}"
+        try:
+            if rg.policy == "cascade":
+                spec = rg.cascade_spec
+                field = "cascade.verifier"
+                if spec.judge is None:
+                    from tokenomy.routing.cascade import load_verifier
+
+                    load_verifier(spec.verifier)
+            else:
+                field = "router"
+                if rg.router != "embed":
+                    from tokenomy.routing.quality.registry import load_router
+
+                    load_router(rg.router)
+        except TokenomyError as exc:
+            raise ConfigError(f"invalid config: {where}.{field}: {exc}") from None
 
 
 def run(config: GatewayConfig, *, host: str, port: int, data_dir: Path, config_path: Path | None = None) -> None:
