@@ -154,3 +154,20 @@ async def test_n_sequences_share_one_prefill_and_decode_as_a_batch(make_emulator
     assert r["x_emulator"]["total_seconds"] == pytest.approx(first + decode, rel=1e-9)
     # the request's energy is the engine's (it ran alone): the choices' shares add up
     assert r["x_energy_joules"] == pytest.approx(stats["energy_joules"], abs=1e-5)
+
+
+async def test_broken_stream_drops_after_a_few_tokens_of_every_choice(emu) -> None:
+    base_url, _ = emu
+    got = []
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with http.stream("POST", f"{base_url}/chat/completions",
+                                   json={"model": MODEL, "messages": MSG, "max_tokens": 20, "n": 3, "stream": True},
+                                   headers={"x-emulator-fault": "broken-stream"}) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: "):
+                        got.append(line)
+    assert "data: [DONE]" not in got
+    chunks = [orjson.loads(g[6:])["choices"][0] for g in got]
+    assert [sum(1 for c in chunks if c["index"] == i and c["delta"].get("content")) for i in range(3)] == [3, 3, 3]
+    assert all(c["finish_reason"] is None for c in chunks)
