@@ -62,3 +62,37 @@ async def read_sse(g, body: dict, key: str) -> tuple[int, dict, str]:
         async with s.post(g.url + "/v1/chat/completions", data=orjson.dumps(body),
                           headers={"Authorization": f"Bearer {key}"}) as r:
             return r.status, dict(r.headers), (await r.read()).decode()
+
+
+async def replica_outcomes(config, tmp_path, streams, key: str, request_of, outcome) -> list[list[bool]]:
+    """Start one real gateway process (`tokenomy up --config config`) per stream, send each its
+    stream one request at a time (the replicas in parallel), and return outcome(response headers)
+    per request. `request_of(item) -> (prompt, max_tokens)`. Redis comes from the config only."""
+    import asyncio
+    import os
+
+    import aiohttp
+
+    from service_procs import GatewayProcess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENOMY_REDIS")}
+    procs = [GatewayProcess(config, tmp_path / f"gw{i}", env) for i in range(len(streams))]
+    try:
+        urls = [p.wait_ready(90) for p in procs]
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+            async def replica(url: str, stream) -> list[bool]:
+                out = []
+                for item in stream:
+                    prompt, max_tokens = request_of(item)
+                    body = {"model": "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
+                    async with s.post(f"{url}/v1/chat/completions", json=body,
+                                      headers={"Authorization": f"Bearer {key}"}) as r:
+                        await r.read()
+                        assert r.status == 200, await r.text()
+                        out.append(outcome(r.headers))
+                return out
+
+            return list(await asyncio.gather(*(replica(u, st) for u, st in zip(urls, streams))))
+    finally:
+        for p in procs:
+            p.stop()

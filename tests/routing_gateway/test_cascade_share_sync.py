@@ -9,15 +9,14 @@ Counts only (decisions read from the response headers), never timings."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from service_procs import GatewayProcess, private_redis_server
+from rg_helpers import replica_outcomes
+from service_procs import private_redis_server
 
 KEY = "tk-cascadeshare-0123456789abcdef"
 TARGET = 0.3
@@ -67,38 +66,13 @@ def _streams():
     return one(0.2, "a"), one(0.8, "b")
 
 
-async def _run(urls: list[str], streams) -> list[list[bool]]:
-    """Each replica its stream, one request at a time per replica; -> escalated per request."""
-    import aiohttp
-
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-        async def replica(url: str, stream) -> list[bool]:
-            out = []
-            for prompt, mt, _ in stream:
-                body = {"model": "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": mt}
-                async with s.post(f"{url}/v1/chat/completions", json=body,
-                                  headers={"Authorization": f"Bearer {KEY}"}) as r:
-                    await r.read()
-                    assert r.status == 200, await r.text()
-                    out.append(r.headers["x-tokenomy-cascade-escalated"] == "true")
-            return out
-
-        return list(await asyncio.gather(*(replica(u, st) for u, st in zip(urls, streams))))
-
-
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "per-replica"])
 async def test_two_gateways_share_one_escalation_cut(private_redis, tmp_path, shared):
     _, url = private_redis
     config = _config(tmp_path, url if shared else None)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENOMY_REDIS")}
-    procs = [GatewayProcess(config, tmp_path / f"gw{i}", env) for i in range(2)]
-    try:
-        urls = [p.wait_ready(90) for p in procs]
-        streams = _streams()
-        a, b = await _run(urls, streams)
-    finally:
-        for p in procs:
-            p.stop()
+    streams = _streams()
+    a, b = await replica_outcomes(config, tmp_path, streams, KEY, lambda item: (item[0], item[1]),
+                                  lambda h: h["x-tokenomy-cascade-escalated"] == "true")
     half = PER_REPLICA // 2   # once adapted: the second half of each stream
     share_a, share_b = np.mean(a[half:]), np.mean(b[half:])
     combined = np.mean(a[half:] + b[half:])

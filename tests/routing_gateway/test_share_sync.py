@@ -7,7 +7,6 @@ Counts only (decisions read from the response headers), never timings."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -16,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service_procs import GatewayProcess, private_redis_server
+from rg_helpers import replica_outcomes
+from service_procs import private_redis_server
 from tokenomy.routing.quality.share_sync import ShareSync, decode, encode
 from tokenomy.routing.quality.threshold import ShareThreshold
 
@@ -128,38 +128,13 @@ def _streams():
     return one(0.2), one(0.8)
 
 
-async def _run(urls: list[str], streams) -> list[list[bool]]:
-    """Send each replica its stream, one request at a time per replica; -> went-strong per request."""
-    import aiohttp
-
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-        async def replica(url: str, stream) -> list[bool]:
-            out = []
-            for prompt, _ in stream:
-                body = {"model": "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": 4}
-                async with s.post(f"{url}/v1/chat/completions", json=body,
-                                  headers={"Authorization": f"Bearer {KEY}"}) as r:
-                    await r.read()
-                    assert r.status == 200, await r.text()
-                    out.append(r.headers["x-tokenomy-route-model"] == "strong")
-            return out
-
-        return list(await asyncio.gather(*(replica(u, st) for u, st in zip(urls, streams))))
-
-
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "per-replica"])
 async def test_two_gateways_share_one_cut(private_redis, tmp_path, shared):
     _, url = private_redis
     config = _config(tmp_path, url if shared else None)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENOMY_REDIS")}
-    procs = [GatewayProcess(config, tmp_path / f"gw{i}", env) for i in range(2)]
-    try:
-        urls = [p.wait_ready(90) for p in procs]
-        streams = _streams()
-        a, b = await _run(urls, streams)
-    finally:
-        for p in procs:
-            p.stop()
+    streams = _streams()
+    a, b = await replica_outcomes(config, tmp_path, streams, KEY, lambda item: (item[0], 4),
+                                  lambda h: h["x-tokenomy-route-model"] == "strong")
     half = PER_REPLICA // 2   # once adapted: the second half of each stream
     share_a, share_b = np.mean(a[half:]), np.mean(b[half:])
     combined = np.mean(a[half:] + b[half:])

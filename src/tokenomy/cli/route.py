@@ -41,6 +41,15 @@ def _missing_source(source: str, path: Path) -> TokenomyError:
     return TokenomyError(msg)
 
 
+def _emit_trained(path: Path, report: dict, text: str, as_json: bool) -> None:
+    """A trained artifact's path and validation report: one JSON object, or the report's text."""
+    if as_json:
+        _emit({"out": str(path), "report": report})
+    else:
+        typer.echo(text)
+        typer.echo(f"wrote {path}")
+
+
 def _emit(obj: dict) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False))
 
@@ -254,11 +263,7 @@ def train_cmd(
         lrows = [r for p in data for r in logprob_fit.read_logprob_rows(p)]
         v, rep = logprob_fit.fit_logprob_verifier(lrows, folds=cv, loso=loso, seed=seed, l2=1.0 / c)
         path = logprob_fit.save_logprob_verifier(v, out, rep)
-        if as_json:
-            _emit({"out": str(path), "report": rep})
-        else:
-            typer.echo(logprob_fit.format_report(rep))
-            typer.echo(f"wrote {path}")
+        _emit_trained(path, rep, logprob_fit.format_report(rep), as_json)
         return
     if router == "cascade":  # the learned answer verifier, on rows carrying weak_output
         from tokenomy.routing import cascade
@@ -266,11 +271,7 @@ def train_cmd(
         crows = [r for p in data for r in cascade.read_rows(p)]
         path = cascade.train(crows, seed=seed, out=out, folds=cv, loso=loso, n_boot=bootstrap, price_ratios=(5, 20, 50))
         rep = cascade.load_verifier(path).meta["report"]
-        if as_json:
-            _emit({"out": str(path), "report": rep})
-        else:
-            typer.echo(cascade.format_report(rep))
-            typer.echo(f"wrote {path}")
+        _emit_trained(path, rep, cascade.format_report(rep), as_json)
         return
     if router == "mf":
         from tokenomy.routing.quality.train_mf import train_mf_report

@@ -32,6 +32,7 @@ import numpy as np
 from tokenomy.errors import TokenomyError
 from tokenomy.routing.cascade.data import CascadeRow, row_from_obj
 from tokenomy.routing.cascade.logprobs import PRIOR, LogprobPrior, LogprobStats, LogprobVerifier, logprob_stats
+from tokenomy.routing.quality.data import read_jsonl_rows
 
 KIND = "cascade-logprobs"
 MIN_ROWS = 20
@@ -63,23 +64,13 @@ def row_logprobs(obj: Any) -> LogprobStats | None:
 
 
 def read_logprob_rows(path: Path | str) -> list[tuple[CascadeRow, LogprobStats | None]]:
-    path = Path(path)
-    out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise TokenomyError(f"cannot read {path}: {exc}") from None
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TokenomyError(f"{path}:{i + 1}: not JSON ({exc})") from None
+    """(cascade row, its weak answer's logprob stats or None) per line of a JSONL file."""
+    def parse(obj: Any, where: str) -> tuple[CascadeRow, LogprobStats | None]:
         if not isinstance(obj, dict):
-            raise TokenomyError(f"{path}:{i + 1}: not a JSON object")
-        out.append((row_from_obj(obj, f"{path}:{i + 1}"), row_logprobs(obj.get("weak_logprobs"))))
-    return out
+            raise TokenomyError(f"{where}: not a JSON object")
+        return row_from_obj(obj, where), row_logprobs(obj.get("weak_logprobs"))
+
+    return read_jsonl_rows(path, parse)
 
 
 def _terms(s: LogprobStats, prior: LogprobPrior) -> np.ndarray:
