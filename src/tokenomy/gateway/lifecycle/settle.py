@@ -332,15 +332,17 @@ def _learn(longest_output: dict[str, int], ctx: RequestCtx, d: DeploymentRuntime
     inp, cached, out, _ = counts
     if inp > 0:
         d.cached_frac.update(cached / inp)
-    ctx.group.observe_output(out)
+    # per choice: n > 1 choices (a client's n, an agreement cascade's k samples) decode side by side,
+    # and max_tokens, the group's output prediction and TPOT are all per sequence
     per_choice = -(-out // max(1, ctx.n_choices))
+    ctx.group.observe_output(per_choice)
     if per_choice > longest_output.get(d.name, 0):
         longest_output[d.name] = per_choice
     if ttft_ms is not None:
         d.ttft_ms.update(ttft_ms)
-        if out > 1 and t_first is not None:
-            d.tpot_ms.update((t_end - t_first) * 1000.0 / (out - 1))
-    elif out > 0:
+        if per_choice > 1 and t_first is not None:
+            d.tpot_ms.update((t_end - t_first) * 1000.0 / (per_choice - 1))
+    elif per_choice > 0:
         # Non-stream: no TTFT seen; attribute what the known TTFT does not explain to decode.
         lat = (t_end - t_start) * 1000.0
-        d.tpot_ms.update(max(0.0, lat - (d.ttft_ms.value or 0.0)) / out)
+        d.tpot_ms.update(max(0.0, lat - (d.ttft_ms.value or 0.0)) / per_choice)
