@@ -610,16 +610,12 @@ class GatewayConfig(_Strict):
 
     def _agreement_weak(self, alias: str, weak: str) -> None:
         """verifier agreement asks the weak group for k choices in one call (`n: k`): every deployment
-        that may answer it must be able to return them."""
+        that may answer it must be able to return them (the emulator serves n up to 128)."""
         g = self.model_groups.get(weak)
         for name in (g.deployments if g is not None else [weak]):
             d = next(x for x in self.deployments if x.name == name)
-            why = None
             if d.provider in NO_N_PROVIDERS:
                 why = f"provider {d.provider} returns one choice per request"
-            elif d.emulate is not None:
-                why = "the emulator serves n=1 only"
-            if why:
                 raise ValueError(f"routing_groups.{alias}.cascade.verifier: agreement asks the weak group '{weak}' "
                                  f"for k samples in one call (n: k), but its deployment '{name}' cannot send them "
                                  f"({why}); use openai, azure, gemini or vertex deployments for the weak group")

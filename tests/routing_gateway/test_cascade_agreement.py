@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -15,7 +16,7 @@ from gw_helpers import Stub, gateway, list_dep, serve, stubs
 from rg_helpers import chat, read_sse
 from tokenomy.config import parse_config
 from tokenomy.errors import ConfigError
-from tokenomy.tokens import count_chat_tokens
+from tokenomy.tokens import count_chat_tokens, count_tokens
 
 TOKENS_PER_SAMPLE = 10  # what the upstream reports per choice it returns
 
@@ -291,7 +292,10 @@ def test_config_samples_and_providers():
         parse_config(cfg, "<t>")
     cfg["deployments"][0] = {"name": "weak@s", "model": "m", "emulate": {"time_scale": 0.001},
                              "pricing": {"list": {"input": 1.0, "output": 2.0}}}
-    with pytest.raises(ConfigError, match="the emulator serves n=1 only"):
+    assert parse_config(cfg, "<t>").routing_groups["auto"].cascade.samples == 5  # the emulator serves n
+    cfg["deployments"][0] = {"name": "weak@s", "provider": "bedrock", "base_url": "http://127.0.0.1:9",
+                             "model": "m", "pricing": {"list": {"input": 1.0, "output": 2.0}}}
+    with pytest.raises(ConfigError, match="cannot send them .provider bedrock returns one choice"):
         parse_config(cfg, "<t>")
     cfg["deployments"][0] = {"name": "weak@s", "provider": "gemini", "base_url": "http://127.0.0.1:9",
                              "model": "gemini-x", "pricing": {"list": {"input": 1.0, "output": 2.0}}}
@@ -300,3 +304,87 @@ def test_config_samples_and_providers():
     cfg = _cfg("http://x/v1", "http://y/v1")
     cfg["deployments"][1] = {**cfg["deployments"][0], "name": "strong@b", "provider": "anthropic"}
     assert parse_config(cfg, "<t>").routing_groups["auto"].cascade.samples == 5
+
+
+# --- the emulator as the weak group ------------------------------------------------------------
+
+def _emu(name: str) -> dict:
+    return {"name": name, "model": "m", "emulate": {"time_scale": 0.001},
+            "pricing": {"list": {"input": 1000.0, "output": 1000.0}}}
+
+
+def _emu_cfg(**cascade) -> dict:
+    return {"deployments": [_emu("weak@emu"), _emu("strong@emu")],
+            "model_groups": {"weak": {"deployments": ["weak@emu"]}, "strong": {"deployments": ["strong@emu"]}},
+            "routing_groups": {"auto": {"candidates": ["weak", "strong"], "policy": "cascade",
+                                        "cascade": {"verifier": "agreement", **cascade}}}}
+
+
+async def _weak_direct(g, body: dict) -> dict:
+    """The weak emulator's own answer to what the gateway asks it (n: 5; its text ignores temperature)."""
+    base = next(d for d in g.gw.deployments.values() if d.name == "weak@emu").base_url
+    async with aiohttp.ClientSession() as s:
+        async with s.post(base + "/chat/completions", json={**body, "model": "m", "n": 5, "temperature": 0.7}) as r:
+            assert r.status == 200
+            return await r.json()
+
+
+APPLES = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+
+
+async def test_emulated_weak_group_samples_k_choices_escalated(data_dir):
+    """The emulator's text is generic (no final answer: textgen has no notion of one), so its samples
+    never agree: score 0, escalated, the weak call's k samples billed as `<req>:weak`."""
+    async with gateway(_emu_cfg(threshold=0.5), data_dir) as g:
+        direct = await _weak_direct(g, chat(APPLES))
+        texts = [c["message"]["content"] for c in direct["choices"]]
+        assert len(set(texts)) == 5
+        samples_out = sum(count_tokens(t) for t in texts)
+        assert direct["usage"]["completion_tokens"] == samples_out == 100  # 5 x max_tokens 20
+        st, h, body = await g.post("/v1/chat/completions", chat(APPLES), g.key())
+        assert st == 200, body
+        assert h["x-tokenomy-cascade-served-by"] == "strong" and float(h["x-tokenomy-cascade-score"]) == 0.0
+        assert [c["index"] for c in body["choices"]] == [0]
+        rid = h["x-tokenomy-request-id"]
+        evs = {e.id: e for e in g.metering.events("t1", limit=1000) if e.id.split(":")[0] == rid}
+        assert sorted(evs) == [rid, f"{rid}:weak"]
+        weak = evs[f"{rid}:weak"]
+        assert weak.output_tokens == samples_out and not weak.extra.get("usage_anomaly")
+        assert weak.cost_usd == Decimal(weak.input_tokens + samples_out) / 1000
+        assert weak.energy_joules > 0  # the emulator reports the k sequences' energy
+        assert evs[rid].extra["route"]["agreement"] == {"k": 5, "share": 0.0, "answers": 0, "answered": 0,
+                                                      "temperature": 0.7}
+        assert evs[rid].output_tokens == body["usage"]["completion_tokens"] == 20
+
+
+async def test_emulated_weak_group_kept_as_one_choice_billed_for_all_samples(data_dir):
+    from openai import AsyncOpenAI
+
+    async with gateway(_emu_cfg(threshold=0.0), data_dir) as g:   # threshold 0: the weak answer is kept
+        body = chat(APPLES, max_tokens=60)
+        direct = await _weak_direct(g, body)
+        samples_out = direct["usage"]["completion_tokens"]
+        assert samples_out == sum(count_tokens(c["message"]["content"]) for c in direct["choices"]) == 237
+        st, h, got = await g.post("/v1/chat/completions", body, g.key())
+        assert st == 200 and h["x-tokenomy-cascade-served-by"] == "weak"
+        # no majority answer: the first sample is served, as the emulator sent it
+        assert got["choices"] == [direct["choices"][0]]
+        assert got["usage"]["completion_tokens"] == samples_out
+        ev = {e.id: e for e in g.metering.events("t1")}[h["x-tokenomy-request-id"]]
+        assert ev.output_tokens == samples_out and ev.cost_usd == Decimal(ev.input_tokens + samples_out) / 1000
+        assert ev.extra["route"]["agreement"]["k"] == 5 and ev.extra["route"]["agreement"]["answered"] == 0
+
+        # the official SDK sees one choice; streamed: one SSE answer whose usage counts all samples
+        client = AsyncOpenAI(base_url=g.url + "/v1", api_key=g.key(), max_retries=0)
+        try:
+            r = await client.chat.completions.create(**body)
+            assert [c.index for c in r.choices] == [0]
+            assert r.choices[0].message.content == got["choices"][0]["message"]["content"]
+            assert r.usage.completion_tokens == samples_out
+            s = await client.chat.completions.create(**body, stream=True, stream_options={"include_usage": True})
+            chunks = [c async for c in s]
+        finally:
+            await client.close()
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
+        assert {c.choices[0].index for c in chunks if c.choices} == {0}
+        assert chunks[-1].usage.completion_tokens == samples_out

@@ -17,8 +17,8 @@ from .errors import ApiError, error_response
 from .prefix import prompt_block_hashes
 from .protocol import ParsedRequest, parse_chat, parse_completion, parse_json
 from .stepmodel import resolve_step_model
-from .textgen import (chat_logprobs, completion_logprobs, cut_at_stop, json_pieces, natural_output_tokens, pieces_for,
-                      request_digest)
+from .textgen import (chat_logprobs, choice_digest, completion_logprobs, cut_at_stop, json_pieces,
+                      natural_output_tokens, pieces_for, request_digest)
 
 FAULT_HEADER = "x-emulator-fault"
 FAULTS = frozenset({"500", "429", "garbage", "broken-stream", "hang", "slow"})
@@ -138,28 +138,38 @@ async def _complete(request: web.Request, *, chat: bool) -> web.StreamResponse:
 
     digest = request_digest(st.cfg.seed ^ (req.seed or 0), req.canonical_prompt)
     limit = min(req.max_tokens or room, room)
-    pieces, finish_reason, tool = _shaped(req, digest, limit)
+    choices = []
+    for i in range(req.n):  # each choice its own seed: its own length, text, finish reason, logprobs
+        d = choice_digest(digest, i)
+        pieces, finish_reason, tool = _shaped(req, d, limit)
+        choices.append(_Choice(i, tool, d, pieces, finish_reason))
     hashes = prompt_block_hashes(req.canonical_prompt, st.engine.block_tokens) if st.cfg.prefix_caching else ()
-    seq = st.engine.submit(req.prompt_tokens, len(pieces), slow=fault == "slow", block_hashes=hashes)
+    # n choices = n sequences of the engine's batch sharing the prompt's prefill (Engine.submit_group)
+    seqs = st.engine.submit_group(req.prompt_tokens, [len(c.pieces) for c in choices], slow=fault == "slow",
+                                  block_hashes=hashes)
+    for c, seq in zip(choices, seqs):
+        c.seq = seq
     ids = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
-    look = _Look(tool, digest)
     try:
         if req.stream:
-            return await _stream(request, st, req, seq, pieces, ids, finish_reason, chat,
-                                 broken=fault == "broken-stream", look=look)
-        return await _whole(request, st, req, seq, pieces, ids, finish_reason, chat,
-                            broken=fault == "broken-stream", look=look)
+            return await _stream(request, st, req, choices, ids, chat, broken=fault == "broken-stream")
+        return await _whole(request, st, req, choices, ids, chat, broken=fault == "broken-stream")
     finally:
-        st.engine.cancel(seq)  # no-op when finished; frees the batch slot if the client left
+        for seq in seqs:
+            st.engine.cancel(seq)  # no-op when finished; frees the batch slot if the client left
 
 
-class _Look:
-    """How the answer is rendered: as a tool call (name, call id) or text; digest seeds logprobs."""
+class _Choice:
+    """One of the request's n choices: rendered as a tool call (name, call id) or text, `digest`
+    seeds its text and logprobs; its pieces, finish reason and engine sequence."""
 
-    __slots__ = ("tool", "digest")
+    __slots__ = ("index", "tool", "digest", "pieces", "finish_reason", "seq")
 
-    def __init__(self, tool: tuple[str, str] | None, digest: int):
-        self.tool, self.digest = tool, digest
+    def __init__(self, index: int, tool: tuple[str, str] | None, digest: int, pieces: list[str],
+                 finish_reason: str):
+        self.index, self.tool, self.digest = index, tool, digest
+        self.pieces, self.finish_reason = pieces, finish_reason
+        self.seq: Sequence | None = None
 
 
 def _raise_error_fault(st, fault: str | None) -> None:
@@ -198,48 +208,72 @@ def _shaped(req: ParsedRequest, digest: int, limit: int) -> tuple[list[str], str
     return cut, "stop" if hit else finish, None
 
 
-def _logprobs(req: ParsedRequest, look: _Look, pieces: list[str], chat: bool, start: int = 0,
+def _logprobs(req: ParsedRequest, c: _Choice, pieces: list[str], chat: bool, start: int = 0,
               offset: int = 0) -> dict | None:
-    if not req.shape.logprobs or look.tool is not None:
+    if not req.shape.logprobs or c.tool is not None:
         return None
     if chat:
-        return chat_logprobs(pieces, look.digest, req.shape.top_logprobs, start)
-    return completion_logprobs(pieces, look.digest, req.shape.top_logprobs, start, offset)
+        return chat_logprobs(pieces, c.digest, req.shape.top_logprobs, start)
+    return completion_logprobs(pieces, c.digest, req.shape.top_logprobs, start, offset)
 
 
-def _usage(req: ParsedRequest, completion_tokens: int, seq: Sequence) -> dict[str, Any]:
+def _usage(req: ParsedRequest, choices: list[_Choice]) -> dict[str, Any]:
+    """The prompt is counted once (and its cache hit is the first sequence's: the others hit the
+    blocks it brought in); completion tokens are summed over the choices, as OpenAI bills `n`."""
+    completion_tokens = sum(len(c.pieces) for c in choices)
     return {"prompt_tokens": req.prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": req.prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": seq.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": choices[0].seq.cached_tokens}}
 
 
-def _extensions(st: EmulatorState, seq: Sequence) -> dict[str, Any]:
-    return {"x_energy_joules": round(seq.energy_joules, 6),
-            "x_emulator": {**seq.timings(), "energy_joules": seq.energy_joules,
-                           "step_model_source": st.sm.source}}
+def group_timings(seqs: list[Sequence]) -> dict[str, float | None]:
+    """Model-time figures of a request's sequences: queue until the first is admitted, TTFT of
+    the first token of any, total until the last finishes, TPOT the mean of the sequences' own."""
+    if len(seqs) == 1:
+        return seqs[0].timings()
+    each = [s.timings() for s in seqs]
+
+    def vals(key: str) -> list[float]:
+        return [t[key] for t in each if t[key] is not None]
+
+    q, f, p, t = vals("queue_seconds"), vals("ttft_seconds"), vals("tpot_seconds"), vals("total_seconds")
+    return {"queue_seconds": min(q) if q else None, "ttft_seconds": min(f) if f else None,
+            "tpot_seconds": sum(p) / len(p) if p else None, "total_seconds": max(t) if t else None}
 
 
-async def _whole(request: web.Request, st: EmulatorState, req: ParsedRequest, seq: Sequence,
-                 pieces: list[str], rid: str, finish_reason: str, chat: bool, *, broken: bool,
-                 look: _Look) -> web.StreamResponse:
-    await seq.done.wait()
-    if seq.error:
-        raise ApiError(500, seq.error, code="engine_error")
-    text = "".join(pieces)
-    choice: dict[str, Any] = {"index": 0, "logprobs": _logprobs(req, look, pieces, chat), "finish_reason": finish_reason}
-    if chat and look.tool is not None:
-        choice["message"] = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-            {"id": look.tool[1], "type": "function", "function": {"name": look.tool[0], "arguments": text}}]}
-    elif chat:
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
+def _extensions(st: EmulatorState, choices: list[_Choice]) -> dict[str, Any]:
+    seqs = [c.seq for c in choices]
+    joules = sum(s.energy_joules for s in seqs)
+    return {"x_energy_joules": round(joules, 6),
+            "x_emulator": {**group_timings(seqs), "energy_joules": joules, "step_model_source": st.sm.source}}
+
+
+async def _whole(request: web.Request, st: EmulatorState, req: ParsedRequest, choices: list[_Choice],
+                 rid: str, chat: bool, *, broken: bool) -> web.StreamResponse:
+    for c in choices:
+        await c.seq.done.wait()
+        if c.seq.error:
+            raise ApiError(500, c.seq.error, code="engine_error")
+    out = []
+    for c in choices:
+        text = "".join(c.pieces)
+        choice: dict[str, Any] = {"index": c.index, "logprobs": _logprobs(req, c, c.pieces, chat),
+                                  "finish_reason": c.finish_reason}
+        if chat and c.tool is not None:
+            choice["message"] = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+                {"id": c.tool[1], "type": "function", "function": {"name": c.tool[0], "arguments": text}}]}
+        elif chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        out.append(choice)
+    ext = _extensions(st, choices)
     body = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-            "model": st.cfg.name, "system_fingerprint": st.fingerprint, "choices": [choice],
-            "usage": _usage(req, len(pieces), seq), **_extensions(st, seq)}
+            "model": st.cfg.name, "system_fingerprint": st.fingerprint, "choices": out,
+            "usage": _usage(req, choices), **ext}
     payload = orjson.dumps(body)
-    headers = {"x-emulator-energy-j": f"{seq.energy_joules:.6f}",
-               "x-emulator-ttft-s": f"{seq.timings()['ttft_seconds'] or 0.0:.6f}"}
+    headers = {"x-emulator-energy-j": f"{ext['x_emulator']['energy_joules']:.6f}",
+               "x-emulator-ttft-s": f"{ext['x_emulator']['ttft_seconds'] or 0.0:.6f}"}
     if not broken:
         return web.Response(body=payload, content_type="application/json", headers=headers)
     # broken: promise the whole body, send half of it, drop the connection
@@ -257,9 +291,12 @@ def _drop_connection(request: web.Request) -> None:
         transport.close()  # flushes what was written, then closes: the client sees a truncated body
 
 
-async def _stream(request: web.Request, st: EmulatorState, req: ParsedRequest, seq: Sequence,
-                  pieces: list[str], rid: str, finish_reason: str, chat: bool, *, broken: bool,
-                  look: _Look) -> web.StreamResponse:
+
+
+async def _stream(request: web.Request, st: EmulatorState, req: ParsedRequest, choices: list[_Choice],
+                  rid: str, chat: bool, *, broken: bool) -> web.StreamResponse:
+    """SSE chunks of one choice each, interleaved (OpenAI's `n` streams): each choice's tokens as
+    the engine emits them, then its finish chunk; the last finish chunk carries the extensions."""
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "x-emulator-model": st.cfg.name})
     await resp.prepare(request)
@@ -276,74 +313,100 @@ async def _stream(request: web.Request, st: EmulatorState, req: ParsedRequest, s
             obj.update(extra)
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
-    # Pre-rendered frame around each piece: the per-token cost is one orjson.dumps of a string.
-    # Tool calls and logprobs render each chunk whole (frame()).
-    frame = None
-    if look.tool is not None:
-        await resp.write(chunk({"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [
-            {"index": 0, "id": look.tool[1], "type": "function", "function": {"name": look.tool[0], "arguments": ""}}]},
-            "logprobs": None, "finish_reason": None}))
+    # Plain text: a pre-rendered frame around each piece (per choice index), so the per-token cost
+    # is one orjson.dumps of a string. Tool calls and logprobs render each chunk whole.
+    opening = []
+    frames: list[Any] = []
+    for c in choices:
+        i = c.index
+        if c.tool is not None:
+            opening.append(chunk({"index": i, "delta": {"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": c.tool[1], "type": "function", "function": {"name": c.tool[0], "arguments": ""}}]},
+                "logprobs": None, "finish_reason": None}))
+        elif chat:
+            opening.append(chunk({"index": i, "delta": {"role": "assistant", "content": ""},
+                                  "logprobs": None, "finish_reason": None}))
+        frames.append(_framer(req, c, chat, chunk, head, usage_null))
 
-        def frame(i: int, p: str) -> bytes:
-            return chunk({"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": p}}]},
-                          "logprobs": None, "finish_reason": None})
-    elif req.shape.logprobs:
+    sent = [0] * len(choices)
+    closed = [False] * len(choices)
+    cap = BROKEN_STREAM_AFTER_CHUNKS if broken else None
+    progress = choices[0].seq.progress  # one event for the whole group (Engine.submit_group)
+
+    def ready(c: _Choice) -> int:
+        upto = min(c.seq.generated, len(c.pieces))
+        return min(upto, cap) if cap is not None else upto
+
+    if opening:
+        await resp.write(b"".join(opening))
+    while True:
+        if not any(ready(c) > sent[c.index] or (c.seq.finished and not closed[c.index]) for c in choices):
+            progress.clear()
+            await progress.wait()
+        if any(c.seq.error for c in choices):
+            _drop_connection(request)  # mid-stream failure: no [DONE]
+            return resp
+        out = []
+        for c in choices:
+            i = c.index
+            upto = ready(c)
+            if upto > sent[i]:
+                out.append(frames[i](sent[i], upto))
+                sent[i] = upto
+            if cap is None and c.seq.finished and not closed[i] and sent[i] >= len(c.pieces):
+                closed[i] = True
+                final = {"index": i, "logprobs": None, "finish_reason": c.finish_reason}
+                final.update({"delta": {}} if chat else {"text": ""})
+                out.append(chunk(final, _extensions(st, choices) if all(closed) else None))
+        if out:
+            await resp.write(b"".join(out))
+        if cap is not None and all(sent[c.index] >= min(cap, len(c.pieces)) for c in choices):
+            _drop_connection(request)
+            return resp
+        if all(closed):
+            break
+
+    tail = b""
+    if req.include_usage:
+        tail = b"data: " + orjson.dumps({**head, "choices": [], "usage": _usage(req, choices),
+                                         **_extensions(st, choices)}) + b"\n\n"
+    await resp.write(tail + b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+def _framer(req: ParsedRequest, c: _Choice, chat: bool, chunk: Any, head: dict[str, Any],
+            usage_null: bytes) -> Any:
+    """frame(a, b): the SSE chunks of choice c's pieces a..b-1."""
+    i, pieces = c.index, c.pieces
+    if c.tool is not None:
+        def frame(a: int, b: int) -> bytes:
+            return b"".join(chunk({"index": i, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": p}}]},
+                                   "logprobs": None, "finish_reason": None}) for p in pieces[a:b])
+        return frame
+    if req.shape.logprobs:
         offsets = [0]
         for p in pieces:
             offsets.append(offsets[-1] + len(p))
 
-        def frame(i: int, p: str) -> bytes:
-            lp = _logprobs(req, look, [p], chat, start=i, offset=offsets[i])
-            c = {"index": 0, "delta": {"content": p}} if chat else {"index": 0, "text": p}
-            return chunk({**c, "logprobs": lp, "finish_reason": None})
-    if frame is not None:
-        if chat and look.tool is None:
-            await resp.write(chunk({"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "logprobs": None, "finish_reason": None}))
-        prefix = suffix = b""
-    elif chat:
-        prefix = b"data: " + orjson.dumps({**head, "choices": [{"index": 0, "delta": {"content": ""}}]})
-        prefix = prefix[: prefix.rindex(b'"content":') + len(b'"content":')]
-        suffix = b'},"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
-        await resp.write(chunk({"index": 0, "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None, "finish_reason": None}))
-    else:
-        prefix = b"data: " + orjson.dumps({**head, "choices": [{"index": 0, "text": ""}]})
-        prefix = prefix[: prefix.rindex(b'"text":') + len(b'"text":')]
-        suffix = b',"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
+        def frame(a: int, b: int) -> bytes:
+            out = []
+            for k in range(a, b):
+                p = pieces[k]
+                lp = _logprobs(req, c, [p], chat, start=k, offset=offsets[k])
+                d = {"index": i, "delta": {"content": p}} if chat else {"index": i, "text": p}
+                out.append(chunk({**d, "logprobs": lp, "finish_reason": None}))
+            return b"".join(out)
+        return frame
+    key = b'"content":' if chat else b'"text":'
+    choice = {"index": i, "delta": {"content": ""}} if chat else {"index": i, "text": ""}
+    prefix = b"data: " + orjson.dumps({**head, "choices": [choice]})
+    prefix = prefix[: prefix.rindex(key) + len(key)]
+    suffix = (b"}" if chat else b"") + b',"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
 
-    sent = 0
-    while True:
-        if sent >= seq.generated and not seq.finished:
-            seq.progress.clear()
-            await seq.progress.wait()
-        if seq.error:
-            _drop_connection(request)  # mid-stream failure: no [DONE]
-            return resp
-        upto = seq.generated
-        if broken:
-            upto = min(upto, BROKEN_STREAM_AFTER_CHUNKS)
-        if upto > sent:
-            if frame is not None:
-                await resp.write(b"".join(frame(i, pieces[i]) for i in range(sent, min(upto, len(pieces)))))
-            else:
-                await resp.write(b"".join(prefix + orjson.dumps(p) + suffix for p in pieces[sent:upto]))
-            sent = upto
-        if broken and sent >= min(BROKEN_STREAM_AFTER_CHUNKS, len(pieces)):
-            _drop_connection(request)
-            return resp
-        if seq.finished and sent >= len(pieces):
-            break
-
-    ext = _extensions(st, seq)
-    final = {"index": 0, "logprobs": None, "finish_reason": finish_reason}
-    final.update({"delta": {}} if chat else {"text": ""})
-    out = chunk(final, ext)
-    if req.include_usage:
-        out += b"data: " + orjson.dumps({**head, "choices": [], "usage": _usage(req, len(pieces), seq), **ext}) + b"\n\n"
-    await resp.write(out + b"data: [DONE]\n\n")
-    await resp.write_eof()
-    return resp
+    def frame(a: int, b: int) -> bytes:
+        return b"".join(prefix + orjson.dumps(p) + suffix for p in pieces[a:b])
+    return frame
 
 
 async def _hang(request: web.Request) -> web.StreamResponse:

@@ -142,15 +142,27 @@ class Engine:
     def submit(self, prompt_tokens: int, target_tokens: int, *, slow: bool = False,
                block_hashes: Seq[int] = ()) -> Sequence:
         """Queue a sequence; `block_hashes`: chained hashes of its prompt's full KV blocks."""
-        if prompt_tokens + target_tokens > self.max_kv_tokens:
+        return self.submit_group(prompt_tokens, [target_tokens], slow=slow, block_hashes=block_hashes)[0]
+
+    def submit_group(self, prompt_tokens: int, targets: Seq[int], *, slow: bool = False,
+                     block_hashes: Seq[int] = ()) -> list[Sequence]:
+        """Queue one sequence per target length, all on one prompt (OpenAI's `n`): the scheduler's
+        submit_group shares the prompt's prefill through the prefix cache. They share one `progress`
+        event, so a streaming handler wakes on any of them."""
+        if any(prompt_tokens + t > self.max_kv_tokens for t in targets):
             raise ValueError("sequence larger than the KV cache")
-        p, o = max(1, prompt_tokens), max(1, target_tokens)
-        rid = self.requests.add(self.sched.clock, p, o, tuple(block_hashes), SLOW_FACTOR if slow else 1)
-        seq = Sequence(rid, p, o, slow=slow, arrival_s=self.sched.clock)
-        self.live[rid] = seq
-        self.sched.submit(rid)
+        p, hashes = max(1, prompt_tokens), tuple(block_hashes)
+        progress = asyncio.Event()
+        seqs = []
+        for t in targets:
+            o = max(1, t)
+            rid = self.requests.add(self.sched.clock, p, o, hashes, SLOW_FACTOR if slow else 1)
+            seq = Sequence(rid, p, o, slow=slow, arrival_s=self.sched.clock, progress=progress)
+            self.live[rid] = seq
+            seqs.append(seq)
+        self.sched.submit_group([s.rid for s in seqs])
         self._wake.set()
-        return seq
+        return seqs
 
     def cancel(self, seq: Sequence) -> None:
         """Drop a sequence whose client went away (frees its batch slot and KV now)."""

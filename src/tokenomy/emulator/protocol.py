@@ -43,6 +43,7 @@ class ParsedRequest:
     include_usage: bool
     seed: int | None
     shape: Shape = PLAIN
+    n: int = 1  # choices to generate (OpenAI's `n`)
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -199,7 +200,7 @@ def _check_min_tokens(shape: Shape, max_tokens: int | None) -> None:
                             f"{shape.min_tokens}", param="min_tokens", code="invalid_value")
 
 
-def _common(body: dict[str, Any]) -> tuple[str, bool, bool, int | None]:
+def _common(body: dict[str, Any]) -> tuple[str, bool, bool, int | None, int]:
     model = body.get("model")
     if model is None:
         raise ApiError(400, "missing required field 'model'", param="model", code="missing_required_parameter")
@@ -217,22 +218,35 @@ def _common(body: dict[str, Any]) -> tuple[str, bool, bool, int | None]:
         if inc is not None and not isinstance(inc, bool):
             raise _type_error("stream_options.include_usage", "a boolean")
         include_usage = bool(inc)
-    n = body.get("n")
-    if n is not None and not isinstance(n, bool) and isinstance(n, int) and n < 1:
-        raise ApiError(400, f"Invalid 'n': integer below minimum value. Expected a value >= 1, but got {n} instead.",
-                       param="n", code="integer_below_min_value")
-    n = _opt_int(body, "n", 1)
-    if n is not None and n != 1:
-        raise ApiError(400, "only n=1 is supported by this server", param="n", code="unsupported_value")
+    n = _choices(body)
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         _opt_number(body, name)
         _range(body, name)
     seed = _opt_int(body, "seed", -(2**63))
-    return model, bool(stream), include_usage, seed
+    return model, bool(stream), include_usage, seed, n
+
+
+MAX_N = 128  # OpenAI's range for `n` (platform.openai.com/docs/api-reference/chat/create, 2026-11)
+
+
+def _choices(body: dict[str, Any]) -> int:
+    """`n`: how many choices to generate, 1..128, with OpenAI's wording and codes."""
+    n = body.get("n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise _type_error("n", "an integer")
+    if n < 1:
+        raise ApiError(400, f"Invalid 'n': integer below minimum value. Expected a value >= 1, but got {n} instead.",
+                       param="n", code="integer_below_min_value")
+    if n > MAX_N:
+        raise ApiError(400, f"Invalid 'n': integer above maximum value. Expected a value <= {MAX_N}, but got {n} "
+                            f"instead.", param="n", code="integer_above_max_value")
+    return n
 
 
 def parse_chat(body: dict[str, Any]) -> ParsedRequest:
-    model, stream, include_usage, seed = _common(body)
+    model, stream, include_usage, seed, n = _common(body)
     messages = body.get("messages")
     if messages is None:
         raise ApiError(400, "missing required field 'messages'", param="messages", code="missing_required_parameter")
@@ -260,11 +274,11 @@ def parse_chat(body: dict[str, Any]) -> ParsedRequest:
     _check_min_tokens(shape, max_tokens)
     return ParsedRequest(model, count_chat_tokens(messages),
                          orjson.dumps(messages, option=orjson.OPT_SORT_KEYS),
-                         max_tokens, stream, include_usage, seed, shape)
+                         max_tokens, stream, include_usage, seed, shape, n)
 
 
 def parse_completion(body: dict[str, Any]) -> ParsedRequest:
-    model, stream, include_usage, seed = _common(body)
+    model, stream, include_usage, seed, n = _common(body)
     if "prompt" not in body or body["prompt"] is None:
         raise ApiError(400, "missing required field 'prompt'", param="prompt", code="missing_required_parameter")
     prompt = body["prompt"]
@@ -286,4 +300,5 @@ def parse_completion(body: dict[str, Any]) -> ParsedRequest:
         max_tokens = 16  # OpenAI's legacy completions default
     shape = _shape(body, chat=False)
     _check_min_tokens(shape, max_tokens)
-    return ParsedRequest(model, prompt_tokens, orjson.dumps(prompt), max_tokens, stream, include_usage, seed, shape)
+    return ParsedRequest(model, prompt_tokens, orjson.dumps(prompt), max_tokens, stream, include_usage, seed, shape,
+                         n)

@@ -56,6 +56,17 @@ def request_digest(seed: int, canonical_prompt: bytes) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def choice_digest(digest: int, index: int) -> int:
+    """The digest that seeds choice `index` of a request (OpenAI's `n`): choice 0 is the request's
+    own (an n=1 answer is unchanged), later choices differ from it and from each other, and are
+    reproducible. It seeds the length, the text, the logprobs and a tool call's id."""
+    if index == 0:
+        return digest
+    h = hashlib.blake2b(digest.to_bytes(8, "little"), digest_size=8, key=index.to_bytes(4, "little"),
+                        person=b"emu-choice")
+    return int.from_bytes(h.digest(), "little")
+
+
 def natural_output_tokens(digest: int) -> int:
     """Output length the 'model' wants for this prompt, from the trace's distribution."""
     u = (digest & 0xFFFFFFFF) / 2**32 * 100.0  # percentile in [0, 100)
@@ -210,5 +221,5 @@ def completion_logprobs(pieces: list[str], digest: int, top: int, start: int = 0
             "text_offset": offsets}
 
 
-__all__ = ["OUTPUT_TOKENS_PERCENTILES", "chat_logprobs", "completion_logprobs", "cut_at_stop", "json_pieces",
+__all__ = ["OUTPUT_TOKENS_PERCENTILES", "chat_logprobs", "choice_digest", "completion_logprobs", "cut_at_stop", "json_pieces",
            "natural_output_tokens", "pieces_for", "request_digest", "split_pieces", "synth_json"]

@@ -69,7 +69,7 @@ class ReplicaScheduler:
         "pred", "cfg", "req", "cache", "cap", "admit_cap", "reserve", "clock", "waiting", "prefilling",
         "n_prefilling_tokens", "heap", "n_dec", "kv_dec", "kv_used", "kv_reserved", "held", "counter", "busy",
         "energy", "next_event", "peak_kv", "steps", "outstanding", "preemptions", "fin_time", "fin_count",
-        "slot_seconds", "token_seconds", "finished_now", "B",
+        "slot_seconds", "token_seconds", "finished_now", "B", "leaders",
     )
 
     def __init__(self, predictor: StepPredictor, cfg: SchedulerConfig, requests: RequestTable,
@@ -105,6 +105,7 @@ class ReplicaScheduler:
         self.slot_seconds = 0.0  # sum over steps of running sequences x step time
         self.token_seconds = 0.0  # sum over steps of tokens processed x step time
         self.finished_now: list[int] = []  # rids finished by the last step() (emulator)
+        self.leaders: set[int] = set()  # group leaders not yet admitted (submit_group)
 
     # memory ------------------------------------------------------------------------------
     def mem_tokens(self) -> int:
@@ -146,6 +147,9 @@ class ReplicaScheduler:
             req.admitted_s[rid] = self.clock
             req.cached_tokens[rid] = k * B
         req.state[rid] = PREFILLING
+        if self.leaders and rid in self.leaders:
+            self.leaders.discard(rid)
+            self._publish(rid)  # its siblings, queued right behind it, hit these blocks in this batch
         return ctx - k * B
 
     def _publish(self, rid: int) -> None:
@@ -178,6 +182,20 @@ class ReplicaScheduler:
         self.outstanding += 1
         self.next_event = self.clock
 
+    def submit_group(self, rids: list[int]) -> None:
+        """Submit requests that share one prompt (OpenAI's `n`): vLLM V1 fans an `n > 1` request out
+        into n requests with n=1 and lets the prefix cache share the prompt, also within one batch
+        (vllm-project/vllm#10980). So the leader's full prompt blocks enter the cache when it is
+        admitted, not when its prefill ends, and its siblings (FCFS right behind it) reference them:
+        one prefill of the prompt, each sibling computing only its partial tail block (at least one
+        token, like any cache hit), n decoding sequences in the batch, the shared blocks held once.
+        Needs prefix caching and the prompt's block hashes; without them each prefills the whole
+        prompt, as vLLM does with prefix caching off."""
+        if len(rids) > 1:
+            self.leaders.add(rids[0])
+        for rid in rids:
+            self.submit(rid)
+
     def _finish(self, rid: int, t: float) -> None:
         req = self.req
         req.finished_s[rid] = t
@@ -196,6 +214,7 @@ class ReplicaScheduler:
         """Remove a request wherever it is (a client went away); frees its KV."""
         req = self.req
         st = req.state[rid]
+        self.leaders.discard(rid)
         if st == WAITING:
             try:
                 self.waiting.remove(rid)
