@@ -98,7 +98,7 @@ def fit_soft_logistic(x, q: np.ndarray, *, l2: float, bounds: list[tuple[float |
 
 
 def train_verifier(prompts: Sequence[str], answers: Sequence[str], quality: Sequence[float], *,
-                   spec: AnswerSpec | None = None, c: float = 0.5, seed: int = 0, sign_priors: bool = True,
+                   spec: AnswerSpec | None = None, c: float = 2.0, seed: int = 0, sign_priors: bool = True,
                    sample_weight: Sequence[float] | None = None, meta: dict | None = None) -> LearnedVerifier:
     """Fit on (prompt, answer, quality). `c` is the inverse L2 strength per unit of sample weight
     (sample weights are normalised to mean 1). Deterministic: `seed` is recorded only."""
@@ -108,7 +108,7 @@ def train_verifier(prompts: Sequence[str], answers: Sequence[str], quality: Sequ
                         sample_weight=sample_weight, meta=meta)
 
 
-def fit_features(x_sparse, x_dense: np.ndarray, quality: Sequence[float], *, spec: AnswerSpec, c: float = 0.5,
+def fit_features(x_sparse, x_dense: np.ndarray, quality: Sequence[float], *, spec: AnswerSpec, c: float = 2.0,
                  seed: int = 0, sign_priors: bool = True, sample_weight: Sequence[float] | None = None,
                  meta: dict | None = None) -> LearnedVerifier:
     """Fit on precomputed features (featurize_many), so cross-validation featurizes once."""

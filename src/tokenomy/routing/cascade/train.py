@@ -23,7 +23,7 @@ from tokenomy.routing.cascade.evaluate import cost_view
 from tokenomy.routing.quality.metrics import curve, evaluate_scores
 
 REFERENCE_WEAK = (AE_DEFAULT_WEAK, GSM8K_WEAK)
-DEFAULT_C = 0.5
+DEFAULT_C = 2.0  # inverse L2 strength, chosen by leave-one-source-out with the spec (features.AnswerSpec)
 
 
 def _source_weights(rows: Sequence[CascadeRow]) -> np.ndarray:
