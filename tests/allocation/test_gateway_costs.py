@@ -50,6 +50,8 @@ async def test_gateway_records_capacity_and_costs_reconcile(tmp_path):
 
 
 async def test_dashboard_costs_api_matches_the_cli_and_is_admin_only(tmp_path):
+    import asyncio
+
     import aiohttp
 
     from gw_helpers import ADMIN_KEY
@@ -61,9 +63,17 @@ async def test_dashboard_costs_api_matches_the_cli_and_is_admin_only(tmp_path):
                 "model": "llama@h100", "max_tokens": 8, "messages": [{"role": "user", "content": f"hi {i}"}]}, key)
             assert status == 200
         async with aiohttp.ClientSession() as s:
-            async with s.get(g.url + "/dashboard/api/costs?range=1h", headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as r:
-                assert r.status == 200
-                body = await r.json()
+            # the recorder writes a provisioned interval at each interval boundary (1 s here): wait,
+            # bounded, until the intervals holding the three requests are on record
+            body: dict = {}
+            for _ in range(300):
+                async with s.get(g.url + "/dashboard/api/costs?range=1h",
+                                 headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as r:
+                    assert r.status == 200
+                    body = await r.json()
+                if any(x["deployment"] == "llama@h100" and x["requests"] == 3 for x in body["tables"]["deployments"]):
+                    break
+                await asyncio.sleep(0.1)
             async with s.get(g.url + "/dashboard/api/costs?range=1h", headers={"Authorization": f"Bearer {key}"}) as r:
                 assert r.status == 403
             status, _, _ = await g.post("/v1/chat/completions", {
